@@ -1,0 +1,1 @@
+//! Decoding of `receive_resume_token` values (being written).
