@@ -32,15 +32,37 @@ struct FieldSpec {
     names: &'static [&'static str],
 }
 
-const SECOND: FieldSpec = FieldSpec { name: "second", min: 0, max: 59, names: &[] };
-const MINUTE: FieldSpec = FieldSpec { name: "minute", min: 0, max: 59, names: &[] };
-const HOUR: FieldSpec = FieldSpec { name: "hour", min: 0, max: 23, names: &[] };
-const DOM: FieldSpec = FieldSpec { name: "day of month", min: 1, max: 31, names: &[] };
+const SECOND: FieldSpec = FieldSpec {
+    name: "second",
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const MINUTE: FieldSpec = FieldSpec {
+    name: "minute",
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const HOUR: FieldSpec = FieldSpec {
+    name: "hour",
+    min: 0,
+    max: 23,
+    names: &[],
+};
+const DOM: FieldSpec = FieldSpec {
+    name: "day of month",
+    min: 1,
+    max: 31,
+    names: &[],
+};
 const MONTH: FieldSpec = FieldSpec {
     name: "month",
     min: 1,
     max: 12,
-    names: &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+    names: &[
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ],
 };
 const DOW: FieldSpec = FieldSpec {
     name: "day of week",
@@ -126,7 +148,11 @@ impl CronSchedule {
                     added = true;
                     t = t.date().with_day(1)?.and_hms_opt(0, 0, 0)?;
                 }
-                let (y, m) = if t.month() == 12 { (t.year() + 1, 1) } else { (t.year(), t.month() + 1) };
+                let (y, m) = if t.month() == 12 {
+                    (t.year() + 1, 1)
+                } else {
+                    (t.year(), t.month() + 1)
+                };
                 t = NaiveDate::from_ymd_opt(y, m, 1)?.and_hms_opt(0, 0, 0)?;
                 if t.month() == 1 {
                     continue 'wrap;
@@ -177,14 +203,20 @@ impl CronSchedule {
     /// The next firing strictly after `now`, evaluated in `now`'s time zone (or the schedule's own
     /// `TZ=` zone). Wall-clock times that do not exist (DST gaps) are skipped; ambiguous ones
     /// (DST overlaps) fire at their first occurrence.
-    pub fn next_after<Z: TimeZone>(&self, now: &chrono::DateTime<Z>) -> Option<chrono::DateTime<chrono::Utc>> {
+    pub fn next_after<Z: TimeZone>(
+        &self,
+        now: &chrono::DateTime<Z>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
         match self.tz {
             Some(tz) => self.next_in_zone(&now.with_timezone(&tz)),
             None => self.next_in_zone(now),
         }
     }
 
-    fn next_in_zone<Z: TimeZone>(&self, now: &chrono::DateTime<Z>) -> Option<chrono::DateTime<chrono::Utc>> {
+    fn next_in_zone<Z: TimeZone>(
+        &self,
+        now: &chrono::DateTime<Z>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
         let tz = now.timezone();
         let mut cursor = now.naive_local();
         for _ in 0..10_000 {
@@ -226,7 +258,10 @@ fn parse_field(field: &str, spec: &FieldSpec) -> Result<(u64, bool), String> {
                     .parse()
                     .map_err(|_| format!("invalid step {st:?} in {} field {field:?}", spec.name))?;
                 if st == 0 {
-                    return Err(format!("step in {} field {field:?} must be positive", spec.name));
+                    return Err(format!(
+                        "step in {} field {field:?} must be positive",
+                        spec.name
+                    ));
                 }
                 (r, Some(st))
             }
@@ -250,7 +285,10 @@ fn parse_field(field: &str, spec: &FieldSpec) -> Result<(u64, bool), String> {
             ));
         }
         if lo > hi {
-            return Err(format!("{} field {field:?}: beginning of range after end", spec.name));
+            return Err(format!(
+                "{} field {field:?}: beginning of range after end",
+                spec.name
+            ));
         }
         let step = step.unwrap_or(1);
         let mut v = lo;
@@ -278,9 +316,17 @@ mod tests {
             ("0 0 * * *", "2024-12-31 23:59:59", "2025-01-01 00:00:00"),
             ("30 2 * * 1-5", "2024-05-17 03:00:00", "2024-05-20 02:30:00"),
             ("0 0 29 2 *", "2023-01-01 00:00:00", "2024-02-29 00:00:00"),
-            ("*/10 * * * * *", "2024-01-01 00:00:05", "2024-01-01 00:00:10"),
+            (
+                "*/10 * * * * *",
+                "2024-01-01 00:00:05",
+                "2024-01-01 00:00:10",
+            ),
             ("0 12 1 * mon", "2024-05-02 00:00:00", "2024-05-06 12:00:00"),
-            ("0 12 * JAN,jul SUN", "2024-05-02 00:00:00", "2024-07-07 12:00:00"),
+            (
+                "0 12 * JAN,jul SUN",
+                "2024-05-02 00:00:00",
+                "2024-07-07 12:00:00",
+            ),
             ("0 0 ? * 0", "2024-05-14 00:00:00", "2024-05-19 00:00:00"),
             ("5/20 * * * *", "2024-05-14 10:00:00", "2024-05-14 10:05:00"),
         ];
@@ -302,15 +348,31 @@ mod tests {
         // 2024-03-31 02:30 does not exist in Berlin; next is 2024-04-01 02:30 CEST = 00:30 UTC.
         let now = chrono::Utc.with_ymd_and_hms(2024, 3, 30, 12, 0, 0).unwrap();
         let next = c.next_after(&now).unwrap();
-        assert_eq!(next, chrono::Utc.with_ymd_and_hms(2024, 4, 1, 0, 30, 0).unwrap());
+        assert_eq!(
+            next,
+            chrono::Utc.with_ymd_and_hms(2024, 4, 1, 0, 30, 0).unwrap()
+        );
     }
 
     #[test]
     fn rejects() {
         for s in [
-            "", "* * * *", "* * * * * * *", "@daily", "@every 1h", "60 * * * *", "* 24 * * *",
-            "* * 0 * *", "* * * 13 *", "* * * * 7", "*/0 * * * *", "5-1 * * * *", "a * * * *",
-            "TZ=Nowhere/City * * * * *", "1,,2 * * * *", "L * * * *",
+            "",
+            "* * * *",
+            "* * * * * * *",
+            "@daily",
+            "@every 1h",
+            "60 * * * *",
+            "* 24 * * *",
+            "* * 0 * *",
+            "* * * 13 *",
+            "* * * * 7",
+            "*/0 * * * *",
+            "5-1 * * * *",
+            "a * * * *",
+            "TZ=Nowhere/City * * * * *",
+            "1,,2 * * * *",
+            "L * * * *",
         ] {
             assert!(CronSchedule::parse(s).is_err(), "{s:?}");
         }

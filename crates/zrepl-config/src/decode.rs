@@ -57,12 +57,20 @@ impl<'a> Cx<'a> {
                 };
                 for (k, v) in flat {
                     let Some(key) = k.as_scalar() else {
-                        self.err(k.mark, path, format!("map keys must be scalars, found {}", k.describe()));
+                        self.err(
+                            k.mark,
+                            path,
+                            format!("map keys must be scalars, found {}", k.describe()),
+                        );
                         continue;
                     };
                     if let Some(prev) = reader.entries.iter().find(|e| e.key == key) {
                         let line = prev.key_mark.line;
-                        self.err(k.mark, path, format!("duplicate key {key:?} (first given on line {line})"));
+                        self.err(
+                            k.mark,
+                            path,
+                            format!("duplicate key {key:?} (first given on line {line})"),
+                        );
                         continue;
                     }
                     reader.entries.push(Entry {
@@ -75,7 +83,11 @@ impl<'a> Cx<'a> {
                 Some(reader)
             }
             _ => {
-                self.err(node.mark, path, format!("expected a map, found {}", node.describe()));
+                self.err(
+                    node.mark,
+                    path,
+                    format!("expected a map, found {}", node.describe()),
+                );
                 None
             }
         }
@@ -86,7 +98,11 @@ impl<'a> Cx<'a> {
         match &node.kind {
             NodeKind::Scalar { value, .. } => Some(value.clone()),
             _ => {
-                self.err(node.mark, path, format!("expected a string, found {}", node.describe()));
+                self.err(
+                    node.mark,
+                    path,
+                    format!("expected a string, found {}", node.describe()),
+                );
                 None
             }
         }
@@ -115,7 +131,11 @@ impl<'a> Cx<'a> {
                 _ => {}
             }
         }
-        self.err(node.mark, path, format!("expected true or false, found {}", show(node)));
+        self.err(
+            node.mark,
+            path,
+            format!("expected true or false, found {}", show(node)),
+        );
         None
     }
 
@@ -131,7 +151,8 @@ impl<'a> Cx<'a> {
                 i64::from_str_radix(h, 16).ok()
             } else if let Some(o) = digits.strip_prefix("0o") {
                 i64::from_str_radix(o, 8).ok()
-            } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
+            } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+            {
                 digits.replace('_', "").parse::<i64>().ok()
             } else {
                 None
@@ -140,7 +161,11 @@ impl<'a> Cx<'a> {
                 return Some(if neg { -p } else { p });
             }
         }
-        self.err(node.mark, path, format!("expected an integer, found {}", show(node)));
+        self.err(
+            node.mark,
+            path,
+            format!("expected an integer, found {}", show(node)),
+        );
         None
     }
 
@@ -164,14 +189,22 @@ impl<'a> Cx<'a> {
                 ok.then_some(out)
             }
             _ => {
-                self.err(node.mark, path, format!("expected a list, found {}", node.describe()));
+                self.err(
+                    node.mark,
+                    path,
+                    format!("expected a list, found {}", node.describe()),
+                );
                 None
             }
         }
     }
 
     /// A map with arbitrary string keys, as ordered `(key, key mark, value node)` triples.
-    pub fn string_map<'n>(&mut self, node: &'n Node, path: &str) -> Option<Vec<(String, Mark, &'n Node)>> {
+    pub fn string_map<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+    ) -> Option<Vec<(String, Mark, &'n Node)>> {
         let mut m = self.map(node, path)?;
         let out = m
             .entries
@@ -194,7 +227,11 @@ pub fn show(node: &Node) -> String {
 }
 
 /// Expands YAML merge keys (`<<: *anchor` or `<<: [*a, *b]`): explicit keys win over merged ones.
-fn flatten_merge<'n>(entries: &'n [(Node, Node)], out: &mut Vec<(&'n Node, &'n Node)>, depth: usize) {
+fn flatten_merge<'n>(
+    entries: &'n [(Node, Node)],
+    out: &mut Vec<(&'n Node, &'n Node)>,
+    depth: usize,
+) {
     let mut merged: Vec<(&'n Node, &'n Node)> = Vec::new();
     for (k, v) in entries {
         if k.as_scalar() == Some("<<") && depth < 8 {
@@ -290,16 +327,16 @@ impl<'n> MapReader<'n> {
         }
     }
 
-    /// An optional field: `Ok(None)` if absent, `Err(())` if present but invalid.
+    /// An optional field: `Some(None)` if absent, `None` if present but invalid (error recorded).
     pub fn opt<T>(
         &mut self,
         cx: &mut Cx,
         key: &str,
         f: impl FnOnce(&mut Cx, &Node, &str) -> Option<T>,
-    ) -> Result<Option<T>, ()> {
+    ) -> Option<Option<T>> {
         match self.get(key) {
-            Some((node, path)) => f(cx, node, &path).map(Some).ok_or(()),
-            None => Ok(None),
+            Some((node, path)) => f(cx, node, &path).map(Some),
+            None => Some(None),
         }
     }
 
@@ -311,7 +348,7 @@ impl<'n> MapReader<'n> {
         default: T,
         f: impl FnOnce(&mut Cx, &Node, &str) -> Option<T>,
     ) -> Option<T> {
-        self.opt(cx, key, f).ok().map(|v| v.unwrap_or(default))
+        self.opt(cx, key, f).map(|v| v.unwrap_or(default))
     }
 
     /// Reports every key that no decoder asked for, listing the keys that are accepted here.
@@ -328,12 +365,23 @@ impl<'n> MapReader<'n> {
     /// The `type` discriminator of an enum-like map.
     pub fn tag(&mut self, cx: &mut Cx, allowed: &[&str]) -> Option<String> {
         let Some((node, path)) = self.get("type") else {
-            cx.err(self.mark, &self.path, format!("must specify type (one of: {})", allowed.join(", ")));
+            cx.err(
+                self.mark,
+                &self.path,
+                format!("must specify type (one of: {})", allowed.join(", ")),
+            );
             return None;
         };
         let t = cx.string(node, &path)?;
         if !allowed.contains(&t.as_str()) {
-            cx.err(node.mark, &path, format!("invalid type name {t:?} (expected one of: {})", allowed.join(", ")));
+            cx.err(
+                node.mark,
+                &path,
+                format!(
+                    "invalid type name {t:?} (expected one of: {})",
+                    allowed.join(", ")
+                ),
+            );
             return None;
         }
         Some(t)

@@ -17,7 +17,13 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file.display(), self.mark.line, self.mark.col)?;
+        write!(
+            f,
+            "{}:{}:{}: ",
+            self.file.display(),
+            self.mark.line,
+            self.mark.col
+        )?;
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
         }

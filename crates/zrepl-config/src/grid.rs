@@ -40,11 +40,16 @@ impl GridSpec {
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut intervals = Vec::new();
         for (i, part) in s.split('|').enumerate() {
-            intervals.push(parse_interval(part).map_err(|e| format!("interval {} ({:?}): {e}", i + 1, part.trim()))?);
+            intervals.push(
+                parse_interval(part)
+                    .map_err(|e| format!("interval {} ({:?}): {e}", i + 1, part.trim()))?,
+            );
         }
         let total: u64 = intervals.iter().map(|i| i.count).sum();
         if total > MAX_BUCKETS {
-            return Err(format!("grid expands to {total} buckets, more than the limit of {MAX_BUCKETS}"));
+            return Err(format!(
+                "grid expands to {total} buckets, more than the limit of {MAX_BUCKETS}"
+            ));
         }
         // Bucket lengths must not decrease, except right after a run of keep=all buckets.
         let mut all_keep_all = true;
@@ -84,10 +89,12 @@ fn parse_interval(part: &str) -> Result<GridInterval, String> {
     let (count, rest) = p
         .split_once('x')
         .ok_or("expected <count> x <duration>[(keep=<n|all>)], e.g. 24x1h")?;
-    let count: u64 = count
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid count {:?}: expected a positive integer", count.trim()))?;
+    let count: u64 = count.trim().parse().map_err(|_| {
+        format!(
+            "invalid count {:?}: expected a positive integer",
+            count.trim()
+        )
+    })?;
     if count == 0 {
         return Err("count must be positive".into());
     }
@@ -108,10 +115,9 @@ fn parse_interval(part: &str) -> Result<GridInterval, String> {
     let keep = match keep {
         None => Keep::N(1),
         Some(k) => {
-            let v = k
-                .trim()
-                .strip_prefix("keep=")
-                .ok_or_else(|| format!("invalid option {k:?}: only keep=<n> or keep=all is allowed"))?;
+            let v = k.trim().strip_prefix("keep=").ok_or_else(|| {
+                format!("invalid option {k:?}: only keep=<n> or keep=all is allowed")
+            })?;
             match v.trim() {
                 "all" => Keep::All,
                 n => match n.parse::<i64>() {
@@ -173,8 +179,21 @@ mod tests {
     #[test]
     fn rejects_bad_specs() {
         for s in [
-            "", "1h", "0x1h", "-1x1h", "1x0h", "1x", "x1h", "1x1h(keep=0)", "1x1h(keep=-1)",
-            "1x1h(keep=some)", "1x1h(foo=1)", "1x1h(keep=1", "1x1h || 1x1d", "1x1h30m", "1000001x1s",
+            "",
+            "1h",
+            "0x1h",
+            "-1x1h",
+            "1x0h",
+            "1x",
+            "x1h",
+            "1x1h(keep=0)",
+            "1x1h(keep=-1)",
+            "1x1h(keep=some)",
+            "1x1h(foo=1)",
+            "1x1h(keep=1",
+            "1x1h || 1x1d",
+            "1x1h30m",
+            "1000001x1s",
         ] {
             assert!(GridSpec::parse(s).is_err(), "{s:?}");
         }

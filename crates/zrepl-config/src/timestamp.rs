@@ -68,9 +68,18 @@ enum Chunk {
     PmLower,
     TzName,
     /// `Z` for UTC if `iso`, else numeric; `colons`, `seconds`, `hours_only` shape the offset.
-    Offset { iso: bool, colons: bool, seconds: bool, hours_only: bool },
+    Offset {
+        iso: bool,
+        colons: bool,
+        seconds: bool,
+        hours_only: bool,
+    },
     /// Fractional seconds with `digits`; `trim` for the `9` form; `sep` is `.` or `,`.
-    Frac { digits: usize, trim: bool, sep: char },
+    Frac {
+        digits: usize,
+        trim: bool,
+        sep: char,
+    },
 }
 
 /// A snapshot timestamp format.
@@ -105,7 +114,10 @@ impl TimestampFormat {
                 Some(format)
             }
         };
-        let keyword = matches!(format.to_ascii_lowercase().as_str(), "dense" | "human" | "unix-seconds");
+        let keyword = matches!(
+            format.to_ascii_lowercase().as_str(),
+            "dense" | "human" | "unix-seconds"
+        );
         if keyword && location != Location::Utc {
             return Err(format!("timestamp format {format:?} requires UTC location (timestamp_location is {location})"));
         }
@@ -137,7 +149,10 @@ impl TimestampFormat {
     /// zrepl's validation: `prefix + format(t)` must be a valid snapshot name for sample dates.
     pub fn validate_with_prefix(&self, prefix: &str, location: Location) -> Result<(), String> {
         for (y, m) in [(2020, 6), (2020, 12)] {
-            let t = Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).single().expect("valid date");
+            let t = Utc
+                .with_ymd_and_hms(y, m, 1, 0, 0, 0)
+                .single()
+                .expect("valid date");
             let name = match location {
                 Location::Zone(z) => format!("{prefix}{}", self.format(&t.with_timezone(&z))),
                 _ => format!("{prefix}{}", self.format(&t)),
@@ -208,7 +223,12 @@ fn parse_layout(l: &str) -> Vec<Chunk> {
                 ];
                 match shapes.iter().find(|(p, ..)| rest.starts_with(p)) {
                     Some((p, colons, seconds, hours_only)) => (
-                        Some(Offset { iso, colons: *colons, seconds: *seconds, hours_only: *hours_only }),
+                        Some(Offset {
+                            iso,
+                            colons: *colons,
+                            seconds: *seconds,
+                            hours_only: *hours_only,
+                        }),
                         1 + p.len(),
                     ),
                     None => (None, 1),
@@ -223,23 +243,32 @@ fn parse_layout(l: &str) -> Vec<Chunk> {
                 if j < b.len() && b[j].is_ascii_digit() {
                     (None, 1)
                 } else {
-                    (Some(Frac { digits: j - i - 1, trim: ch == b'9', sep: c as char }), j - i)
+                    (
+                        Some(Frac {
+                            digits: j - i - 1,
+                            trim: ch == b'9',
+                            sep: c as char,
+                        }),
+                        j - i,
+                    )
                 }
             }
             _ => (None, 0),
         };
         match chunk {
             Some(c) => {
-                if !lit.is_empty() && !matches!(c, LongYear) {
-                    out.push(Lit(std::mem::take(&mut lit)));
-                } else if !lit.is_empty() {
+                if !lit.is_empty() {
                     out.push(Lit(std::mem::take(&mut lit)));
                 }
                 out.push(c);
                 i += len;
             }
             None => {
-                let n = if len == 0 { l[i..].chars().next().map_or(1, char::len_utf8) } else { len };
+                let n = if len == 0 {
+                    l[i..].chars().next().map_or(1, char::len_utf8)
+                } else {
+                    len
+                };
                 lit.push_str(&l[i..i + n]);
                 i += n;
             }
@@ -252,10 +281,28 @@ fn parse_layout(l: &str) -> Vec<Chunk> {
 }
 
 const LONG_MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-    "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
-const LONG_DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const LONG_DAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
 
 fn render<Z: TimeZone>(chunks: &[Chunk], t: &DateTime<Z>) -> String {
     use std::fmt::Write;
@@ -268,8 +315,12 @@ fn render<Z: TimeZone>(chunks: &[Chunk], t: &DateTime<Z>) -> String {
             Chunk::Month => s.push_str(&LONG_MONTHS[t.month0() as usize][..3]),
             Chunk::NumMonth => write!(s, "{}", t.month()).unwrap_or(()),
             Chunk::ZeroMonth => write!(s, "{:02}", t.month()).unwrap_or(()),
-            Chunk::LongWeekDay => s.push_str(LONG_DAYS[t.weekday().num_days_from_sunday() as usize]),
-            Chunk::WeekDay => s.push_str(&LONG_DAYS[t.weekday().num_days_from_sunday() as usize][..3]),
+            Chunk::LongWeekDay => {
+                s.push_str(LONG_DAYS[t.weekday().num_days_from_sunday() as usize])
+            }
+            Chunk::WeekDay => {
+                s.push_str(&LONG_DAYS[t.weekday().num_days_from_sunday() as usize][..3])
+            }
             Chunk::Day => write!(s, "{}", t.day()).unwrap_or(()),
             Chunk::UnderDay => write!(s, "{:>2}", t.day()).unwrap_or(()),
             Chunk::ZeroDay => write!(s, "{:02}", t.day()).unwrap_or(()),
@@ -293,7 +344,12 @@ fn render<Z: TimeZone>(chunks: &[Chunk], t: &DateTime<Z>) -> String {
                     push_offset(&mut s, off.local_minus_utc(), false, false, false)
                 }
             }
-            Chunk::Offset { iso, colons, seconds, hours_only } => {
+            Chunk::Offset {
+                iso,
+                colons,
+                seconds,
+                hours_only,
+            } => {
                 let secs = off.local_minus_utc();
                 if *iso && secs == 0 {
                     s.push('Z');
@@ -361,14 +417,21 @@ mod tests {
 
     #[test]
     fn keywords_match_zrepl() {
-        let f = |s| TimestampFormat::parse(s, Location::Utc).unwrap().format(&t());
+        let f = |s| {
+            TimestampFormat::parse(s, Location::Utc)
+                .unwrap()
+                .format(&t())
+        };
         assert_eq!(f("dense"), "20240514_211623_000");
         assert_eq!(f("DENSE"), "20240514_211623_000");
         assert_eq!(f("human"), "2024-05-14_21:16:23");
         assert_eq!(f("iso-8601"), "2024-05-14T21:16:23.000Z");
         assert_eq!(f("unix-seconds"), "1715721383");
         assert_eq!(
-            Utc.with_ymd_and_hms(2038, 1, 19, 3, 14, 7).unwrap().format("%Y").to_string(),
+            Utc.with_ymd_and_hms(2038, 1, 19, 3, 14, 7)
+                .unwrap()
+                .format("%Y")
+                .to_string(),
             "2038"
         );
     }
@@ -378,7 +441,10 @@ mod tests {
         let loc = Location::parse("Europe/Berlin").unwrap();
         let Location::Zone(z) = loc else { panic!() };
         let f = TimestampFormat::parse("iso-8601", loc).unwrap();
-        assert_eq!(f.format(&t().with_timezone(&z)), "2024-05-14T23:16:23.000_0200");
+        assert_eq!(
+            f.format(&t().with_timezone(&z)),
+            "2024-05-14T23:16:23.000_0200"
+        );
     }
 
     #[test]
@@ -398,7 +464,11 @@ mod tests {
             let f = TimestampFormat::parse(layout, Location::Utc).unwrap();
             let got = f.format(&t());
             // Go prints "+0000" for a zero numeric offset; '+' then becomes '_'.
-            let want = if layout == "2006_-0700" { "2024__0000" } else { want };
+            let want = if layout == "2006_-0700" {
+                "2024__0000"
+            } else {
+                want
+            };
             assert_eq!(got, want, "{layout}");
         }
     }
@@ -406,7 +476,9 @@ mod tests {
     #[test]
     fn rules() {
         assert!(TimestampFormat::parse("dense", Location::Local).is_err());
-        assert!(TimestampFormat::parse("human", Location::parse("Europe/Berlin").unwrap()).is_err());
+        assert!(
+            TimestampFormat::parse("human", Location::parse("Europe/Berlin").unwrap()).is_err()
+        );
         assert!(TimestampFormat::parse("iso-8601", Location::Local).is_ok());
         assert!(TimestampFormat::parse("2006+01", Location::Utc).is_err());
         assert!(Location::parse("Mars/Olympus").is_err());

@@ -103,7 +103,11 @@ impl GoDuration {
 
     /// Parses Go's syntax: `[-+]?(\d*(\.\d*)?(ns|us|µs|μs|ms|s|m|h))+` or `0`.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid duration {s:?}: expected Go duration syntax such as 30s, 1m30s or 250ms");
+        let bad = || {
+            format!(
+                "invalid duration {s:?}: expected Go duration syntax such as 30s, 1m30s or 250ms"
+            )
+        };
         let mut t = s.trim();
         let neg = if let Some(r) = t.strip_prefix('-') {
             t = r;
@@ -266,7 +270,12 @@ impl fmt::Display for DataSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.bytes;
         if b.fract() == 0.0 {
-            for (unit, len) in [("TiB", 1024f64.powi(4)), ("GiB", 1024f64.powi(3)), ("MiB", 1048576.0), ("KiB", 1024.0)] {
+            for (unit, len) in [
+                ("TiB", 1024f64.powi(4)),
+                ("GiB", 1024f64.powi(3)),
+                ("MiB", 1048576.0),
+                ("KiB", 1024.0),
+            ] {
                 if b != 0.0 && b % len == 0.0 {
                     return write!(f, "{} {unit}", b / len);
                 }
@@ -280,7 +289,9 @@ impl fmt::Display for DataSize {
 
 /// Checks `host:port` as Go's `net.SplitHostPort` would, with a numeric port.
 pub fn check_hostport(s: &str) -> Result<(), String> {
-    let bad = |why: &str| format!("invalid address {s:?}: {why} (expected host:port, [ipv6]:port or :port)");
+    let bad = |why: &str| {
+        format!("invalid address {s:?}: {why} (expected host:port, [ipv6]:port or :port)")
+    };
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, p) = rest.split_once(']').ok_or_else(|| bad("missing ']'"))?;
         let p = p.strip_prefix(':').ok_or_else(|| bad("missing port"))?;
@@ -319,7 +330,16 @@ mod tests {
         for (s, secs) in ok {
             assert_eq!(ZreplDuration::parse(s).unwrap().as_secs(), secs, "{s}");
         }
-        for s in ["", "10", "1h30m", "10ms", "m", "1.5h", "1y", "99999999999999999999w"] {
+        for s in [
+            "",
+            "10",
+            "1h30m",
+            "10ms",
+            "m",
+            "1.5h",
+            "1y",
+            "99999999999999999999w",
+        ] {
             assert!(ZreplDuration::parse(s).is_err(), "{s}");
         }
         for secs in [1, 60, 90, 3600, 86400, 7 * 86400, 8 * 86400] {
@@ -345,7 +365,13 @@ mod tests {
         for s in ["", "10", "1d", "1w", "s", "1.2.3s", "10 s", "."] {
             assert!(GoDuration::parse(s).is_err(), "{s}");
         }
-        for n in [1i128, 1_000, 1_500_000_000, 90_000_000_000, 3_600_000_000_001] {
+        for n in [
+            1i128,
+            1_000,
+            1_500_000_000,
+            90_000_000_000,
+            3_600_000_000_001,
+        ] {
             let d = GoDuration::from_nanos(n);
             assert_eq!(GoDuration::parse(&d.to_string()).unwrap(), d, "{d}");
         }
@@ -377,7 +403,13 @@ mod tests {
 
     #[test]
     fn hostports() {
-        for s in [":8888", "0.0.0.0:8888", "[::]:8888", "host.example.com:22", "[fe80::1%eth0]:1"] {
+        for s in [
+            ":8888",
+            "0.0.0.0:8888",
+            "[::]:8888",
+            "host.example.com:22",
+            "[fe80::1%eth0]:1",
+        ] {
             assert!(check_hostport(s).is_ok(), "{s}");
         }
         for s in ["host", "host:", "host:http", "::1:22", "host:99999", ""] {

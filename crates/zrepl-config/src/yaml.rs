@@ -1,11 +1,17 @@
 //! A YAML document as a tree of nodes that remember where they were written.
 //!
-//! We build our own tree from `yaml-rust2`'s event stream instead of deserializing with serde,
-//! because every error we report must carry the line and column of the offending node, and we want
-//! all errors of a file at once rather than the first one serde stumbles over.
+//! We build our own tree from a YAML event stream instead of deserializing with serde, because
+//! every error we report must carry the line and column of the offending node, and we want all
+//! errors of a file at once rather than the first one serde stumbles over.
+//!
+//! The events come from `libyaml-safer`, a safe Rust port of libyaml: zrepl 0.7 reads its config
+//! with go-yaml v2, itself a port of libyaml, so we accept exactly the documents zrepl accepts.
+//! (Stricter YAML 1.2 parsers reject zrepl's own sample configs, e.g. a flow mapping whose closing
+//! brace sits at its key's indentation.)
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::{Marker, TScalarStyle};
+use std::collections::HashMap;
+
+use libyaml_safer::{EventData, ScalarStyle};
 
 /// A position in a source file (1-based line and column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -14,12 +20,12 @@ pub struct Mark {
     pub col: usize,
 }
 
-impl From<Marker> for Mark {
-    fn from(m: Marker) -> Self {
-        // yaml-rust2 columns are 0-based; editors and compilers count from 1.
+impl From<libyaml_safer::Mark> for Mark {
+    fn from(m: libyaml_safer::Mark) -> Self {
+        // libyaml counts from 0; editors and compilers count from 1.
         Mark {
-            line: m.line(),
-            col: m.col() + 1,
+            line: m.line as usize + 1,
+            col: m.column as usize + 1,
         }
     }
 }
@@ -36,7 +42,10 @@ pub enum NodeKind {
     /// An explicit or implicit null (`~`, `null`, or a key without a value).
     Null,
     /// A scalar with its text; `quoted` is true for single- or double-quoted and block scalars.
-    Scalar { value: String, quoted: bool },
+    Scalar {
+        value: String,
+        quoted: bool,
+    },
     Seq(Vec<Node>),
     /// Entries in document order; duplicate keys are kept and reported by the decoder.
     Map(Vec<(Node, Node)>),
@@ -69,44 +78,20 @@ pub struct SyntaxError {
     pub message: String,
 }
 
-/// Parses the first document of `src`. An empty stream (or one holding only `---`) yields `None`.
-pub fn parse(src: &str) -> Result<Option<Node>, SyntaxError> {
-    let mut b = Builder::default();
-    let mut parser = Parser::new_from_str(src);
-    parser.load(&mut b, false).map_err(|e| SyntaxError {
-        mark: (*e.marker()).into(),
-        message: e.info().to_string(),
-    })?;
-    if let Some(err) = b.error {
-        return Err(err);
-    }
-    Ok(b.doc)
-}
-
 /// The maximum nesting depth we accept; configs are shallow, fuzzers are not.
 const MAX_DEPTH: usize = 64;
 /// Guards against "billion laughs": aliases may not expand the document beyond this many nodes.
 const MAX_NODES: usize = 1_000_000;
 
-#[derive(Default)]
-struct Builder {
-    stack: Vec<Partial>,
-    anchors: std::collections::HashMap<usize, Node>,
-    doc: Option<Node>,
-    done: bool,
-    error: Option<SyntaxError>,
-    nodes: usize,
-}
-
 enum Partial {
     Seq {
         mark: Mark,
-        anchor: usize,
+        anchor: Option<String>,
         items: Vec<Node>,
     },
     Map {
         mark: Mark,
-        anchor: usize,
+        anchor: Option<String>,
         entries: Vec<(Node, Node)>,
         key: Option<Node>,
     },
@@ -125,83 +110,81 @@ fn count_nodes(n: &Node) -> usize {
     }
 }
 
-impl Builder {
-    fn fail(&mut self, mark: Mark, message: impl Into<String>) {
-        if self.error.is_none() {
-            self.error = Some(SyntaxError {
-                mark,
-                message: message.into(),
-            });
-        }
-    }
-
-    fn push_node(&mut self, node: Node, anchor: usize) {
-        if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
-        }
-        match self.stack.last_mut() {
-            None => {
-                if self.doc.is_none() {
-                    self.doc = Some(node);
-                }
-            }
-            Some(Partial::Seq { items, .. }) => items.push(node),
-            Some(Partial::Map { entries, key, .. }) => match key.take() {
-                None => *key = Some(node),
-                Some(k) => entries.push((k, node)),
+/// Parses the first document of `src`. An empty stream yields `None`.
+pub fn parse(src: &str) -> Result<Option<Node>, SyntaxError> {
+    let mut bytes = src.as_bytes();
+    let mut parser = libyaml_safer::Parser::new();
+    parser.set_input_string(&mut bytes);
+    let mut stack: Vec<Partial> = Vec::new();
+    let mut anchors: HashMap<String, Node> = HashMap::new();
+    let mut nodes = 0usize;
+    let fail = |mark: Mark, message: &str| SyntaxError {
+        mark,
+        message: message.to_string(),
+    };
+    for ev in parser {
+        let ev = ev.map_err(|e| SyntaxError {
+            mark: e
+                .problem_mark()
+                .or(e.context_mark())
+                .map(Mark::from)
+                .unwrap_or_default(),
+            message: match e.context() {
+                Some(c) => format!("{} {}", e.problem(), c),
+                None => e.problem().to_string(),
             },
-        }
-    }
-}
-
-impl MarkedEventReceiver for Builder {
-    fn on_event(&mut self, ev: Event, marker: Marker) {
-        if self.done || self.error.is_some() {
-            return;
-        }
-        let mark: Mark = marker.into();
-        match ev {
-            Event::DocumentEnd => {
-                if self.doc.is_some() {
-                    self.done = true;
-                }
+        })?;
+        let mark: Mark = ev.start_mark.into();
+        let (node, anchor) = match ev.data {
+            EventData::DocumentEnd { .. } => {
+                // Only the first document counts, as in zrepl.
+                return Ok(None);
             }
-            Event::Scalar(value, style, anchor, tag) => {
-                self.nodes += 1;
-                let quoted = !matches!(style, TScalarStyle::Plain);
+            EventData::Scalar {
+                anchor,
+                tag,
+                value,
+                style,
+                ..
+            } => {
+                let quoted = !matches!(style, ScalarStyle::Plain);
                 let is_null = !quoted
                     && matches!(value.as_str(), "" | "~" | "null" | "Null" | "NULL")
-                    && tag.as_ref().is_none_or(|t| t.suffix == "null");
+                    && tag.as_deref().is_none_or(|t| t.ends_with("null"));
                 let kind = if is_null {
                     NodeKind::Null
                 } else {
                     NodeKind::Scalar { value, quoted }
                 };
-                self.push_node(Node { kind, mark }, anchor);
+                nodes += 1;
+                (Node { kind, mark }, anchor)
             }
-            Event::SequenceStart(anchor, _) => {
-                if self.stack.len() >= MAX_DEPTH {
-                    return self.fail(mark, format!("document nests deeper than {MAX_DEPTH} levels"));
+            EventData::SequenceStart { anchor, .. } => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(fail(mark, "document nests too deeply"));
                 }
-                self.stack.push(Partial::Seq {
+                stack.push(Partial::Seq {
                     mark,
                     anchor,
                     items: Vec::new(),
                 });
+                continue;
             }
-            Event::MappingStart(anchor, _) => {
-                if self.stack.len() >= MAX_DEPTH {
-                    return self.fail(mark, format!("document nests deeper than {MAX_DEPTH} levels"));
+            EventData::MappingStart { anchor, .. } => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(fail(mark, "document nests too deeply"));
                 }
-                self.stack.push(Partial::Map {
+                stack.push(Partial::Map {
                     mark,
                     anchor,
                     entries: Vec::new(),
                     key: None,
                 });
+                continue;
             }
-            Event::SequenceEnd | Event::MappingEnd => {
-                let (node, anchor) = match self.stack.pop() {
+            EventData::SequenceEnd | EventData::MappingEnd => {
+                nodes += 1;
+                match stack.pop() {
                     Some(Partial::Seq {
                         mark,
                         anchor,
@@ -225,29 +208,41 @@ impl MarkedEventReceiver for Builder {
                         },
                         anchor,
                     ),
-                    None => return self.fail(mark, "unbalanced collection end"),
-                };
-                self.nodes += 1;
-                self.push_node(node, anchor);
+                    None => return Err(fail(mark, "unbalanced collection end")),
+                }
             }
-            Event::Alias(id) => match self.anchors.get(&id) {
+            EventData::Alias { anchor } => match anchors.get(&anchor) {
                 Some(n) => {
                     let mut n = n.clone();
-                    self.nodes += count_nodes(&n);
-                    if self.nodes > MAX_NODES {
-                        return self.fail(mark, "document expands to too many nodes (alias bomb?)");
-                    }
+                    nodes += count_nodes(&n);
                     n.mark = mark;
-                    self.push_node(n, 0);
+                    (n, None)
                 }
-                None => self.fail(mark, "alias refers to an unknown anchor"),
+                None => return Err(fail(mark, "alias refers to an unknown anchor")),
             },
-            Event::StreamStart | Event::StreamEnd | Event::DocumentStart | Event::Nothing => {}
+            EventData::StreamStart { .. }
+            | EventData::StreamEnd
+            | EventData::DocumentStart { .. } => continue,
+        };
+        if nodes > MAX_NODES {
+            return Err(fail(
+                mark,
+                "document expands to too many nodes (alias bomb?)",
+            ));
         }
-        if self.nodes > MAX_NODES {
-            self.fail(mark, "document has too many nodes");
+        if let Some(a) = anchor {
+            anchors.insert(a, node.clone());
+        }
+        match stack.last_mut() {
+            None => return Ok(Some(node)),
+            Some(Partial::Seq { items, .. }) => items.push(node),
+            Some(Partial::Map { entries, key, .. }) => match key.take() {
+                None => *key = Some(node),
+                Some(k) => entries.push((k, node)),
+            },
         }
     }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -260,8 +255,16 @@ mod tests {
         let NodeKind::Map(es) = &n.kind else { panic!() };
         assert_eq!(es.len(), 3);
         assert_eq!(es[0].1.mark, Mark { line: 1, col: 4 });
-        let NodeKind::Seq(items) = &es[1].1.kind else { panic!() };
-        assert_eq!(items[1].kind, NodeKind::Scalar { value: "y".into(), quoted: true });
+        let NodeKind::Seq(items) = &es[1].1.kind else {
+            panic!()
+        };
+        assert_eq!(
+            items[1].kind,
+            NodeKind::Scalar {
+                value: "y".into(),
+                quoted: true
+            }
+        );
         assert_eq!(items[1].mark.line, 4);
         assert_eq!(es[2].1.kind, NodeKind::Null);
     }
@@ -271,7 +274,10 @@ mod tests {
         assert_eq!(parse("").unwrap(), None);
         assert!(matches!(
             parse("---\n").unwrap(),
-            None | Some(Node { kind: NodeKind::Null, .. })
+            None | Some(Node {
+                kind: NodeKind::Null,
+                ..
+            })
         ));
         assert!(parse("a: [1, 2\n").is_err());
     }

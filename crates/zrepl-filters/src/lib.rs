@@ -77,7 +77,7 @@ impl DatasetFilter {
         if !errs.is_empty() {
             return Err(errs);
         }
-        f.subtree.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+        f.subtree.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
         Ok(f)
     }
 
@@ -196,7 +196,11 @@ mod tests {
     #[test]
     fn zrepl_docs_example() {
         check(
-            &[("tank<", true), ("tank/foo<", false), ("tank/foo/bar", true)],
+            &[
+                ("tank<", true),
+                ("tank/foo<", false),
+                ("tank/foo/bar", true),
+            ],
             &[
                 ("tank/foo/bar/loo", false),
                 ("tank/bar", true),
@@ -215,7 +219,10 @@ mod tests {
             &[("<", true), ("tmp", false)],
             &[("tmp", false), ("tmp/x", true), ("pool", true)],
         );
-        check(&[("<", false), ("a/b<", true)], &[("a", false), ("a/b/c", true)]);
+        check(
+            &[("<", false), ("a/b<", true)],
+            &[("a", false), ("a/b/c", true)],
+        );
     }
 
     #[test]
@@ -228,7 +235,10 @@ mod tests {
 
     #[test]
     fn component_wise_prefix() {
-        check(&[("tank/a<", true)], &[("tank/ab", false), ("tank/a", true)]);
+        check(
+            &[("tank/a<", true)],
+            &[("tank/ab", false), ("tank/a", true)],
+        );
     }
 
     #[test]
@@ -252,7 +262,11 @@ mod tests {
 
     #[test]
     fn unmatched() {
-        let f = DatasetFilter::new([("tank<", true), ("nopool<", true), ("tank/x", false)]).unwrap();
-        assert_eq!(f.unmatched_patterns(&[p("tank"), p("tank/y")]), ["nopool<", "tank/x"]);
+        let f =
+            DatasetFilter::new([("tank<", true), ("nopool<", true), ("tank/x", false)]).unwrap();
+        assert_eq!(
+            f.unmatched_patterns(&[p("tank"), p("tank/y")]),
+            ["nopool<", "tank/x"]
+        );
     }
 }

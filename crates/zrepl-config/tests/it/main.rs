@@ -1,0 +1,401 @@
+//! Integration tests of config loading: zrepl's sample configs, a table of malformed configs with
+//! the exact position of each error, includes, and the resolved-config round trip.
+
+use std::path::{Path, PathBuf};
+
+use zrepl_config::{load, load_str, Config, FsLoader, MemLoader};
+
+/// zrepl's own samples live in the shared folder beside the repository.
+fn samples_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("ZREPL_SAMPLES_DIR") {
+        return PathBuf::from(d);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/zrepl-samples")
+}
+
+fn sample_files() -> Vec<PathBuf> {
+    let dir = samples_dir();
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "zrepl samples not found at {} ({e}); set ZREPL_SAMPLES_DIR",
+                dir.display()
+            )
+        })
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn every_valid_sample_is_accepted() {
+    let files = sample_files();
+    assert!(
+        files.len() >= 18,
+        "expected zrepl's sample set, found {} files",
+        files.len()
+    );
+    for f in files {
+        if let Err(e) = load(&f, &FsLoader) {
+            panic!("{} rejected:\n{e}", f.display());
+        }
+    }
+}
+
+#[test]
+fn every_invalid_sample_is_rejected_naming_its_problem() {
+    let dir = samples_dir().join("invalid");
+    let cases = [
+        ("duplicate_job_names", "duplicate job name \"my_job\""),
+        (
+            "duplicate_job_names_with_include",
+            "duplicate job name \"my_job\"",
+        ),
+        ("internal_job_name", "reserved for internal use"),
+    ];
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        cases.map(|c| c.0.to_string()),
+        "the invalid sample set changed: add the new case here"
+    );
+    for (case, want) in cases {
+        let f = dir.join(case).join("zrepl.yml");
+        match load(&f, &FsLoader) {
+            Ok(_) => panic!("{case} accepted"),
+            Err(e) => assert!(e.to_string().contains(want), "{case}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn samples_have_expected_shapes() {
+    let cfg = load(&samples_dir().join("push.yml"), &FsLoader)
+        .unwrap()
+        .config;
+    let zrepl_config::Job::Push(p) = &cfg.jobs[0] else {
+        panic!()
+    };
+    assert_eq!(p.name, "push");
+    assert!(p.filesystems.accepts(&"tank/x".parse().unwrap()));
+    assert!(!p.filesystems.accepts(&"tmp".parse().unwrap()));
+    assert_eq!(p.pruning.keep_sender.len(), 3);
+    let zrepl_config::KeepRule::Grid { grid, .. } = &p.pruning.keep_sender[2] else {
+        panic!()
+    };
+    assert_eq!(grid.buckets().count(), 1 + 24 + 14);
+
+    let cfg = load(&samples_dir().join("include_directory.yml"), &FsLoader)
+        .unwrap()
+        .config;
+    assert_eq!(cfg.jobs.len(), 1);
+    assert_eq!(cfg.jobs[0].name(), "snapjob");
+
+    let cfg = load(&samples_dir().join("bandwidth_limit.yml"), &FsLoader)
+        .unwrap()
+        .config;
+    let zrepl_config::Job::Push(p) = &cfg.jobs[1] else {
+        panic!()
+    };
+    assert_eq!(p.send.bandwidth_limit.max.bytes(), 54321.0);
+    assert_eq!(p.send.bandwidth_limit.bucket_capacity.bytes(), 1024.0);
+
+    let cfg = load(&samples_dir().join("empty.yml"), &FsLoader)
+        .unwrap()
+        .config;
+    assert!(cfg.jobs.is_empty());
+    assert_eq!(cfg.global.control.sockpath, "/var/run/zrepl/control");
+}
+
+/// Every sample's resolved form, printed as JSON and as YAML, loads back to the same config.
+#[test]
+fn resolved_config_round_trips() {
+    for f in sample_files() {
+        let a = load(&f, &FsLoader).unwrap().config;
+        let json = serde_json::to_string_pretty(&zrepl_config::emit::to_json_value(&a)).unwrap();
+        let b = reload(&json);
+        assert_eq!(a, b, "{} via json:\n{json}", f.display());
+        let yaml = zrepl_config::emit::to_yaml_string(&zrepl_config::emit::to_json_value(&a));
+        let c = reload(&yaml);
+        assert_eq!(a, c, "{} via yaml:\n{yaml}", f.display());
+    }
+}
+
+fn reload(src: &str) -> Config {
+    match load_str(src, Path::new("/resolved.yml"), &MemLoader::default()) {
+        Ok(l) => l.config,
+        Err(e) => panic!("resolved config rejected: {e}\n{src}"),
+    }
+}
+
+#[test]
+fn includes_resolve_relative_to_main_file_and_do_not_nest() {
+    let mut l = MemLoader::default();
+    l.files.insert(
+        "/etc/zrepl/zrepl.yml".into(),
+        "include:\n  - jobs.d\n  - ./extra.yml\n".into(),
+    );
+    l.files
+        .insert("/etc/zrepl/jobs.d/b.yml".into(), SNAP.replace("NAME", "b"));
+    l.files
+        .insert("/etc/zrepl/jobs.d/a.yml".into(), SNAP.replace("NAME", "a"));
+    l.files
+        .insert("/etc/zrepl/jobs.d/ignored.yaml".into(), "garbage: [".into());
+    l.files
+        .insert("/etc/zrepl/extra.yml".into(), SNAP.replace("NAME", "c"));
+    let cfg = zrepl_config::load(Path::new("/etc/zrepl/zrepl.yml"), &l).unwrap();
+    let names: Vec<&str> = cfg.config.jobs.iter().map(|j| j.name()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+
+    l.files.insert(
+        "/etc/zrepl/extra.yml".into(),
+        format!("{}include: [x.yml]\n", SNAP.replace("NAME", "c")),
+    );
+    let e = zrepl_config::load(Path::new("/etc/zrepl/zrepl.yml"), &l)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/etc/zrepl/extra.yml:") && e.contains("must not contain include"),
+        "{e}"
+    );
+
+    l.files.insert(
+        "/etc/zrepl/zrepl.yml".into(),
+        "include: [missing.yml, notyml.txt]\n".into(),
+    );
+    let e = zrepl_config::load(Path::new("/etc/zrepl/zrepl.yml"), &l).unwrap_err();
+    assert_eq!(e.0.len(), 2, "{e}");
+    assert!(e.0[0].message.contains("/etc/zrepl/missing.yml"), "{e}");
+
+    // Duplicate across files: reported in the included file, naming the first definition.
+    l.files.insert(
+        "/etc/zrepl/zrepl.yml".into(),
+        format!("{}include: [extra.yml]\n", SNAP.replace("NAME", "c")),
+    );
+    l.files
+        .insert("/etc/zrepl/extra.yml".into(), SNAP.replace("NAME", "c"));
+    let e = zrepl_config::load(Path::new("/etc/zrepl/zrepl.yml"), &l).unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert_eq!(e.0[0].file, PathBuf::from("/etc/zrepl/extra.yml"));
+    assert!(
+        e.0[0]
+            .message
+            .contains("first defined at /etc/zrepl/zrepl.yml:2:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let src = "jobs:\n- name: _bad\n  type: snap\n  filesystems: {\"a<b\": true}\n  snapshotting: {type: periodic, prefix: p, interval: 10}\n  pruning: {keep: [{type: last_n, count: 0}]}\n  extra: 1\n";
+    let e = load_str(src, Path::new("/x.yml"), &MemLoader::default()).unwrap_err();
+    assert_eq!(e.0.len(), 5, "{e}");
+}
+
+const SNAP: &str = "jobs:\n- name: NAME\n  type: snap\n  filesystems: {\"tank<\": true}\n  snapshotting: {type: manual}\n  pruning:\n    keep:\n    - type: last_n\n      count: 1\n";
+
+/// A malformed config: the error must be at `line`, in the column where `at` starts on that line,
+/// and its message must contain `msg`.
+struct Bad {
+    name: &'static str,
+    src: String,
+    line: usize,
+    at: &'static str,
+    msg: &'static str,
+}
+
+fn bad(
+    name: &'static str,
+    src: impl Into<String>,
+    line: usize,
+    at: &'static str,
+    msg: &'static str,
+) -> Bad {
+    Bad {
+        name,
+        src: src.into(),
+        line,
+        at,
+        msg,
+    }
+}
+
+fn snap_with(snapshotting: &str, keep: &str) -> String {
+    format!(
+        "jobs:\n- name: j\n  type: snap\n  filesystems: {{\"tank<\": true}}\n  snapshotting:\n{snapshotting}  pruning:\n    keep:\n{keep}"
+    )
+}
+
+const KEEP1: &str = "    - type: last_n\n      count: 1\n";
+const MANUAL: &str = "    type: manual\n";
+
+fn push_with(connect: &str, extra: &str) -> String {
+    format!(
+        "jobs:\n- name: p\n  type: push\n  connect:\n{connect}  filesystems: {{\"<\": true}}\n  snapshotting: {{type: manual}}\n  pruning:\n    keep_sender: [{{type: last_n, count: 1}}]\n    keep_receiver: [{{type: last_n, count: 1}}]\n{extra}"
+    )
+}
+
+const TCP: &str = "    type: tcp\n    address: \"h:1\"\n";
+
+fn sink_with(serve: &str, extra: &str) -> String {
+    format!("jobs:\n- name: s\n  type: sink\n  root_fs: pool/sink\n  serve:\n{serve}{extra}")
+}
+
+fn global(g: &str) -> String {
+    format!("global:\n{g}")
+}
+
+fn cases() -> Vec<Bad> {
+    vec![
+        bad("unknown top-level key", format!("foo: 1\n{SNAP}").replace("NAME", "j"), 1, "foo", "unknown field \"foo\""),
+        bad("unknown job key", format!("{}  bogus: 1\n", SNAP.replace("NAME", "j")), 10, "bogus", "unknown field \"bogus\" (expected one of: type, name"),
+        bad("missing job name", SNAP.replace("- name: NAME\n  type: snap\n", "- type: snap\n"), 2, "type", "field \"name\" is required but not given"),
+        bad("missing job type", SNAP.replace("  type: snap\n", ""), 2, "name", "must specify type"),
+        bad("invalid job type", SNAP.replace("NAME", "j").replace("type: snap", "type: snip"), 3, "snip", "invalid type name \"snip\""),
+        bad("job name with slash", SNAP.replace("NAME", "'a/b'"), 2, "'a/b'", "invalid job name"),
+        bad("reserved job name", SNAP.replace("NAME", "_x"), 2, "_x", "reserved for internal use"),
+        bad("job name with @", SNAP.replace("NAME", "'a@b'"), 2, "'a@b'", "invalid job name"),
+        bad("empty job name", SNAP.replace("NAME", "''"), 2, "''", "job name must not be empty"),
+        bad("job name too long", SNAP.replace("NAME", &"n".repeat(210)), 2, "nnn", "too long"),
+        bad("duplicate job names", format!("{}{}", SNAP.replace("NAME", "j"), SNAP.replace("NAME", "j").replace("jobs:\n", "")), 10, "j", "duplicate job name \"j\""),
+        bad("duplicate key", SNAP.replace("NAME", "j").replace("  type: snap\n", "  type: snap\n  type: snap\n"), 4, "type", "duplicate key \"type\""),
+        bad("jobs is a map", "jobs:\n  a: 1\n", 2, "a", "expected a list of jobs"),
+        bad("yaml syntax error", "jobs: [\n", 2, "", "YAML syntax error"),
+        bad("not_replicated in snap job", snap_with(MANUAL, "    - type: not_replicated\n"), 9, "- type", "single-site pruner cannot support not_replicated"),
+        bad("empty keep list", snap_with(MANUAL, "    []\n").replace("    keep:\n    []", "    keep: []"), 8, "[]", "keep rule list must not be empty"),
+        bad("last_n count zero", snap_with(MANUAL, "    - type: last_n\n      count: 0\n"), 10, "0", "count must be positive"),
+        bad("last_n count not a number", snap_with(MANUAL, "    - type: last_n\n      count: ten\n"), 10, "ten", "expected an integer"),
+        bad("last_n bad regex", snap_with(MANUAL, "    - type: last_n\n      count: 1\n      regex: \"(\"\n"), 11, "\"(\"", "invalid regular expression"),
+        bad("grid syntax", snap_with(MANUAL, "    - type: grid\n      grid: 1x\n      regex: .*\n"), 10, "1x", "invalid grid specification"),
+        bad("grid keep=0", snap_with(MANUAL, "    - type: grid\n      grid: 1x1h(keep=0)\n      regex: .*\n"), 10, "1x1h", "keep=0 is not allowed"),
+        bad("grid decreasing", snap_with(MANUAL, "    - type: grid\n      grid: 1x1d | 1x1h\n      regex: .*\n"), 10, "1x1d", "shorter than"),
+        bad("grid missing regex", snap_with(MANUAL, "    - type: grid\n      grid: 1x1h\n"), 9, "type", "field \"regex\" is required but not given"),
+        bad("grid empty regex", snap_with(MANUAL, "    - type: grid\n      grid: 1x1h\n      regex: \"\"\n"), 11, "\"\"", "zero value"),
+        bad("regex rule without regex", snap_with(MANUAL, "    - type: regex\n      negate: true\n"), 9, "type", "field \"regex\" is required"),
+        bad("negate not bool", snap_with(MANUAL, "    - type: regex\n      regex: x\n      negate: maybe\n"), 11, "maybe", "expected true or false"),
+        bad("unknown keep rule", snap_with(MANUAL, "    - type: keep_all\n"), 9, "keep_all", "invalid type name \"keep_all\""),
+        bad("interval without unit", snap_with("    type: periodic\n    prefix: z_\n    interval: 10\n", KEEP1), 8, "10", "missing unit"),
+        bad("interval zero", snap_with("    type: periodic\n    prefix: z_\n    interval: 0s\n", KEEP1), 8, "0s", "must be positive"),
+        bad("interval compound", snap_with("    type: periodic\n    prefix: z_\n    interval: 1h30m\n", KEEP1), 8, "1h30m", "compound"),
+        bad("periodic without prefix", snap_with("    type: periodic\n    interval: 10m\n", KEEP1), 6, "type", "field \"prefix\" is required"),
+        bad("prefix with slash", snap_with("    type: periodic\n    prefix: a/b\n    interval: 10m\n", KEEP1), 7, "a/b", "invalid snapshot prefix"),
+        bad("dense outside UTC", snap_with("    type: periodic\n    prefix: z_\n    interval: 10m\n    timestamp_format: dense\n    timestamp_location: Europe/Berlin\n", KEEP1), 9, "dense", "requires UTC"),
+        bad("unknown time zone", snap_with("    type: periodic\n    prefix: z_\n    interval: 10m\n    timestamp_location: Mars/Base\n", KEEP1), 9, "Mars", "unknown time zone"),
+        bad("plus in custom format", snap_with("    type: periodic\n    prefix: z_\n    interval: 10m\n    timestamp_format: 2006+01\n", KEEP1), 9, "2006", "must not contain '+'"),
+        bad("cron four fields", snap_with("    type: cron\n    prefix: z_\n    cron: \"*/5 * * *\"\n", KEEP1), 8, "\"", "expected 5 fields"),
+        bad("cron descriptor", snap_with("    type: cron\n    prefix: z_\n    cron: \"@daily\"\n", KEEP1), 8, "\"", "descriptors"),
+        bad("cron out of range", snap_with("    type: cron\n    prefix: z_\n    cron: \"61 * * * *\"\n", KEEP1), 8, "\"", "out of range"),
+        bad("manual with prefix", snap_with("    type: manual\n    prefix: z_\n", KEEP1), 7, "prefix", "unknown field \"prefix\""),
+        bad("snapshotting without type", snap_with("    prefix: z_\n", KEEP1), 6, "prefix", "must specify type"),
+        bad("filter misplaced wildcard", SNAP.replace("NAME", "j").replace("\"tank<\"", "\"tank<x\""), 4, "\"tank<x\"", "'<' may appear only once"),
+        bad("filter value not bool", SNAP.replace("NAME", "j").replace("true}", "sure}"), 4, "sure", "expected true or false"),
+        bad("filter empty", SNAP.replace("NAME", "j").replace("{\"tank<\": true}", "{}"), 4, "{}", "filter must not be empty"),
+        bad("filter with snapshot", SNAP.replace("NAME", "j").replace("\"tank<\"", "\"tank@x\""), 4, "\"tank@x\"", "invalid dataset path"),
+        bad("filter is a list", SNAP.replace("NAME", "j").replace("{\"tank<\": true}", "[tank]"), 4, "[", "expected a map"),
+        bad("push without connect", push_with(TCP, "").replace("  connect:\n    type: tcp\n    address: \"h:1\"\n", ""), 2, "name", "field \"connect\" is required"),
+        bad("tcp connect without address", push_with("    type: tcp\n", ""), 5, "type", "field \"address\" is required"),
+        bad("address without port", push_with("    type: tcp\n    address: host\n", ""), 6, "host", "invalid address"),
+        bad("dial_timeout without unit", push_with(&format!("{TCP}    dial_timeout: 10\n"), ""), 7, "10", "missing unit"),
+        bad("dial_timeout in days", push_with(&format!("{TCP}    dial_timeout: 1d\n"), ""), 7, "1d", "unknown unit \"d\""),
+        bad("tls without server_cn", push_with("    type: tls\n    address: \"h:1\"\n    ca: a\n    cert: b\n    key: c\n", ""), 5, "type", "field \"server_cn\" is required"),
+        bad("ssh port zero", push_with("    type: ssh+stdinserver\n    host: h\n    user: u\n    port: 0\n    identity_file: /i\n", ""), 8, "0", "out of range"),
+        bad("ssh port not a number", push_with("    type: ssh+stdinserver\n    host: h\n    user: u\n    port: ssh\n    identity_file: /i\n", ""), 8, "ssh", "expected an integer"),
+        bad("local client_identity with slash", push_with("    type: local\n    listener_name: l\n    client_identity: a/b\n", ""), 7, "a/b", "invalid client identity"),
+        bad("recv options in push job", push_with(TCP, "  recv: {}\n"), 12, "recv", "unknown field \"recv\""),
+        bad("push without keep_receiver", push_with(TCP, "").replace("    keep_receiver: [{type: last_n, count: 1}]\n", ""), 10, "keep_sender", "field \"keep_receiver\" is required"),
+        bad("encrypted not bool", push_with(TCP, "  send:\n    encrypted: yesplease\n"), 13, "yesplease", "expected true or false"),
+        bad("bandwidth without unit", push_with(TCP, "  send:\n    bandwidth_limit:\n      max: 12345\n"), 14, "12345", "invalid data size"),
+        bad("bandwidth below one byte", push_with(TCP, "  send:\n    bandwidth_limit:\n      max: 0.5 B\n"), 14, "0.5", "at least 1 byte"),
+        bad("bucket capacity zero", push_with(TCP, "  send:\n    bandwidth_limit:\n      bucket_capacity: 0 B\n"), 14, "0 B", "at least 1 byte"),
+        bad("protection level unknown", push_with(TCP, "  replication:\n    protection:\n      initial: guarantee_all\n"), 14, "guarantee_all", "invalid protection level"),
+        bad("concurrency zero", push_with(TCP, "  replication:\n    concurrency:\n      steps: 0\n"), 14, "0", "must be between 1 and"),
+        bad("initial replication policy unknown", push_with(TCP, "  conflict_resolution:\n    initial_replication: newest\n"), 13, "newest", "invalid initial_replication policy"),
+        bad("sink without root_fs", sink_with("    type: local\n    listener_name: l\n", "").replace("  root_fs: pool/sink\n", ""), 2, "name", "field \"root_fs\" is required"),
+        bad("root_fs trailing slash", sink_with("    type: local\n    listener_name: l\n", "").replace("pool/sink", "pool/"), 4, "pool/", "invalid dataset path"),
+        bad("cidr client without star", sink_with("    type: tcp\n    listen: \":1\"\n    clients: {\"10.0.0.0/8\": \"c\"}\n", ""), 8, "\"10.0.0.0/8\"", "exactly one '*'"),
+        bad("client key not an ip", sink_with("    type: tcp\n    listen: \":1\"\n    clients: {\"host\": \"c\"}\n", ""), 8, "\"host\"", "invalid client address"),
+        bad("client_cns empty", sink_with("    type: tls\n    listen: \":1\"\n    ca: a\n    cert: b\n    key: c\n    client_cns: []\n", ""), 11, "[]", "at least one"),
+        bad("stdinserver bad identity", sink_with("    type: stdinserver\n    client_identities: [\"a/b\"]\n", ""), 7, "\"a/b\"", "invalid client identity"),
+        bad("recv inherit bad property", sink_with("    type: local\n    listener_name: l\n", "  recv:\n    properties:\n      inherit: [\"-foo\"]\n"), 10, "\"-foo\"", "invalid ZFS property name"),
+        bad("placeholder encryption unknown", sink_with("    type: local\n    listener_name: l\n", "  recv:\n    placeholder:\n      encryption: maybe\n"), 10, "maybe", "invalid placeholder encryption"),
+        bad("pull interval garbage", "jobs:\n- name: p\n  type: pull\n  connect: {type: tcp, address: \"h:1\"}\n  root_fs: pool/p\n  interval: manualx\n  pruning: {keep_sender: [{type: last_n, count: 1}], keep_receiver: [{type: last_n, count: 1}]}\n", 6, "manualx", "invalid duration"),
+        bad("pull without interval", "jobs:\n- name: p\n  type: pull\n  connect: {type: tcp, address: \"h:1\"}\n  root_fs: pool/p\n  pruning: {keep_sender: [{type: last_n, count: 1}], keep_receiver: [{type: last_n, count: 1}]}\n", 2, "name", "field \"interval\" is required"),
+        bad("outlet without level", global("  logging:\n  - type: stdout\n    format: human\n"), 3, "type", "field \"level\" is required"),
+        bad("outlet level unknown", global("  logging:\n  - type: stdout\n    level: verbose\n    format: human\n"), 4, "verbose", "invalid log level"),
+        bad("outlet format unknown", global("  logging:\n  - type: stdout\n    level: info\n    format: xml\n"), 5, "xml", "invalid log format"),
+        bad("two stdout outlets", global("  logging:\n  - {type: stdout, level: info, format: human}\n  - {type: stdout, level: info, format: json}\n"), 3, "-", "at most one stdout"),
+        bad("syslog facility unknown", global("  logging:\n  - type: syslog\n    level: info\n    format: human\n    facility: local9\n"), 6, "local9", "invalid syslog facility"),
+        bad("syslog retry zero", global("  logging:\n  - type: syslog\n    level: info\n    format: human\n    retry_interval: 0s\n"), 6, "0s", "must be positive"),
+        bad("tcp outlet without address", global("  logging:\n  - type: tcp\n    level: info\n    format: json\n"), 3, "type", "field \"address\" is required"),
+        bad("monitoring without port", global("  monitoring:\n  - type: prometheus\n    listen: localhost\n"), 4, "localhost", "invalid address"),
+        bad("two monitoring endpoints", global("  monitoring:\n  - {type: prometheus, listen: \":1\"}\n  - {type: prometheus, listen: \":2\"}\n"), 3, "-", "at most one prometheus"),
+        bad("empty control sockpath", global("  control:\n    sockpath: ''\n"), 3, "''", "must not be empty"),
+        bad("hook without path", snap_with("    type: periodic\n    prefix: z_\n    interval: 10m\n    hooks:\n    - type: command\n", KEEP1), 10, "type", "field \"path\" is required"),
+        bad("hook timeout without unit", snap_with("    type: periodic\n    prefix: z_\n    interval: 10m\n    hooks:\n    - type: command\n      path: /x\n      timeout: 30\n", KEEP1), 12, "30", "missing unit"),
+        bad("postgres hook without filesystems", snap_with("    type: periodic\n    prefix: z_\n    interval: 10m\n    hooks:\n    - type: postgres-checkpoint\n      dsn: host=x\n", KEEP1), 10, "type", "field \"filesystems\" is required"),
+        bad("hook type unknown", snap_with("    type: periodic\n    prefix: z_\n    interval: 10m\n    hooks:\n    - type: webhook\n", KEEP1), 10, "webhook", "invalid type name \"webhook\""),
+        bad("include is not a list", "include: x.yml\n", 1, "x.yml", "expected a list of paths"),
+        bad("global is a list", "global: []\n", 1, "[]", "expected a map"),
+    ]
+}
+
+#[test]
+fn malformed_configs_are_rejected_at_the_right_place() {
+    let cases = cases();
+    assert!(cases.len() >= 60, "only {} cases", cases.len());
+    let mut failures = Vec::new();
+    for c in &cases {
+        let errs = match load_str(&c.src, Path::new("/t/zrepl.yml"), &MemLoader::default()) {
+            Ok(_) => {
+                failures.push(format!("{}: accepted\n{}", c.name, c.src));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let line_text = c.src.lines().nth(c.line.wrapping_sub(1)).unwrap_or("");
+        let col = if c.at.is_empty() {
+            None
+        } else {
+            match line_text.find(c.at) {
+                Some(i) => Some(i + 1),
+                None => {
+                    failures.push(format!(
+                        "{}: test bug: {:?} not on line {}",
+                        c.name, c.at, c.line
+                    ));
+                    continue;
+                }
+            }
+        };
+        let hit = errs.0.iter().any(|e| {
+            e.message.contains(c.msg)
+                && e.mark.line == c.line
+                && col.is_none_or(|col| e.mark.col == col)
+        });
+        if !hit {
+            failures.push(format!(
+                "{}: want line {} col {:?} msg {:?}, got:\n{errs}",
+                c.name, c.line, col, c.msg
+            ));
+        }
+        // The error names its file, and every error names a line.
+        assert!(
+            errs.0.iter().all(|e| e.file == Path::new("/t/zrepl.yml")),
+            "{}",
+            c.name
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+}
