@@ -236,7 +236,8 @@ impl DatasetPath {
     /// True if `prefix`'s components are a component-wise prefix of ours (equal paths included).
     /// `tank/a` is a prefix of `tank/a/b` but not of `tank/ab`.
     pub fn has_prefix(&self, prefix: &DatasetPath) -> bool {
-        self.comps.len() >= prefix.comps.len() && self.comps[..prefix.comps.len()] == prefix.comps[..]
+        self.comps.len() >= prefix.comps.len()
+            && self.comps[..prefix.comps.len()] == prefix.comps[..]
     }
 
     /// Removes `prefix` from the front; `None` if it is not a prefix.
@@ -387,7 +388,12 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["tank", "tank/a"]
         );
-        assert_eq!(a.join(&DatasetPath::parse("x/y").unwrap()).unwrap().to_string(), "tank/a/x/y");
+        assert_eq!(
+            a.join(&DatasetPath::parse("x/y").unwrap())
+                .unwrap()
+                .to_string(),
+            "tank/a/x/y"
+        );
         for bad in ["", "a/", "a<", "a@b", "a|b", "a*", "a/../b"] {
             assert!(DatasetPath::parse(bad).is_err(), "{bad}");
         }

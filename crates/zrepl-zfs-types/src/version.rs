@@ -9,7 +9,9 @@ use std::fmt;
 use crate::name::{check_component, NameError};
 
 /// Snapshot or bookmark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum VersionType {
     Bookmark,
@@ -53,7 +55,9 @@ impl FilesystemVersion {
 
     /// Same GUID, createtxg and creation: the same point in the filesystem's history.
     pub fn same_identity(&self, other: &FilesystemVersion) -> bool {
-        self.guid == other.guid && self.createtxg == other.createtxg && self.creation == other.creation
+        self.guid == other.guid
+            && self.createtxg == other.createtxg
+            && self.creation == other.creation
     }
 
     /// Sort key for zrepl's order: createtxg, then bookmarks before snapshots.
@@ -105,8 +109,14 @@ mod tests {
 
     #[test]
     fn relative_names() {
-        assert_eq!(parse_relative_name("@a").unwrap(), (VersionType::Snapshot, "a"));
-        assert_eq!(parse_relative_name("#b").unwrap(), (VersionType::Bookmark, "b"));
+        assert_eq!(
+            parse_relative_name("@a").unwrap(),
+            (VersionType::Snapshot, "a")
+        );
+        assert_eq!(
+            parse_relative_name("#b").unwrap(),
+            (VersionType::Bookmark, "b")
+        );
         assert!(parse_relative_name("a").is_err());
         assert!(parse_relative_name("@a/b").is_err());
         assert!(parse_relative_name("@").is_err());
