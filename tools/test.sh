@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's one test command (README, .ci/run): formatting, lints, every unit and integration
+# test, the fuzz targets' build, and the platform tests on real OpenZFS in the test VM.
+#
+#   bash tools/test.sh            # everything
+#   ZREPL_SKIP_PLATFORM=1 ...     # NOT for CI: host-only tests while iterating (prints a warning)
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (-D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test (unit and integration tests)"
+cargo test --workspace
+
+step "fuzz targets build"
+cargo check --manifest-path fuzz/Cargo.toml --bins
+
+if [[ ${ZREPL_SKIP_PLATFORM:-0} == 1 ]]; then
+    printf '\nWARNING: ZREPL_SKIP_PLATFORM=1: platform tests on real OpenZFS were NOT run\n' >&2
+    exit 0
+fi
+step "platform tests on real OpenZFS (VM)"
+bash tools/platform-test.sh
