@@ -8,6 +8,7 @@
 //! unit-tested and fuzzed without a pool, and everything that takes names from the outside world
 //! (config files, RPC peers, `zfs` output) validates them here before any command is built.
 
+pub mod abstraction;
 pub mod name;
 pub mod resume_token;
 pub mod version;
