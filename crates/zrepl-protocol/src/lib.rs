@@ -1,0 +1,185 @@
+//! The endpoint contract: what the replication driver asks of a sender and a receiver.
+//!
+//! A push job talks to its local sender and a (local or remote) receiver; a pull job to a remote
+//! sender and its local receiver. Both sides implement [`Sender`] / [`Receiver`], whether they are
+//! `zrepl-endpoint`'s ZFS-backed endpoints or an RPC client. Every type here may cross the
+//! network, so every field a peer sends is untrusted and the endpoints validate it.
+//!
+//! The traits use `impl Future + Send` so the driver can run filesystems on a multi-threaded
+//! runtime without boxing every call.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+use zrepl_zfs_types::{DatasetPath, FilesystemVersion};
+
+/// A `zfs send` stream on its way to `zfs recv`.
+pub type ByteStream = Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
+/// Protection of a replication step's source and target (`replication.protection`, spec §3.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Protection {
+    /// Step holds on `from` and `to` while the step runs: it can always be resumed.
+    #[default]
+    GuaranteeResumability,
+    /// Tentative cursor bookmarks instead of holds: incremental replication stays possible.
+    GuaranteeIncremental,
+    /// Nothing.
+    GuaranteeNothing,
+}
+
+/// The protection levels for initial (full) and incremental steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ReplicationConfig {
+    pub initial: Protection,
+    pub incremental: Protection,
+}
+
+impl ReplicationConfig {
+    /// The level for a step that is incremental or not.
+    pub fn for_step(&self, incremental: bool) -> Protection {
+        if incremental {
+            self.incremental
+        } else {
+            self.initial
+        }
+    }
+}
+
+/// One filesystem as an endpoint lists it. On a receiver, `path` is relative to its root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesystemInfo {
+    pub path: DatasetPath,
+    pub is_placeholder: bool,
+    /// The receiver's `receive_resume_token`, if a partial receive waits.
+    pub resume_token: Option<String>,
+}
+
+/// Send `to` (incrementally from `from`) of `filesystem`, or resume with `resume_token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendRequest {
+    pub filesystem: DatasetPath,
+    pub from: Option<FilesystemVersion>,
+    pub to: FilesystemVersion,
+    pub resume_token: Option<String>,
+    pub replication: ReplicationConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendResponse {
+    pub used_resume_token: bool,
+    /// The sender's size estimate in bytes (0 if unknown).
+    pub expected_size: u64,
+}
+
+/// Receive a stream into `filesystem` (relative to the receiver's root) as snapshot `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiveRequest {
+    pub filesystem: DatasetPath,
+    pub to: FilesystemVersion,
+    /// Abort a partial receive before receiving (the stream is not a resumed one).
+    pub clear_resume_token: bool,
+    pub replication: ReplicationConfig,
+}
+
+/// The outcome of destroying one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestroyResult {
+    pub snapshot: String,
+    pub error: Option<String>,
+}
+
+/// What went wrong at an endpoint. `kind` decides whether the driver retries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("{message}")]
+pub struct EndpointError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is malformed or names something it may not touch. Never retried.
+    InvalidRequest,
+    /// A filesystem or version does not exist.
+    NotFound,
+    /// A ZFS command failed.
+    Zfs,
+    /// The peer cannot be reached right now; the driver waits for it and tries again.
+    Connectivity,
+    /// Anything else.
+    Internal,
+}
+
+impl EndpointError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        EndpointError {
+            kind,
+            message: message.into(),
+        }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidRequest, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+    pub fn zfs(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Zfs, message)
+    }
+    pub fn is_temporary(&self) -> bool {
+        self.kind == ErrorKind::Connectivity
+    }
+}
+
+pub type Result<T> = std::result::Result<T, EndpointError>;
+
+/// The sending side.
+pub trait Sender: Send + Sync {
+    /// The filesystems this sender may send (its filter applied).
+    fn list_filesystems(&self) -> impl Future<Output = Result<Vec<FilesystemInfo>>> + Send;
+    fn list_versions(
+        &self,
+        fs: &DatasetPath,
+    ) -> impl Future<Output = Result<Vec<FilesystemVersion>>> + Send;
+    /// Size estimate of a send, in bytes.
+    fn send_dry(&self, req: &SendRequest) -> impl Future<Output = Result<u64>> + Send;
+    fn send(
+        &self,
+        req: SendRequest,
+    ) -> impl Future<Output = Result<(SendResponse, ByteStream)>> + Send;
+    /// The receiver has the stream: move the cursor, release step protection.
+    fn send_completed(&self, req: &SendRequest) -> impl Future<Output = Result<()>> + Send;
+    /// The newest replication cursor of this sender's job on `fs`.
+    fn replication_cursor(
+        &self,
+        fs: &DatasetPath,
+    ) -> impl Future<Output = Result<Option<FilesystemVersion>>> + Send;
+    fn destroy_snapshots(
+        &self,
+        fs: &DatasetPath,
+        snapshots: &[FilesystemVersion],
+    ) -> impl Future<Output = Result<Vec<DestroyResult>>> + Send;
+}
+
+/// The receiving side. Paths are relative to its root.
+pub trait Receiver: Send + Sync {
+    fn list_filesystems(&self) -> impl Future<Output = Result<Vec<FilesystemInfo>>> + Send;
+    fn list_versions(
+        &self,
+        fs: &DatasetPath,
+    ) -> impl Future<Output = Result<Vec<FilesystemVersion>>> + Send;
+    fn receive(
+        &self,
+        req: ReceiveRequest,
+        stream: ByteStream,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn destroy_snapshots(
+        &self,
+        fs: &DatasetPath,
+        snapshots: &[FilesystemVersion],
+    ) -> impl Future<Output = Result<Vec<DestroyResult>>> + Send;
+}

@@ -1,0 +1,489 @@
+//! The replication driver: one *run* is up to `max_attempts` *attempts*; an attempt lists the
+//! filesystems of both sides, plans each one (`zrepl-planner`), and executes the steps of all
+//! filesystems concurrently through one step queue (spec §3.2).
+//!
+//! * A filesystem's failure is recorded in the report and never stops the others.
+//! * The step queue admits at most `step_concurrency` steps at once, oldest target snapshot
+//!   first, so every filesystem gets snapshot T1 before any gets T2.
+//! * A child filesystem's initial replication waits until its parents exist on the receiver; if
+//!   a parent fails its initial replication, the child fails too.
+//! * After a failed attempt, a temporary (connectivity) error leads to another attempt after a
+//!   backoff, up to the reconnect deadline; any other error ends the run. Each attempt plans from
+//!   scratch, so it includes snapshots made meanwhile (zrepl 0.7 instead truncates the new plan
+//!   to the previous attempt's steps).
+
+mod queue;
+pub mod report;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use zrepl_planner::{Policy, ReceiverFs, SenderFs, Step};
+use zrepl_protocol::{
+    ByteStream, EndpointError, FilesystemInfo, ReceiveRequest, Receiver, ReplicationConfig,
+    SendRequest, Sender,
+};
+use zrepl_zfs_types::DatasetPath;
+
+use queue::StepQueue;
+pub use report::{
+    AttemptReport, AttemptState, BlockedOn, Counter, FilesystemReport, FsState, ReportHandle,
+    RunReport, RunState, StepReport,
+};
+
+/// How a run behaves.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub policy: Policy,
+    pub replication: ReplicationConfig,
+    /// `replication.concurrency.steps`.
+    pub step_concurrency: usize,
+    /// `replication.concurrency.size_estimates`.
+    pub size_estimate_concurrency: usize,
+    /// `ZREPL_REPLICATION_MAX_ATTEMPTS` (zrepl: 3).
+    pub max_attempts: usize,
+    /// How long to keep retrying after connectivity errors (zrepl: 10 minutes).
+    pub reconnect_timeout: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            policy: Policy::default(),
+            replication: ReplicationConfig::default(),
+            step_concurrency: 1,
+            size_estimate_concurrency: 4,
+            max_attempts: 3,
+            reconnect_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// An error with the time it happened: the most recent error of an attempt decides whether to
+/// retry.
+#[derive(Debug, Clone)]
+struct TimedError {
+    at: chrono::DateTime<Utc>,
+    err: EndpointError,
+}
+
+impl TimedError {
+    fn now(err: EndpointError) -> Self {
+        TimedError {
+            at: Utc::now(),
+            err,
+        }
+    }
+}
+
+/// Runs one replication run between `sender` and `receiver`, recording progress in `report`.
+/// Returns when the run is done, failed, or `cancel` fired.
+pub async fn run<S: Sender, R: Receiver>(
+    sender: &S,
+    receiver: &R,
+    cfg: &DriverConfig,
+    report: &ReportHandle,
+    cancel: &CancellationToken,
+) {
+    let deadline = tokio::time::Instant::now() + cfg.reconnect_timeout;
+    let mut backoff = Duration::from_secs(1);
+    for attempt_no in 1..=cfg.max_attempts.max(1) {
+        let outcome = tokio::select! {
+            o = attempt(sender, receiver, cfg, report) => o,
+            _ = cancel.cancelled() => {
+                finish(report, RunState::Cancelled);
+                return;
+            }
+        };
+        let err = match outcome {
+            Ok(()) => {
+                finish(report, RunState::Done);
+                return;
+            }
+            Err(e) => e,
+        };
+        let last = attempt_no == cfg.max_attempts.max(1);
+        if !err.err.is_temporary() || last || tokio::time::Instant::now() >= deadline {
+            finish(report, RunState::Failed);
+            return;
+        }
+        tracing::warn!(attempt = attempt_no, error = %err.err, "temporary error, waiting before the next attempt");
+        let wait = backoff.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        report.update(|r| {
+            r.state = RunState::WaitReconnect;
+            r.wait_reconnect_until =
+                Some(Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default());
+            r.wait_reconnect_error = Some(err.err.to_string());
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => {
+                finish(report, RunState::Cancelled);
+                return;
+            }
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+        report.update(|r| {
+            r.state = RunState::Running;
+            r.wait_reconnect_until = None;
+        });
+    }
+}
+
+fn finish(report: &ReportHandle, state: RunState) {
+    report.update(|r| {
+        r.state = state;
+        r.finished_at = Some(Utc::now());
+        r.wait_reconnect_until = None;
+    });
+}
+
+fn set_attempt(report: &ReportHandle, f: impl FnOnce(&mut AttemptReport)) {
+    report.update(|r| {
+        if let Some(a) = r.attempts.last_mut() {
+            f(a)
+        }
+    })
+}
+
+fn set_fs(report: &ReportHandle, idx: usize, f: impl FnOnce(&mut FilesystemReport)) {
+    set_attempt(report, |a| {
+        if let Some(fs) = a.filesystems.get_mut(idx) {
+            f(fs)
+        }
+    })
+}
+
+/// Whether a parent filesystem exists on the receiver yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    Pending,
+    Present,
+    Failed,
+}
+
+async fn attempt<S: Sender, R: Receiver>(
+    sender: &S,
+    receiver: &R,
+    cfg: &DriverConfig,
+    report: &ReportHandle,
+) -> Result<(), TimedError> {
+    report.update(|r| {
+        r.attempts.push(AttemptReport {
+            state: AttemptState::Planning,
+            started_at: Utc::now(),
+            finished_at: None,
+            plan_error: None,
+            filesystems: Vec::new(),
+        })
+    });
+    let listed =
+        futures::future::try_join(sender.list_filesystems(), receiver.list_filesystems()).await;
+    let (mut sfs, rfs) = match listed {
+        Ok(x) => x,
+        Err(e) => {
+            let msg = e.to_string();
+            set_attempt(report, |a| {
+                a.state = AttemptState::PlanningError;
+                a.plan_error = Some(msg);
+                a.finished_at = Some(Utc::now());
+            });
+            return Err(TimedError::now(e));
+        }
+    };
+    sfs.sort_by(|a, b| a.path.cmp(&b.path));
+    if sfs.is_empty() {
+        tracing::warn!("no filesystems were considered for replication");
+    }
+    let rmap: HashMap<DatasetPath, FilesystemInfo> =
+        rfs.into_iter().map(|f| (f.path.clone(), f)).collect();
+    set_attempt(report, |a| {
+        a.state = AttemptState::FanOutFilesystems;
+        a.filesystems = sfs
+            .iter()
+            .map(|f| FilesystemReport::new(f.path.to_string()))
+            .collect();
+    });
+
+    let queue = StepQueue::new(cfg.step_concurrency.max(1));
+    let estimates = Semaphore::new(cfg.size_estimate_concurrency.max(1));
+    let presence: Vec<(watch::Sender<Presence>, watch::Receiver<Presence>)> = sfs
+        .iter()
+        .map(|_| watch::channel(Presence::Pending))
+        .collect();
+    let ctx = FsCtx {
+        sender,
+        receiver,
+        cfg,
+        report,
+        queue: &queue,
+        estimates: &estimates,
+    };
+    let tasks = sfs.iter().enumerate().map(|(idx, fs)| {
+        // Parents: every replicated filesystem whose path is a proper prefix of this one.
+        let parents: Vec<(String, watch::Receiver<Presence>)> = sfs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.path != fs.path && fs.path.has_prefix(&p.path))
+            .map(|(i, p)| (p.path.to_string(), presence[i].1.clone()))
+            .collect();
+        let me = &presence[idx].0;
+        let ctx = &ctx;
+        let rcv = rmap.get(&fs.path);
+        async move {
+            let r = ctx.filesystem(idx, fs, rcv, parents, me).await;
+            // Whatever happened, children must not wait forever.
+            if me.borrow().eq(&Presence::Pending) {
+                let _ = me.send(if r.is_ok() {
+                    Presence::Present
+                } else {
+                    Presence::Failed
+                });
+            }
+            r
+        }
+    });
+    let results = futures::future::join_all(tasks).await;
+    let mut errors: Vec<TimedError> = results.into_iter().filter_map(Result::err).collect();
+    errors.sort_by_key(|e| e.at);
+    let state = if errors.is_empty() {
+        AttemptState::Done
+    } else {
+        AttemptState::FilesystemError
+    };
+    set_attempt(report, |a| {
+        a.state = state;
+        a.finished_at = Some(Utc::now());
+    });
+    match errors.pop() {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
+}
+
+struct FsCtx<'a, S, R> {
+    sender: &'a S,
+    receiver: &'a R,
+    cfg: &'a DriverConfig,
+    report: &'a ReportHandle,
+    queue: &'a StepQueue,
+    estimates: &'a Semaphore,
+}
+
+impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
+    async fn filesystem(
+        &self,
+        idx: usize,
+        fs: &FilesystemInfo,
+        rcv: Option<&FilesystemInfo>,
+        parents: Vec<(String, watch::Receiver<Presence>)>,
+        me: &watch::Sender<Presence>,
+    ) -> Result<(), TimedError> {
+        let planned = {
+            let _slot = self.queue.acquire(i64::MIN).await;
+            set_fs(self.report, idx, |f| f.blocked_on = BlockedOn::Nothing);
+            self.plan(fs, rcv).await
+        };
+        let steps = match planned {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = e.to_string();
+                set_fs(self.report, idx, |f| {
+                    f.state = FsState::PlanningError;
+                    f.plan_error = Some(msg);
+                });
+                return Err(TimedError::now(e));
+            }
+        };
+        set_fs(self.report, idx, |f| {
+            f.state = FsState::Stepping;
+            f.steps = steps.iter().map(|(s, est)| step_report(s, *est)).collect();
+        });
+        let counters: Vec<Counter> = self
+            .report
+            .update(|r| {
+                r.attempts.last().map(|a| {
+                    a.filesystems[idx]
+                        .steps
+                        .iter()
+                        .map(|s| s.bytes_replicated.clone())
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
+
+        let initial = steps
+            .first()
+            .is_some_and(|(s, _)| s.is_initial() && s.resume_token.is_none());
+        if !initial {
+            let _ = me.send(Presence::Present);
+        } else if !parents.is_empty() {
+            set_fs(self.report, idx, |f| {
+                f.blocked_on = BlockedOn::ParentInitialRepl
+            });
+            let mut failed = Vec::new();
+            for (name, mut rx) in parents {
+                let st = rx
+                    .wait_for(|p| *p != Presence::Pending)
+                    .await
+                    .map(|p| *p)
+                    .unwrap_or(Presence::Failed);
+                if st == Presence::Failed {
+                    failed.push(name);
+                }
+            }
+            if !failed.is_empty() {
+                let e = EndpointError::new(
+                    zrepl_protocol::ErrorKind::Internal,
+                    format!("parent(s) failed during initial replication: {failed:?}"),
+                );
+                set_fs(self.report, idx, |f| {
+                    f.state = FsState::StepError;
+                    f.step_error = Some(e.to_string());
+                    f.blocked_on = BlockedOn::Nothing;
+                });
+                return Err(TimedError::now(e));
+            }
+        }
+
+        for (i, (step, _)) in steps.iter().enumerate() {
+            set_fs(self.report, idx, |f| {
+                f.current_step = i;
+                f.blocked_on = BlockedOn::ReplQueue;
+            });
+            let _slot = self.queue.acquire(step.target_date()).await;
+            set_fs(self.report, idx, |f| f.blocked_on = BlockedOn::Nothing);
+            let counter = counters.get(i).cloned().unwrap_or_default();
+            if let Err(e) = self.step(&fs.path, step, counter).await {
+                let msg = format!("step {step}: {e}");
+                set_fs(self.report, idx, |f| {
+                    f.state = FsState::StepError;
+                    f.step_error = Some(msg);
+                });
+                return Err(TimedError::now(e));
+            }
+            if i == 0 {
+                let _ = me.send(Presence::Present);
+            }
+        }
+        set_fs(self.report, idx, |f| {
+            f.state = FsState::Done;
+            f.current_step = f.steps.len();
+        });
+        Ok(())
+    }
+
+    async fn plan(
+        &self,
+        fs: &FilesystemInfo,
+        rcv: Option<&FilesystemInfo>,
+    ) -> Result<Vec<(Step, u64)>, EndpointError> {
+        let sender_fs = SenderFs {
+            is_placeholder: fs.is_placeholder,
+            versions: if fs.is_placeholder {
+                Vec::new()
+            } else {
+                self.sender.list_versions(&fs.path).await?
+            },
+        };
+        let receiver_fs = match rcv {
+            None => ReceiverFs::default(),
+            Some(r) => ReceiverFs {
+                exists: true,
+                is_placeholder: r.is_placeholder,
+                versions: if r.is_placeholder || sender_fs.is_placeholder {
+                    Vec::new()
+                } else {
+                    self.receiver.list_versions(&fs.path).await?
+                },
+                resume_token: r.resume_token.clone(),
+            },
+        };
+        let steps = zrepl_planner::plan(&sender_fs, &receiver_fs, &self.cfg.policy)
+            .map_err(|e| EndpointError::new(zrepl_protocol::ErrorKind::Internal, e.to_string()))?;
+        // Size estimates, concurrently but bounded; a failure here (e.g. the encryption policy)
+        // fails the planning of this filesystem, as in zrepl.
+        let estimates = steps.iter().map(|s| async {
+            let _permit = self.estimates.acquire().await;
+            self.sender.send_dry(&self.request(&fs.path, s)).await
+        });
+        let sizes = futures::future::try_join_all(estimates).await?;
+        Ok(steps.into_iter().zip(sizes).collect())
+    }
+
+    fn request(&self, fs: &DatasetPath, s: &Step) -> SendRequest {
+        SendRequest {
+            filesystem: fs.clone(),
+            from: s.from.clone(),
+            to: s.to.clone(),
+            resume_token: s.resume_token.clone(),
+            replication: self.cfg.replication,
+        }
+    }
+
+    async fn step(
+        &self,
+        fs: &DatasetPath,
+        step: &Step,
+        counter: Counter,
+    ) -> Result<(), EndpointError> {
+        let req = self.request(fs, step);
+        let (res, stream) = self.sender.send(req.clone()).await?;
+        let counted: ByteStream = Box::pin(CountingReader {
+            inner: stream,
+            counter,
+        });
+        self.receiver
+            .receive(
+                ReceiveRequest {
+                    filesystem: fs.clone(),
+                    to: step.to.clone(),
+                    clear_resume_token: !res.used_resume_token,
+                    replication: self.cfg.replication,
+                },
+                counted,
+            )
+            .await?;
+        self.sender.send_completed(&req).await
+    }
+}
+
+fn step_report(s: &Step, expected: u64) -> StepReport {
+    StepReport {
+        from: s.from.as_ref().map(|f| f.relative_name()),
+        to: s.to.relative_name(),
+        resumed: s.resume_token.is_some(),
+        bytes_expected: expected,
+        bytes_replicated: Counter::default(),
+    }
+}
+
+/// Counts the bytes flowing through a send stream.
+struct CountingReader {
+    inner: ByteStream,
+    counter: Counter,
+}
+
+impl AsyncRead for CountingReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = self.inner.as_mut().poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &r {
+            self.counter.add((buf.filled().len() - before) as u64);
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,300 @@
+//! Driver tests over in-memory endpoints.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use tokio::io::AsyncReadExt;
+use zrepl_protocol::{DestroyResult, ErrorKind, SendResponse};
+use zrepl_zfs_types::{FilesystemVersion, VersionType};
+
+use super::*;
+
+fn snap(name: &str, txg: u64) -> FilesystemVersion {
+    FilesystemVersion {
+        typ: VersionType::Snapshot,
+        name: name.into(),
+        guid: txg * 1000,
+        createtxg: txg,
+        creation: txg as i64,
+        userrefs: Some(0),
+    }
+}
+
+fn p(s: &str) -> DatasetPath {
+    DatasetPath::parse(s).unwrap()
+}
+
+#[derive(Default)]
+struct FakeSender {
+    fs: BTreeMap<DatasetPath, Vec<FilesystemVersion>>,
+    /// `list_filesystems` fails with a connectivity error this many times.
+    flaky_lists: AtomicUsize,
+    completed: Mutex<Vec<String>>,
+}
+
+impl Sender for FakeSender {
+    async fn list_filesystems(&self) -> zrepl_protocol::Result<Vec<FilesystemInfo>> {
+        if self
+            .flaky_lists
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(EndpointError::new(
+                ErrorKind::Connectivity,
+                "connection refused",
+            ));
+        }
+        Ok(self
+            .fs
+            .keys()
+            .map(|k| FilesystemInfo {
+                path: k.clone(),
+                is_placeholder: false,
+                resume_token: None,
+            })
+            .collect())
+    }
+    async fn list_versions(
+        &self,
+        fs: &DatasetPath,
+    ) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+        Ok(self.fs.get(fs).cloned().unwrap_or_default())
+    }
+    async fn send_dry(&self, _req: &SendRequest) -> zrepl_protocol::Result<u64> {
+        Ok(100)
+    }
+    async fn send(&self, req: SendRequest) -> zrepl_protocol::Result<(SendResponse, ByteStream)> {
+        let payload = format!("{}:{}", req.filesystem, req.to.guid).into_bytes();
+        Ok((
+            SendResponse {
+                used_resume_token: req.resume_token.is_some(),
+                expected_size: 0,
+            },
+            Box::pin(std::io::Cursor::new(payload)),
+        ))
+    }
+    async fn send_completed(&self, req: &SendRequest) -> zrepl_protocol::Result<()> {
+        self.completed.lock().unwrap().push(format!(
+            "{}{}",
+            req.filesystem,
+            req.to.relative_name()
+        ));
+        Ok(())
+    }
+    async fn replication_cursor(
+        &self,
+        _fs: &DatasetPath,
+    ) -> zrepl_protocol::Result<Option<FilesystemVersion>> {
+        Ok(None)
+    }
+    async fn destroy_snapshots(
+        &self,
+        _fs: &DatasetPath,
+        _s: &[FilesystemVersion],
+    ) -> zrepl_protocol::Result<Vec<DestroyResult>> {
+        Ok(vec![])
+    }
+}
+
+#[derive(Default)]
+struct FakeReceiver {
+    fs: Mutex<BTreeMap<DatasetPath, Vec<FilesystemVersion>>>,
+    fail_on: HashSet<DatasetPath>,
+    order: Mutex<Vec<String>>,
+    /// Filesystems that are replicated too: their children must not arrive before them.
+    replicated: Mutex<HashSet<DatasetPath>>,
+}
+
+impl Receiver for FakeReceiver {
+    async fn list_filesystems(&self) -> zrepl_protocol::Result<Vec<FilesystemInfo>> {
+        Ok(self
+            .fs
+            .lock()
+            .unwrap()
+            .keys()
+            .map(|k| FilesystemInfo {
+                path: k.clone(),
+                is_placeholder: false,
+                resume_token: None,
+            })
+            .collect())
+    }
+    async fn list_versions(
+        &self,
+        fs: &DatasetPath,
+    ) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+        Ok(self.fs.lock().unwrap().get(fs).cloned().unwrap_or_default())
+    }
+    async fn receive(
+        &self,
+        req: ReceiveRequest,
+        mut stream: ByteStream,
+    ) -> zrepl_protocol::Result<()> {
+        let mut buf = String::new();
+        stream.read_to_string(&mut buf).await.unwrap();
+        assert_eq!(buf, format!("{}:{}", req.filesystem, req.to.guid));
+        if self.fail_on.contains(&req.filesystem) {
+            return Err(EndpointError::zfs("cannot receive: injected failure"));
+        }
+        if let Some(parent) = req
+            .filesystem
+            .parent()
+            .filter(|p| self.replicated.lock().unwrap().contains(p))
+        {
+            let has_parent = self.fs.lock().unwrap().contains_key(&parent);
+            assert!(
+                has_parent,
+                "child {} received before parent",
+                req.filesystem
+            );
+        }
+        self.order
+            .lock()
+            .unwrap()
+            .push(format!("{}{}", req.filesystem, req.to.relative_name()));
+        self.fs
+            .lock()
+            .unwrap()
+            .entry(req.filesystem.clone())
+            .or_default()
+            .push(req.to);
+        Ok(())
+    }
+    async fn destroy_snapshots(
+        &self,
+        _fs: &DatasetPath,
+        _s: &[FilesystemVersion],
+    ) -> zrepl_protocol::Result<Vec<DestroyResult>> {
+        Ok(vec![])
+    }
+}
+
+fn sender(fss: &[(&str, &[(&str, u64)])]) -> FakeSender {
+    FakeSender {
+        fs: fss
+            .iter()
+            .map(|(n, vs)| (p(n), vs.iter().map(|(s, t)| snap(s, *t)).collect()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+async fn run_once(s: &FakeSender, r: &FakeReceiver, cfg: &DriverConfig) -> RunReport {
+    *r.replicated.lock().unwrap() = s.fs.keys().cloned().collect();
+    let report = ReportHandle::new(Utc::now());
+    run(s, r, cfg, &report, &CancellationToken::new()).await;
+    report.snapshot()
+}
+
+#[tokio::test]
+async fn initial_then_incremental_with_parents_first_and_oldest_first() {
+    let s = sender(&[
+        ("pool/a/b", &[("1", 1), ("2", 4)]),
+        ("pool/a", &[("1", 2), ("2", 3)]),
+    ]);
+    let r = FakeReceiver::default();
+    let cfg = DriverConfig {
+        policy: Policy {
+            initial_replication: zrepl_planner::InitialReplication::All,
+        },
+        step_concurrency: 1,
+        ..Default::default()
+    };
+    let rep = run_once(&s, &r, &cfg).await;
+    assert_eq!(rep.state, RunState::Done, "{rep:#?}");
+    let order = r.order.lock().unwrap().clone();
+    // The parent's initial step precedes the child's; afterwards oldest target first.
+    assert_eq!(order, ["pool/a@1", "pool/a@2", "pool/a/b@1", "pool/a/b@2"]);
+    assert_eq!(s.completed.lock().unwrap().len(), 4);
+    let a = &rep.attempts[0].filesystems[0];
+    assert_eq!(a.state, FsState::Done);
+    assert_eq!(a.bytes_replicated(), 2 * "pool/a:2000".len() as u64);
+    assert_eq!(a.bytes_expected(), 200);
+
+    // A second run has nothing to do.
+    let rep = run_once(&s, &r, &cfg).await;
+    assert_eq!(rep.state, RunState::Done);
+    assert_eq!(r.order.lock().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn one_failing_filesystem_does_not_stop_others_but_fails_its_children() {
+    let s = sender(&[
+        ("pool/bad", &[("1", 1)]),
+        ("pool/bad/child", &[("1", 2)]),
+        ("pool/badger", &[("1", 3)]),
+        ("pool/good", &[("1", 4)]),
+    ]);
+    let r = FakeReceiver {
+        fail_on: [p("pool/bad")].into_iter().collect(),
+        ..Default::default()
+    };
+    let rep = run_once(&s, &r, &DriverConfig::default()).await;
+    assert_eq!(rep.state, RunState::Failed);
+    assert_eq!(rep.attempts.len(), 1, "permanent errors are not retried");
+    let fss = &rep.attempts[0].filesystems;
+    let by_name = |n: &str| fss.iter().find(|f| f.name == n).unwrap();
+    assert_eq!(by_name("pool/bad").state, FsState::StepError);
+    assert!(by_name("pool/bad/child")
+        .error()
+        .unwrap()
+        .contains("parent(s) failed during initial replication"));
+    assert_eq!(
+        by_name("pool/badger").state,
+        FsState::Done,
+        "string prefix is not a parent"
+    );
+    assert_eq!(by_name("pool/good").state, FsState::Done);
+    assert_eq!(rep.failed_filesystems().len(), 2);
+}
+
+#[tokio::test]
+async fn conflicts_are_reported_per_filesystem() {
+    let s = sender(&[("pool/x", &[("1", 1), ("2", 2)]), ("pool/y", &[("1", 3)])]);
+    let r = FakeReceiver::default();
+    r.fs.lock()
+        .unwrap()
+        .insert(p("pool/x"), vec![snap("other", 9)]);
+    let rep = run_once(&s, &r, &DriverConfig::default()).await;
+    let fss = &rep.attempts[0].filesystems;
+    assert_eq!(fss[0].state, FsState::PlanningError);
+    assert!(fss[0]
+        .plan_error
+        .as_ref()
+        .unwrap()
+        .contains("no common snapshot"));
+    assert_eq!(fss[1].state, FsState::Done);
+}
+
+#[tokio::test(start_paused = true)]
+async fn temporary_errors_are_retried() {
+    let s = sender(&[("pool/x", &[("1", 1)])]);
+    s.flaky_lists.store(2, Ordering::SeqCst);
+    let r = FakeReceiver::default();
+    let rep = run_once(&s, &r, &DriverConfig::default()).await;
+    assert_eq!(rep.state, RunState::Done, "{rep:#?}");
+    assert_eq!(rep.attempts.len(), 3);
+    assert_eq!(rep.attempts[0].state, AttemptState::PlanningError);
+
+    s.flaky_lists.store(5, Ordering::SeqCst);
+    let rep = run_once(&s, &r, &DriverConfig::default()).await;
+    assert_eq!(rep.state, RunState::Failed);
+    assert_eq!(rep.attempts.len(), 3, "max attempts");
+}
+
+#[tokio::test]
+async fn cancellation_ends_the_run() {
+    let s = sender(&[("pool/x", &[("1", 1)])]);
+    s.flaky_lists.store(100, Ordering::SeqCst);
+    let r = FakeReceiver::default();
+    let report = ReportHandle::new(Utc::now());
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c2.cancel();
+    });
+    run(&s, &r, &DriverConfig::default(), &report, &cancel).await;
+    assert_eq!(report.snapshot().state, RunState::Cancelled);
+}
