@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Run the zrepl platform tests (zrepl-platformtest) against real OpenZFS 2.3.
+#
+#   tools/platform-test.sh [FILTER...]
+#
+# Builds the test VM image if needed (tools/vm/), builds
+# `zrepl-platformtest` and `zrepl` in release mode, copies them into a fresh
+# .vm-run/ in the repository root and runs `./zrepl-platformtest [FILTER...]`
+# inside the VM (tools/vm/run-in-vm.sh) with /mnt/host (= .vm-run/) at the front
+# of PATH, so `zrepl` is found. FILTER... is passed to the libtest-mimic runner
+# unchanged (test name filters, --exact, --skip NAME, --list, ...).
+#
+# Exit status: the test runner's (0 = all passed), 124 on the VM timeout, 125 on
+# a VM/harness failure (see tools/vm/run-in-vm.sh); cargo/setup failures exit
+# with their own non-zero status.
+#
+# Environment:
+#   ZREPL_PLATFORMTEST_DIRECT=1  if /dev/zfs exists on this host, run the tests
+#                                directly here (cwd .vm-run/, as the current user)
+#                                instead of in the VM. Without /dev/zfs the VM is used.
+#   ZREPL_PLATFORMTEST_PREBUILT_DIR=DIR  use DIR/zrepl-platformtest and DIR/zrepl
+#                                instead of running cargo (e.g. CI artifacts)
+#   CARGO_TARGET_DIR             honoured when locating the built binaries
+#   ZREPL_VM_PASS_ENV            extra variable names for the guest; RUST_LOG is
+#                                always forwarded when set
+#   ZREPL_VM_MEM, ZREPL_VM_SMP, ZREPL_VM_TIMEOUT, ZREPL_VM_CACHE: see tools/vm/run-in-vm.sh
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+vm=$repo/tools/vm
+log() { printf '[platform-test] %s\n' "$*" >&2; }
+die() { printf '[platform-test] ERROR: %s\n' "$*" >&2; exit 1; }
+
+direct=0
+if [[ ${ZREPL_PLATFORMTEST_DIRECT:-0} == 1 ]]; then
+    if [[ -e /dev/zfs ]]; then
+        direct=1
+    else
+        log "ZREPL_PLATFORMTEST_DIRECT=1 but /dev/zfs does not exist on this host: using the VM"
+    fi
+fi
+
+if [[ $direct == 0 ]]; then
+    "$vm/setup-host.sh"
+    "$vm/build-image.sh" >/dev/null
+fi
+
+if [[ -n ${ZREPL_PLATFORMTEST_PREBUILT_DIR:-} ]]; then
+    bindir=$(realpath "$ZREPL_PLATFORMTEST_PREBUILT_DIR")
+    log "using prebuilt binaries from $bindir"
+else
+    command -v cargo >/dev/null || die "cargo not found in PATH"
+    cd "$repo"
+    log "cargo build --release -p zrepl-platformtest --bin zrepl-platformtest"
+    cargo build --release -p zrepl-platformtest --bin zrepl-platformtest
+    log "cargo build --release -p zrepl --bin zrepl"
+    cargo build --release -p zrepl --bin zrepl
+    target=${CARGO_TARGET_DIR:-$repo/target}
+    [[ $target == /* ]] || target=$repo/$target
+    bindir=$target/release
+fi
+for b in zrepl-platformtest zrepl; do
+    [[ -x $bindir/$b ]] || die "$bindir/$b is missing or not executable"
+done
+
+stage=$repo/.vm-run
+# Another platform-test.sh of this checkout may be using .vm-run right now.
+lock=${TMPDIR:-/tmp}/zrepl-platform-test.$(printf '%s' "$repo" | sha256sum | cut -c1-12).lock
+exec 9>"$lock"
+if ! flock -n 9; then
+    log "another platform-test.sh run of $repo is in progress; waiting for it ..."
+    flock 9
+fi
+rm -rf --one-file-system "$stage"
+mkdir -p "$stage"
+cp "$bindir/zrepl-platformtest" "$bindir/zrepl" "$stage/"
+
+if [[ $direct == 1 ]]; then
+    log "running directly on this host in $stage (/dev/zfs exists, ZREPL_PLATFORMTEST_DIRECT=1)"
+    cd "$stage"
+    PATH=$stage:$PATH RUST_BACKTRACE=${RUST_BACKTRACE:-1} exec ./zrepl-platformtest "$@"
+fi
+
+export ZREPL_VM_PATH_PREPEND=/mnt/host
+export ZREPL_VM_PASS_ENV="RUST_LOG ${ZREPL_VM_PASS_ENV:-}"
+exec "$vm/run-in-vm.sh" "$stage" ./zrepl-platformtest "$@"
