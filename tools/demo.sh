@@ -7,7 +7,7 @@ cd "$repo"
 bash tools/vm/setup-host.sh
 bash tools/vm/build-image.sh >/dev/null
 cargo build --release -p zrepl --bin zrepl
-stage=$repo/.vm-run/demo
+stage=$repo/.vm-demo
 rm -rf --one-file-system "$stage"
 mkdir -p "$stage"
 cp "${CARGO_TARGET_DIR:-$repo/target}/release/zrepl" tools/demo-guest.sh "$stage/"

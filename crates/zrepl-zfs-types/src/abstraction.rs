@@ -41,7 +41,9 @@ impl AbstractionType {
             AbstractionType::LastReceivedHold => "last-received-hold",
             AbstractionType::ReplicationCursorV1 => "replication-cursor-bookmark-v1",
             AbstractionType::ReplicationCursorV2 => "replication-cursor-bookmark-v2",
-            AbstractionType::TentativeReplicationCursorV2 => "tentative-replication-cursor-bookmark-v2",
+            AbstractionType::TentativeReplicationCursorV2 => {
+                "tentative-replication-cursor-bookmark-v2"
+            }
         }
     }
 
@@ -51,7 +53,10 @@ impl AbstractionType {
 
     /// Holds are tags on snapshots; the others are bookmarks.
     pub fn is_hold(self) -> bool {
-        matches!(self, AbstractionType::StepHold | AbstractionType::LastReceivedHold)
+        matches!(
+            self,
+            AbstractionType::StepHold | AbstractionType::LastReceivedHold
+        )
     }
 }
 
@@ -99,7 +104,8 @@ pub fn parse_step_hold_tag(tag: &str) -> Option<&str> {
 
 /// The job of a last-received hold tag, if it is one.
 pub fn parse_last_received_hold_tag(tag: &str) -> Option<&str> {
-    tag.strip_prefix(LAST_RECEIVED_PREFIX).filter(|j| valid_job(j))
+    tag.strip_prefix(LAST_RECEIVED_PREFIX)
+        .filter(|j| valid_job(j))
 }
 
 /// Parses a bookmark's short name into its abstraction type, embedded GUID and job.
@@ -133,7 +139,10 @@ mod tests {
     fn names_are_zrepls() {
         assert_eq!(step_hold_tag("job"), "zrepl_STEP_J_job");
         assert_eq!(last_received_hold_tag("sink"), "zrepl_last_received_J_sink");
-        assert_eq!(cursor_bookmark_name(0xab, "push"), "zrepl_CURSOR_G_00000000000000ab_J_push");
+        assert_eq!(
+            cursor_bookmark_name(0xab, "push"),
+            "zrepl_CURSOR_G_00000000000000ab_J_push"
+        );
         assert_eq!(
             tentative_cursor_bookmark_name(u64::MAX, "a b"),
             "zrepl_CURSORTENTATIVE__G_ffffffffffffffff_J_a b"
@@ -145,17 +154,28 @@ mod tests {
         assert_eq!(parse_step_hold_tag("zrepl_STEP_J_job"), Some("job"));
         assert_eq!(parse_step_hold_tag("zrepl_STEP_J_"), None);
         assert_eq!(parse_step_hold_tag("zrepl_STEP_J_a/b"), None);
-        assert_eq!(parse_last_received_hold_tag("zrepl_last_received_J_s"), Some("s"));
+        assert_eq!(
+            parse_last_received_hold_tag("zrepl_last_received_J_s"),
+            Some("s")
+        );
         assert_eq!(parse_last_received_hold_tag("zrepl_STEP_J_s"), None);
         let c = cursor_bookmark_name(0x1234, "push");
         assert_eq!(
             parse_cursor_bookmark(&c),
-            Some((AbstractionType::ReplicationCursorV2, Some(0x1234), Some("push")))
+            Some((
+                AbstractionType::ReplicationCursorV2,
+                Some(0x1234),
+                Some("push")
+            ))
         );
         let t = tentative_cursor_bookmark_name(7, "push");
         assert_eq!(
             parse_cursor_bookmark(&t),
-            Some((AbstractionType::TentativeReplicationCursorV2, Some(7), Some("push")))
+            Some((
+                AbstractionType::TentativeReplicationCursorV2,
+                Some(7),
+                Some("push")
+            ))
         );
         assert_eq!(
             parse_cursor_bookmark("zrepl_replication_cursor"),

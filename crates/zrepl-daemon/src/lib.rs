@@ -1,0 +1,90 @@
+//! The zrepl daemon: builds the jobs from the config, runs them until shutdown, and serves the
+//! control socket that `zrepl status` and `zrepl signal` talk to.
+//!
+//! Jobs: push and sink over the `local` transport (network transports, pull/source, snapshotting
+//! schedules and the snap job arrive with their issues; until then the daemon refuses such a
+//! config with a message naming the job, rather than running without it).
+
+pub mod control;
+mod jobs;
+mod local;
+pub mod prune;
+pub mod snapshot;
+pub mod status;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use zrepl_zfs::Zfs;
+
+pub use control::SignalRequest;
+pub use jobs::{JobState, JobStatus};
+pub use status::{DaemonStatus, VersionInfo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("control socket {0}")]
+    ControlSocket(String),
+}
+
+/// Decides (without destroying anything) what pruning of push job `job` would do now.
+pub async fn prune_dry_run(
+    cfg: &zrepl_config::Config,
+    job: &str,
+    zfs: &Zfs,
+) -> Result<prune::PruneReport, DaemonError> {
+    let (s, r, ks, kr) = jobs::dry_run_endpoints(cfg, job, zfs)?;
+    Ok(prune::prune(&s, &r, &ks, &kr, true).await)
+}
+
+/// Runs the daemon until `shutdown` fires, then stops every job and waits for them.
+pub async fn run(
+    cfg: zrepl_config::Config,
+    zfs: Zfs,
+    version: VersionInfo,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let runnables = jobs::build(&cfg, &zfs)?;
+    let sockpath = PathBuf::from(&cfg.global.control.sockpath);
+    let listener = control::bind(&sockpath).await?;
+    let handles: Arc<Vec<_>> = Arc::new(runnables.iter().map(|r| r.handle().clone()).collect());
+    let listeners = local::LocalListeners::default();
+    let tracker = TaskTracker::new();
+    tracker.spawn(control::serve(
+        listener,
+        sockpath,
+        control::ControlState {
+            jobs: handles.clone(),
+            zfs: zfs.clone(),
+            version,
+        },
+        shutdown.clone(),
+    ));
+    for r in runnables {
+        tracing::info!(job = %r.handle().name, kind = r.handle().kind, "starting job");
+        tracker.spawn(jobs::run(
+            r,
+            zfs.clone(),
+            listeners.clone(),
+            shutdown.clone(),
+        ));
+    }
+    tracker.close();
+    tracing::info!(jobs = handles.len(), "daemon running");
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    loop {
+        tokio::select! {
+            _ = tracker.wait() => break,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                tracing::warn!(tasks = tracker.len(), "waiting for jobs to stop");
+            }
+        }
+    }
+    Ok(())
+}

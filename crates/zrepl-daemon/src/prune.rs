@@ -1,0 +1,354 @@
+//! Pruning of both sides after a replication run (spec §2.8, "Pruning execution").
+//!
+//! For every filesystem: list the pruned side's snapshots, look up the sender's replication
+//! cursor, let `zrepl-pruning` decide, and destroy what no rule keeps, batched per filesystem.
+//! Guards, beyond the rules: the cursor's snapshot and every held snapshot (step holds,
+//! last-received holds, anyone's holds) are kept; with a `not_replicated` rule nothing is pruned
+//! before the first successful replication created a cursor. Receiver filesystems that are
+//! placeholders or have no counterpart on the sender are left alone.
+
+use serde::Serialize;
+use zrepl_config as config;
+use zrepl_protocol::{Receiver, Sender};
+use zrepl_pruning::{Bucket, Context, Decision, Rule, Snapshot};
+use zrepl_zfs_types::{DatasetPath, FilesystemVersion, VersionType};
+
+/// Converts config keep rules into pruning rules.
+pub fn rules(keep: &[config::KeepRule]) -> Vec<Rule> {
+    keep.iter()
+        .map(|r| match r {
+            config::KeepRule::NotReplicated {
+                keep_snapshot_at_cursor,
+            } => Rule::NotReplicated {
+                keep_snapshot_at_cursor: *keep_snapshot_at_cursor,
+            },
+            config::KeepRule::LastN { count, regex } => Rule::LastN {
+                count: *count,
+                regex: regex.as_ref().map(|r| r.0.clone()),
+            },
+            config::KeepRule::Regex { regex, negate } => Rule::Regex {
+                regex: regex.0.clone(),
+                negate: *negate,
+            },
+            config::KeepRule::Grid { grid, regex } => Rule::Grid {
+                buckets: grid
+                    .buckets()
+                    .map(|b| Bucket {
+                        length: b.length.as_secs(),
+                        keep: match b.keep {
+                            config::grid::Keep::All => None,
+                            config::grid::Keep::N(n) => Some(n),
+                        },
+                    })
+                    .collect(),
+                regex: regex.0.clone(),
+                spec: grid.to_string(),
+            },
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct PruneReport {
+    pub sender: SideReport,
+    pub receiver: SideReport,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SideReport {
+    /// Listing the side failed.
+    pub error: Option<String>,
+    pub filesystems: Vec<FsPrune>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FsPrune {
+    pub filesystem: String,
+    /// Why this filesystem was not pruned at all.
+    pub skipped: Option<String>,
+    pub destroy: Vec<String>,
+    /// Kept snapshots with the reasons.
+    pub keep: Vec<(String, Vec<String>)>,
+    /// Snapshots whose destruction failed, with the reason.
+    pub errors: Vec<(String, String)>,
+}
+
+impl FsPrune {
+    fn skipped(fs: &DatasetPath, why: impl Into<String>) -> Self {
+        FsPrune {
+            filesystem: fs.to_string(),
+            skipped: Some(why.into()),
+            destroy: vec![],
+            keep: vec![],
+            errors: vec![],
+        }
+    }
+}
+
+const NO_CURSOR: &str =
+    "replication cursor bookmark does not exist (one successful replication is required before pruning works)";
+
+/// Prunes the sender, then the receiver. With `dry_run`, only decides.
+pub async fn prune<S: Sender, R: Receiver>(
+    sender: &S,
+    receiver: &R,
+    keep_sender: &[Rule],
+    keep_receiver: &[Rule],
+    dry_run: bool,
+) -> PruneReport {
+    let mut report = PruneReport::default();
+    let sfs = match sender.list_filesystems().await {
+        Ok(l) => l,
+        Err(e) => {
+            report.sender.error = Some(e.to_string());
+            report.receiver.error = Some(format!("sender listing failed: {e}"));
+            return report;
+        }
+    };
+    for fs in sfs.iter().filter(|f| !f.is_placeholder) {
+        let r = prune_fs(
+            sender,
+            &Side::<S, R>::Sender(sender),
+            &fs.path,
+            keep_sender,
+            dry_run,
+        )
+        .await;
+        report.sender.filesystems.push(r);
+    }
+    let rfs = match receiver.list_filesystems().await {
+        Ok(l) => l,
+        Err(e) => {
+            report.receiver.error = Some(e.to_string());
+            return report;
+        }
+    };
+    for fs in rfs {
+        if fs.is_placeholder {
+            report
+                .receiver
+                .filesystems
+                .push(FsPrune::skipped(&fs.path, "filesystem is placeholder"));
+            continue;
+        }
+        if !sfs.iter().any(|s| s.path == fs.path) {
+            report.receiver.filesystems.push(FsPrune::skipped(
+                &fs.path,
+                "filesystem has no correspondence on sender",
+            ));
+            continue;
+        }
+        let r = prune_fs(
+            sender,
+            &Side::<S, R>::Receiver(receiver),
+            &fs.path,
+            keep_receiver,
+            dry_run,
+        )
+        .await;
+        report.receiver.filesystems.push(r);
+    }
+    report
+}
+
+/// The side being pruned.
+enum Side<'a, S, R> {
+    Sender(&'a S),
+    Receiver(&'a R),
+}
+
+impl<S: Sender, R: Receiver> Side<'_, S, R> {
+    async fn list(&self, fs: &DatasetPath) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+        match self {
+            Side::Sender(s) => s.list_versions(fs).await,
+            Side::Receiver(r) => r.list_versions(fs).await,
+        }
+    }
+
+    async fn destroy(
+        &self,
+        fs: &DatasetPath,
+        snaps: &[FilesystemVersion],
+    ) -> zrepl_protocol::Result<Vec<zrepl_protocol::DestroyResult>> {
+        match self {
+            Side::Sender(s) => s.destroy_snapshots(fs, snaps).await,
+            Side::Receiver(r) => r.destroy_snapshots(fs, snaps).await,
+        }
+    }
+}
+
+async fn prune_fs<S: Sender, R: Receiver>(
+    sender: &S,
+    side: &Side<'_, S, R>,
+    fs: &DatasetPath,
+    rules: &[Rule],
+    dry_run: bool,
+) -> FsPrune {
+    let sender_side = matches!(side, Side::Sender(_));
+    let cursor = match sender.replication_cursor(fs).await {
+        Ok(c) => c,
+        Err(e) => return FsPrune::skipped(fs, format!("cannot get replication cursor: {e}")),
+    };
+    if cursor.is_none()
+        && rules
+            .iter()
+            .any(|r| matches!(r, Rule::NotReplicated { .. }))
+    {
+        return FsPrune::skipped(fs, NO_CURSOR);
+    }
+    let versions = match side.list(fs).await {
+        Ok(v) => v,
+        Err(e) => return FsPrune::skipped(fs, format!("cannot list snapshots: {e}")),
+    };
+    let snaps: Vec<&FilesystemVersion> = versions
+        .iter()
+        .filter(|v| v.typ == VersionType::Snapshot)
+        .collect();
+    let mut protected: Vec<(u64, String)> = snaps
+        .iter()
+        .filter(|v| v.userrefs.unwrap_or(0) > 0)
+        .map(|v| (v.guid, "held (zfs holds)".to_string()))
+        .collect();
+    if let Some(c) = &cursor {
+        protected.push((c.guid, "at the replication cursor".into()));
+    }
+    let input: Vec<Snapshot> = snaps
+        .iter()
+        .map(|v| Snapshot {
+            name: v.name.clone(),
+            guid: v.guid,
+            createtxg: v.createtxg,
+            creation: v.creation,
+        })
+        .collect();
+    let ctx = Context {
+        cursor_guid: cursor.as_ref().map(|c| c.guid),
+        sender_side,
+        protected,
+    };
+    let decisions: Vec<Decision> = zrepl_pruning::decide(&input, rules, &ctx);
+    let mut out = FsPrune {
+        filesystem: fs.to_string(),
+        skipped: None,
+        destroy: vec![],
+        keep: vec![],
+        errors: vec![],
+    };
+    let mut doomed = Vec::new();
+    for (d, v) in decisions.iter().zip(&snaps) {
+        if d.destroy() {
+            out.destroy.push(v.name.clone());
+            doomed.push((*v).clone());
+        } else {
+            out.keep.push((
+                v.name.clone(),
+                d.kept_by.iter().map(ToString::to_string).collect(),
+            ));
+        }
+    }
+    if dry_run || doomed.is_empty() {
+        return out;
+    }
+    match side.destroy(fs, &doomed).await {
+        Ok(results) => {
+            for r in results {
+                if let Some(e) = r.error {
+                    out.destroy.retain(|n| *n != r.snapshot);
+                    out.errors.push((r.snapshot, e));
+                }
+            }
+        }
+        Err(e) => {
+            out.errors = doomed
+                .iter()
+                .map(|v| (v.name.clone(), e.to_string()))
+                .collect();
+            out.destroy.clear();
+        }
+    }
+    out
+}
+
+/// A readable dry-run report (`zrepl prune --dry-run`).
+pub fn render(r: &PruneReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for (side, rep) in [("sender", &r.sender), ("receiver", &r.receiver)] {
+        let _ = writeln!(s, "{side}:");
+        if let Some(e) = &rep.error {
+            let _ = writeln!(s, "  error: {e}");
+        }
+        for f in &rep.filesystems {
+            let _ = writeln!(s, "  {}", f.filesystem);
+            if let Some(why) = &f.skipped {
+                let _ = writeln!(s, "    skipped: {why}");
+                continue;
+            }
+            for (n, why) in &f.keep {
+                let _ = writeln!(s, "    keep    @{n}  ({})", why.join("; "));
+            }
+            for n in &f.destroy {
+                let _ = writeln!(s, "    destroy @{n}");
+            }
+            for (n, e) in &f.errors {
+                let _ = writeln!(s, "    FAILED  @{n}: {e}");
+            }
+        }
+    }
+    s
+}
+
+/// Pruning of a snap job: every filesystem of the job, with `keep`, locally.
+pub async fn prune_local<S: Sender>(sender: &S, keep: &[Rule], dry_run: bool) -> SideReport {
+    let mut rep = SideReport::default();
+    let fss = match sender.list_filesystems().await {
+        Ok(l) => l,
+        Err(e) => {
+            rep.error = Some(e.to_string());
+            return rep;
+        }
+    };
+    for fs in fss.iter().filter(|f| !f.is_placeholder) {
+        let r = prune_fs(
+            sender,
+            &Side::<S, NoReceiver>::Sender(sender),
+            &fs.path,
+            keep,
+            dry_run,
+        )
+        .await;
+        rep.filesystems.push(r);
+    }
+    rep
+}
+
+/// A receiver type for local pruning, which has none.
+enum NoReceiver {}
+
+impl Receiver for NoReceiver {
+    async fn list_filesystems(
+        &self,
+    ) -> zrepl_protocol::Result<Vec<zrepl_protocol::FilesystemInfo>> {
+        match *self {}
+    }
+    async fn list_versions(
+        &self,
+        _fs: &DatasetPath,
+    ) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+        match *self {}
+    }
+    async fn receive(
+        &self,
+        _req: zrepl_protocol::ReceiveRequest,
+        _stream: zrepl_protocol::ByteStream,
+    ) -> zrepl_protocol::Result<()> {
+        match *self {}
+    }
+    async fn destroy_snapshots(
+        &self,
+        _fs: &DatasetPath,
+        _snapshots: &[FilesystemVersion],
+    ) -> zrepl_protocol::Result<Vec<zrepl_protocol::DestroyResult>> {
+        match *self {}
+    }
+}

@@ -1,0 +1,374 @@
+//! The receiving endpoint.
+
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use zrepl_protocol::{
+    ByteStream, DestroyResult, EndpointError, FilesystemInfo, Protection, ReceiveRequest,
+};
+use zrepl_zfs::{
+    DatasetPath, FilesystemVersion, PlaceholderEncryption, RecvRequest, VersionPath, VersionType,
+    VersionTypes, Zfs, ZfsError, PLACEHOLDER_PROPERTY,
+};
+use zrepl_zfs_types::abstraction::{last_received_hold_tag, parse_last_received_hold_tag};
+
+use crate::error::zfs_err;
+
+/// How to create placeholders for missing parents (`recv.placeholder.encryption`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaceholderPolicy {
+    /// Creating a placeholder is an error: the user has to decide.
+    Unspecified,
+    Inherit,
+    Off,
+}
+
+/// A receiving job's settings.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// The receiving job's name: part of the last-received hold tag.
+    pub job: String,
+    /// `root_fs`: must exist; nothing above or beside it is ever touched.
+    pub root_fs: DatasetPath,
+    /// For a sink, the client identity: filesystems land in `root_fs/<identity>/...`, and the
+    /// identity dataset is created on demand (with inherited encryption, as in zrepl).
+    pub client_identity: Option<String>,
+    pub placeholder: PlaceholderPolicy,
+    /// `recv.properties.inherit`: `-x <prop>`.
+    pub inherit: Vec<String>,
+    /// `recv.properties.override`: `-o <prop>=<value>`.
+    pub override_: Vec<(String, String)>,
+}
+
+/// A receiver over the local `zfs`.
+#[derive(Clone)]
+pub struct LocalReceiver {
+    zfs: Zfs,
+    cfg: Arc<ReceiverConfig>,
+    root: DatasetPath,
+    /// Serializes placeholder creation (zrepl's per-receiver mutex).
+    create_lock: Arc<Mutex<()>>,
+}
+
+impl LocalReceiver {
+    /// Fails if the client identity is not a single valid dataset name component.
+    pub fn new(zfs: Zfs, cfg: ReceiverConfig) -> Result<Self, EndpointError> {
+        let root = match &cfg.client_identity {
+            None => cfg.root_fs.clone(),
+            Some(id) => {
+                let idp = DatasetPath::from_components([id.clone()]).map_err(|e| {
+                    EndpointError::invalid(format!("invalid client identity {id:?}: {e}"))
+                })?;
+                cfg.root_fs.join(&idp).map_err(|e| {
+                    EndpointError::invalid(format!("invalid client identity {id:?}: {e}"))
+                })?
+            }
+        };
+        Ok(LocalReceiver {
+            zfs,
+            cfg: Arc::new(cfg),
+            root,
+            create_lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Where this receiver puts filesystems: `root_fs[/identity]`.
+    pub fn root(&self) -> &DatasetPath {
+        &self.root
+    }
+
+    /// Maps a peer's relative path below our root. The path is a validated `DatasetPath`
+    /// (no empty, `.` or `..` components), so the result is always inside the root.
+    fn local_path(&self, fs: &DatasetPath) -> Result<DatasetPath, EndpointError> {
+        if fs.is_empty() {
+            return Err(EndpointError::invalid("empty filesystem path"));
+        }
+        let p = self.root.join(fs).map_err(|e| {
+            EndpointError::invalid(format!("cannot receive {fs} below {}: {e}", self.root))
+        })?;
+        debug_assert!(p.has_prefix(&self.root) && p != self.root);
+        Ok(p)
+    }
+
+    async fn check_root_fs(&self) -> Result<(), EndpointError> {
+        match self.zfs.exists(&self.cfg.root_fs).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(EndpointError::not_found(format!(
+                "root_fs {:?} does not exist",
+                self.cfg.root_fs.to_string()
+            ))),
+            Err(e) => Err(zfs_err("cannot check root_fs", e)),
+        }
+    }
+
+    /// Creates every missing ancestor of `lp` between root_fs and `lp` as a placeholder.
+    async fn ensure_parents(&self, lp: &DatasetPath) -> Result<(), EndpointError> {
+        let _guard = self.create_lock.lock().await;
+        for anc in lp.ancestors_top_down() {
+            if self.cfg.root_fs.has_prefix(&anc) {
+                // root_fs itself or above: must exist, never created by us.
+                if !self
+                    .zfs
+                    .exists(&anc)
+                    .await
+                    .map_err(|e| zfs_err("cannot check parent", e))?
+                {
+                    let msg = if anc.len() == 1 {
+                        format!("pool {:?} not imported", anc.to_string())
+                    } else {
+                        format!("root_fs {:?} does not exist", self.cfg.root_fs.to_string())
+                    };
+                    return Err(EndpointError::not_found(msg));
+                }
+                continue;
+            }
+            let st = self
+                .zfs
+                .placeholder_state(&anc)
+                .await
+                .map_err(|e| zfs_err(format!("cannot inspect {anc}"), e))?;
+            if st.exists {
+                continue;
+            }
+            // The client identity level of a sink is created with inherited encryption even if
+            // the policy is unspecified (zrepl does the same).
+            let is_identity_level = anc == self.root && self.cfg.client_identity.is_some();
+            let enc = match (self.cfg.placeholder, is_identity_level) {
+                (_, true) | (PlaceholderPolicy::Inherit, _) => PlaceholderEncryption::Inherit,
+                (PlaceholderPolicy::Off, _) => PlaceholderEncryption::Off,
+                (PlaceholderPolicy::Unspecified, false) => {
+                    return Err(EndpointError::invalid(format!(
+                        "cannot create placeholder filesystem {anc}: placeholder filesystem encryption handling is unspecified in receiver config (set recv.placeholder.encryption to inherit or off)"
+                    )))
+                }
+            };
+            match self.zfs.create_placeholder(&anc, enc).await {
+                Ok(()) => {}
+                // Someone (another receiver of the same root) created it meanwhile.
+                Err(e) if matches!(self.zfs.exists(&anc).await, Ok(true)) => {
+                    tracing::debug!(fs = %anc, error = %e, "placeholder appeared concurrently");
+                }
+                Err(e) => {
+                    return Err(zfs_err(
+                        format!("cannot create placeholder filesystem {anc}"),
+                        e,
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls a placeholder back to its oldest snapshot and destroys that, so `recv -F` replaces
+    /// it entirely (zrepl's rollback+force receive).
+    async fn clear_placeholder_snapshots(&self, lp: &DatasetPath) -> Result<(), EndpointError> {
+        let snaps = self
+            .zfs
+            .list_versions(lp, VersionTypes::Snapshots)
+            .await
+            .map_err(|e| zfs_err(format!("cannot list snapshots of {lp}"), e))?;
+        if let Some(oldest) = snaps.iter().min_by_key(|s| s.createtxg) {
+            let v = VersionPath::of(lp, oldest).map_err(|e| zfs_err("rollback", e))?;
+            self.zfs
+                .rollback(&v, true)
+                .await
+                .map_err(|e| zfs_err(format!("cannot roll back placeholder {lp}"), e))?;
+            self.zfs
+                .destroy_version(&v)
+                .await
+                .map_err(|e| zfs_err(format!("cannot destroy {v}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// After a successful receive: hold `to`, then release older last-received holds of this job
+    /// (the new hold exists before the old one goes).
+    async fn post_recv(
+        &self,
+        lp: &DatasetPath,
+        to: &FilesystemVersion,
+    ) -> Result<(), EndpointError> {
+        let tag = last_received_hold_tag(&self.cfg.job);
+        let snap = VersionPath::of(lp, to).map_err(|e| zfs_err("hold", e))?;
+        self.zfs
+            .hold(&tag, std::slice::from_ref(&snap))
+            .await
+            .map_err(|e| zfs_err(format!("cannot create last-received hold on {snap}"), e))?;
+        let others: Vec<VersionPath> = self
+            .zfs
+            .list_versions(lp, VersionTypes::Snapshots)
+            .await
+            .map_err(|e| zfs_err(format!("cannot list snapshots of {lp}"), e))?
+            .iter()
+            .filter(|v| v.name != to.name && v.userrefs.unwrap_or(0) > 0)
+            .filter_map(|v| VersionPath::of(lp, v).ok())
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let holds = self
+            .zfs
+            .holds(&others)
+            .await
+            .map_err(|e| zfs_err(format!("cannot list holds on {lp}"), e))?;
+        let stale: Vec<VersionPath> = holds
+            .into_iter()
+            .filter(|(_, tags)| {
+                tags.iter()
+                    .any(|t| parse_last_received_hold_tag(t) == Some(self.cfg.job.as_str()))
+            })
+            .map(|(v, _)| v)
+            .collect();
+        if !stale.is_empty() {
+            self.zfs.release(&tag, &stale).await.map_err(|e| {
+                zfs_err(format!("cannot release old last-received holds on {lp}"), e)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl zrepl_protocol::Receiver for LocalReceiver {
+    async fn list_filesystems(&self) -> Result<Vec<FilesystemInfo>, EndpointError> {
+        self.check_root_fs().await?;
+        // One command for names, placeholder state and resume tokens of the whole subtree.
+        let props = match self
+            .zfs
+            .get_properties_recursive(
+                &self.root,
+                None,
+                &[PLACEHOLDER_PROPERTY, "receive_resume_token"],
+            )
+            .await
+        {
+            Ok(p) => p,
+            // The client's dataset does not exist yet: nothing received so far.
+            Err(ZfsError::DatasetDoesNotExist { .. }) => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(zfs_err(
+                    format!("cannot list filesystems below {}", self.root),
+                    e,
+                ))
+            }
+        };
+        let mut out = Vec::new();
+        for (path, p) in props {
+            let Some(rel) = path.strip_prefix(&self.root).filter(|r| !r.is_empty()) else {
+                continue;
+            };
+            let is_placeholder = p.get(PLACEHOLDER_PROPERTY).is_some_and(|v| {
+                v.source == zrepl_zfs::PropertySource::Local
+                    && zrepl_zfs::is_placeholder_value(&path, &v.value)
+            });
+            let resume_token = p
+                .get("receive_resume_token")
+                .map(|v| v.value.clone())
+                .filter(|v| !v.is_empty() && v != "-");
+            out.push(FilesystemInfo {
+                path: rel,
+                is_placeholder,
+                resume_token,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn list_versions(
+        &self,
+        fs: &DatasetPath,
+    ) -> Result<Vec<FilesystemVersion>, EndpointError> {
+        let lp = self.local_path(fs)?;
+        self.zfs
+            .list_versions(&lp, VersionTypes::All)
+            .await
+            .map_err(|e| zfs_err(format!("cannot list versions of {lp}"), e))
+    }
+
+    async fn receive(&self, req: ReceiveRequest, stream: ByteStream) -> Result<(), EndpointError> {
+        if req.to.typ != VersionType::Snapshot {
+            return Err(EndpointError::invalid("'to' must be a snapshot"));
+        }
+        let lp = self.local_path(&req.filesystem)?;
+        let target =
+            VersionPath::snapshot(&lp, &req.to.name).map_err(|e| zfs_err("invalid 'to'", e))?;
+        self.ensure_parents(&lp).await?;
+
+        let st = self
+            .zfs
+            .placeholder_state(&lp)
+            .await
+            .map_err(|e| zfs_err(format!("cannot inspect {lp}"), e))?;
+        let mut force = false;
+        let mut cleared_placeholder = false;
+        if st.exists && st.is_placeholder {
+            self.clear_placeholder_snapshots(&lp).await?;
+            self.zfs
+                .set_placeholder(&lp, false)
+                .await
+                .map_err(|e| zfs_err(format!("cannot clear placeholder flag of {lp}"), e))?;
+            cleared_placeholder = true;
+            force = true;
+        }
+        if req.clear_resume_token && st.exists {
+            self.zfs
+                .recv_abort(&lp)
+                .await
+                .map_err(|e| zfs_err(format!("cannot abort partial receive of {lp}"), e))?;
+        }
+        let resumable = self
+            .zfs
+            .resumable_recv_supported(&lp)
+            .await
+            .map_err(|e| zfs_err("feature detection", e))?;
+        let mut rr = RecvRequest::new(target.clone());
+        rr.force_rollback = force;
+        rr.save_partial = resumable;
+        rr.exclude_props = self.cfg.inherit.clone();
+        rr.override_props = self.cfg.override_.clone();
+        let result = self.zfs.receive(&rr, stream).await;
+        if let Err(e) = result {
+            if cleared_placeholder {
+                // Without resumable state the filesystem is still the empty placeholder: say so.
+                let partial = self
+                    .zfs
+                    .receive_resume_token(&lp)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some();
+                if !partial {
+                    if let Err(e2) = self.zfs.set_placeholder(&lp, true).await {
+                        tracing::warn!(fs = %lp, error = %e2, "cannot restore placeholder flag");
+                    }
+                }
+            }
+            return Err(zfs_err(format!("zfs recv into {target} failed"), e));
+        }
+        // The stream must have produced exactly the snapshot the planner asked for.
+        let got = self
+            .zfs
+            .guid(&target)
+            .await
+            .map_err(|e| zfs_err(format!("received snapshot {target} not found"), e))?;
+        if got != req.to.guid {
+            return Err(EndpointError::invalid(format!(
+                "received snapshot {target} has guid {got:#x}, expected {:#x} (kept for inspection)",
+                req.to.guid
+            )));
+        }
+        let incremental = st.exists;
+        if req.replication.for_step(incremental) != Protection::GuaranteeNothing {
+            self.post_recv(&lp, &req.to).await?;
+        }
+        Ok(())
+    }
+
+    async fn destroy_snapshots(
+        &self,
+        fs: &DatasetPath,
+        snapshots: &[FilesystemVersion],
+    ) -> Result<Vec<DestroyResult>, EndpointError> {
+        let lp = self.local_path(fs)?;
+        crate::sender::destroy_snapshots(&self.zfs, &lp, snapshots).await
+    }
+}

@@ -1,0 +1,556 @@
+//! The sending endpoint.
+
+use std::sync::Arc;
+
+use zrepl_filters::DatasetFilter;
+use zrepl_protocol::{
+    ByteStream, DestroyResult, EndpointError, FilesystemInfo, Protection, SendRequest, SendResponse,
+};
+use zrepl_zfs::{
+    DatasetPath, FilesystemVersion, SendFlags, SendSource, VersionPath, VersionType, VersionTypes,
+    Zfs, PLACEHOLDER_PROPERTY,
+};
+use zrepl_zfs_types::abstraction::{
+    cursor_bookmark_name, parse_cursor_bookmark, parse_step_hold_tag, step_hold_tag,
+    tentative_cursor_bookmark_name, AbstractionType,
+};
+use zrepl_zfs_types::resume_token;
+
+use crate::error::zfs_err;
+
+/// What a sending job allows and how it sends.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    /// The sending job's name: part of step hold tags and cursor bookmark names.
+    pub job: String,
+    pub filesystems: DatasetFilter,
+    /// `send.encrypted`: raw sends only, and only of encrypted filesystems.
+    pub encrypted: bool,
+    /// `send.raw`: `-w` for every send.
+    pub raw: bool,
+    pub send_properties: bool,
+    pub backup_properties: bool,
+    pub large_blocks: bool,
+    pub compressed: bool,
+    pub embedded_data: bool,
+    pub saved: bool,
+}
+
+impl SenderConfig {
+    /// A config with every send option off.
+    pub fn new(job: impl Into<String>, filesystems: DatasetFilter) -> Self {
+        SenderConfig {
+            job: job.into(),
+            filesystems,
+            encrypted: false,
+            raw: false,
+            send_properties: false,
+            backup_properties: false,
+            large_blocks: false,
+            compressed: false,
+            embedded_data: false,
+            saved: false,
+        }
+    }
+
+    fn flags(&self) -> SendFlags {
+        SendFlags {
+            raw: self.encrypted || self.raw,
+            properties: self.send_properties,
+            backup_properties: self.backup_properties,
+            large_blocks: self.large_blocks,
+            compressed: self.compressed,
+            embedded_data: self.embedded_data,
+            saved: self.saved,
+        }
+    }
+}
+
+/// A sender over the local `zfs`.
+#[derive(Clone)]
+pub struct LocalSender {
+    zfs: Zfs,
+    cfg: Arc<SenderConfig>,
+}
+
+impl LocalSender {
+    pub fn new(zfs: Zfs, cfg: SenderConfig) -> Self {
+        LocalSender {
+            zfs,
+            cfg: Arc::new(cfg),
+        }
+    }
+
+    pub fn config(&self) -> &SenderConfig {
+        &self.cfg
+    }
+
+    /// Refuses any filesystem outside the job's filter, whatever the request says.
+    fn check_allowed(&self, fs: &DatasetPath) -> Result<(), EndpointError> {
+        if fs.is_empty() || !self.cfg.filesystems.accepts(fs) {
+            return Err(EndpointError::invalid(format!(
+                "filesystem {fs:?} is not allowed by the filesystems filter of job {:?}",
+                self.cfg.job
+            )));
+        }
+        Ok(())
+    }
+
+    /// The filesystem's versions, checked against the request's `from` and `to` by GUID.
+    async fn resolve(&self, req: &SendRequest) -> Result<Vec<FilesystemVersion>, EndpointError> {
+        let fs = &req.filesystem;
+        let versions = self
+            .zfs
+            .list_versions(fs, VersionTypes::All)
+            .await
+            .map_err(|e| zfs_err(format!("cannot list versions of {fs}"), e))?;
+        if req.to.typ != VersionType::Snapshot {
+            return Err(EndpointError::invalid("'to' must be a snapshot"));
+        }
+        let check = |want: &FilesystemVersion| -> Result<(), EndpointError> {
+            match versions
+                .iter()
+                .find(|v| v.typ == want.typ && v.name == want.name)
+            {
+                None => Err(EndpointError::not_found(format!(
+                    "{} does not exist",
+                    want.full_path(fs)
+                ))),
+                Some(v) if v.guid != want.guid => Err(EndpointError::invalid(format!(
+                    "{} has guid {:#x}, request expected {:#x}",
+                    want.full_path(fs),
+                    v.guid,
+                    want.guid
+                ))),
+                Some(_) => Ok(()),
+            }
+        };
+        check(&req.to)?;
+        if let Some(from) = &req.from {
+            check(from)?;
+            if from.createtxg >= req.to.createtxg {
+                return Err(EndpointError::invalid("'from' must be older than 'to'"));
+            }
+        }
+        Ok(versions)
+    }
+
+    /// zrepl's encryption policy (spec §2.9) plus the resume-token checks (spec §3.7).
+    async fn validate_send(&self, req: &SendRequest) -> Result<(), EndpointError> {
+        let fs = &req.filesystem;
+        let wants_raw = self.cfg.encrypted || self.cfg.raw || self.cfg.backup_properties;
+        let features = self
+            .zfs
+            .features()
+            .await
+            .map_err(|e| zfs_err("feature detection", e))?;
+        if wants_raw && !features.encryption {
+            return Err(EndpointError::invalid(
+                "raw sends which are required for encrypted zfs send are not supported by this ZFS",
+            ));
+        }
+        let fs_encrypted = if features.encryption {
+            self.zfs
+                .is_encrypted(fs)
+                .await
+                .map_err(|e| zfs_err(format!("cannot get encryption of {fs}"), e))?
+        } else {
+            false
+        };
+        if self.cfg.encrypted && !fs_encrypted {
+            return Err(EndpointError::invalid(format!(
+                "encrypted send mandated by policy, but filesystem {:?} is not encrypted",
+                fs.to_string()
+            )));
+        }
+        if self.cfg.raw && !self.cfg.encrypted && fs_encrypted {
+            return Err(EndpointError::invalid(format!(
+                "policy mandates raw+unencrypted sends, but filesystem {:?} is encrypted",
+                fs.to_string()
+            )));
+        }
+        if let Some(token) = &req.resume_token {
+            let t = resume_token::decode(token)
+                .map_err(|e| EndpointError::invalid(format!("invalid resume token: {e}")))?;
+            if t.to_filesystem() != Some(fs.to_string().as_str()) {
+                return Err(EndpointError::invalid(format!(
+                    "resume token is for {:?}, not for the requested filesystem {:?}",
+                    t.toname,
+                    fs.to_string()
+                )));
+            }
+            if t.toguid != req.to.guid {
+                return Err(EndpointError::invalid(format!(
+                    "resume token 'toguid' {:#x} does not match requested 'to' {:#x}",
+                    t.toguid, req.to.guid
+                )));
+            }
+            let token_from = t.fromguid.filter(|g| *g != 0);
+            if token_from != req.from.as_ref().map(|f| f.guid) {
+                return Err(EndpointError::invalid(
+                    "resume token 'fromguid' does not match the requested incremental source",
+                ));
+            }
+            let resumed_encrypted = fs_encrypted && t.rawok;
+            if self.cfg.encrypted && !resumed_encrypted {
+                return Err(EndpointError::invalid(
+                    "resume token does not have rawok=true which would result in unencrypted send, but policy mandates encrypted sends only",
+                ));
+            }
+            if !self.cfg.encrypted && resumed_encrypted {
+                return Err(EndpointError::invalid(
+                    "resume token has rawok=true which would result in encrypted send, but policy mandates unencrypted sends only",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn send_source(&self, req: &SendRequest) -> Result<zrepl_zfs::SendRequest, EndpointError> {
+        if let Some(t) = &req.resume_token {
+            return Ok(zrepl_zfs::SendRequest::resume(t.clone()));
+        }
+        let fs = &req.filesystem;
+        let to = VersionPath::of(fs, &req.to).map_err(|e| zfs_err("invalid 'to'", e))?;
+        let flags = self.cfg.flags();
+        Ok(match &req.from {
+            None => zrepl_zfs::SendRequest::full(to, flags),
+            Some(f) => {
+                let from = VersionPath::of(fs, f).map_err(|e| zfs_err("invalid 'from'", e))?;
+                zrepl_zfs::SendRequest::incremental(from, to, flags)
+            }
+        })
+    }
+
+    /// Creates the step's protection before sending (spec §3.5, SenderPreSend).
+    async fn pre_send(
+        &self,
+        req: &SendRequest,
+        versions: &[FilesystemVersion],
+    ) -> Result<Vec<FilesystemVersion>, EndpointError> {
+        let fs = &req.filesystem;
+        let level = req.replication.for_step(req.from.is_some());
+        let mut keep: Vec<FilesystemVersion> = Vec::new();
+        match level {
+            Protection::GuaranteeResumability => {
+                let tag = step_hold_tag(&self.cfg.job);
+                let mut snaps = vec![VersionPath::of(fs, &req.to).map_err(|e| zfs_err("hold", e))?];
+                keep.push(req.to.clone());
+                if let Some(f) = req.from.as_ref().filter(|f| f.typ == VersionType::Snapshot) {
+                    snaps.push(VersionPath::of(fs, f).map_err(|e| zfs_err("hold", e))?);
+                    keep.push(f.clone());
+                }
+                self.zfs
+                    .hold(&tag, &snaps)
+                    .await
+                    .map_err(|e| zfs_err(format!("cannot create step holds on {fs}"), e))?;
+            }
+            Protection::GuaranteeIncremental => {
+                for v in std::iter::once(&req.to).chain(req.from.as_ref()) {
+                    let name = tentative_cursor_bookmark_name(v.guid, &self.cfg.job);
+                    match self.zfs.bookmark(fs, v, &name).await {
+                        Ok(bm) => keep.push(bm),
+                        // A bookmark `from` cannot be bookmarked again without bookmark copying;
+                        // zrepl tolerates that for the tentative cursor of `from`.
+                        Err(zrepl_zfs::ZfsError::BookmarkCloningNotSupported)
+                            if v.typ == VersionType::Bookmark => {}
+                        Err(e) => {
+                            return Err(zfs_err(
+                                format!("cannot create tentative cursor on {fs}"),
+                                e,
+                            ))
+                        }
+                    }
+                }
+            }
+            Protection::GuaranteeNothing => {}
+        }
+        // `from` itself may be one of our tentative cursors: never clean it up under us.
+        if let Some(f) = &req.from {
+            keep.push(f.clone());
+        }
+        self.cleanup(fs, versions, &keep, false).await?;
+        Ok(keep)
+    }
+
+    /// Releases this job's step holds and destroys its tentative cursors on `fs`, except the
+    /// versions in `keep`; with `older_cursors`, also every replication cursor but the ones kept.
+    async fn cleanup(
+        &self,
+        fs: &DatasetPath,
+        versions: &[FilesystemVersion],
+        keep: &[FilesystemVersion],
+        older_cursors: bool,
+    ) -> Result<(), EndpointError> {
+        let kept = |v: &FilesystemVersion| keep.iter().any(|k| k.typ == v.typ && k.name == v.name);
+        let job = self.cfg.job.as_str();
+        // Step holds: only held snapshots can carry one; ask `zfs holds` about those in one call.
+        let held: Vec<VersionPath> = versions
+            .iter()
+            .filter(|v| v.typ == VersionType::Snapshot && v.userrefs.unwrap_or(0) > 0 && !kept(v))
+            .filter_map(|v| VersionPath::of(fs, v).ok())
+            .collect();
+        if !held.is_empty() {
+            let holds = self
+                .zfs
+                .holds(&held)
+                .await
+                .map_err(|e| zfs_err(format!("cannot list holds on {fs}"), e))?;
+            let stale: Vec<VersionPath> = holds
+                .into_iter()
+                .filter(|(_, tags)| tags.iter().any(|t| parse_step_hold_tag(t) == Some(job)))
+                .map(|(v, _)| v)
+                .collect();
+            if !stale.is_empty() {
+                self.zfs
+                    .release(&step_hold_tag(job), &stale)
+                    .await
+                    .map_err(|e| zfs_err(format!("cannot release stale step holds on {fs}"), e))?;
+            }
+        }
+        for v in versions
+            .iter()
+            .filter(|v| v.typ == VersionType::Bookmark && !kept(v))
+        {
+            let Some((typ, _, Some(j))) = parse_cursor_bookmark(&v.name) else {
+                continue;
+            };
+            let ours = j == job
+                && (typ == AbstractionType::TentativeReplicationCursorV2
+                    || (older_cursors && typ == AbstractionType::ReplicationCursorV2));
+            if ours {
+                let bm = VersionPath::of(fs, v).map_err(|e| zfs_err("cleanup", e))?;
+                self.zfs
+                    .destroy_version_idempotent(&bm)
+                    .await
+                    .map_err(|e| zfs_err(format!("cannot destroy stale bookmark {bm}"), e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl zrepl_protocol::Sender for LocalSender {
+    async fn list_filesystems(&self) -> Result<Vec<FilesystemInfo>, EndpointError> {
+        let all = self
+            .zfs
+            .list_filesystems(None)
+            .await
+            .map_err(|e| zfs_err("cannot list filesystems", e))?;
+        let accepted: Vec<DatasetPath> = all
+            .into_iter()
+            .filter(|p| self.cfg.filesystems.accepts(p))
+            .collect();
+        // Sender-side placeholders (chained replication) are replicated as "nothing to do";
+        // their property comes from one recursive `zfs get` per pool, not one per filesystem.
+        let placeholders = placeholder_map(&self.zfs, &accepted).await?;
+        Ok(accepted
+            .into_iter()
+            .filter_map(|p| {
+                let is_placeholder = *placeholders.get(&p)?;
+                Some(FilesystemInfo {
+                    path: p,
+                    is_placeholder,
+                    resume_token: None,
+                })
+            })
+            .collect())
+    }
+
+    async fn list_versions(
+        &self,
+        fs: &DatasetPath,
+    ) -> Result<Vec<FilesystemVersion>, EndpointError> {
+        self.check_allowed(fs)?;
+        self.zfs
+            .list_versions(fs, VersionTypes::All)
+            .await
+            .map_err(|e| zfs_err(format!("cannot list versions of {fs}"), e))
+    }
+
+    async fn send_dry(&self, req: &SendRequest) -> Result<u64, EndpointError> {
+        self.check_allowed(&req.filesystem)?;
+        self.resolve(req).await?;
+        self.validate_send(req).await?;
+        // zrepl does not estimate incrementals from bookmarks.
+        if req.resume_token.is_none()
+            && req
+                .from
+                .as_ref()
+                .is_some_and(|f| f.typ == VersionType::Bookmark)
+        {
+            return Ok(0);
+        }
+        let src = self.send_source(req)?;
+        let info = self.zfs.send_dry(&src).await.map_err(|e| {
+            zfs_err(
+                format!("cannot estimate send size of {}", req.filesystem),
+                e,
+            )
+        })?;
+        Ok(info.size)
+    }
+
+    async fn send(&self, req: SendRequest) -> Result<(SendResponse, ByteStream), EndpointError> {
+        self.check_allowed(&req.filesystem)?;
+        let versions = self.resolve(&req).await?;
+        self.validate_send(&req).await?;
+        self.pre_send(&req, &versions).await?;
+        let src = self.send_source(&req)?;
+        if let SendSource::Resume { .. } = &src.source {
+            tracing::debug!(fs = %req.filesystem, "resuming send from token");
+        }
+        let stream = self
+            .zfs
+            .send(&src)
+            .await
+            .map_err(|e| zfs_err(format!("cannot start zfs send of {}", req.filesystem), e))?;
+        Ok((
+            SendResponse {
+                used_resume_token: req.resume_token.is_some(),
+                expected_size: 0,
+            },
+            Box::pin(stream),
+        ))
+    }
+
+    async fn send_completed(&self, req: &SendRequest) -> Result<(), EndpointError> {
+        self.check_allowed(&req.filesystem)?;
+        let fs = &req.filesystem;
+        let versions = self.resolve(req).await?;
+        let level = req.replication.for_step(req.from.is_some());
+        let mut keep = Vec::new();
+        if level != Protection::GuaranteeNothing {
+            let name = cursor_bookmark_name(req.to.guid, &self.cfg.job);
+            let cursor = self
+                .zfs
+                .bookmark(fs, &req.to, &name)
+                .await
+                .map_err(|e| zfs_err(format!("cannot move replication cursor of {fs}"), e))?;
+            keep.push(cursor);
+        }
+        // Release the step's holds (including those on from/to) and drop tentative and older
+        // cursors of this job.
+        self.cleanup(fs, &versions, &keep, true).await
+    }
+
+    async fn replication_cursor(
+        &self,
+        fs: &DatasetPath,
+    ) -> Result<Option<FilesystemVersion>, EndpointError> {
+        self.check_allowed(fs)?;
+        let bms = self
+            .zfs
+            .list_versions(fs, VersionTypes::Bookmarks)
+            .await
+            .map_err(|e| zfs_err(format!("cannot list bookmarks of {fs}"), e))?;
+        Ok(newest_cursor(&bms, &self.cfg.job))
+    }
+
+    async fn destroy_snapshots(
+        &self,
+        fs: &DatasetPath,
+        snapshots: &[FilesystemVersion],
+    ) -> Result<Vec<DestroyResult>, EndpointError> {
+        self.check_allowed(fs)?;
+        destroy_snapshots(&self.zfs, fs, snapshots).await
+    }
+}
+
+/// Placeholder state of `paths`, from one recursive `zfs get` per pool. Paths that vanished
+/// meanwhile are missing from the map.
+pub(crate) async fn placeholder_map(
+    zfs: &Zfs,
+    paths: &[DatasetPath],
+) -> Result<std::collections::BTreeMap<DatasetPath, bool>, EndpointError> {
+    let pools: std::collections::BTreeSet<&str> = paths.iter().filter_map(|p| p.pool()).collect();
+    let mut out = std::collections::BTreeMap::new();
+    for pool in pools {
+        let root = DatasetPath::parse(pool).map_err(|e| EndpointError::invalid(e.to_string()))?;
+        let props = match zfs
+            .get_properties_recursive(&root, None, &[PLACEHOLDER_PROPERTY])
+            .await
+        {
+            Ok(p) => p,
+            Err(zrepl_zfs::ZfsError::DatasetDoesNotExist { .. }) => continue,
+            Err(e) => {
+                return Err(zfs_err(
+                    format!("cannot get {PLACEHOLDER_PROPERTY} of pool {pool}"),
+                    e,
+                ))
+            }
+        };
+        for (path, p) in props {
+            let is_placeholder = p.get(PLACEHOLDER_PROPERTY).is_some_and(|v| {
+                v.source == zrepl_zfs::PropertySource::Local
+                    && zrepl_zfs::is_placeholder_value(&path, &v.value)
+            });
+            out.insert(path, is_placeholder);
+        }
+    }
+    Ok(out)
+}
+
+/// The newest v2 cursor of `job` among `bookmarks` whose embedded GUID is its real GUID
+/// (a bookmark whose name lies about its GUID is ignored, as in zrepl).
+pub(crate) fn newest_cursor(
+    bookmarks: &[FilesystemVersion],
+    job: &str,
+) -> Option<FilesystemVersion> {
+    bookmarks
+        .iter()
+        .filter(|b| b.typ == VersionType::Bookmark)
+        .filter(|b| {
+            matches!(parse_cursor_bookmark(&b.name),
+                Some((AbstractionType::ReplicationCursorV2, Some(g), Some(j))) if j == job && g == b.guid)
+        })
+        .max_by_key(|b| b.createtxg)
+        .cloned()
+}
+
+/// Destroys snapshots (never bookmarks) of `fs` whose GUIDs still match, batched.
+pub(crate) async fn destroy_snapshots(
+    zfs: &Zfs,
+    fs: &DatasetPath,
+    snapshots: &[FilesystemVersion],
+) -> Result<Vec<DestroyResult>, EndpointError> {
+    if let Some(b) = snapshots.iter().find(|s| s.typ != VersionType::Snapshot) {
+        return Err(EndpointError::invalid(format!(
+            "only snapshots can be destroyed, not {}",
+            b.relative_name()
+        )));
+    }
+    let current = zfs
+        .list_versions(fs, VersionTypes::Snapshots)
+        .await
+        .map_err(|e| zfs_err(format!("cannot list snapshots of {fs}"), e))?;
+    let mut results = Vec::new();
+    let mut names = Vec::new();
+    for s in snapshots {
+        match current.iter().find(|c| c.name == s.name) {
+            Some(c) if c.guid == s.guid => names.push(s.name.clone()),
+            Some(_) => results.push(DestroyResult {
+                snapshot: s.name.clone(),
+                error: Some("snapshot was replaced (guid changed); not destroyed".into()),
+            }),
+            None => results.push(DestroyResult {
+                snapshot: s.name.clone(),
+                error: None,
+            }),
+        }
+    }
+    if !names.is_empty() {
+        let outcome = zfs
+            .destroy_snapshots(fs, &names)
+            .await
+            .map_err(|e| zfs_err(format!("cannot destroy snapshots of {fs}"), e))?;
+        for (name, r) in outcome {
+            results.push(DestroyResult {
+                snapshot: name,
+                error: r.err().map(|e| e.to_string()),
+            });
+        }
+    }
+    results.sort_by(|a, b| a.snapshot.cmp(&b.snapshot));
+    Ok(results)
+}

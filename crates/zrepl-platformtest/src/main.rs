@@ -1,0 +1,150 @@
+//! zrepl platform tests: zrepl-zfs, the endpoints, the replication driver and the daemon against
+//! real OpenZFS (2.3 in the test VM).
+//!
+//! Run as root where the zfs module is loaded (`tools/platform-test.sh [FILTER]` does that in a
+//! qemu VM). Every test gets a fresh pool on a sparse 256 MiB file vdev under /tmp (the pool name
+//! contains `zreplplatformtest`), destroyed afterwards even if the test failed or panicked.
+//! Tests run one at a time by default (`--test-threads=1`), and the usual libtest arguments work
+//! (name filter, `--exact`, `--skip`, `--list`).
+//!
+//! Without `/dev/zfs` the binary fails loudly instead of skipping: a platform test run that tests
+//! nothing must never look green.
+
+mod pool;
+mod replication;
+mod tests;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use zrepl_zfs::{Argv, CommandInfo, CommandObserver, CommandResult, Zfs, ZfsConfig};
+
+use crate::pool::TestPool;
+
+/// What a test gets: a zrepl-zfs handle with fresh counters and its pool.
+#[derive(Clone)]
+pub struct Ctx {
+    pub zfs: Zfs,
+    pub pool: String,
+    pub key_file: std::path::PathBuf,
+}
+
+pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Remembers the commands a test ran, to print the last ones when it fails.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl CommandObserver for Recorder {
+    fn finished(&self, cmd: &CommandInfo, result: CommandResult, elapsed: Duration) {
+        let line = format!(
+            "{} -> {result:?} ({:.0} ms)",
+            Argv(cmd.argv.clone()),
+            elapsed.as_secs_f64() * 1e3
+        );
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+    }
+}
+
+impl Recorder {
+    fn tail(&self, n: usize) -> String {
+        let v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let skip = v.len().saturating_sub(n);
+        v[skip..].join("\n    ")
+    }
+}
+
+fn run<F, Fut>(name: &'static str, f: F) -> Result<(), Failed>
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = TestResult>,
+{
+    let start = Instant::now();
+    let mut pool = TestPool::create().map_err(|e| format!("creating the test pool: {e}"))?;
+    let recorder = Arc::new(Recorder::default());
+    let ctx = Ctx {
+        zfs: Zfs::new(ZfsConfig {
+            observer: Some(recorder.clone()),
+            ..ZfsConfig::default()
+        }),
+        pool: pool.name.clone(),
+        key_file: pool.key_file(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let res = rt.block_on(f(ctx));
+    // Dropping the runtime drops leftover tasks and children (kill_on_drop) before the pool goes.
+    drop(rt);
+    let cleanup = pool.destroy();
+    eprintln!("  [{name}: {:.1}s]", start.elapsed().as_secs_f64());
+    res.map_err(|e| {
+        Failed::from(format!(
+            "{e}\n  last zrepl-zfs commands:\n    {}",
+            recorder.tail(20)
+        ))
+    })?;
+    cleanup.map_err(|e| Failed::from(format!("destroying the test pool: {e}")))
+}
+
+macro_rules! trials {
+    ($module:ident: $($name:ident),* $(,)?) => {
+        vec![$(Trial::test(stringify!($name), || run(stringify!($name), $module::$name))),*]
+    };
+}
+
+fn main() {
+    let mut args = Arguments::from_args();
+    if args.test_threads.is_none() {
+        args.test_threads = Some(1);
+    }
+    let mut trials = trials![tests:
+        feature_detection,
+        get_set_user_properties,
+        nonexistent_datasets_are_classified,
+        multi_dataset_snapshot_is_one_command,
+        bookmark_idempotent_and_exists_error,
+        idempotent_hold_and_release,
+        holds_block_destroy,
+        destroy_refuses_when_guid_changed,
+        batched_destroy_reports_exactly_the_held_snapshot,
+        send_dry_run_estimate_nonzero,
+        incremental_send_from_bookmark_after_snapshot_destroyed,
+        raw_send_of_encrypted_dataset_received_without_key,
+        interrupted_full_receive_resumes_with_token,
+        interrupted_incremental_receive_resumes_with_token,
+        recv_abort_clears_resume_token,
+        send_stream_drop_kills_zfs_send,
+        placeholder_creation_and_detection,
+        names_with_spaces_end_to_end,
+        invalid_names_rejected_before_any_command,
+        subtree_listing_200x20_is_one_command,
+    ];
+    trials.extend(trials![replication:
+        repl_initial_then_incremental_chain,
+        repl_interrupted_transfer_resumes_without_leftover_holds,
+        repl_dropin_from_zrepl07_cursor_and_hold,
+        repl_encrypted_raw_to_keyless_receiver,
+        repl_properties_override_and_inherit,
+        repl_conflict_on_one_filesystem_while_five_replicate,
+        repl_initial_replication_policies,
+        repl_protection_levels,
+        repl_malicious_requests_refused,
+        prune_both_sides_dry_run_matches_and_holds_are_kept,
+        daemon_push_sink_local_wakeup_and_kill,
+        daemon_periodic_push_rounds_and_snap_job,
+    ]);
+    if !args.list && !std::path::Path::new("/dev/zfs").exists() {
+        eprintln!(
+            "FATAL: /dev/zfs does not exist: the zfs kernel module is not loaded here.\n\
+             The platform tests need real ZFS and never skip; run them with \
+             tools/platform-test.sh (qemu VM)."
+        );
+        std::process::exit(1);
+    }
+    libtest_mimic::run(&args, trials).exit();
+}

@@ -1,0 +1,566 @@
+//! Listing datasets and versions, properties, placeholders, create, rollback.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use sha2::{Digest, Sha512_256};
+use zrepl_zfs_types::{DatasetPath, FilesystemVersion};
+
+use crate::command::{args, Output, Zfs};
+use crate::error::ZfsError;
+use crate::names::{check_property_name, check_property_value, dataset_arg, VersionPath};
+use crate::parse::{
+    is_dataset_does_not_exist, is_recv_abort_nothing_to_abort, parse_dataset_names, parse_get,
+    parse_versions_listing, ParseError, Properties, PropertySource, PropertyValue,
+    VersionsByFilesystem,
+};
+
+/// The user property marking placeholder filesystems.
+pub const PLACEHOLDER_PROPERTY: &str = "zrepl:placeholder";
+
+/// What `zfs get`/`zfs set` operate on: a dataset or a snapshot/bookmark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Dataset(DatasetPath),
+    Version(VersionPath),
+}
+
+impl Target {
+    fn arg(&self) -> Result<String, ZfsError> {
+        match self {
+            Target::Dataset(d) => dataset_arg(d),
+            Target::Version(v) => Ok(v.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Dataset(d) => d.fmt(f),
+            Target::Version(v) => v.fmt(f),
+        }
+    }
+}
+
+impl From<&DatasetPath> for Target {
+    fn from(d: &DatasetPath) -> Self {
+        Target::Dataset(d.clone())
+    }
+}
+
+impl From<&VersionPath> for Target {
+    fn from(v: &VersionPath) -> Self {
+        Target::Version(v.clone())
+    }
+}
+
+/// Which versions [`Zfs::list_versions`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionTypes {
+    All,
+    Snapshots,
+    Bookmarks,
+}
+
+impl VersionTypes {
+    fn arg(self) -> &'static str {
+        // zrepl passes the sorted, comma-joined type names.
+        match self {
+            VersionTypes::All => "bookmark,snapshot",
+            VersionTypes::Snapshots => "snapshot",
+            VersionTypes::Bookmarks => "bookmark",
+        }
+    }
+}
+
+/// Placeholder state of a filesystem (§3.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceholderState {
+    pub exists: bool,
+    /// Source `local` and value `on` or the legacy `hex(sha512_256(path))`.
+    pub is_placeholder: bool,
+    /// The property value if its source is `local`.
+    pub raw_local_value: Option<String>,
+}
+
+/// Encryption of a new placeholder (`recv.placeholder.encryption`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaceholderEncryption {
+    /// No `-o encryption=...`: inherit from the parent.
+    Inherit,
+    /// `-o encryption=off`.
+    Off,
+}
+
+/// zrepl 0.0.x marked placeholders with `hex(sha512_256(<dataset path>))`.
+pub fn legacy_placeholder_value(fs: &DatasetPath) -> String {
+    let digest = Sha512_256::digest(fs.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether a `zrepl:placeholder` value whose source is `local` marks a placeholder.
+pub fn is_placeholder_value(fs: &DatasetPath, local_value: &str) -> bool {
+    local_value == "on" || local_value == legacy_placeholder_value(fs)
+}
+
+fn unexpected(out: &Output, e: ParseError) -> ZfsError {
+    ZfsError::UnexpectedOutput {
+        argv: out.argv.clone(),
+        reason: e.to_string(),
+        output: e.line,
+    }
+}
+
+/// The error of a failed command on `path`: `DatasetDoesNotExist` if stderr says so.
+pub(crate) fn classify_not_exist(out: Output, path: &str) -> ZfsError {
+    if is_dataset_does_not_exist(&out.stderr, path) {
+        ZfsError::DatasetDoesNotExist {
+            path: path.to_string(),
+        }
+    } else {
+        out.into_error()
+    }
+}
+
+impl Zfs {
+    /// All filesystems and volumes of all pools, or of the subtree at `root` (root included):
+    /// `zfs list -H -p -o name -r -t filesystem,volume [root]`.
+    pub async fn list_filesystems(
+        &self,
+        root: Option<&DatasetPath>,
+    ) -> Result<Vec<DatasetPath>, ZfsError> {
+        let mut a = args![
+            "list",
+            "-H",
+            "-p",
+            "-o",
+            "name",
+            "-r",
+            "-t",
+            "filesystem,volume"
+        ];
+        let root_arg = root.map(dataset_arg).transpose()?;
+        if let Some(r) = &root_arg {
+            a.push(r.clone());
+        }
+        let out = self.zfs(&a).await?;
+        if !out.success() {
+            return Err(match &root_arg {
+                Some(r) => classify_not_exist(out, r),
+                None => out.into_error(),
+            });
+        }
+        parse_dataset_names(&out.stdout).map_err(|e| unexpected(&out, e))
+    }
+
+    /// Every filesystem and volume of the subtree at `root` (root included) with all its
+    /// snapshots and bookmarks, in ONE command:
+    /// `zfs list -H -p -o name,guid,createtxg,creation,userrefs -r
+    ///  -t filesystem,volume,snapshot,bookmark -s createtxg <root>`.
+    pub async fn list_subtree_versions(
+        &self,
+        root: &DatasetPath,
+    ) -> Result<VersionsByFilesystem, ZfsError> {
+        let r = dataset_arg(root)?;
+        let out = self
+            .zfs(&args![
+                "list",
+                "-H",
+                "-p",
+                "-o",
+                "name,guid,createtxg,creation,userrefs",
+                "-r",
+                "-t",
+                "filesystem,volume,snapshot,bookmark",
+                "-s",
+                "createtxg",
+                r.clone()
+            ])
+            .await?;
+        if !out.success() {
+            return Err(classify_not_exist(out, &r));
+        }
+        let map = parse_versions_listing(&out.stdout).map_err(|e| unexpected(&out, e))?;
+        if let Some(bad) = map.keys().find(|k| !k.has_prefix(root)) {
+            return Err(ZfsError::UnexpectedOutput {
+                argv: out.argv,
+                reason: format!("dataset {bad} is not inside {root}"),
+                output: String::new(),
+            });
+        }
+        Ok(map)
+    }
+
+    /// Versions of one filesystem, ordered by createtxg (bookmarks first at equal txg):
+    /// `zfs list -H -p -o name,guid,createtxg,creation,userrefs -r -d 1 -t <types> -s createtxg
+    /// <fs>`. A filesystem without versions gives an empty list.
+    pub async fn list_versions(
+        &self,
+        fs: &DatasetPath,
+        types: VersionTypes,
+    ) -> Result<Vec<FilesystemVersion>, ZfsError> {
+        let f = dataset_arg(fs)?;
+        let out = self
+            .zfs(&args![
+                "list",
+                "-H",
+                "-p",
+                "-o",
+                "name,guid,createtxg,creation,userrefs",
+                "-r",
+                "-d",
+                "1",
+                "-t",
+                types.arg(),
+                "-s",
+                "createtxg",
+                f.clone()
+            ])
+            .await?;
+        if !out.success() {
+            return Err(classify_not_exist(out, &f));
+        }
+        let mut map = parse_versions_listing(&out.stdout).map_err(|e| unexpected(&out, e))?;
+        let versions = map.remove(fs).unwrap_or_default();
+        if let Some(other) = map.keys().next() {
+            return Err(ZfsError::UnexpectedOutput {
+                argv: out.argv,
+                reason: format!("listed versions of {other}, not of {fs}"),
+                output: String::new(),
+            });
+        }
+        Ok(versions)
+    }
+
+    /// `zfs get -Hp -o name,property,value,source <props> <target>`; every requested property is
+    /// returned (unset user properties have value `-` and source [`PropertySource::None`]).
+    pub async fn get_properties(
+        &self,
+        target: impl Into<Target>,
+        props: &[&str],
+    ) -> Result<Properties, ZfsError> {
+        let target = target.into();
+        let t = target.arg()?;
+        if props.is_empty() {
+            return Err(ZfsError::InvalidArgument("no properties requested".into()));
+        }
+        for p in props {
+            check_property_name(p)?;
+        }
+        let out = self
+            .zfs(&args![
+                "get",
+                "-Hp",
+                "-o",
+                "name,property,value,source",
+                props.join(","),
+                t.clone()
+            ])
+            .await?;
+        if !out.success() {
+            return Err(classify_not_exist(out, &t));
+        }
+        let mut by_name = parse_get(&out.stdout).map_err(|e| unexpected(&out, e))?;
+        let got = by_name.remove(&t).unwrap_or_default();
+        let missing: Vec<&&str> = props.iter().filter(|p| !got.contains_key(**p)).collect();
+        if !by_name.is_empty() || !missing.is_empty() || got.len() != props.len() {
+            return Err(ZfsError::UnexpectedOutput {
+                reason: format!(
+                    "expected properties {props:?} of {t}, missing {missing:?}, extra datasets {:?}",
+                    by_name.keys().collect::<Vec<_>>()
+                ),
+                output: out.stdout.clone(),
+                argv: out.argv,
+            });
+        }
+        Ok(got)
+    }
+
+    /// One property value with its source.
+    pub async fn get_property(
+        &self,
+        target: impl Into<Target>,
+        prop: &str,
+    ) -> Result<PropertyValue, ZfsError> {
+        let mut m = self.get_properties(target, &[prop]).await?;
+        m.remove(prop)
+            .ok_or_else(|| ZfsError::InvalidArgument(format!("property {prop} missing")))
+    }
+
+    /// `zfs get -Hp -o name,property,value,source -r [-d depth] -t filesystem,volume <props>
+    /// <root>`: properties of every filesystem and volume of a subtree in one command.
+    pub async fn get_properties_recursive(
+        &self,
+        root: &DatasetPath,
+        depth: Option<u32>,
+        props: &[&str],
+    ) -> Result<BTreeMap<DatasetPath, Properties>, ZfsError> {
+        let r = dataset_arg(root)?;
+        if props.is_empty() {
+            return Err(ZfsError::InvalidArgument("no properties requested".into()));
+        }
+        for p in props {
+            check_property_name(p)?;
+        }
+        let mut a = args!["get", "-Hp", "-o", "name,property,value,source", "-r"];
+        if let Some(d) = depth {
+            a.extend(args!["-d", d.to_string()]);
+        }
+        a.extend(args!["-t", "filesystem,volume", props.join(","), r.clone()]);
+        let out = self.zfs(&a).await?;
+        if !out.success() {
+            return Err(classify_not_exist(out, &r));
+        }
+        let by_name = parse_get(&out.stdout).map_err(|e| unexpected(&out, e))?;
+        let mut res = BTreeMap::new();
+        for (name, p) in by_name {
+            let path = DatasetPath::parse(&name).map_err(|e| ZfsError::UnexpectedOutput {
+                argv: out.argv.clone(),
+                reason: format!("invalid dataset name {name:?}: {e}"),
+                output: String::new(),
+            })?;
+            if p.len() != props.len() {
+                return Err(ZfsError::UnexpectedOutput {
+                    argv: out.argv.clone(),
+                    reason: format!("not all requested properties returned for {name}"),
+                    output: String::new(),
+                });
+            }
+            res.insert(path, p);
+        }
+        Ok(res)
+    }
+
+    /// `zfs set k1=v1 k2=v2 ... <target>` (one command, applied together).
+    pub async fn set_properties(
+        &self,
+        target: impl Into<Target>,
+        props: &[(&str, &str)],
+    ) -> Result<(), ZfsError> {
+        let target = target.into();
+        let t = target.arg()?;
+        if props.is_empty() {
+            return Err(ZfsError::InvalidArgument("no properties to set".into()));
+        }
+        let mut a = args!["set"];
+        for (k, v) in props {
+            check_property_name(k)?;
+            check_property_value(v)?;
+            a.push(format!("{k}={v}"));
+        }
+        a.push(t.clone());
+        let out = self.zfs(&a).await?;
+        if !out.success() {
+            return Err(classify_not_exist(out, &t));
+        }
+        Ok(())
+    }
+
+    /// `zfs inherit <prop> <fs>`: removes a local value.
+    pub async fn inherit_property(&self, fs: &DatasetPath, prop: &str) -> Result<(), ZfsError> {
+        let f = dataset_arg(fs)?;
+        check_property_name(prop)?;
+        let out = self.zfs(&args!["inherit", prop, f.clone()]).await?;
+        if !out.success() {
+            return Err(classify_not_exist(out, &f));
+        }
+        Ok(())
+    }
+
+    /// Whether `fs` exists (`zfs get name`).
+    pub async fn exists(&self, target: impl Into<Target>) -> Result<bool, ZfsError> {
+        match self.get_properties(target, &["name"]).await {
+            Ok(_) => Ok(true),
+            Err(ZfsError::DatasetDoesNotExist { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `receive_resume_token` of `fs`; `-` (none) gives `None`.
+    pub async fn receive_resume_token(&self, fs: &DatasetPath) -> Result<Option<String>, ZfsError> {
+        let v = self.get_property(fs, "receive_resume_token").await?;
+        Ok((v.value != "-" && !v.value.is_empty()).then_some(v.value))
+    }
+
+    /// Placeholder state (§3.6); a nonexistent filesystem is reported, not an error.
+    pub async fn placeholder_state(&self, fs: &DatasetPath) -> Result<PlaceholderState, ZfsError> {
+        match self.get_property(fs, PLACEHOLDER_PROPERTY).await {
+            Err(ZfsError::DatasetDoesNotExist { .. }) => Ok(PlaceholderState {
+                exists: false,
+                is_placeholder: false,
+                raw_local_value: None,
+            }),
+            Err(e) => Err(e),
+            Ok(v) => {
+                let local = (v.source == PropertySource::Local).then_some(v.value);
+                Ok(PlaceholderState {
+                    exists: true,
+                    is_placeholder: local
+                        .as_deref()
+                        .is_some_and(|l| is_placeholder_value(fs, l)),
+                    raw_local_value: local,
+                })
+            }
+        }
+    }
+
+    /// `encryption` of `fs`: `off` is unencrypted, anything else encrypted, `-` an error.
+    pub async fn is_encrypted(&self, fs: &DatasetPath) -> Result<bool, ZfsError> {
+        let v = self.get_property(fs, "encryption").await?;
+        match v.value.as_str() {
+            "off" => Ok(false),
+            "-" | "" => Err(ZfsError::UnexpectedOutput {
+                argv: crate::error::Argv(vec![]),
+                reason: format!("encryption property of {fs} is {:?}", v.value),
+                output: String::new(),
+            }),
+            _ => Ok(true),
+        }
+    }
+
+    /// guid, createtxg, creation and userrefs of one snapshot or bookmark.
+    pub async fn get_version(&self, v: &VersionPath) -> Result<FilesystemVersion, ZfsError> {
+        let p = self
+            .get_properties(v, &["createtxg", "guid", "creation", "userrefs"])
+            .await?;
+        let num = |k: &str| -> Result<u64, ZfsError> {
+            let val = &p[k].value;
+            val.parse().map_err(|_| ZfsError::UnexpectedOutput {
+                argv: crate::error::Argv(vec![]),
+                reason: format!("{k} of {v} is {val:?}"),
+                output: String::new(),
+            })
+        };
+        let creation = num("creation")?;
+        Ok(FilesystemVersion {
+            typ: v.typ(),
+            name: v.name().to_string(),
+            guid: num("guid")?,
+            createtxg: num("createtxg")?,
+            creation: i64::try_from(creation).unwrap_or(i64::MAX),
+            userrefs: if v.is_snapshot() {
+                Some(num("userrefs")?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The guid of a dataset, snapshot or bookmark.
+    pub async fn guid(&self, target: impl Into<Target>) -> Result<u64, ZfsError> {
+        let target = target.into();
+        let v = self.get_property(target.clone(), "guid").await?;
+        v.value.parse().map_err(|_| ZfsError::UnexpectedOutput {
+            argv: crate::error::Argv(vec![]),
+            reason: format!("guid of {target} is {:?}", v.value),
+            output: String::new(),
+        })
+    }
+
+    /// `zfs create [-p] [-o k=v]... <fs>`.
+    pub async fn create_filesystem(
+        &self,
+        fs: &DatasetPath,
+        props: &[(&str, &str)],
+        create_parents: bool,
+    ) -> Result<(), ZfsError> {
+        let f = dataset_arg(fs)?;
+        if fs.len() < 2 {
+            return Err(ZfsError::InvalidArgument(format!(
+                "cannot create {f}: pools cannot be created with zfs create"
+            )));
+        }
+        let mut a = args!["create"];
+        if create_parents {
+            a.push("-p".into());
+        }
+        for (k, v) in props {
+            check_property_name(k)?;
+            check_property_value(v)?;
+            a.extend(args!["-o", format!("{k}={v}")]);
+        }
+        a.push(f);
+        self.zfs(&a).await?.check()?;
+        Ok(())
+    }
+
+    /// `zfs create -o zrepl:placeholder=on -o mountpoint=none [-o encryption=off] <fs>`.
+    pub async fn create_placeholder(
+        &self,
+        fs: &DatasetPath,
+        encryption: PlaceholderEncryption,
+    ) -> Result<(), ZfsError> {
+        let mut props = vec![(PLACEHOLDER_PROPERTY, "on"), ("mountpoint", "none")];
+        if encryption == PlaceholderEncryption::Off {
+            props.push(("encryption", "off"));
+        }
+        self.create_filesystem(fs, &props, false).await
+    }
+
+    /// `zfs set zrepl:placeholder=on|off <fs>`.
+    pub async fn set_placeholder(&self, fs: &DatasetPath, on: bool) -> Result<(), ZfsError> {
+        self.set_properties(fs, &[(PLACEHOLDER_PROPERTY, if on { "on" } else { "off" })])
+            .await
+    }
+
+    /// `zfs rollback [-r] <fs@snap>`; `-r` destroys later snapshots and bookmarks.
+    pub async fn rollback(
+        &self,
+        snapshot: &VersionPath,
+        destroy_later: bool,
+    ) -> Result<(), ZfsError> {
+        if !snapshot.is_snapshot() {
+            return Err(ZfsError::InvalidArgument(format!(
+                "can only roll back to snapshots, got {snapshot}"
+            )));
+        }
+        let mut a = args!["rollback"];
+        if destroy_later {
+            a.push("-r".into());
+        }
+        let s = snapshot.to_string();
+        a.push(s.clone());
+        let out = self.zfs(&a).await?;
+        if !out.success() {
+            return Err(classify_not_exist(out, &s));
+        }
+        Ok(())
+    }
+
+    /// `zfs recv -A <fs>`; idempotent: no partial state is success.
+    pub async fn recv_abort(&self, fs: &DatasetPath) -> Result<(), ZfsError> {
+        let f = dataset_arg(fs)?;
+        let out = self.zfs(&args!["recv", "-A", f.clone()]).await?;
+        if out.success() || is_recv_abort_nothing_to_abort(&out.combined()) {
+            return Ok(());
+        }
+        Err(classify_not_exist(out, &f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_placeholder_hash() {
+        let p = DatasetPath::parse("pool/a").unwrap();
+        let h = legacy_placeholder_value(&p);
+        assert_eq!(h.len(), 64);
+        assert!(is_placeholder_value(&p, &h));
+        assert!(is_placeholder_value(&p, "on"));
+        assert!(!is_placeholder_value(&p, "off"));
+        assert!(!is_placeholder_value(
+            &DatasetPath::parse("pool/b").unwrap(),
+            &h
+        ));
+        // Known answer: SHA-512/256("abc") from FIPS 180-4 examples, through the same hex code.
+        let d = Sha512_256::digest(b"abc");
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "53048e2681941ef99b2e29b76b4c7dabe4c2d0c634fc6d46e0e2f13107e7af23"
+        );
+    }
+}

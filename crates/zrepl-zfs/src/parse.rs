@@ -1,0 +1,754 @@
+//! Pure parsers for `zfs` output and classifiers for `zfs` error messages.
+//!
+//! Nothing here runs a process: every function takes the text a command printed, so each one is
+//! unit-tested on captured output. The listing parser is the hot path (a big pool lists millions
+//! of lines in one call) and therefore splits by hand, without regexes or per-line allocation
+//! beyond the version name itself; `benches/parse_list.rs` measures it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use zrepl_zfs_types::name::check_component;
+use zrepl_zfs_types::{DatasetPath, FilesystemVersion, VersionType};
+
+use crate::error::Undestroyable;
+
+/// A line of `zfs` output that did not have the expected shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based line number.
+    pub line_no: usize,
+    pub line: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}: {:?}", self.line_no, self.reason, self.line)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+fn perr(line_no: usize, line: &str, reason: impl Into<String>) -> ParseError {
+    ParseError {
+        line_no,
+        line: line.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Lines of `text` without the trailing empty line; tolerates a missing final newline.
+fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.split_terminator('\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+}
+
+/// Like [`lines`], but splits on bytes: `str::split` with a `char` pattern verifies every match
+/// with a `memcmp` call, which dominated the listing parser's profile.
+fn byte_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut rest = text;
+    let mut n = 0;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        n += 1;
+        let line = match rest.bytes().position(|b| b == b'\n') {
+            Some(i) => {
+                let l = &rest[..i];
+                rest = &rest[i + 1..];
+                l
+            }
+            None => std::mem::take(&mut rest),
+        };
+        Some((n, line))
+    })
+}
+
+/// Splits `line` at tabs into exactly `N` fields.
+fn split_tabs<const N: usize>(line: &str) -> Option<[&str; N]> {
+    let mut out = [""; N];
+    let mut count = 0;
+    let mut start = 0;
+    for (i, b) in line.bytes().enumerate() {
+        if b == b'\t' {
+            if count + 1 == N {
+                return None;
+            }
+            out[count] = &line[start..i];
+            count += 1;
+            start = i + 1;
+        }
+    }
+    if count + 1 != N {
+        return None;
+    }
+    out[count] = &line[start..];
+    Some(out)
+}
+
+/// Parses `zfs list -H -p -o name ...`: one dataset per line.
+pub fn parse_dataset_names(text: &str) -> Result<Vec<DatasetPath>, ParseError> {
+    lines(text)
+        .map(|(n, l)| {
+            DatasetPath::parse(l).map_err(|e| perr(n, l, format!("invalid dataset name: {e}")))
+        })
+        .collect()
+}
+
+/// A small non-cryptographic hasher (rustc's FxHash) for the per-line filesystem lookup. The keys
+/// come from `zfs` output of our own pools, not from an adversary, so DoS-resistant SipHash buys
+/// nothing here and costs a noticeable share of the parse time.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(26) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(26) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        // hashbrown takes the bucket from the low bits and a tag from the top 7 bits; the
+        // multiply-rotate state mixes neither well, so finish with murmur3's fmix64.
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
+    }
+}
+
+type BuildFxHasher = std::hash::BuildHasherDefault<FxHasher>;
+
+/// Filesystems (and volumes) of a subtree with their versions, in zrepl order
+/// ([`FilesystemVersion::order_key`]: createtxg, bookmarks before snapshots).
+pub type VersionsByFilesystem = BTreeMap<DatasetPath, Vec<FilesystemVersion>>;
+
+/// Parses `zfs list -H -p -o name,guid,createtxg,creation,userrefs [-t ...] -s createtxg`.
+///
+/// Lines without `@`/`#` are filesystems or volumes: they get an entry (possibly with no
+/// versions). Snapshot lines must have a decimal `userrefs`, bookmark lines `-`. Filesystem names
+/// are validated once per filesystem, version names on every line; anything unexpected is an error
+/// rather than a skipped line, because a silently missing snapshot could make a caller destroy or
+/// re-send the wrong thing.
+pub fn parse_versions_listing(text: &str) -> Result<VersionsByFilesystem, ParseError> {
+    // Lines of different filesystems interleave (the output is sorted by createtxg across the
+    // whole subtree), so group through a hash map keyed by the borrowed filesystem name and build
+    // the owned, validated `DatasetPath` only once per filesystem at the end.
+    let mut index: HashMap<&str, usize, BuildFxHasher> = HashMap::default();
+    // (filesystem, versions, versions need sorting)
+    let mut groups: Vec<(&str, Vec<FilesystemVersion>, bool)> = Vec::new();
+    for (n, line) in byte_lines(text) {
+        let Some([name, guid, txg, creation, userrefs]) = split_tabs::<5>(line) else {
+            return Err(perr(n, line, "expected 5 tab-separated fields"));
+        };
+        let (fs, version) = match name.bytes().position(|b| b == b'@' || b == b'#') {
+            None => (name, None),
+            Some(i) => (&name[..i], Some((name.as_bytes()[i], &name[i + 1..]))),
+        };
+        let slot = *index.entry(fs).or_insert_with(|| {
+            groups.push((fs, Vec::new(), false));
+            groups.len() - 1
+        });
+        let Some((delim, short)) = version else {
+            continue;
+        };
+        check_component(short).map_err(|e| perr(n, line, format!("invalid version name: {e}")))?;
+        let guid: u64 = guid.parse().map_err(|_| perr(n, line, "invalid guid"))?;
+        let createtxg: u64 = txg
+            .parse()
+            .map_err(|_| perr(n, line, "invalid createtxg"))?;
+        let creation: i64 = creation
+            .parse()
+            .map_err(|_| perr(n, line, "invalid creation"))?;
+        let (typ, userrefs) = if delim == b'@' {
+            let u: u64 = userrefs
+                .parse()
+                .map_err(|_| perr(n, line, "invalid userrefs for a snapshot"))?;
+            (VersionType::Snapshot, Some(u))
+        } else {
+            if userrefs != "-" {
+                return Err(perr(n, line, "bookmark with userrefs other than '-'"));
+            }
+            (VersionType::Bookmark, None)
+        };
+        let v = FilesystemVersion {
+            typ,
+            name: short.to_string(),
+            guid,
+            createtxg,
+            creation,
+            userrefs,
+        };
+        // `-s createtxg` delivers each filesystem's versions in txg order, but the order among
+        // equal txgs (a snapshot and its bookmarks) is not ours, and other listings may not be
+        // sorted at all. A version that belongs just a few places back is inserted there (the
+        // snapshot/bookmark tie); anything else marks the group for one sort at the end, which
+        // keeps adversarial orders at O(n log n).
+        let (_, vs, unsorted) = &mut groups[slot];
+        let key = v.order_key();
+        let n = vs.len();
+        let mut pos = n;
+        while pos > 0 && n - pos < 8 && vs[pos - 1].order_key() > key {
+            pos -= 1;
+        }
+        if pos == n || pos == 0 || vs[pos - 1].order_key() <= key {
+            vs.insert(pos, v);
+        } else {
+            vs.push(v);
+            *unsorted = true;
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (fs, mut versions, unsorted) in groups {
+        let path = DatasetPath::parse(fs)
+            .map_err(|e| perr(0, fs, format!("invalid filesystem name: {e}")))?;
+        if unsorted {
+            versions.sort_by_key(FilesystemVersion::order_key);
+        }
+        out.insert(path, versions);
+    }
+    Ok(out)
+}
+
+/// Where a property value comes from (`zfs get` SOURCE column).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PropertySource {
+    Local,
+    Default,
+    /// `inherited from <dataset>`.
+    Inherited {
+        from: String,
+    },
+    /// `-`: read-only or unset user property.
+    None,
+    Temporary,
+    Received,
+}
+
+impl PropertySource {
+    /// Parses the SOURCE column by its first word, as zrepl does.
+    pub fn parse(s: &str) -> Option<PropertySource> {
+        let (first, rest) = s.split_once(' ').unwrap_or((s, ""));
+        Some(match first {
+            "local" => PropertySource::Local,
+            "default" => PropertySource::Default,
+            "inherited" => PropertySource::Inherited {
+                from: rest.strip_prefix("from ").unwrap_or(rest).to_string(),
+            },
+            "-" => PropertySource::None,
+            "temporary" => PropertySource::Temporary,
+            "received" => PropertySource::Received,
+            _ => return None,
+        })
+    }
+}
+
+/// One property value with its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropertyValue {
+    pub value: String,
+    pub source: PropertySource,
+}
+
+/// Property name → value of one dataset.
+pub type Properties = BTreeMap<String, PropertyValue>;
+
+/// Parses `zfs get -Hp -o name,property,value,source`, grouped by dataset name (the raw name:
+/// snapshots and bookmarks can be listed too). The value is everything between the second and the
+/// last tab, so a value containing a tab (set by someone else) still parses.
+pub fn parse_get(text: &str) -> Result<BTreeMap<String, Properties>, ParseError> {
+    let mut out: BTreeMap<String, Properties> = BTreeMap::new();
+    for (n, line) in lines(text) {
+        let mut it = line.splitn(3, '\t');
+        let (Some(name), Some(prop), Some(rest)) = (it.next(), it.next(), it.next()) else {
+            return Err(perr(n, line, "expected name, property, value, source"));
+        };
+        let Some((value, source)) = rest.rsplit_once('\t') else {
+            return Err(perr(n, line, "expected name, property, value, source"));
+        };
+        let source = PropertySource::parse(source)
+            .ok_or_else(|| perr(n, line, format!("unknown property source {source:?}")))?;
+        let props = out.entry(name.to_string()).or_default();
+        let prev = props.insert(
+            prop.to_string(),
+            PropertyValue {
+                value: value.to_string(),
+                source,
+            },
+        );
+        if prev.is_some() {
+            return Err(perr(n, line, "duplicate property"));
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `zfs holds -H`: `NAME\tTAG\tTIMESTAMP` lines into snapshot name → tags. The tag is
+/// everything between the first and the last tab.
+pub fn parse_holds(text: &str) -> Result<Vec<(String, String)>, ParseError> {
+    lines(text)
+        .map(|(n, line)| {
+            let (name, rest) = line
+                .split_once('\t')
+                .ok_or_else(|| perr(n, line, "expected NAME, TAG, TIMESTAMP"))?;
+            let (tag, _ts) = rest
+                .rsplit_once('\t')
+                .ok_or_else(|| perr(n, line, "expected NAME, TAG, TIMESTAMP"))?;
+            Ok((name.to_string(), tag.to_string()))
+        })
+        .collect()
+}
+
+/// Full or incremental, as `zfs send -nvP` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DryRunKind {
+    Full,
+    Incremental,
+}
+
+/// The parsed result of `zfs send -n -v -P`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendDryRunInfo {
+    pub kind: DryRunKind,
+    /// `from` as printed (may be a short name like `1` or `@1`); `None` for full sends.
+    pub from: Option<String>,
+    /// `fs@snap`.
+    pub to: String,
+    /// Estimated stream size in bytes; 0 if ZFS printed none (ZoL 0.7.12) or if the estimate was
+    /// at or above the "obviously wrong" threshold (OpenZFS #12265).
+    pub size: u64,
+}
+
+/// Parses `zfs send -n -v -P` output (stdout and stderr concatenated), per zrepl: the first line
+/// `full\t<to>[\t<size>]` or `incremental\t<from>\t<to>[\t<size>]` counts; a missing size is 0.
+/// Sizes `>= incorrect_threshold` are reported as 0.
+pub fn parse_send_dry_run(text: &str, incorrect_threshold: u64) -> Result<SendDryRunInfo, String> {
+    for (_, line) in lines(text) {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let (kind, from, to, size) = match fields.as_slice() {
+            ["full", to] => (DryRunKind::Full, None, *to, None),
+            ["full", to, size] => (DryRunKind::Full, None, *to, Some(*size)),
+            ["incremental", from, to] => (DryRunKind::Incremental, Some(*from), *to, None),
+            ["incremental", from, to, size] => {
+                (DryRunKind::Incremental, Some(*from), *to, Some(*size))
+            }
+            _ => continue,
+        };
+        // zrepl's regex requires `[^\t]+@[^\t]+` for `to` and a decimal size; a line not matching
+        // that is not an info line.
+        match to.split_once('@') {
+            Some((a, b)) if !a.is_empty() && !b.is_empty() => {}
+            _ => continue,
+        }
+        let size = match size {
+            None => 0,
+            Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse::<u64>()
+                    .map_err(|e| format!("cannot parse size {s:?}: {e}"))?
+            }
+            Some(_) => continue,
+        };
+        return Ok(SendDryRunInfo {
+            kind,
+            from: from.map(str::to_string),
+            to: to.to_string(),
+            size: if size >= incorrect_threshold { 0 } else { size },
+        });
+    }
+    Err(format!(
+        "no full/incremental info line in zfs send -nvP output:\n{text}"
+    ))
+}
+
+/// The OpenZFS version from `zfs version` (OpenZFS >= 0.8), e.g. `zfs-2.3.2-1` and
+/// `zfs-kmod-2.3.2-1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZfsVersion {
+    /// Userland version string without the `zfs-` prefix (`2.3.2-1`).
+    pub userland: String,
+    /// Kernel module version string without `zfs-kmod-` (`2.3.2-1`), if printed.
+    pub kernel: Option<String>,
+    /// (major, minor, patch) of the userland version if it starts with `N.N.N`.
+    pub numeric: Option<(u32, u32, u32)>,
+}
+
+/// Parses `zfs version` output.
+pub fn parse_zfs_version(text: &str) -> Option<ZfsVersion> {
+    let mut userland = None;
+    let mut kernel = None;
+    for (_, line) in lines(text) {
+        let line = line.trim();
+        if let Some(k) = line.strip_prefix("zfs-kmod-") {
+            kernel = Some(k.to_string());
+        } else if let Some(u) = line.strip_prefix("zfs-") {
+            userland = Some(u.to_string());
+        }
+    }
+    let userland: String = userland?;
+    let numeric = {
+        let core = userland.split(['-', '_', '~']).next().unwrap_or("");
+        let mut it = core.split('.').map(|x| x.parse::<u32>().ok());
+        match (it.next(), it.next(), it.next()) {
+            (Some(Some(a)), Some(Some(b)), Some(Some(c))) => Some((a, b, c)),
+            (Some(Some(a)), Some(Some(b)), None) => Some((a, b, 0)),
+            _ => None,
+        }
+    };
+    Some(ZfsVersion {
+        userland,
+        kernel,
+        numeric,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// stderr classifiers. The strings are OpenZFS's (libzfs / zfs_main.c), as matched by zrepl 0.7.
+
+/// `cannot open '<path>': dataset does not exist` or `... no such pool or dataset`, for exactly
+/// `expect_path`, on any line of `stderr`.
+pub fn is_dataset_does_not_exist(stderr: &str, expect_path: &str) -> bool {
+    stderr.lines().any(|l| {
+        l.strip_prefix("cannot open '")
+            .and_then(|r| r.strip_prefix(expect_path))
+            .and_then(|r| r.strip_prefix("': "))
+            .is_some_and(|r| {
+                r.starts_with("dataset does not exist") || r.starts_with("no such pool or dataset")
+            })
+    })
+}
+
+/// The path of the first `cannot open '<path>': dataset does not exist` line, whatever the path.
+pub fn dataset_does_not_exist_path(stderr: &str) -> Option<&str> {
+    stderr.lines().find_map(|l| {
+        let r = l.strip_prefix("cannot open '")?;
+        let (path, rest) = r.split_once("': ")?;
+        (rest.starts_with("dataset does not exist") || rest.starts_with("no such pool or dataset"))
+            .then_some(path)
+    })
+}
+
+/// `cannot create bookmark '<x>': bookmark exists` at the start of stderr.
+pub fn is_bookmark_exists(stderr: &str) -> bool {
+    stderr
+        .strip_prefix("cannot create bookmark '")
+        .and_then(|r| r.split_once('\''))
+        .is_some_and(|(name, rest)| !name.is_empty() && rest.starts_with(": bookmark exists"))
+}
+
+/// `could not find any snapshots to destroy; check snapshot names.` at the start of stderr.
+pub fn is_destroy_no_snapshots(stderr: &str) -> bool {
+    stderr.starts_with("could not find any snapshots to destroy; check snapshot names.")
+}
+
+/// `bookmark '<arg>' does not exist` at the start of stderr.
+pub fn is_bookmark_does_not_exist(stderr: &str, arg: &str) -> bool {
+    stderr
+        .strip_prefix("bookmark '")
+        .and_then(|r| r.strip_prefix(arg))
+        .is_some_and(|r| r.starts_with("' does not exist"))
+}
+
+/// Parses the stderr of a failed `zfs destroy <fs>@a,b,c`: every line must be
+/// `cannot destroy snapshot <fs>@<snap>: <reason>` for exactly `filesystem`, otherwise `None`
+/// (conservative: an unexpected line means we do not know what happened).
+pub fn parse_destroy_snapshots_error(filesystem: &str, stderr: &str) -> Option<Vec<Undestroyable>> {
+    let mut out = Vec::new();
+    for line in stderr.lines() {
+        let rest = line.strip_prefix("cannot destroy snapshot ")?;
+        // zrepl: `^cannot destroy snapshot ([^@]+)@(.+): (.*)$`; dataset names may contain ':'
+        // and snapshot names too, so split at the first '@' and then at the last ": ".
+        let (fs, rest) = rest.split_once('@')?;
+        if fs != filesystem {
+            return None;
+        }
+        let (snap, reason) = rest.rsplit_once(": ")?;
+        if snap.is_empty() {
+            return None;
+        }
+        out.push(Undestroyable {
+            snapshot: snap.to_string(),
+            reason: reason.to_string(),
+        });
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Extracts the token from `zfs recv -s` stderr: `A resuming stream can be generated on the
+/// sending system by running:\s+zfs send -t\s(\S+)`.
+pub fn recv_resume_token(stderr: &str) -> Option<&str> {
+    const MARK: &str = "A resuming stream can be generated on the sending system by running:";
+    let rest = &stderr[stderr.find(MARK)? + MARK.len()..];
+    let trimmed = rest.trim_start();
+    if trimmed.len() == rest.len() {
+        return None; // `\s+` needs at least one whitespace character
+    }
+    let rest = trimmed.strip_prefix("zfs send -t")?;
+    let token = rest.strip_prefix(|c: char| c.is_whitespace())?;
+    let token = token.split(char::is_whitespace).next()?;
+    (!token.is_empty()).then_some(token)
+}
+
+/// `cannot receive new filesystem stream: zfs receive -F cannot be used to destroy an encrypted
+/// filesystem or overwrite an unencrypted one with an encrypted one` at the start of stderr.
+pub fn is_recv_destroy_or_overwrite_encrypted(stderr: &str) -> bool {
+    stderr.starts_with(
+        "cannot receive new filesystem stream: zfs receive -F cannot be used to destroy an \
+         encrypted filesystem or overwrite an unencrypted one with an encrypted one",
+    )
+}
+
+/// `cannot receive: failed to read from stream` as the whole (trimmed) stderr.
+pub fn is_recv_cannot_read_from_stream(stderr: &str) -> bool {
+    stderr.trim() == "cannot receive: failed to read from stream"
+}
+
+/// `zfs recv -A` on a dataset without partial state: `... does not have any resumable receive
+/// state to abort`.
+pub fn is_recv_abort_nothing_to_abort(output: &str) -> bool {
+    output.contains("does not have any resumable receive state to abort")
+}
+
+/// `zfs hold`: `cannot hold snapshot '<x>': tag already exists on this dataset`.
+pub fn is_hold_tag_exists(line: &str) -> bool {
+    line.contains("tag already exists on this dataset")
+}
+
+/// `zfs release`: `cannot release hold from snapshot '<x>': no such tag on this dataset`.
+pub fn is_release_no_such_tag(line: &str) -> bool {
+    line.contains("no such tag on this dataset")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_listing_groups_and_orders() {
+        let text = "pool/a\t111\t5\t1700000000\t-\n\
+                    pool/b b\t222\t6\t1700000001\t-\n\
+                    pool/a@s1\t10\t7\t1700000002\t0\n\
+                    pool/b b@s 1\t20\t7\t1700000002\t2\n\
+                    pool/a#s1\t10\t7\t1700000002\t-\n\
+                    pool/a@s2\t11\t9\t1700000003\t1\n";
+        let m = parse_versions_listing(text).unwrap();
+        assert_eq!(m.len(), 2);
+        let a = &m[&DatasetPath::parse("pool/a").unwrap()];
+        let names: Vec<_> = a.iter().map(|v| v.relative_name()).collect();
+        assert_eq!(names, ["#s1", "@s1", "@s2"]);
+        assert_eq!(a[0].userrefs, None);
+        assert_eq!(a[1].userrefs, Some(0));
+        assert_eq!(a[2].guid, 11);
+        assert_eq!(a[2].createtxg, 9);
+        assert_eq!(a[2].creation, 1700000003);
+        let b = &m[&DatasetPath::parse("pool/b b").unwrap()];
+        assert_eq!(b[0].name, "s 1");
+        assert_eq!(b[0].userrefs, Some(2));
+    }
+
+    #[test]
+    fn versions_listing_sorts_unsorted_input() {
+        let text =
+            "p/x@c\t3\t30\t3\t0\np/x@a\t1\t10\t1\t0\np/x#b\t2\t20\t2\t-\np/x@b\t2\t20\t2\t0\n";
+        let m = parse_versions_listing(text).unwrap();
+        let names: Vec<_> = m[&DatasetPath::parse("p/x").unwrap()]
+            .iter()
+            .map(|v| v.relative_name())
+            .collect();
+        assert_eq!(names, ["@a", "#b", "@b", "@c"]);
+        // Far out of order (beyond the insertion window) and reversed.
+        let mut text = String::new();
+        for i in (0..50u64).rev() {
+            text.push_str(&format!("p/y@s{i}\t{i}\t{}\t0\t0\n", 100 + i));
+        }
+        text.push_str("p/y#s3\t3\t103\t0\t-\n");
+        let m = parse_versions_listing(&text).unwrap();
+        let v = &m[&DatasetPath::parse("p/y").unwrap()];
+        assert!(v.windows(2).all(|w| w[0].order_key() <= w[1].order_key()));
+        assert_eq!(v[3].relative_name(), "#s3");
+        assert_eq!(v[4].relative_name(), "@s3");
+    }
+
+    #[test]
+    fn versions_listing_without_fs_lines_and_empty() {
+        assert!(parse_versions_listing("").unwrap().is_empty());
+        let m = parse_versions_listing("p/x@a\t1\t2\t3\t0").unwrap();
+        assert_eq!(m[&DatasetPath::parse("p/x").unwrap()].len(), 1);
+    }
+
+    #[test]
+    fn versions_listing_rejects_garbage() {
+        let bad = [
+            "p/x@a\t1\t2\t3",
+            "p/x@a\t1\t2\t3\t0\textra",
+            "p/x@a\tx\t2\t3\t0",
+            "p/x@a\t1\t-\t3\t0",
+            "p/x@a\t1\t2\t3\t-",
+            "p/x#a\t1\t2\t3\t0",
+            "p/x@a%b\t1\t2\t3\t0",
+            "p/x@\t1\t2\t3\t0",
+            "p/ü@a\t1\t2\t3\t0",
+            "p//x\t1\t2\t3\t-",
+        ];
+        for b in bad {
+            assert!(parse_versions_listing(b).is_err(), "{b:?}");
+        }
+        let e = parse_versions_listing("p/x\t1\t2\t3\t-\np/x@a\tx\t2\t3\t0\n").unwrap_err();
+        assert_eq!(e.line_no, 2);
+    }
+
+    #[test]
+    fn get_output() {
+        let text = "pool/a\tzrepl:placeholder\ton\tlocal\n\
+                    pool/a\tmountpoint\t/mnt/a\tinherited from pool\n\
+                    pool/a\treceive_resume_token\t-\t-\n\
+                    pool/a\tweird\tx\ty\treceived\n";
+        let m = parse_get(text).unwrap();
+        let a = &m["pool/a"];
+        assert_eq!(a["zrepl:placeholder"].source, PropertySource::Local);
+        assert_eq!(
+            a["mountpoint"].source,
+            PropertySource::Inherited {
+                from: "pool".into()
+            }
+        );
+        assert_eq!(a["receive_resume_token"].source, PropertySource::None);
+        assert_eq!(a["weird"].value, "x\ty");
+        assert!(parse_get("a\tb\tc\tbogus\n").is_err());
+        assert!(parse_get("a\tb\n").is_err());
+        assert!(parse_get("a\tb\tc\tlocal\na\tb\tc\tlocal\n").is_err());
+        for (s, want) in [
+            ("default", PropertySource::Default),
+            ("temporary", PropertySource::Temporary),
+            ("received", PropertySource::Received),
+        ] {
+            assert_eq!(PropertySource::parse(s), Some(want));
+        }
+    }
+
+    #[test]
+    fn holds_output() {
+        let text = "pool/a@s\tzrepl_STEP_J_x\tThu Nov 20 10:00 2025\npool/a@s\ttag with space\tThu Nov 20 10:00 2025\n";
+        let h = parse_holds(text).unwrap();
+        assert_eq!(h[1], ("pool/a@s".to_string(), "tag with space".to_string()));
+        assert!(parse_holds("nonsense\n").is_err());
+    }
+
+    #[test]
+    fn dry_run() {
+        let full = "full\tzroot/test/a@3\t10518512\nsize\t10518512\n";
+        let i = parse_send_dry_run(full, u64::MAX).unwrap();
+        assert_eq!(i.kind, DryRunKind::Full);
+        assert_eq!(i.size, 10518512);
+        assert_eq!(i.to, "zroot/test/a@3");
+        let inc = "incremental\t1\tzroot/test/a@2\t10511856\nsize\t10511856\n";
+        let i = parse_send_dry_run(inc, u64::MAX).unwrap();
+        assert_eq!(i.kind, DryRunKind::Incremental);
+        assert_eq!(i.from.as_deref(), Some("1"));
+        assert_eq!(i.size, 10511856);
+        // ZoL 0.7.12: no size
+        let i = parse_send_dry_run("full\tzroot/test/a@3\n", u64::MAX).unwrap();
+        assert_eq!(i.size, 0);
+        // resume token dry run prints the token contents first
+        let resumed = "resume token contents:\nnvlist version: 0\n\tobject = 0x6\n\ttoname = p/a@s\nfull\tp/a@s\t1234\nsize\t1234\n";
+        assert_eq!(parse_send_dry_run(resumed, u64::MAX).unwrap().size, 1234);
+        // threshold
+        assert_eq!(parse_send_dry_run(full, 1000).unwrap().size, 0);
+        assert!(parse_send_dry_run("size\t5\n", u64::MAX).is_err());
+        assert!(parse_send_dry_run("full\tnoat\t5\n", u64::MAX).is_err());
+    }
+
+    #[test]
+    fn versions() {
+        let v = parse_zfs_version("zfs-2.3.2-1~bpo12+1\nzfs-kmod-2.3.2-1~bpo12+1\n").unwrap();
+        assert_eq!(v.numeric, Some((2, 3, 2)));
+        assert_eq!(v.kernel.as_deref(), Some("2.3.2-1~bpo12+1"));
+        assert!(parse_zfs_version("unrecognized command 'version'\n").is_none());
+    }
+
+    #[test]
+    fn stderr_classification() {
+        assert!(is_dataset_does_not_exist(
+            "cannot open 'pool/a b': dataset does not exist\n",
+            "pool/a b"
+        ));
+        assert!(is_dataset_does_not_exist(
+            "cannot open 'nopool/x': no such pool or dataset\n",
+            "nopool/x"
+        ));
+        assert!(!is_dataset_does_not_exist(
+            "cannot open 'pool/other': dataset does not exist\n",
+            "pool/a"
+        ));
+        assert_eq!(
+            dataset_does_not_exist_path("cannot open 'p/x@y': dataset does not exist\n"),
+            Some("p/x@y")
+        );
+        assert!(is_bookmark_exists(
+            "cannot create bookmark 'pool/a#b': bookmark exists\n"
+        ));
+        assert!(!is_bookmark_exists(
+            "cannot create bookmark 'pool/a#b': permission denied\n"
+        ));
+        assert!(is_destroy_no_snapshots(
+            "could not find any snapshots to destroy; check snapshot names.\n"
+        ));
+        assert!(is_bookmark_does_not_exist(
+            "bookmark 'pool/a#b' does not exist\n",
+            "pool/a#b"
+        ));
+    }
+
+    #[test]
+    fn destroy_snapshots_error() {
+        let stderr = "cannot destroy snapshot pool/with space@4 5 6: dataset is busy\n\
+                      cannot destroy snapshot pool/with space@x: it's being held. Run 'zfs holds -r pool/with space@x' to see holders.\n";
+        let u = parse_destroy_snapshots_error("pool/with space", stderr).unwrap();
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[0].snapshot, "4 5 6");
+        assert!(u[0].is_held());
+        assert_eq!(u[1].snapshot, "x");
+        assert!(u[1].is_held());
+        assert!(parse_destroy_snapshots_error("pool/other", stderr).is_none());
+        assert!(parse_destroy_snapshots_error("pool/with space", "something else\n").is_none());
+        let u =
+            parse_destroy_snapshots_error("p", "cannot destroy snapshot p@a: permission denied\n")
+                .unwrap();
+        assert!(!u[0].is_held());
+    }
+
+    #[test]
+    fn recv_errors() {
+        let stderr =
+            "cannot receive new filesystem stream: checksum mismatch or incomplete stream.\n\
+                      Partially received snapshot is saved.\n\
+                      A resuming stream can be generated on the sending system by running:\n    \
+                      zfs send -t 1-e604ea4bf-e0-789c63a2\n";
+        assert_eq!(recv_resume_token(stderr), Some("1-e604ea4bf-e0-789c63a2"));
+        assert_eq!(
+            recv_resume_token("cannot receive: failed to read from stream\n"),
+            None
+        );
+        assert!(is_recv_cannot_read_from_stream(
+            "cannot receive: failed to read from stream\n"
+        ));
+        assert!(is_recv_destroy_or_overwrite_encrypted(
+            "cannot receive new filesystem stream: zfs receive -F cannot be used to destroy an encrypted filesystem or overwrite an unencrypted one with an encrypted one\n"
+        ));
+        assert!(is_recv_abort_nothing_to_abort(
+            "'pool/a' does not have any resumable receive state to abort\n"
+        ));
+    }
+}

@@ -1,0 +1,439 @@
+//! Snapshots, bookmarks, holds and destroy.
+//!
+//! Everything that takes many names batches them into as few commands as the argv limit allows
+//! (`ZfsConfig::argv_batch_limit`), and halves a batch if `execve` still says `E2BIG`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use zrepl_zfs_types::{DatasetPath, FilesystemVersion, VersionType};
+
+use crate::command::{args, split_batches, Output, Zfs};
+use crate::error::ZfsError;
+use crate::names::{check_tag, dataset_arg, VersionPath};
+use crate::parse::{
+    dataset_does_not_exist_path, is_bookmark_does_not_exist, is_bookmark_exists,
+    is_destroy_no_snapshots, is_hold_tag_exists, is_release_no_such_tag,
+    parse_destroy_snapshots_error, parse_holds,
+};
+
+/// Outcome of [`Zfs::destroy_snapshots`] per snapshot (short name). Errors are shared because
+/// one failed command can be the answer for several snapshots.
+pub type DestroyOutcome = Vec<(String, Result<(), Arc<ZfsError>>)>;
+
+fn require_snapshots(vs: &[VersionPath]) -> Result<(), ZfsError> {
+    match vs.iter().find(|v| !v.is_snapshot()) {
+        Some(v) => Err(ZfsError::InvalidArgument(format!("{v} is not a snapshot"))),
+        None => Ok(()),
+    }
+}
+
+impl Zfs {
+    /// Runs `prefix + batch` for batches of `items` within the argv limit; on `E2BIG` the batch
+    /// is halved and retried. `check` sees every command's output and decides whether it failed.
+    async fn run_batched(
+        &self,
+        prefix: &[String],
+        items: &[String],
+        mut check: impl FnMut(Output, &[String]) -> Result<(), ZfsError>,
+    ) -> Result<(), ZfsError> {
+        let prefix_len: usize = prefix.iter().map(|a| a.len() + 1).sum();
+        let limit = self
+            .inner
+            .config
+            .argv_batch_limit
+            .saturating_sub(prefix_len)
+            .max(1);
+        // A stack of pending batches, first batch on top.
+        let mut stack: Vec<&[String]> = split_batches(items, limit);
+        stack.reverse();
+        while let Some(batch) = stack.pop() {
+            let mut a = prefix.to_vec();
+            a.extend(batch.iter().cloned());
+            match self.zfs(&a).await {
+                Err(ZfsError::ArgListTooLong { .. }) if batch.len() > 1 => {
+                    let (x, y) = batch.split_at(batch.len() / 2);
+                    stack.push(y);
+                    stack.push(x);
+                }
+                Err(e) => return Err(e),
+                Ok(out) => check(out, batch)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the given snapshots. Snapshots of the same pool are created by one
+    /// `zfs snapshot a@x b@y ...` command, i.e. atomically in one transaction group (unless the
+    /// argv limit forces more than one command). At most one snapshot per filesystem should be
+    /// passed (OpenZFS rejects two snapshots of one filesystem in one command).
+    pub async fn snapshot(&self, snapshots: &[VersionPath]) -> Result<(), ZfsError> {
+        require_snapshots(snapshots)?;
+        // Group by pool, keeping the caller's order inside each group.
+        let mut by_pool: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for s in snapshots {
+            let pool = s.fs().pool().unwrap_or_default();
+            by_pool.entry(pool).or_default().push(s.to_string());
+        }
+        for names in by_pool.values() {
+            self.run_batched(&args!["snapshot"], names, |out, batch| {
+                if out.success() {
+                    return Ok(());
+                }
+                if let [one] = batch {
+                    let fs = one.split_once('@').map_or(one.as_str(), |x| x.0);
+                    if crate::parse::is_dataset_does_not_exist(&out.stderr, fs) {
+                        return Err(ZfsError::DatasetDoesNotExist {
+                            path: fs.to_string(),
+                        });
+                    }
+                }
+                Err(out.into_error())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Idempotently bookmarks `from` (a snapshot, or a bookmark if the ZFS can copy bookmarks) of
+    /// `fs` as `fs#bookmark` and returns the bookmark's version.
+    ///
+    /// If the bookmark exists already it is fine if its guid is `from.guid`, else
+    /// [`ZfsError::BookmarkExists`]. A bookmark source without bookmark-copy support is fine only
+    /// if the wanted bookmark already exists with the same identity, else
+    /// [`ZfsError::BookmarkCloningNotSupported`] (zrepl 0.7 semantics).
+    pub async fn bookmark(
+        &self,
+        fs: &DatasetPath,
+        from: &FilesystemVersion,
+        bookmark: &str,
+    ) -> Result<FilesystemVersion, ZfsError> {
+        let bm = VersionPath::bookmark(fs, bookmark)?;
+        let src = VersionPath::of(fs, from)?;
+        let result = FilesystemVersion {
+            typ: VersionType::Bookmark,
+            name: bookmark.to_string(),
+            guid: from.guid,
+            createtxg: from.createtxg,
+            creation: from.creation,
+            userrefs: None,
+        };
+        if src.is_bookmark() && !self.features().await?.bookmark_copy {
+            return match self.get_version(&bm).await {
+                Ok(existing) if existing.same_identity(from) => Ok(existing),
+                Ok(_) | Err(ZfsError::DatasetDoesNotExist { .. }) => {
+                    Err(ZfsError::BookmarkCloningNotSupported)
+                }
+                Err(e) => Err(e),
+            };
+        }
+        let out = self
+            .zfs(&args!["bookmark", src.to_string(), bm.to_string()])
+            .await?;
+        if out.success() {
+            return Ok(result);
+        }
+        let src_s = src.to_string();
+        if crate::parse::is_dataset_does_not_exist(&out.stderr, &src_s) {
+            return Err(ZfsError::DatasetDoesNotExist { path: src_s });
+        }
+        if is_bookmark_exists(&out.stderr) {
+            let existing = self.guid(&bm).await?;
+            if existing == from.guid {
+                return Ok(result);
+            }
+            return Err(ZfsError::BookmarkExists {
+                bookmark: bm.to_string(),
+                existing_guid: existing,
+                wanted_guid: from.guid,
+            });
+        }
+        Err(out.into_error())
+    }
+
+    /// `zfs hold <tag> <snap>...`, batched. Idempotent: `tag already exists on this dataset`
+    /// is success. `zfs hold` handles each snapshot separately, so a failure on one does not
+    /// prevent the others from being held.
+    pub async fn hold(&self, tag: &str, snapshots: &[VersionPath]) -> Result<(), ZfsError> {
+        check_tag(tag)?;
+        require_snapshots(snapshots)?;
+        let names: Vec<String> = snapshots.iter().map(ToString::to_string).collect();
+        self.run_batched(&args!["hold", tag], &names, |out, batch| {
+            tolerate_lines(out, batch, is_hold_tag_exists)
+        })
+        .await
+    }
+
+    /// `zfs release <tag> <snap>...`, batched. Idempotent: `no such tag on this dataset` is
+    /// success.
+    pub async fn release(&self, tag: &str, snapshots: &[VersionPath]) -> Result<(), ZfsError> {
+        check_tag(tag)?;
+        require_snapshots(snapshots)?;
+        let names: Vec<String> = snapshots.iter().map(ToString::to_string).collect();
+        self.run_batched(&args!["release", tag], &names, |out, batch| {
+            tolerate_lines(out, batch, is_release_no_such_tag)
+        })
+        .await
+    }
+
+    /// Hold tags of many snapshots: `zfs holds -H <snap>...`, batched. Every requested snapshot
+    /// is in the result (with no tags if it has no holds).
+    pub async fn holds(
+        &self,
+        snapshots: &[VersionPath],
+    ) -> Result<BTreeMap<VersionPath, Vec<String>>, ZfsError> {
+        require_snapshots(snapshots)?;
+        let names: Vec<String> = snapshots.iter().map(ToString::to_string).collect();
+        let mut by_name: BTreeMap<String, Vec<String>> =
+            names.iter().map(|n| (n.clone(), Vec::new())).collect();
+        self.run_batched(&args!["holds", "-H"], &names, |out, batch| {
+            if !out.success() {
+                if let Some(p) = dataset_does_not_exist_path(&out.stderr) {
+                    if batch.iter().any(|b| b == p) {
+                        return Err(ZfsError::DatasetDoesNotExist {
+                            path: p.to_string(),
+                        });
+                    }
+                }
+                return Err(out.into_error());
+            }
+            let rows = parse_holds(&out.stdout).map_err(|e| ZfsError::UnexpectedOutput {
+                argv: out.argv.clone(),
+                reason: e.to_string(),
+                output: e.line.clone(),
+            })?;
+            for (name, tag) in rows {
+                match by_name.get_mut(&name) {
+                    Some(tags) if batch.contains(&name) => tags.push(tag),
+                    _ => {
+                        return Err(ZfsError::UnexpectedOutput {
+                            argv: out.argv.clone(),
+                            reason: format!("hold on unexpected snapshot {name:?}"),
+                            output: out.stdout.clone(),
+                        })
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        let mut res = BTreeMap::new();
+        for s in snapshots {
+            let tags = by_name.get(&s.to_string()).cloned().unwrap_or_default();
+            res.insert(s.clone(), tags);
+        }
+        Ok(res)
+    }
+
+    /// `zfs destroy <arg>` with zrepl's error classification. `arg` is already validated.
+    async fn destroy_raw(&self, arg: &str, recursive: bool) -> Result<(), ZfsError> {
+        let mut a = args!["destroy"];
+        if recursive {
+            a.push("-r".into());
+        }
+        a.push(arg.to_string());
+        let out = self.zfs(&a).await?;
+        if out.success() {
+            return Ok(());
+        }
+        let filesystem = arg.split(['@', '#']).next().unwrap_or(arg);
+        if is_destroy_no_snapshots(&out.stderr) || is_bookmark_does_not_exist(&out.stderr, arg) {
+            return Err(ZfsError::DatasetDoesNotExist {
+                path: arg.to_string(),
+            });
+        }
+        if crate::parse::is_dataset_does_not_exist(&out.stderr, filesystem) {
+            return Err(ZfsError::DatasetDoesNotExist {
+                path: filesystem.to_string(),
+            });
+        }
+        if arg.contains('@') {
+            if let Some(undestroyable) = parse_destroy_snapshots_error(filesystem, &out.stderr) {
+                return Err(ZfsError::DestroySnapshots {
+                    filesystem: filesystem.to_string(),
+                    undestroyable,
+                    stderr: out.stderr,
+                });
+            }
+        }
+        Err(out.into_error())
+    }
+
+    /// Destroys one snapshot or bookmark.
+    pub async fn destroy_version(&self, v: &VersionPath) -> Result<(), ZfsError> {
+        self.destroy_raw(&v.to_string(), false).await
+    }
+
+    /// Destroys one snapshot or bookmark; a missing one is success.
+    pub async fn destroy_version_idempotent(&self, v: &VersionPath) -> Result<(), ZfsError> {
+        match self.destroy_version(v).await {
+            Err(ZfsError::DatasetDoesNotExist { .. }) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// `zfs destroy [-r] <fs>`. `recursive` also destroys children and snapshots; without it,
+    /// ZFS refuses to destroy a filesystem that has any.
+    pub async fn destroy_dataset(&self, fs: &DatasetPath, recursive: bool) -> Result<(), ZfsError> {
+        let f = dataset_arg(fs)?;
+        if fs.len() < 2 {
+            return Err(ZfsError::InvalidArgument(format!(
+                "refusing to destroy pool root {f}"
+            )));
+        }
+        self.destroy_raw(&f, recursive).await
+    }
+
+    /// Destroys snapshot or bookmark `v` only if its guid is `guid`.
+    ///
+    /// This is a check followed by a destroy, two commands: if between them someone destroys
+    /// `v` and creates a new version with the same name, the new one is destroyed. ZFS offers
+    /// no atomic compare-and-destroy; callers that need more must prevent concurrent renames and
+    /// re-creations (zrepl owns its snapshots' names, which keeps this window harmless in
+    /// practice).
+    pub async fn destroy_if_guid_matches(
+        &self,
+        v: &VersionPath,
+        guid: u64,
+    ) -> Result<(), ZfsError> {
+        let actual = self.guid(v).await?;
+        if actual != guid {
+            return Err(ZfsError::GuidMismatch {
+                path: v.to_string(),
+                expected: guid,
+                actual,
+            });
+        }
+        self.destroy_version(v).await
+    }
+
+    /// Destroys many snapshots of one filesystem with as few `zfs destroy fs@a,b,c` commands as
+    /// possible and reports the outcome per snapshot (sorted by name), with zrepl's strategy:
+    /// try the batch; on `E2BIG` halve it; if some snapshots are undestroyable (e.g. held), retry
+    /// the batch without them and then try those one by one (so each gets its own reason); on any
+    /// other error try all one by one. Without comma-syntax support all are destroyed one by one.
+    pub async fn destroy_snapshots(
+        &self,
+        fs: &DatasetPath,
+        names: &[String],
+    ) -> Result<DestroyOutcome, ZfsError> {
+        let f = dataset_arg(fs)?;
+        for n in names {
+            VersionPath::snapshot(fs, n)?;
+        }
+        let mut sorted: Vec<String> = names.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let mut results: BTreeMap<String, Result<(), Arc<ZfsError>>> = BTreeMap::new();
+        let comma = match self.features().await {
+            Ok(fe) => fe.comma_destroy,
+            Err(e) => {
+                let e = Arc::new(e);
+                return Ok(sorted.into_iter().map(|n| (n, Err(e.clone()))).collect());
+            }
+        };
+        if !comma {
+            self.destroy_seq(&f, &sorted, &mut results).await;
+            return Ok(results.into_iter().collect());
+        }
+        // Pre-split by argv size and the configured maximum batch size.
+        let limit = self
+            .inner
+            .config
+            .argv_batch_limit
+            .saturating_sub(f.len() + 16)
+            .max(1);
+        let max = self.inner.config.destroy_max_batch;
+        let mut batches: Vec<Vec<String>> = Vec::new();
+        for b in split_batches(&sorted, limit) {
+            if max > 0 {
+                batches.extend(b.chunks(max).map(<[String]>::to_vec));
+            } else {
+                batches.push(b.to_vec());
+            }
+        }
+        batches.reverse();
+        while let Some(batch) = batches.pop() {
+            if batch.len() <= 1 {
+                self.destroy_seq(&f, &batch, &mut results).await;
+                continue;
+            }
+            match self
+                .destroy_raw(&format!("{f}@{}", batch.join(",")), false)
+                .await
+            {
+                Ok(()) => {
+                    for n in batch {
+                        results.insert(n, Ok(()));
+                    }
+                }
+                Err(ZfsError::ArgListTooLong { .. }) => {
+                    let mut a = batch;
+                    let b = a.split_off(a.len() / 2);
+                    batches.push(b);
+                    batches.push(a);
+                }
+                Err(ZfsError::DestroySnapshots { undestroyable, .. }) => {
+                    let (bad, good): (Vec<String>, Vec<String>) = batch
+                        .into_iter()
+                        .partition(|n| undestroyable.iter().any(|u| &u.snapshot == n));
+                    let good_ok = good.is_empty()
+                        || self
+                            .destroy_raw(&format!("{f}@{}", good.join(",")), false)
+                            .await
+                            .is_ok();
+                    if good_ok {
+                        for n in good {
+                            results.insert(n, Ok(()));
+                        }
+                        self.destroy_seq(&f, &bad, &mut results).await;
+                    } else {
+                        let mut all = good;
+                        all.extend(bad);
+                        all.sort();
+                        self.destroy_seq(&f, &all, &mut results).await;
+                    }
+                }
+                Err(_) => self.destroy_seq(&f, &batch, &mut results).await,
+            }
+        }
+        Ok(results.into_iter().collect())
+    }
+
+    async fn destroy_seq(
+        &self,
+        f: &str,
+        names: &[String],
+        results: &mut BTreeMap<String, Result<(), Arc<ZfsError>>>,
+    ) {
+        for n in names {
+            let r = self.destroy_raw(&format!("{f}@{n}"), false).await;
+            results.insert(n.clone(), r.map_err(Arc::new));
+        }
+    }
+}
+
+/// For hold/release: a failed command is fine if every stderr line is one `tolerated` accepts.
+fn tolerate_lines(
+    out: Output,
+    batch: &[String],
+    tolerated: fn(&str) -> bool,
+) -> Result<(), ZfsError> {
+    if out.success() {
+        return Ok(());
+    }
+    let other: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !tolerated(l))
+        .collect();
+    if other.is_empty() {
+        return Ok(());
+    }
+    if let ([one], [line]) = (batch, other.as_slice()) {
+        if crate::parse::is_dataset_does_not_exist(line, one) {
+            return Err(ZfsError::DatasetDoesNotExist { path: one.clone() });
+        }
+    }
+    Err(out.into_error())
+}

@@ -1,0 +1,816 @@
+//! Non-streaming operations: argv, parsing, error classification, batching, accounting.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use zrepl_zfs::{
+    Binary, CommandInfo, CommandObserver, CommandResult, DatasetPath, FeatureOverrides,
+    FilesystemVersion, PlaceholderEncryption, PropertySource, VersionPath, VersionType,
+    VersionTypes, Zfs, ZfsConfig, ZfsError,
+};
+
+use crate::mock::{v, Mock, PROBES_2_3};
+
+fn p(s: &str) -> DatasetPath {
+    DatasetPath::parse(s).unwrap()
+}
+
+fn snap(fs: &str, name: &str) -> VersionPath {
+    VersionPath::snapshot(&p(fs), name).unwrap()
+}
+
+fn version(typ: VersionType, name: &str, guid: u64) -> FilesystemVersion {
+    FilesystemVersion {
+        typ,
+        name: name.into(),
+        guid,
+        createtxg: 10,
+        creation: 1_700_000_000,
+        userrefs: None,
+    }
+}
+
+#[tokio::test]
+async fn list_subtree_is_one_command_and_grouped() {
+    let m = Mock::new(
+        r#"printf 'pool/a b\t1\t5\t100\t-\npool/a b/c\t2\t6\t101\t-\npool/a b@s1\t3\t7\t102\t0\npool/a b/c@s1\t4\t7\t102\t1\npool/a b#s1\t3\t7\t102\t-\n'"#,
+    );
+    let zfs = m.zfs();
+    let map = zfs.list_subtree_versions(&p("pool/a b")).await.unwrap();
+    assert_eq!(
+        m.calls(),
+        [v(&[
+            "list",
+            "-H",
+            "-p",
+            "-o",
+            "name,guid,createtxg,creation,userrefs",
+            "-r",
+            "-t",
+            "filesystem,volume,snapshot,bookmark",
+            "-s",
+            "createtxg",
+            "pool/a b"
+        ])]
+    );
+    assert_eq!(zfs.zfs_commands_started("list"), 1);
+    assert_eq!(map.len(), 2);
+    let root = &map[&p("pool/a b")];
+    assert_eq!(
+        root.iter().map(|v| v.relative_name()).collect::<Vec<_>>(),
+        ["#s1", "@s1"]
+    );
+    assert_eq!(map[&p("pool/a b/c")][0].userrefs, Some(1));
+}
+
+#[tokio::test]
+async fn list_versions_and_filesystems_argv() {
+    let m = Mock::new(
+        r#"case "$1" in
+  list) if [ "$5" = name ]; then printf 'pool\npool/x y\n'; else printf 'pool/x y@a\t1\t2\t3\t0\n'; fi ;;
+esac"#,
+    );
+    let zfs = m.zfs();
+    let fss = zfs.list_filesystems(None).await.unwrap();
+    assert_eq!(fss, [p("pool"), p("pool/x y")]);
+    zfs.list_filesystems(Some(&p("pool"))).await.unwrap();
+    let vs = zfs
+        .list_versions(&p("pool/x y"), VersionTypes::All)
+        .await
+        .unwrap();
+    assert_eq!(vs.len(), 1);
+    zfs.list_versions(&p("pool/x y"), VersionTypes::Snapshots)
+        .await
+        .unwrap();
+    assert_eq!(
+        m.calls(),
+        [
+            v(&[
+                "list",
+                "-H",
+                "-p",
+                "-o",
+                "name",
+                "-r",
+                "-t",
+                "filesystem,volume"
+            ]),
+            v(&[
+                "list",
+                "-H",
+                "-p",
+                "-o",
+                "name",
+                "-r",
+                "-t",
+                "filesystem,volume",
+                "pool"
+            ]),
+            v(&[
+                "list",
+                "-H",
+                "-p",
+                "-o",
+                "name,guid,createtxg,creation,userrefs",
+                "-r",
+                "-d",
+                "1",
+                "-t",
+                "bookmark,snapshot",
+                "-s",
+                "createtxg",
+                "pool/x y"
+            ]),
+            v(&[
+                "list",
+                "-H",
+                "-p",
+                "-o",
+                "name,guid,createtxg,creation,userrefs",
+                "-r",
+                "-d",
+                "1",
+                "-t",
+                "snapshot",
+                "-s",
+                "createtxg",
+                "pool/x y"
+            ]),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn nonexistent_dataset_is_classified() {
+    let m = Mock::new(
+        r#"for last; do :; done
+echo "cannot open '$last': dataset does not exist" >&2; exit 1"#,
+    );
+    let zfs = m.zfs();
+    let e = zfs
+        .list_versions(&p("pool/gone"), VersionTypes::All)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ZfsError::DatasetDoesNotExist { path } if path == "pool/gone"),
+        "{e}"
+    );
+    let e = zfs.get_property(&p("pool/gone"), "guid").await.unwrap_err();
+    assert!(e.is_does_not_exist(), "{e}");
+    assert!(!zfs.exists(&snap("pool/gone", "x")).await.unwrap());
+    let st = zfs.placeholder_state(&p("pool/gone")).await.unwrap();
+    assert!(!st.exists && !st.is_placeholder);
+    let e = zfs
+        .list_subtree_versions(&p("pool/gone"))
+        .await
+        .unwrap_err();
+    assert!(e.is_does_not_exist(), "{e}");
+}
+
+#[tokio::test]
+async fn invalid_names_spawn_nothing() {
+    let m = Mock::new("exit 0");
+    let zfs = m.zfs();
+    let fs = p("pool/ok");
+    assert!(VersionPath::snapshot(&fs, "ü").is_err());
+    assert!(VersionPath::snapshot(&fs, "a%b").is_err());
+    assert!(VersionPath::snapshot(&fs, "a\nb").is_err());
+    assert!(DatasetPath::parse("pool/\u{7}").is_err());
+    let bad_names = ["ü", "a%b", "a\tb", "x@y", "", "a/b"];
+    for n in bad_names {
+        let e = zfs
+            .destroy_snapshots(&fs, &[n.to_string()])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ZfsError::InvalidName { .. }), "{n:?}: {e}");
+        let e = zfs
+            .bookmark(&fs, &version(VersionType::Snapshot, "ok", 1), n)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ZfsError::InvalidName { .. }), "{n:?}: {e}");
+    }
+    let s = snap("pool/ok", "s");
+    assert!(zfs
+        .hold("tag\u{1}", std::slice::from_ref(&s))
+        .await
+        .is_err());
+    assert!(zfs.hold("-r", std::slice::from_ref(&s)).await.is_err());
+    assert!(zfs
+        .set_properties(&fs, &[("zrepl:x", "a\tb")])
+        .await
+        .is_err());
+    assert!(zfs.set_properties(&fs, &[("-x", "a")]).await.is_err());
+    assert!(zfs.get_properties(&fs, &["guid,name"]).await.is_err());
+    assert!(zfs
+        .list_filesystems(Some(&DatasetPath::empty()))
+        .await
+        .is_err());
+    assert!(zfs
+        .send(&zrepl_zfs::SendRequest::resume("-nvt"))
+        .await
+        .is_err());
+    assert!(zfs.destroy_dataset(&p("pool"), true).await.is_err());
+    assert_eq!(zfs.total_commands_started(), 0);
+    assert!(m.calls().is_empty());
+}
+
+#[tokio::test]
+async fn properties_get_set_and_sources() {
+    let m = Mock::new(
+        r#"case "$1" in
+  get) for last; do :; done
+       printf '%s\tzrepl:placeholder\ton\tlocal\n' "$last"
+       printf '%s\treceive_resume_token\t-\t-\n' "$last"
+       printf '%s\tcom.example:x\tv\tinherited from pool\n' "$last" ;;
+esac"#,
+    );
+    let zfs = m.zfs();
+    let fs = p("pool/with space");
+    let props = zfs
+        .get_properties(
+            &fs,
+            &["zrepl:placeholder", "receive_resume_token", "com.example:x"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(props["zrepl:placeholder"].source, PropertySource::Local);
+    assert_eq!(
+        props["com.example:x"].source,
+        PropertySource::Inherited {
+            from: "pool".into()
+        }
+    );
+    zfs.set_properties(&fs, &[("zrepl:a", "1"), ("zrepl:b", "two words")])
+        .await
+        .unwrap();
+    zfs.inherit_property(&fs, "zrepl:a").await.unwrap();
+    assert_eq!(
+        m.calls(),
+        [
+            v(&[
+                "get",
+                "-Hp",
+                "-o",
+                "name,property,value,source",
+                "zrepl:placeholder,receive_resume_token,com.example:x",
+                "pool/with space"
+            ]),
+            v(&["set", "zrepl:a=1", "zrepl:b=two words", "pool/with space"]),
+            v(&["inherit", "zrepl:a", "pool/with space"]),
+        ]
+    );
+    // The mock returns more properties than asked for: refuse.
+    let e = zfs
+        .get_property(&fs, "zrepl:placeholder")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ZfsError::UnexpectedOutput { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn placeholder_detection_and_resume_token() {
+    let fs = p("pool/ph");
+    let legacy = zrepl_zfs::legacy_placeholder_value(&fs);
+    for (value, source, want) in [
+        ("on", "local", true),
+        ("off", "local", false),
+        ("on", "inherited from pool", false),
+        ("-", "-", false),
+        (legacy.as_str(), "local", true),
+    ] {
+        let m = Mock::new(&format!(
+            "for last; do :; done; printf '%s\\t%s\\t%s\\t%s\\n' \"$last\" \"$5\" '{value}' '{source}'"
+        ));
+        let st = m.zfs().placeholder_state(&fs).await.unwrap();
+        assert!(st.exists);
+        assert_eq!(st.is_placeholder, want, "{value} {source}");
+    }
+    let m = Mock::new(r#"printf 'pool/ph\treceive_resume_token\t-\t-\n'"#);
+    assert_eq!(m.zfs().receive_resume_token(&fs).await.unwrap(), None);
+    let m = Mock::new(r#"printf 'pool/ph\treceive_resume_token\t1-abc-def-0123\t-\n'"#);
+    assert_eq!(
+        m.zfs().receive_resume_token(&fs).await.unwrap().as_deref(),
+        Some("1-abc-def-0123")
+    );
+}
+
+#[tokio::test]
+async fn create_placeholder_rollback_abort_argv() {
+    let m = Mock::new(
+        r#"case "$1" in
+  recv) echo "'pool/a b' does not have any resumable receive state to abort" >&2; exit 1 ;;
+esac"#,
+    );
+    let zfs = m.zfs();
+    zfs.create_placeholder(&p("pool/a b"), PlaceholderEncryption::Off)
+        .await
+        .unwrap();
+    zfs.create_placeholder(&p("pool/a b"), PlaceholderEncryption::Inherit)
+        .await
+        .unwrap();
+    zfs.rollback(&snap("pool/a b", "s 1"), true).await.unwrap();
+    zfs.recv_abort(&p("pool/a b")).await.unwrap();
+    assert!(zfs
+        .rollback(&VersionPath::bookmark(&p("pool/a"), "b").unwrap(), false)
+        .await
+        .is_err());
+    assert_eq!(
+        m.calls(),
+        [
+            v(&[
+                "create",
+                "-o",
+                "zrepl:placeholder=on",
+                "-o",
+                "mountpoint=none",
+                "-o",
+                "encryption=off",
+                "pool/a b"
+            ]),
+            v(&[
+                "create",
+                "-o",
+                "zrepl:placeholder=on",
+                "-o",
+                "mountpoint=none",
+                "pool/a b"
+            ]),
+            v(&["rollback", "-r", "pool/a b@s 1"]),
+            v(&["recv", "-A", "pool/a b"]),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn multi_snapshot_one_command_per_pool() {
+    let m = Mock::new("exit 0");
+    let zfs = m.zfs();
+    zfs.snapshot(&[
+        snap("pool/a", "s"),
+        snap("other/x", "s"),
+        snap("pool/b c", "s"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        m.calls(),
+        [
+            v(&["snapshot", "other/x@s"]),
+            v(&["snapshot", "pool/a@s", "pool/b c@s"]),
+        ]
+    );
+    assert!(zfs
+        .snapshot(&[VersionPath::bookmark(&p("pool/a"), "b").unwrap()])
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn hold_release_idempotent_and_batched() {
+    let m = Mock::new(
+        r#"case "$1" in
+  hold) shift 2; for s; do echo "cannot hold snapshot '$s': tag already exists on this dataset" >&2; done; exit 1 ;;
+  release) shift 2; for s; do echo "cannot release hold from snapshot '$s': no such tag on this dataset" >&2; done; exit 1 ;;
+esac"#,
+    );
+    let zfs = Zfs::new(ZfsConfig {
+        argv_batch_limit: 64,
+        ..m.config()
+    });
+    let snaps: Vec<VersionPath> = (0..6)
+        .map(|i| snap("pool/fs x", &format!("s{i}")))
+        .collect();
+    zfs.hold("my tag", &snaps).await.unwrap();
+    zfs.release("my tag", &snaps).await.unwrap();
+    let calls = m.calls();
+    // "hold" + "my tag" = 12 bytes of prefix; each snapshot 12 bytes: 4 per batch.
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert_eq!(
+        calls[0],
+        v(&[
+            "hold",
+            "my tag",
+            "pool/fs x@s0",
+            "pool/fs x@s1",
+            "pool/fs x@s2",
+            "pool/fs x@s3"
+        ])
+    );
+    assert_eq!(
+        calls[1],
+        v(&["hold", "my tag", "pool/fs x@s4", "pool/fs x@s5"])
+    );
+    assert_eq!(zfs.zfs_commands_started("hold"), 2);
+    assert_eq!(zfs.zfs_commands_started("release"), 2);
+}
+
+#[tokio::test]
+async fn hold_other_errors_surface() {
+    let m = Mock::new(r#"echo "cannot open 'pool/a@gone': dataset does not exist" >&2; exit 1"#);
+    let zfs = m.zfs();
+    let e = zfs.hold("t", &[snap("pool/a", "gone")]).await.unwrap_err();
+    assert!(
+        matches!(&e, ZfsError::DatasetDoesNotExist { path } if path == "pool/a@gone"),
+        "{e}"
+    );
+    let e = zfs
+        .release("t", &[snap("pool/a", "gone"), snap("pool/a", "x")])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ZfsError::Command { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn holds_parsed_per_snapshot() {
+    let m = Mock::new(
+        r#"printf 'pool/a@s1\ttag one\tThu Nov 20 10:00 2025\npool/a@s1\tzrepl_STEP_J_j\tThu Nov 20 10:00 2025\n'"#,
+    );
+    let zfs = m.zfs();
+    let h = zfs
+        .holds(&[snap("pool/a", "s1"), snap("pool/a", "s2")])
+        .await
+        .unwrap();
+    assert_eq!(h[&snap("pool/a", "s1")], ["tag one", "zrepl_STEP_J_j"]);
+    assert!(h[&snap("pool/a", "s2")].is_empty());
+    assert_eq!(m.calls(), [v(&["holds", "-H", "pool/a@s1", "pool/a@s2"])]);
+}
+
+#[tokio::test]
+async fn bookmark_idempotency() {
+    // `zfs bookmark` says "exists"; `zfs get guid` of the bookmark answers 42.
+    let m = Mock::new(&format!(
+        r#"{PROBES_2_3}
+case "$1" in
+  bookmark) echo "cannot create bookmark '$3': bookmark exists" >&2; exit 1 ;;
+  get) printf '%s\tguid\t42\t-\n' "$6" ;;
+esac"#
+    ));
+    let zfs = m.zfs();
+    let fs = p("pool/a b");
+    let bm = zfs
+        .bookmark(&fs, &version(VersionType::Snapshot, "s 1", 42), "bm 1")
+        .await
+        .unwrap();
+    assert_eq!(bm.typ, VersionType::Bookmark);
+    assert_eq!(bm.guid, 42);
+    let e = zfs
+        .bookmark(&fs, &version(VersionType::Snapshot, "s 2", 43), "bm 1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ZfsError::BookmarkExists {
+                existing_guid: 42,
+                wanted_guid: 43,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let calls = m.calls_no_probes();
+    assert_eq!(calls[0], v(&["bookmark", "pool/a b@s 1", "pool/a b#bm 1"]));
+    assert_eq!(
+        calls[1],
+        v(&[
+            "get",
+            "-Hp",
+            "-o",
+            "name,property,value,source",
+            "guid",
+            "pool/a b#bm 1"
+        ])
+    );
+    // Bookmark copy is used when detected.
+    zfs.bookmark(&fs, &version(VersionType::Bookmark, "other", 42), "bm 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        m.calls_no_probes()[4],
+        v(&["bookmark", "pool/a b#other", "pool/a b#bm 1"])
+    );
+}
+
+#[tokio::test]
+async fn bookmark_copy_unsupported_and_missing_source() {
+    let m = Mock::new(
+        r#"case "$1" in
+  bookmark) echo "cannot open '$2': dataset does not exist" >&2; exit 1 ;;
+  get) echo "cannot open '$6': dataset does not exist" >&2; exit 1 ;;
+esac"#,
+    );
+    let zfs = Zfs::new(ZfsConfig {
+        feature_overrides: FeatureOverrides {
+            bookmark_copy: Some(false),
+            ..Default::default()
+        },
+        ..m.config()
+    });
+    let fs = p("pool/a");
+    let e = zfs
+        .bookmark(&fs, &version(VersionType::Bookmark, "src", 1), "dst")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ZfsError::BookmarkCloningNotSupported), "{e}");
+    assert_eq!(zfs.zfs_commands_started("bookmark"), 0);
+    let e = zfs
+        .bookmark(&fs, &version(VersionType::Snapshot, "gone", 1), "dst")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ZfsError::DatasetDoesNotExist { path } if path == "pool/a@gone"),
+        "{e}"
+    );
+}
+
+/// Real OpenZFS 2.3 output for a batch destroy where one snapshot is held (zfs_main.c prints
+/// one line per undestroyable snapshot and destroys nothing).
+#[tokio::test]
+async fn batched_destroy_strips_held_and_reports_exactly_them() {
+    let m = Mock::new(&format!(
+        r#"{PROBES_2_3}
+case "$1" in
+  destroy)
+    arg="$2"; fs="${{arg%%@*}}"; snaps="${{arg#*@}}"
+    IFS=, read -ra list <<< "$snaps"
+    rc=0
+    for s in "${{list[@]}}"; do
+      if [ "$s" = "held 2" ]; then echo "cannot destroy snapshot $fs@$s: dataset is busy" >&2; rc=1; fi
+    done
+    exit $rc ;;
+esac"#
+    ));
+    let zfs = m.zfs();
+    let fs = p("pool/with space");
+    let names: Vec<String> = ["c", "held 2", "a"].iter().map(|s| s.to_string()).collect();
+    let out = zfs.destroy_snapshots(&fs, &names).await.unwrap();
+    let failed: Vec<&String> = out
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(failed, ["held 2"]);
+    let (_, err) = out.iter().find(|(n, _)| n == "held 2").unwrap();
+    let err = err.as_ref().unwrap_err();
+    match &**err {
+        ZfsError::DestroySnapshots { undestroyable, .. } => {
+            assert_eq!(undestroyable.len(), 1);
+            assert_eq!(undestroyable[0].snapshot, "held 2");
+            assert!(undestroyable[0].is_held());
+        }
+        e => panic!("{e}"),
+    }
+    assert_eq!(
+        m.calls_no_probes(),
+        [
+            v(&["destroy", "pool/with space@a,c,held 2"]),
+            v(&["destroy", "pool/with space@a,c"]),
+            v(&["destroy", "pool/with space@held 2"]),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn destroy_without_comma_support_is_sequential_and_classified() {
+    let m = Mock::new(
+        r#"case "$1" in
+  destroy) case "$2" in
+      *@gone) echo "could not find any snapshots to destroy; check snapshot names." >&2; exit 1 ;;
+      *#gone) echo "bookmark '$2' does not exist" >&2; exit 1 ;;
+      pool/nofs*) echo "cannot open 'pool/nofs': dataset does not exist" >&2; exit 1 ;;
+    esac ;;
+esac"#,
+    );
+    let zfs = Zfs::new(ZfsConfig {
+        feature_overrides: FeatureOverrides {
+            comma_destroy: Some(false),
+            ..Default::default()
+        },
+        ..m.config()
+    });
+    let out = zfs
+        .destroy_snapshots(&p("pool/a"), &["x".into(), "gone".into()])
+        .await
+        .unwrap();
+    assert!(out[0].0 == "gone" && out[0].1.as_ref().unwrap_err().is_does_not_exist());
+    assert!(out[1].0 == "x" && out[1].1.is_ok());
+    let bm = VersionPath::bookmark(&p("pool/a"), "gone").unwrap();
+    assert!(zfs
+        .destroy_version(&bm)
+        .await
+        .unwrap_err()
+        .is_does_not_exist());
+    zfs.destroy_version_idempotent(&bm).await.unwrap();
+    let e = zfs
+        .destroy_dataset(&p("pool/nofs"), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, ZfsError::DatasetDoesNotExist { path } if path == "pool/nofs"));
+    zfs.destroy_dataset(&p("pool/a/b c"), true).await.unwrap();
+    let calls = m.calls_no_probes();
+    assert_eq!(calls.last().unwrap(), &v(&["destroy", "-r", "pool/a/b c"]));
+}
+
+#[tokio::test]
+async fn destroy_batches_split_on_limit() {
+    let m = Mock::new(&format!("{PROBES_2_3}\nexit 0"));
+    let zfs = Zfs::new(ZfsConfig {
+        argv_batch_limit: 60,
+        ..m.config()
+    });
+    let names: Vec<String> = (0..20).map(|i| format!("snap{i:02}")).collect();
+    let out = zfs.destroy_snapshots(&p("pool/a"), &names).await.unwrap();
+    assert!(out.iter().all(|(_, r)| r.is_ok()));
+    let calls = m.calls_no_probes();
+    assert!(calls.len() > 1 && calls.len() < 20, "{calls:?}");
+    let mut destroyed: Vec<String> = calls
+        .iter()
+        .flat_map(|c| {
+            c[2].strip_prefix("pool/a@")
+                .unwrap()
+                .split(',')
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    destroyed.sort();
+    assert_eq!(destroyed, names);
+}
+
+#[tokio::test]
+async fn destroy_if_guid_matches() {
+    let m = Mock::new(r#"case "$1" in get) printf '%s\tguid\t7\t-\n' "$6" ;; esac"#);
+    let zfs = m.zfs();
+    let s = snap("pool/a", "s");
+    let e = zfs.destroy_if_guid_matches(&s, 8).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ZfsError::GuidMismatch {
+                expected: 8,
+                actual: 7,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(zfs.zfs_commands_started("destroy"), 0);
+    zfs.destroy_if_guid_matches(&s, 7).await.unwrap();
+    assert_eq!(zfs.zfs_commands_started("destroy"), 1);
+}
+
+#[tokio::test]
+async fn feature_detection_cached() {
+    let m = Mock::new(&format!(
+        "{PROBES_2_3}\ncase \"$1\" in get) printf 'active\\n' ;; esac"
+    ));
+    let zfs = m.zfs();
+    let f = zfs.features().await.unwrap();
+    assert!(f.resumable_send && f.resumable_recv_cli && f.encryption && f.comma_destroy);
+    assert!(f.bookmark_copy);
+    assert_eq!(f.version.as_ref().unwrap().numeric, Some((2, 3, 2)));
+    let n = zfs.total_commands_started();
+    assert_eq!(n, 6);
+    zfs.clone().features().await.unwrap();
+    assert_eq!(zfs.total_commands_started(), n);
+    assert!(zfs.resumable_recv_supported(&p("pool/a")).await.unwrap());
+    assert!(zfs.resumable_recv_supported(&p("pool/b")).await.unwrap());
+    let zpool_calls: Vec<_> = m.calls().into_iter().filter(|c| c[0] == "zpool").collect();
+    assert_eq!(
+        zpool_calls,
+        [[
+            "zpool",
+            "get",
+            "-H",
+            "-p",
+            "-o",
+            "value",
+            "feature@extensible_dataset",
+            "pool"
+        ]]
+    );
+    let stats = zfs.command_stats();
+    assert_eq!(stats[&(Binary::Zpool, "get".to_string())].started, 1);
+}
+
+#[tokio::test]
+async fn old_zfs_features_off() {
+    let m = Mock::new(r#"echo "unrecognized command '$1'" >&2; exit 2"#);
+    let f = m.zfs().features().await.unwrap();
+    assert!(f.version.is_none());
+    assert!(!f.resumable_send && !f.encryption && !f.comma_destroy && !f.bookmark_copy);
+}
+
+#[tokio::test]
+async fn timeout_kills() {
+    let m = Mock::new("exec sleep 30");
+    let zfs = Zfs::new(ZfsConfig {
+        command_timeout: Some(Duration::from_millis(200)),
+        ..m.config()
+    });
+    let t = std::time::Instant::now();
+    let e = zfs.list_filesystems(None).await.unwrap_err();
+    assert!(matches!(e, ZfsError::Timeout { .. }), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let st = &zfs.command_stats()[&(Binary::Zfs, "list".to_string())];
+    assert_eq!((st.started, st.cancelled), (1, 1));
+    assert!(zfs.active_commands().is_empty());
+}
+
+#[tokio::test]
+async fn spawn_failure_and_generic_error() {
+    let zfs = Zfs::with_binaries("/nonexistent/zfs", "/nonexistent/zpool");
+    let e = zfs.list_filesystems(None).await.unwrap_err();
+    assert!(matches!(e, ZfsError::Spawn { .. }), "{e}");
+    assert_eq!(zfs.total_commands_started(), 0);
+    let m = Mock::new("echo 'internal error: out of cheese' >&2; exit 3");
+    let e = m.zfs().list_filesystems(None).await.unwrap_err();
+    match e {
+        ZfsError::Command {
+            status,
+            stderr,
+            argv,
+        } => {
+            assert_eq!(status.code(), Some(3));
+            assert!(stderr.contains("out of cheese"));
+            assert_eq!(argv.0[1], "list");
+        }
+        e => panic!("{e}"),
+    }
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(String, CommandResult)>>);
+
+impl CommandObserver for Recorder {
+    fn finished(&self, cmd: &CommandInfo, result: CommandResult, _elapsed: Duration) {
+        self.0.lock().unwrap().push((cmd.verb.clone(), result));
+    }
+}
+
+#[tokio::test]
+async fn observer_sees_commands() {
+    let m = Mock::new(r#"[ "$1" = get ] && exit 1; exit 0"#);
+    let rec = Arc::new(Recorder::default());
+    let zfs = Zfs::new(ZfsConfig {
+        observer: Some(rec.clone()),
+        ..m.config()
+    });
+    zfs.list_filesystems(None).await.unwrap();
+    let _ = zfs.get_property(&p("pool/a"), "guid").await;
+    assert_eq!(
+        *rec.0.lock().unwrap(),
+        [
+            ("list".to_string(), CommandResult::Success),
+            ("get".to_string(), CommandResult::Failure)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn get_version_parses_numbers() {
+    let m = Mock::new(
+        r#"t="$6"
+printf '%s\tcreatetxg\t17\t-\n%s\tguid\t99\t-\n%s\tcreation\t1700000000\t-\n%s\tuserrefs\t2\t-\n' "$t" "$t" "$t" "$t""#,
+    );
+    let v = m.zfs().get_version(&snap("pool/a", "s")).await.unwrap();
+    assert_eq!(
+        (v.guid, v.createtxg, v.creation, v.userrefs),
+        (99, 17, 1_700_000_000, Some(2))
+    );
+}
+
+#[tokio::test]
+async fn recursive_get_argv_and_grouping() {
+    let m = Mock::new(
+        r#"printf 'pool/a\tzrepl:placeholder\ton\tlocal\npool/a/b c\tzrepl:placeholder\ton\tinherited from pool/a\n'"#,
+    );
+    let zfs = m.zfs();
+    let r = zfs
+        .get_properties_recursive(&p("pool/a"), Some(2), &["zrepl:placeholder"])
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 2);
+    assert_eq!(
+        r[&p("pool/a/b c")]["zrepl:placeholder"].source,
+        PropertySource::Inherited {
+            from: "pool/a".into()
+        }
+    );
+    assert_eq!(
+        m.calls(),
+        [v(&[
+            "get",
+            "-Hp",
+            "-o",
+            "name,property,value,source",
+            "-r",
+            "-d",
+            "2",
+            "-t",
+            "filesystem,volume",
+            "zrepl:placeholder",
+            "pool/a"
+        ])]
+    );
+}

@@ -1,0 +1,397 @@
+//! `zfs send` streams and `zfs recv` against the mock.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use zrepl_zfs::{DatasetPath, RecvRequest, SendFlags, SendRequest, VersionPath, ZfsError};
+
+use crate::mock::{v, Mock};
+
+fn p(s: &str) -> DatasetPath {
+    DatasetPath::parse(s).unwrap()
+}
+
+fn snap(fs: &str, name: &str) -> VersionPath {
+    VersionPath::snapshot(&p(fs), name).unwrap()
+}
+
+fn all_flags() -> SendFlags {
+    SendFlags {
+        raw: true,
+        properties: true,
+        backup_properties: true,
+        large_blocks: true,
+        compressed: true,
+        embedded_data: true,
+        saved: true,
+    }
+}
+
+#[tokio::test]
+async fn send_argv_variants() {
+    let m = Mock::new("printf 'stream'");
+    let zfs = m.zfs();
+    let reqs = [
+        SendRequest::full(snap("pool/a b", "s 2"), SendFlags::default()),
+        SendRequest::full(snap("pool/a b", "s 2"), all_flags()),
+        SendRequest::incremental(
+            VersionPath::bookmark(&p("pool/a b"), "bm 1").unwrap(),
+            snap("pool/a b", "s 2"),
+            SendFlags {
+                raw: true,
+                ..Default::default()
+            },
+        ),
+        SendRequest::incremental(
+            snap("pool/a b", "s 1"),
+            snap("pool/a b", "s 2"),
+            SendFlags::default(),
+        ),
+        SendRequest {
+            flags: all_flags(), // ignored with a token
+            ..SendRequest::resume("1-abc-12-789c")
+        },
+    ];
+    for r in &reqs {
+        let mut s = zfs.send(r).await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        assert_eq!(buf, b"stream");
+        s.finish().await.unwrap();
+    }
+    assert_eq!(
+        m.calls(),
+        [
+            v(&["send", "pool/a b@s 2"]),
+            v(&[
+                "send",
+                "-w",
+                "-p",
+                "-b",
+                "-L",
+                "-c",
+                "-e",
+                "-S",
+                "pool/a b@s 2"
+            ]),
+            v(&["send", "-w", "-i", "pool/a b#bm 1", "pool/a b@s 2"]),
+            v(&["send", "-i", "pool/a b@s 1", "pool/a b@s 2"]),
+            v(&["send", "-t", "1-abc-12-789c"]),
+        ]
+    );
+    // Invalid requests spawn nothing.
+    let n = zfs.total_commands_started();
+    for bad in [
+        SendRequest::full(
+            VersionPath::bookmark(&p("pool/a"), "b").unwrap(),
+            SendFlags::default(),
+        ),
+        SendRequest::incremental(
+            snap("pool/x", "a"),
+            snap("pool/y", "b"),
+            SendFlags::default(),
+        ),
+        SendRequest::resume(""),
+    ] {
+        assert!(zfs.send(&bad).await.is_err());
+    }
+    assert_eq!(zfs.total_commands_started(), n);
+}
+
+#[tokio::test]
+async fn send_failure_surfaces_at_eof_with_stderr() {
+    let m =
+        Mock::new("printf 'partial'; echo 'warning: cannot send pool/a@s: I/O error' >&2; exit 1");
+    let zfs = m.zfs();
+    let mut s = zfs
+        .send(&SendRequest::full(
+            snap("pool/a", "s"),
+            SendFlags::default(),
+        ))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let e = s.read_to_end(&mut buf).await.unwrap_err();
+    assert_eq!(buf, b"partial");
+    match ZfsError::from_io_ref(&e) {
+        Some(ZfsError::Command { status, stderr, .. }) => {
+            assert_eq!(status.code(), Some(1));
+            assert!(stderr.contains("I/O error"), "{stderr}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = s.finish().await.unwrap_err();
+    assert!(matches!(e, ZfsError::Command { .. }));
+}
+
+fn process_gone(pid: u32) -> bool {
+    // Gone, or a zombie waiting for tokio's background reaper: either way it was killed.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+async fn wait_gone(pid: u32) {
+    let t = Instant::now();
+    while !process_gone(pid) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "pid {pid} still alive"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn read_pid(m: &Mock) -> u32 {
+    let path = m.dir().join("pid");
+    let t = Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            if let Ok(p) = s.trim().parse() {
+                return p;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn dropping_send_stream_kills_writer() {
+    let m = Mock::new(r#"echo $$ > "$D/pid"; exec yes zfs-send-stream-data"#);
+    let zfs = m.zfs();
+    let mut s = zfs
+        .send(&SendRequest::full(
+            snap("pool/a", "s"),
+            SendFlags::default(),
+        ))
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    s.read_exact(&mut buf).await.unwrap();
+    let pid = read_pid(&m).await;
+    assert_eq!(zfs.active_commands().len(), 1);
+    assert_eq!(zfs.active_commands()[0].argv[1], "send");
+    drop(s);
+    wait_gone(pid).await;
+    assert!(zfs.active_commands().is_empty());
+    let st = &zfs.command_stats()[&(zrepl_zfs::Binary::Zfs, "send".to_string())];
+    assert_eq!(st.cancelled, 1);
+}
+
+#[tokio::test]
+async fn finish_before_eof_kills_and_reports() {
+    let m = Mock::new(r#"echo $$ > "$D/pid"; exec yes zfs-send-stream-data"#);
+    let zfs = m.zfs();
+    let mut s = zfs
+        .send(&SendRequest::full(
+            snap("pool/a", "s"),
+            SendFlags::default(),
+        ))
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    s.read_exact(&mut buf).await.unwrap();
+    let pid = read_pid(&m).await;
+    let e = s.finish().await.unwrap_err();
+    match e {
+        ZfsError::Command { status, .. } => assert!(status.code().is_none(), "{status}"),
+        e => panic!("{e}"),
+    }
+    assert!(process_gone(pid));
+}
+
+#[tokio::test]
+async fn send_dry_run_parsing_and_bookmark_skip() {
+    let m = Mock::new(r#"printf 'full\tpool/a@s\t10518512\nsize\t10518512\n'"#);
+    let zfs = m.zfs();
+    let i = zfs
+        .send_dry(&SendRequest::full(
+            snap("pool/a", "s"),
+            SendFlags::default(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(i.size, 10518512);
+    let i = zfs
+        .send_dry(&SendRequest::incremental(
+            VersionPath::bookmark(&p("pool/a"), "b").unwrap(),
+            snap("pool/a", "s"),
+            SendFlags::default(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(i.size, 0);
+    assert_eq!(m.calls(), [v(&["send", "-n", "-v", "-P", "pool/a@s"])]);
+}
+
+#[tokio::test]
+async fn receive_feeds_stdin_and_builds_argv() {
+    let m = Mock::new(r#"cat > "$D/received""#);
+    let zfs = m.zfs();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let req = RecvRequest {
+        force_rollback: true,
+        save_partial: true,
+        no_mount: true,
+        exclude_props: vec!["zrepl:ignored".into()],
+        override_props: vec![("zrepl:o".into(), "v w".into())],
+        ..RecvRequest::new(snap("pool/r x", "s 1"))
+    };
+    let n = zfs.receive(&req, &data[..]).await.unwrap();
+    assert_eq!(n, data.len() as u64);
+    assert_eq!(std::fs::read(m.dir().join("received")).unwrap(), data);
+    assert_eq!(
+        m.calls(),
+        [v(&[
+            "recv",
+            "-F",
+            "-s",
+            "-u",
+            "-x",
+            "zrepl:ignored",
+            "-o",
+            "zrepl:o=v w",
+            "pool/r x@s 1"
+        ])]
+    );
+    assert!(zfs
+        .receive(
+            &RecvRequest::new(VersionPath::bookmark(&p("pool/a"), "b").unwrap()),
+            &b""[..]
+        )
+        .await
+        .is_err());
+}
+
+const RESUMABLE_STDERR: &str =
+    "cannot receive new filesystem stream: checksum mismatch or incomplete stream.\n\
+Partially received snapshot is saved.\n\
+A resuming stream can be generated on the sending system by running:\n    \
+zfs send -t 1-10a5c0d4a5-f8-789c636064000310a500c4ec50360710e72765a526973030c4b8\n";
+
+/// A reader that yields `ok` bytes, then an error.
+struct FailingReader {
+    ok: usize,
+}
+
+impl AsyncRead for FailingReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.ok == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "peer went away",
+            )));
+        }
+        let n = self.ok.min(buf.remaining()).min(4096);
+        buf.put_slice(&vec![7u8; n]);
+        self.ok -= n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn receive_resumable_error_has_token_and_input_error() {
+    let m = Mock::new(&format!(
+        "cat > /dev/null; printf '%s' '{RESUMABLE_STDERR}' >&2; exit 1"
+    ));
+    let zfs = m.zfs();
+    let mut req = RecvRequest::new(snap("pool/r", "s"));
+    req.save_partial = true;
+    let e = zfs
+        .receive(&req, FailingReader { ok: 100_000 })
+        .await
+        .unwrap_err();
+    match e {
+        ZfsError::RecvFailedWithResumeToken {
+            token, input_error, ..
+        } => {
+            assert_eq!(
+                token,
+                "1-10a5c0d4a5-f8-789c636064000310a500c4ec50360710e72765a526973030c4b8"
+            );
+            assert!(input_error.unwrap().contains("peer went away"));
+        }
+        e => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn receive_input_error_and_early_exit() {
+    let m =
+        Mock::new("cat > /dev/null; echo 'cannot receive: failed to read from stream' >&2; exit 1");
+    let zfs = m.zfs();
+    let e = zfs
+        .receive(
+            &RecvRequest::new(snap("pool/r", "s")),
+            FailingReader { ok: 10 },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ZfsError::RecvInput { .. }), "{e}");
+
+    // zfs recv fails immediately while the input never ends: we must not hang.
+    let m = Mock::new(
+        "echo \"cannot receive new filesystem stream: destination 'pool/r' exists\" >&2; exit 1",
+    );
+    let zfs = m.zfs();
+    let never = tokio::io::repeat(0);
+    let e = tokio::time::timeout(
+        Duration::from_secs(10),
+        zfs.receive(&RecvRequest::new(snap("pool/r", "s")), never),
+    )
+    .await
+    .expect("receive hung")
+    .unwrap_err();
+    match e {
+        ZfsError::Command { stderr, .. } => assert!(stderr.contains("exists")),
+        e => panic!("{e}"),
+    }
+
+    let m = Mock::new("cat >/dev/null; echo 'cannot receive new filesystem stream: zfs receive -F cannot be used to destroy an encrypted filesystem or overwrite an unencrypted one with an encrypted one' >&2; exit 1");
+    let e = m
+        .zfs()
+        .receive(&RecvRequest::new(snap("pool/r", "s")), &b"x"[..])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ZfsError::RecvDestroyOrOverwriteEncrypted { .. }),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn send_into_receive_pipeline() {
+    // The mock's send produces 5 MB; its recv counts bytes.
+    let m = Mock::new(
+        r#"case "$1" in
+  send) head -c 5000000 /dev/zero ;;
+  recv) wc -c > "$D/count" ;;
+esac"#,
+    );
+    let zfs = m.zfs();
+    let s = zfs
+        .send(&SendRequest::full(
+            snap("pool/a", "s"),
+            SendFlags::default(),
+        ))
+        .await
+        .unwrap();
+    let n = zfs
+        .receive(&RecvRequest::new(snap("pool/b", "s")), s)
+        .await
+        .unwrap();
+    assert_eq!(n, 5_000_000);
+    let count = std::fs::read_to_string(m.dir().join("count")).unwrap();
+    assert_eq!(count.trim(), "5000000");
+}

@@ -1,0 +1,208 @@
+//! The command-line interface, as zrepl 0.7 spells it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zrepl",
+    version,
+    about = "ZFS replication and snapshot management (zrepl 0.7 compatible)"
+)]
+pub struct Cli {
+    /// Config file (default: the first of /etc/zrepl/zrepl.yml, /usr/local/etc/zrepl/zrepl.yml).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the config file and optionally print it with every default filled in.
+    Configcheck(ConfigcheckArgs),
+    /// Print the version of this client and of the running daemon.
+    Version(VersionArgs),
+    /// Test configuration parts against the live system.
+    Test(TestArgs),
+    /// Run the daemon: all configured jobs, and the control socket.
+    Daemon,
+    /// Send a signal to a job of the running daemon.
+    Signal(SignalArgs),
+    /// Show the running daemon's status.
+    Status(StatusArgs),
+    /// Show what pruning of a job would destroy now, and which rule keeps the rest.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The push job whose keep_sender/keep_receiver rules to evaluate.
+    #[arg(long)]
+    pub job: String,
+    /// Only decide and print; required: real pruning runs in the daemon after each replication.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the decisions as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SignalOp {
+    /// Start a replication (and pruning) run of an active job now.
+    Wakeup,
+    /// Cancel the job's current replication run.
+    Reset,
+}
+
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    #[arg(value_enum)]
+    pub op: SignalOp,
+    /// The job's name.
+    pub job: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusMode {
+    /// The daemon's status as JSON.
+    Raw,
+    /// The status as text, every job one after another.
+    Dump,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output mode (the interactive view arrives with the status TUI).
+    #[arg(long, value_enum, default_value = "dump")]
+    pub mode: StatusMode,
+    /// Only this job (dump mode).
+    #[arg(long)]
+    pub job: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Pretty,
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum What {
+    All,
+    Config,
+    Jobs,
+    Logging,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigcheckArgs {
+    /// Print the resolved config in this format (default: print nothing).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Which part to print.
+    #[arg(long, value_enum, default_value = "all")]
+    pub what: What,
+    /// Do not load TLS certificates and keys referenced by the config.
+    #[arg(long)]
+    pub skip_cert_check: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Show {
+    Client,
+    Daemon,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Show only the client's or only the daemon's version.
+    #[arg(long, value_enum)]
+    pub show: Option<Show>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    #[command(subcommand)]
+    pub command: TestCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TestCommand {
+    /// Show which datasets a job's `filesystems` filter accepts.
+    Filesystems(TestFilesystemsArgs),
+    /// Decode a `receive_resume_token` and print its fields as JSON.
+    Decoderesumetoken(DecodeTokenArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["all", "input"])))]
+pub struct TestFilesystemsArgs {
+    /// The job whose filter to evaluate (push, source or snap).
+    #[arg(long)]
+    pub job: String,
+    /// Evaluate every dataset on this system (`zfs list`).
+    #[arg(long)]
+    pub all: bool,
+    /// Evaluate this one dataset name.
+    #[arg(long)]
+    pub input: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DecodeTokenArgs {
+    /// The token, as shown by `zfs get receive_resume_token`.
+    #[arg(long)]
+    pub token: String,
+}
+
+/// zrepl's default config locations, in lookup order.
+pub const DEFAULT_CONFIG_PATHS: [&str; 2] =
+    ["/etc/zrepl/zrepl.yml", "/usr/local/etc/zrepl/zrepl.yml"];
+
+/// The config path to use: the explicit one, else the first default location that is a regular
+/// file. A default location that exists but is not a regular file is an error, as in zrepl.
+pub fn resolve_config_path(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    for p in DEFAULT_CONFIG_PATHS {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_file() => return Ok(PathBuf::from(p)),
+            Ok(_) => anyhow::bail!("default config location {p} exists but is not a regular file"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot stat default config location {p}"))
+            }
+        }
+    }
+    anyhow::bail!(
+        "no config file found at {} or {}; pass one with --config PATH",
+        DEFAULT_CONFIG_PATHS[0],
+        DEFAULT_CONFIG_PATHS[1]
+    )
+}
+
+/// Loads and validates the config, printing warnings to stderr. Errors list every problem.
+pub fn load_config(explicit: Option<&Path>) -> anyhow::Result<zrepl_config::Config> {
+    let path = resolve_config_path(explicit)?;
+    match zrepl_config::load(&path, &zrepl_config::FsLoader) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(loaded.config)
+        }
+        Err(errs) => {
+            let n = errs.0.len();
+            anyhow::bail!(
+                "could not parse config: {n} error{}:\n{errs}",
+                if n == 1 { "" } else { "s" }
+            )
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `zrepl daemon`, `zrepl signal`, `zrepl status`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{PruneArgs, SignalArgs, SignalOp, StatusArgs, StatusMode};
+use crate::control_client::{block_on, post};
+
+pub fn daemon(config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let cfg = crate::cli::load_config(config)?;
+    init_logging(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let s2 = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("received termination signal");
+            s2.cancel();
+        });
+        let zfs = zrepl_zfs::Zfs::new(zrepl_zfs::ZfsConfig::default());
+        zrepl_daemon::run(cfg, zfs, crate::version::version_info(), shutdown)
+            .await
+            .context("cannot run daemon")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut i), Ok(mut t)) => {
+            tokio::select! {
+                _ = i.recv() => {}
+                _ = t.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Logging to stdout at the level of the config's stdout outlet (the full set of outlets and
+/// formats comes with the logging issue).
+fn init_logging(cfg: &zrepl_config::Config) {
+    let level = cfg
+        .global
+        .logging
+        .iter()
+        .map(|o| o.level())
+        .min()
+        .unwrap_or(zrepl_config::LogLevel::Warn);
+    let filter = match level {
+        zrepl_config::LogLevel::Debug => "debug",
+        zrepl_config::LogLevel::Info => "info",
+        zrepl_config::LogLevel::Warn => "warn",
+        zrepl_config::LogLevel::Error => "error",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ZREPL_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
+        .with_target(false)
+        .try_init();
+}
+
+/// The control socket path from the config, or zrepl's default when there is no config.
+pub fn sockpath(config: Option<&Path>, require: bool) -> anyhow::Result<PathBuf> {
+    if !require && config.is_none() && crate::cli::resolve_config_path(None).is_err() {
+        return Ok(PathBuf::from("/var/run/zrepl/control"));
+    }
+    let cfg = crate::cli::load_config(config)?;
+    Ok(PathBuf::from(cfg.global.control.sockpath))
+}
+
+pub fn signal(config: Option<&Path>, args: SignalArgs) -> anyhow::Result<ExitCode> {
+    let sock = sockpath(config, true)?;
+    let op = match args.op {
+        SignalOp::Wakeup => "wakeup",
+        SignalOp::Reset => "reset",
+    };
+    block_on(post(
+        &sock,
+        "/signal",
+        &serde_json::json!({"Name": args.job, "Op": op}),
+    ))?
+    .with_context(|| format!("signal {op} to job {:?}", args.job))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(config: Option<&Path>, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let sock = sockpath(config, true)?;
+    let body = block_on(post(&sock, "/status", &serde_json::json!({})))??;
+    match args.mode {
+        StatusMode::Raw => {
+            println!("{}", String::from_utf8_lossy(&body));
+        }
+        StatusMode::Dump => {
+            let v: serde_json::Value =
+                serde_json::from_slice(&body).context("invalid status from daemon")?;
+            print!("{}", crate::status_text::render(&v, args.job.as_deref()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn prune(config: Option<&Path>, args: PruneArgs) -> anyhow::Result<ExitCode> {
+    if !args.dry_run {
+        anyhow::bail!(
+            "zrepl prune only decides (--dry-run): snapshots are destroyed by the daemon after each replication run (zrepl signal wakeup {})",
+            args.job
+        );
+    }
+    let cfg = crate::cli::load_config(config)?;
+    let zfs = zrepl_zfs::Zfs::new(zrepl_zfs::ZfsConfig::default());
+    let report = block_on(zrepl_daemon::prune_dry_run(&cfg, &args.job, &zfs))??;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", zrepl_daemon::prune::render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}

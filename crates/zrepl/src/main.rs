@@ -1,0 +1,39 @@
+//! The `zrepl` binary: parses the command line and dispatches to the subcommands.
+//!
+//! Library crates return typed errors; this is the only place that uses `anyhow`, prints errors
+//! (`{:#}` shows the whole chain) and turns them into exit codes.
+
+mod cli;
+mod configcheck;
+mod control_client;
+mod daemon_cmd;
+mod status_text;
+mod test_cmd;
+mod version;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("zrepl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        cli::Command::Configcheck(args) => configcheck::run(cli.config.as_deref(), args),
+        cli::Command::Version(args) => version::run(cli.config.as_deref(), args),
+        cli::Command::Test(args) => test_cmd::run(cli.config.as_deref(), args),
+        cli::Command::Daemon => daemon_cmd::daemon(cli.config.as_deref()),
+        cli::Command::Signal(args) => daemon_cmd::signal(cli.config.as_deref(), args),
+        cli::Command::Status(args) => daemon_cmd::status(cli.config.as_deref(), args),
+        cli::Command::Prune(args) => daemon_cmd::prune(cli.config.as_deref(), args),
+    }
+}

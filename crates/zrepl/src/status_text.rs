@@ -1,0 +1,178 @@
+//! Text rendering of the daemon status (`zrepl status --mode dump`), in the spirit of zrepl's.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+/// Human-readable byte count (binary units), as zrepl prints them.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn progress_bar(done: u64, total: u64, width: usize) -> String {
+    let frac = if total == 0 {
+        0.0
+    } else {
+        (done as f64 / total as f64).min(1.0)
+    };
+    let filled = (frac * width as f64) as usize;
+    format!("[{}{}]", "=".repeat(filled), "-".repeat(width - filled))
+}
+
+/// Renders every job (or only `only`), separated by a line of dashes.
+pub fn render(status: &Value, only: Option<&str>) -> String {
+    let mut out = String::new();
+    let Some(jobs) = status.get("jobs").and_then(Value::as_object) else {
+        return "no jobs\n".into();
+    };
+    let mut first = true;
+    for (name, job) in jobs {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        if !first {
+            out.push_str(&"-".repeat(80));
+            out.push('\n');
+        }
+        first = false;
+        render_job(&mut out, name, job);
+    }
+    out
+}
+
+fn render_job(out: &mut String, name: &str, job: &Value) {
+    let _ = writeln!(out, "Job: {name}");
+    let _ = writeln!(out, "Type: {}", s(job, "type"));
+    let _ = writeln!(out, "State: {}", s(job, "state"));
+    if let Some(e) = job.get("error").and_then(Value::as_str) {
+        let _ = writeln!(out, "Error: {e}");
+    }
+    if let Some(t) = job
+        .get("last_successful_replication")
+        .and_then(Value::as_str)
+    {
+        let _ = writeln!(out, "Last successful replication: {t}");
+    }
+    let Some(rep) = job.get("replication").filter(|r| !r.is_null()) else {
+        return;
+    };
+    let _ = writeln!(out, "Replication:");
+    let _ = writeln!(out, "   State: {}", s(rep, "state"));
+    let attempts = rep
+        .get("attempts")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let Some(att) = attempts.last() else {
+        return;
+    };
+    let _ = writeln!(out, "   Attempt #{}", attempts.len());
+    let _ = writeln!(out, "   Status: {}", s(att, "state"));
+    if let Some(e) = att.get("plan_error").and_then(Value::as_str) {
+        let _ = writeln!(out, "   Problem: {e}");
+    }
+    let fss = att
+        .get("filesystems")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let (mut done, mut total) = (0, 0);
+    for fs in &fss {
+        for st in fs
+            .get("steps")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            done += u(st, "bytes_replicated");
+            total += u(st, "bytes_expected");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "   Progress: {} {} / {}",
+        progress_bar(done, total, 30),
+        bytes(done),
+        bytes(total)
+    );
+    let width = fss.iter().map(|f| s(f, "name").len()).max().unwrap_or(0);
+    for fs in &fss {
+        let steps = fs
+            .get("steps")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let cur = u(fs, "current_step") as usize;
+        let (fdone, ftotal): (u64, u64) = steps.iter().fold((0, 0), |(a, b), st| {
+            (a + u(st, "bytes_replicated"), b + u(st, "bytes_expected"))
+        });
+        let state = s(fs, "state").to_uppercase();
+        let mut line = format!(
+            "   {:<width$} {state} (step {}/{}, {}/{})",
+            s(fs, "name"),
+            cur.min(steps.len()),
+            steps.len(),
+            bytes(fdone),
+            bytes(ftotal)
+        );
+        if let Some(st) = steps.get(cur) {
+            let from = st.get("from").and_then(Value::as_str).unwrap_or("full");
+            let _ = write!(line, " next: {from} => {}", s(st, "to"));
+        }
+        if let Some(e) = fs
+            .get("plan_error")
+            .or(fs.get("step_error"))
+            .and_then(Value::as_str)
+        {
+            let _ = write!(line, "\n      error: {e}");
+        }
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_units() {
+        assert_eq!(bytes(624), "624 B");
+        assert_eq!(bytes(1229), "1.2 KiB");
+        assert_eq!(bytes(264 * 1024 * 1024 + 734003), "264.7 MiB");
+    }
+
+    #[test]
+    fn renders_a_job() {
+        let v = serde_json::json!({"jobs": {"push": {"type": "push", "state": "replicating", "replication": {
+            "state": "running", "attempts": [{"state": "fan-out-filesystems", "filesystems": [
+                {"name": "zroot", "state": "stepping", "current_step": 0, "steps": [
+                    {"from": "@a", "to": "@b", "bytes_expected": 2048, "bytes_replicated": 1024}]}]}]}}}});
+        let t = render(&v, None);
+        assert!(t.contains("Job: push"), "{t}");
+        assert!(
+            t.contains("zroot STEPPING (step 0/1, 1.0 KiB/2.0 KiB) next: @a => @b"),
+            "{t}"
+        );
+        assert!(t.contains("Progress: [==============="), "{t}");
+        assert_eq!(render(&v, Some("other")), "");
+    }
+}

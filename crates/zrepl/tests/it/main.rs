@@ -1,0 +1,582 @@
+//! Black-box tests of the `zrepl` binary: exit codes, output formats, error messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn zrepl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zrepl"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run zrepl")
+}
+
+fn zrepl_with_path(args: &[&str], path: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zrepl"))
+        .args(args)
+        .env("PATH", path)
+        .output()
+        .expect("run zrepl")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn samples() -> PathBuf {
+    match std::env::var("ZREPL_SAMPLES_DIR") {
+        Ok(d) => PathBuf::from(d),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/zrepl-samples"),
+    }
+}
+
+fn sample(name: &str) -> String {
+    samples().join(name).to_string_lossy().into_owned()
+}
+
+#[test]
+fn configcheck_accepts_every_sample_and_rejects_invalid_ones() {
+    let mut n = 0;
+    for e in std::fs::read_dir(samples()).expect("zrepl samples (set ZREPL_SAMPLES_DIR)") {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yml") {
+            let o = zrepl(&["--config", p.to_str().unwrap(), "configcheck"]);
+            assert!(o.status.success(), "{}: {}", p.display(), stderr(&o));
+            assert_eq!(
+                stdout(&o),
+                "",
+                "configcheck without --format prints nothing"
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 18);
+    for (case, want) in [
+        ("duplicate_job_names", "duplicate job name \"my_job\""),
+        (
+            "duplicate_job_names_with_include",
+            "duplicate job name \"my_job\"",
+        ),
+        (
+            "internal_job_name",
+            "job name \"_internal_job\" is reserved for internal use",
+        ),
+    ] {
+        let p = sample(&format!("invalid/{case}/zrepl.yml"));
+        let o = zrepl(&["--config", &p, "configcheck"]);
+        assert_eq!(o.status.code(), Some(1), "{case}");
+        assert!(stderr(&o).contains(want), "{case}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn configcheck_errors_name_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("zrepl.yml");
+    std::fs::write(
+        &f,
+        "jobs:\n- name: j\n  type: snap\n  filesystems: {\"<\": true}\n  snapshotting: {type: periodic, prefix: z_, interval: 10}\n  pruning: {keep: [{type: grid, grid: \"1x1h(keep=0)\", regex: x}]}\n",
+    )
+    .unwrap();
+    let o = zrepl(&["--config", f.to_str().unwrap(), "configcheck"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("2 errors"), "{err}");
+    assert!(err.contains(&format!("{}:5:", f.display())), "{err}");
+    assert!(err.contains("jobs[0].snapshotting.interval"), "{err}");
+    assert!(
+        err.contains(&format!("{}:6:", f.display())) && err.contains("keep=0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn configcheck_json_output_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "local.yml",
+        "pull.yml",
+        "source.yml",
+        "quickstart_backup_to_external_disk.yml",
+        "snap_cron.yml",
+    ] {
+        let o = zrepl(&[
+            "--config",
+            &sample(name),
+            "configcheck",
+            "--format",
+            "json",
+            "--skip-cert-check",
+        ]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let json = stdout(&o);
+        let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        assert!(
+            v["global"]["logging"].is_array(),
+            "defaults are filled in: {json}"
+        );
+        let f = dir.path().join(format!("{name}.json.yml"));
+        std::fs::write(&f, &json).unwrap();
+        let o2 = zrepl(&[
+            "--config",
+            f.to_str().unwrap(),
+            "configcheck",
+            "--format",
+            "json",
+            "--skip-cert-check",
+        ]);
+        assert!(o2.status.success(), "{name} fed back: {}", stderr(&o2));
+        assert_eq!(
+            json,
+            stdout(&o2),
+            "{name}: resolved config changed on the second pass"
+        );
+
+        let o3 = zrepl(&[
+            "--config",
+            &sample(name),
+            "configcheck",
+            "--format",
+            "yaml",
+            "--skip-cert-check",
+        ]);
+        assert!(o3.status.success());
+        let f = dir.path().join(format!("{name}.resolved.yml"));
+        std::fs::write(&f, stdout(&o3)).unwrap();
+        let o4 = zrepl(&[
+            "--config",
+            f.to_str().unwrap(),
+            "configcheck",
+            "--format",
+            "json",
+            "--skip-cert-check",
+        ]);
+        assert_eq!(json, stdout(&o4), "{name}: yaml output does not round-trip");
+    }
+}
+
+#[test]
+fn configcheck_what_selects_parts() {
+    let o = zrepl(&[
+        "--config",
+        &sample("local.yml"),
+        "configcheck",
+        "--format",
+        "json",
+        "--what",
+        "jobs",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v[1]["type"], "push");
+    assert_eq!(
+        v[1]["replication"]["protection"]["initial"],
+        "guarantee_resumability"
+    );
+    let o = zrepl(&[
+        "--config",
+        &sample("local.yml"),
+        "configcheck",
+        "--format",
+        "json",
+        "--what",
+        "logging",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v[0]["type"], "stdout");
+    assert_eq!(v[0]["level"], "warn");
+    let o = zrepl(&[
+        "--config",
+        &sample("local.yml"),
+        "configcheck",
+        "--format",
+        "pretty",
+    ]);
+    assert!(stdout(&o).contains("PushJob"), "{}", stdout(&o));
+}
+
+#[test]
+fn configcheck_checks_tls_material() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    let cert = dir.path().join("cert.crt");
+    let key = dir.path().join("key.pem");
+    let cfg = dir.path().join("zrepl.yml");
+    let write_cfg = || {
+        std::fs::write(
+            &cfg,
+            format!(
+                "jobs:\n- name: sink\n  type: sink\n  root_fs: pool/sink\n  serve:\n    type: tls\n    listen: \":8888\"\n    ca: {}\n    cert: {}\n    key: {}\n    client_cns: [a]\n",
+                ca.display(),
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap()
+    };
+    write_cfg();
+    // Missing files: a warning, the config itself is valid.
+    let o = zrepl(&["--config", cfg.to_str().unwrap(), "configcheck"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    // Present but garbage: an error, unless skipped.
+    for f in [&ca, &cert, &key] {
+        std::fs::write(f, "not a pem file\n").unwrap();
+    }
+    let o = zrepl(&["--config", cfg.to_str().unwrap(), "configcheck"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("contains no PEM certificate"),
+        "{}",
+        stderr(&o)
+    );
+    let o = zrepl(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "configcheck",
+        "--skip-cert-check",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn missing_default_config_is_a_clear_error() {
+    // No --config and (on a test machine) no /etc/zrepl/zrepl.yml.
+    if Path::new("/etc/zrepl/zrepl.yml").exists()
+        || Path::new("/usr/local/etc/zrepl/zrepl.yml").exists()
+    {
+        return assert!(zrepl(&["configcheck"]).status.code().is_some());
+    }
+    let o = zrepl(&["configcheck"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no config file found at /etc/zrepl/zrepl.yml"),
+        "{}",
+        stderr(&o)
+    );
+    let o = zrepl(&["--config", "/nonexistent/zrepl.yml", "configcheck"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("cannot read config file"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn version_prints_client_version() {
+    let o = zrepl(&["version"]);
+    assert!(o.status.success());
+    assert!(
+        stdout(&o).starts_with("client: zrepl version="),
+        "{}",
+        stdout(&o)
+    );
+    let o = zrepl(&["version", "--show", "nonsense"]);
+    assert_eq!(o.status.code(), Some(2), "clap usage error");
+}
+
+#[test]
+fn test_filesystems_input_and_all() {
+    let push = sample("push.yml");
+    let o = zrepl(&[
+        "--config",
+        &push,
+        "test",
+        "filesystems",
+        "--job",
+        "push",
+        "--input",
+        "tmp",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "REJECT\ttmp\t\n");
+    let o = zrepl(&[
+        "--config",
+        &push,
+        "test",
+        "filesystems",
+        "--job",
+        "push",
+        "--input",
+        "tank/x",
+    ]);
+    assert_eq!(stdout(&o), "ACCEPT\ttank/x\t\n");
+    let o = zrepl(&[
+        "--config",
+        &push,
+        "test",
+        "filesystems",
+        "--job",
+        "push",
+        "--input",
+        "bad@name",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("invalid dataset name"),
+        "{}",
+        stderr(&o)
+    );
+    let o = zrepl(&[
+        "--config",
+        &push,
+        "test",
+        "filesystems",
+        "--job",
+        "nope",
+        "--input",
+        "x",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("job \"nope\" is not defined"),
+        "{}",
+        stderr(&o)
+    );
+    let o = zrepl(&[
+        "--config",
+        &sample("sink.yml"),
+        "test",
+        "filesystems",
+        "--job",
+        "laptop_sink",
+        "--input",
+        "x",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("does not have a filesystems filter"),
+        "{}",
+        stderr(&o)
+    );
+    let o = zrepl(&["--config", &push, "test", "filesystems", "--job", "push"]);
+    assert_eq!(o.status.code(), Some(2), "one of --all/--input is required");
+
+    // --all reads `zfs list`: a mock zfs on PATH stands in for the real one.
+    let dir = tempfile::tempdir().unwrap();
+    let zfs = dir.path().join("zfs");
+    std::fs::write(
+        &zfs,
+        "#!/bin/sh\n[ \"$1\" = list ] || exit 1\nprintf 'tank\\ntank/home\\ntmp\\ntmp/cache\\n'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&zfs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", dir.path().display());
+    let o = zrepl_with_path(
+        &[
+            "--config",
+            &push,
+            "test",
+            "filesystems",
+            "--job",
+            "push",
+            "--all",
+        ],
+        &path,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "ACCEPT\ttank\t\nACCEPT\ttank/home\t\nREJECT\ttmp\t\nACCEPT\ttmp/cache\t\n"
+    );
+
+    // Without zfs at all: a clear error.
+    let empty = tempfile::tempdir().unwrap();
+    let o = zrepl_with_path(
+        &[
+            "--config",
+            &push,
+            "test",
+            "filesystems",
+            "--job",
+            "push",
+            "--all",
+        ],
+        empty.path().to_str().unwrap(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("zfs"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not installed") || stderr(&o).contains("No such file"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn decoderesumetoken_prints_zrepl_json() {
+    // A real token (zrepl's platform test data, ZoL 0.8.1): incremental, raw.
+    let token = "1-1164f8d409-120-789c636064000310a501c49c50360710a715e5e7a69766a63040416445bb6a3cd7a2290a40363b92bafca4acd4e412060626a83a0cf9b4b4e2d412908c0e5c9e0d493ea9b224b51848f368eb61d55f920f714515bf9b3fc3c396ef0648f29c60f9bcc4dc54a07c516a414e414e62495a7e512ed0c812fde2a2648724b079dc0c087f26e7e71614a51617e76743c424a0ee81c9172596c3a41800dd2c2818";
+    let o = zrepl(&["test", "decoderesumetoken", "--token", token]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["ToName"], "zreplplatformtest/src@b");
+    assert_eq!(v["ToGUID"], 0xf784e1004f460f7au64);
+    assert_eq!(v["FromGUID"], 0x94a20a5f25877859u64);
+    assert_eq!(v["HasFromGUID"], true);
+    assert_eq!(v["RawOK"], true);
+    let o = zrepl(&["test", "decoderesumetoken", "--token", "1-abc-12-zz"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("cannot decode resume token"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A running daemon (a sink job only, so no zfs command runs), killed on drop.
+struct Daemon {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_daemon() -> Daemon {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let sock = dir.path().join("run/control");
+    let config = dir.path().join("zrepl.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  control:\n    sockpath: {}\njobs:\n- type: sink\n  name: sink\n  root_fs: pool/sink\n  serve: {{type: local, listener_name: l}}\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_zrepl"))
+        .args(["--config", config.to_str().unwrap(), "daemon"])
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(sock.exists(), "daemon did not create its control socket");
+    Daemon {
+        child,
+        _dir: dir,
+        config,
+    }
+}
+
+#[test]
+fn daemon_control_socket_status_signal_version() {
+    let d = start_daemon();
+    let cfg = d.config.to_str().unwrap();
+    let o = zrepl(&["--config", cfg, "status", "--mode", "raw"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["jobs"]["sink"]["type"], "sink");
+    assert_eq!(v["jobs"]["sink"]["state"], "serving");
+    assert!(v["global"]["zfs_commands"]["active"].is_array());
+
+    let o = zrepl(&["--config", cfg, "status", "--mode", "dump"]);
+    assert!(stdout(&o).contains("Job: sink"), "{}", stdout(&o));
+
+    let o = zrepl(&["--config", cfg, "signal", "wakeup", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("Job nope does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    let o = zrepl(&["--config", cfg, "signal", "wakeup", "sink"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot be woken up"), "{}", stderr(&o));
+    let o = zrepl(&["--config", cfg, "signal", "reset", "sink"]);
+    assert!(stderr(&o).contains("already reset"), "{}", stderr(&o));
+
+    let o = zrepl(&["--config", cfg, "version", "--show", "daemon"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("server: zrepl version="),
+        "{}",
+        stdout(&o)
+    );
+
+    // A second daemon on the same socket refuses to start.
+    let o = zrepl(&["--config", cfg, "daemon"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("another zrepl daemon is running"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn daemon_refuses_world_accessible_socket_dir_and_unsupported_jobs() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("zrepl.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  control:\n    sockpath: {}/control\njobs: []\n",
+            run.display()
+        ),
+    )
+    .unwrap();
+    let o = zrepl(&["--config", config.to_str().unwrap(), "daemon"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("must not be accessible by others"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = zrepl(&["--config", &sample("pull.yml"), "daemon"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("not supported by this build yet"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn signal_without_daemon_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("zrepl.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  control:\n    sockpath: {}/nope/control\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let o = zrepl(&[
+        "--config",
+        config.to_str().unwrap(),
+        "signal",
+        "wakeup",
+        "x",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is `zrepl daemon` running?"),
+        "{}",
+        stderr(&o)
+    );
+}
