@@ -734,6 +734,8 @@ pub async fn repl_malicious_requests_refused(t: Ctx) -> TestResult {
             Ok(_) => Err(format!("{what}: was accepted").into()),
         }
     };
+    // Feature detection probes `zfs send` without arguments; run it before counting.
+    t.zfs.features().await?;
     let sends_before = t.zfs.zfs_commands_started("send");
     // A filesystem outside the filter.
     is_refusal(
