@@ -73,8 +73,11 @@ trap 'kill $daemon 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do [ -S /var/run/zrepl/control ] && break; sleep 0.1; done
 run zrepl signal wakeup prod_to_backup
 wait_idle
-run zfs list -r -t all -o name,guid,zrepl:placeholder backup
-run zfs holds -r backup/zrepl/sink/myhost/prod
+run zfs list -r -t all -o name,guid backup
+say "Placeholders zrepl created for the missing parents (source local; children inherit the value)"
+run zfs get -r -t filesystem -o name,value,source zrepl:placeholder backup/zrepl/sink
+say "zrepl's holds: the last-received hold on the receiver"
+run zfs holds -r backup/zrepl/sink/myhost/prod@zrepl_20261124_120000_000
 
 say "New data, a new snapshot, and an incremental round"
 dd if=/dev/urandom of=/tmp/mnt/prod/home/alice/more bs=1M count=8 status=none
@@ -85,5 +88,7 @@ say "Sender: snapshots and zrepl's replication cursor bookmarks"
 run zfs list -r -t snapshot,bookmark -o name,guid prod/home
 say "Receiver: the same guids"
 run zfs list -r -t snapshot -o name,guid backup/zrepl/sink/myhost/prod/home
+say "Pruning dry run: what the keep rules would destroy now, and why the rest stays"
+run zrepl prune --dry-run --job prod_to_backup
 say "Daemon log"
 cat /tmp/zrepl-daemon.log

@@ -210,8 +210,10 @@ fn driver_config(r: &config::Replication, c: &config::ConflictResolution) -> Dri
         step_concurrency: r.concurrency.steps as usize,
         size_estimate_concurrency: r.concurrency.size_estimates as usize,
         max_attempts: env_parse("ZREPL_REPLICATION_MAX_ATTEMPTS").unwrap_or(3),
-        reconnect_timeout: env_parse::<u64>("ZREPL_REPLICATION_RECONNECT_HARD_FAIL_TIMEOUT_SECS")
-            .map(Duration::from_secs)
+        reconnect_timeout: std::env::var("ZREPL_REPLICATION_RECONNECT_HARD_FAIL_TIMEOUT")
+            .ok()
+            .and_then(|v| zrepl_config::units::GoDuration::parse(&v).ok())
+            .map(|d| d.to_std())
             .unwrap_or(Duration::from_secs(600)),
     }
 }

@@ -209,7 +209,19 @@ async fn prune_fs<S: Sender, R: Receiver>(
         .filter(|v| v.userrefs.unwrap_or(0) > 0)
         .map(|v| (v.guid, "held (zfs holds)".to_string()))
         .collect();
-    if let Some(c) = &cursor {
+    // The cursor's snapshot stays, unless the user explicitly lets it go on the sender
+    // (`not_replicated` with `keep_snapshot_at_cursor: false`): the cursor bookmark itself keeps
+    // incremental replication possible either way.
+    let cursor_may_go = sender_side
+        && rules.iter().any(|r| {
+            matches!(
+                r,
+                Rule::NotReplicated {
+                    keep_snapshot_at_cursor: false
+                }
+            )
+        });
+    if let Some(c) = cursor.as_ref().filter(|_| !cursor_may_go) {
         protected.push((c.guid, "at the replication cursor".into()));
     }
     let input: Vec<Snapshot> = snaps

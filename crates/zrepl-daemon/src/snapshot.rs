@@ -176,25 +176,35 @@ impl Snapshotter {
             }
         };
         let mut snaps = Vec::new();
+        let mut errors = Vec::new();
         for (fs, _) in &fss {
             match VersionPath::snapshot(fs, &name) {
                 Ok(v) => snaps.push(v),
-                Err(e) => {
-                    report.error = Some(format!("invalid snapshot name for {fs}: {e}"));
-                    return report;
-                }
+                Err(e) => errors.push(format!("{fs}: invalid snapshot name: {e}")),
             }
         }
-        if snaps.is_empty() {
+        if snaps.is_empty() && errors.is_empty() {
             tracing::warn!("no filesystem matches the snapshotting job's filter");
             return report;
         }
-        match self.zfs.snapshot(&snaps).await {
-            Ok(()) => {
-                report.filesystems = fss.iter().map(|(p, _)| p.to_string()).collect();
-                tracing::info!(snapshot = %name, count = snaps.len(), "created snapshots");
+        // One command per pool (one transaction group). `zfs snapshot` with several names is
+        // all-or-nothing, so if it fails, snapshot one by one: one broken filesystem (snapshot
+        // limit, vanished meanwhile) must not cost every other filesystem its snapshot.
+        if self.zfs.snapshot(&snaps).await.is_ok() {
+            report.filesystems = snaps.iter().map(|v| v.fs().to_string()).collect();
+        } else {
+            for v in &snaps {
+                match self.zfs.snapshot(std::slice::from_ref(v)).await {
+                    Ok(()) => report.filesystems.push(v.fs().to_string()),
+                    Err(e) => errors.push(format!("{}: {e}", v.fs())),
+                }
             }
-            Err(e) => report.error = Some(format!("zfs snapshot failed: {e}")),
+        }
+        if !report.filesystems.is_empty() {
+            tracing::info!(snapshot = %name, count = report.filesystems.len(), "created snapshots");
+        }
+        if !errors.is_empty() {
+            report.error = Some(format!("snapshot failed for: {}", errors.join("; ")));
         }
         report
     }

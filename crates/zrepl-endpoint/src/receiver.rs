@@ -181,19 +181,35 @@ impl LocalReceiver {
         Ok(())
     }
 
-    /// After a successful receive: hold `to`, then release older last-received holds of this job
-    /// (the new hold exists before the old one goes).
+    /// After a successful receive: hold `to` (unless the protection is `guarantee_nothing`),
+    /// then release older last-received holds of this job (the new hold exists before the old one
+    /// goes). Releasing is best-effort: a failure is logged, the received data stays valid.
     async fn post_recv(
         &self,
         lp: &DatasetPath,
         to: &FilesystemVersion,
+        hold: bool,
     ) -> Result<(), EndpointError> {
         let tag = last_received_hold_tag(&self.cfg.job);
         let snap = VersionPath::of(lp, to).map_err(|e| zfs_err("hold", e))?;
-        self.zfs
-            .hold(&tag, std::slice::from_ref(&snap))
-            .await
-            .map_err(|e| zfs_err(format!("cannot create last-received hold on {snap}"), e))?;
+        if hold {
+            self.zfs
+                .hold(&tag, std::slice::from_ref(&snap))
+                .await
+                .map_err(|e| zfs_err(format!("cannot create last-received hold on {snap}"), e))?;
+        }
+        if let Err(e) = self.release_old_holds(lp, to, &tag).await {
+            tracing::warn!(fs = %lp, error = %e, "cannot release older last-received holds");
+        }
+        Ok(())
+    }
+
+    async fn release_old_holds(
+        &self,
+        lp: &DatasetPath,
+        to: &FilesystemVersion,
+        tag: &str,
+    ) -> Result<(), EndpointError> {
         let others: Vec<VersionPath> = self
             .zfs
             .list_versions(lp, VersionTypes::Snapshots)
@@ -220,7 +236,7 @@ impl LocalReceiver {
             .map(|(v, _)| v)
             .collect();
         if !stale.is_empty() {
-            self.zfs.release(&tag, &stale).await.map_err(|e| {
+            self.zfs.release(tag, &stale).await.map_err(|e| {
                 zfs_err(format!("cannot release old last-received holds on {lp}"), e)
             })?;
         }
@@ -298,6 +314,19 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             .placeholder_state(&lp)
             .await
             .map_err(|e| zfs_err(format!("cannot inspect {lp}"), e))?;
+        // Everything that can fail comes before the placeholder flag is cleared, so a failure
+        // never leaves an empty filesystem that is no longer marked as a placeholder.
+        let resumable = self
+            .zfs
+            .resumable_recv_supported(&lp)
+            .await
+            .map_err(|e| zfs_err("feature detection", e))?;
+        if req.clear_resume_token && st.exists {
+            self.zfs
+                .recv_abort(&lp)
+                .await
+                .map_err(|e| zfs_err(format!("cannot abort partial receive of {lp}"), e))?;
+        }
         let mut force = false;
         let mut cleared_placeholder = false;
         if st.exists && st.is_placeholder {
@@ -309,17 +338,6 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             cleared_placeholder = true;
             force = true;
         }
-        if req.clear_resume_token && st.exists {
-            self.zfs
-                .recv_abort(&lp)
-                .await
-                .map_err(|e| zfs_err(format!("cannot abort partial receive of {lp}"), e))?;
-        }
-        let resumable = self
-            .zfs
-            .resumable_recv_supported(&lp)
-            .await
-            .map_err(|e| zfs_err("feature detection", e))?;
         let mut rr = RecvRequest::new(target.clone());
         rr.force_rollback = force;
         rr.save_partial = resumable;
@@ -342,6 +360,14 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                     }
                 }
             }
+            if matches!(e, ZfsError::RecvDestroyOrOverwriteEncrypted { .. }) && cleared_placeholder
+            {
+                return Err(EndpointError::zfs(format!(
+                    "zfs recv into {target} failed: {e}. OpenZFS cannot replace the placeholder {lp} with an encrypted filesystem (recv -F). \
+                     To fix: stop the daemon, `zfs destroy {lp}` if it holds no data (it is a placeholder), and restart: the next \
+                     replication receives the filesystem anew"
+                )));
+            }
             return Err(zfs_err(format!("zfs recv into {target} failed"), e));
         }
         // The stream must have produced exactly the snapshot the planner asked for.
@@ -357,10 +383,8 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             )));
         }
         let incremental = st.exists;
-        if req.replication.for_step(incremental) != Protection::GuaranteeNothing {
-            self.post_recv(&lp, &req.to).await?;
-        }
-        Ok(())
+        let hold = req.replication.for_step(incremental) != Protection::GuaranteeNothing;
+        self.post_recv(&lp, &req.to, hold).await
     }
 
     async fn destroy_snapshots(

@@ -269,7 +269,10 @@ impl LocalSender {
         if let Some(f) = &req.from {
             keep.push(f.clone());
         }
-        self.cleanup(fs, versions, &keep, false).await?;
+        if let Err(e) = self.cleanup(fs, versions, &keep, false).await {
+            // Stale abstractions of earlier attempts are only clutter: never fail a step for them.
+            tracing::warn!(fs = %fs, error = %e, "cannot clean up stale step holds or tentative cursors");
+        }
         Ok(keep)
     }
 
@@ -431,7 +434,11 @@ impl zrepl_protocol::Sender for LocalSender {
         }
         // Release the step's holds (including those on from/to) and drop tentative and older
         // cursors of this job.
-        self.cleanup(fs, &versions, &keep, true).await
+        if let Err(e) = self.cleanup(fs, &versions, &keep, true).await {
+            // The data is on the receiver and the cursor moved: the step succeeded.
+            tracing::warn!(fs = %fs, error = %e, "cannot release step holds or old cursors after the step");
+        }
+        Ok(())
     }
 
     async fn replication_cursor(

@@ -93,10 +93,18 @@ fn holds(snap: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-/// All hold tags on all snapshots below `root`.
+/// All holds (`snapshot tag`) on all snapshots of `root` and its descendants.
 fn all_holds(root: &str) -> Result<Vec<String>, String> {
-    Ok(zfs(&["holds", "-H", "-r", root])
-        .unwrap_or_default()
+    let snaps: Vec<String> = zfs(&["list", "-H", "-o", "name", "-t", "snapshot", "-r", root])?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    if snaps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args = vec!["holds", "-H"];
+    args.extend(snaps.iter().map(String::as_str));
+    Ok(zfs(&args)?
         .lines()
         .map(|l| l.split('\t').take(2).collect::<Vec<_>>().join(" "))
         .filter(|l| !l.is_empty())

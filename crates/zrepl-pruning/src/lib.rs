@@ -232,7 +232,8 @@ fn grid(buckets: &[Bucket], regex: &regex::Regex, snaps: &[Snapshot]) -> Vec<boo
             snaps[a]
                 .creation
                 .cmp(&snaps[b].creation)
-                .then_with(|| snaps[a].createtxg.cmp(&snaps[b].createtxg))
+                // Equal creation seconds: the later txg counts as older, as zrepl's stable sort has it.
+                .then_with(|| snaps[b].createtxg.cmp(&snaps[a].createtxg))
         });
         let keep = match buckets[j].keep {
             None => members.len(),

@@ -91,7 +91,8 @@ pub async fn run<S: Sender, R: Receiver>(
     report: &ReportHandle,
     cancel: &CancellationToken,
 ) {
-    let deadline = tokio::time::Instant::now() + cfg.reconnect_timeout;
+    let mut deadline = tokio::time::Instant::now() + cfg.reconnect_timeout;
+    let mut first_temporary = true;
     let mut backoff = Duration::from_secs(1);
     for attempt_no in 1..=cfg.max_attempts.max(1) {
         let outcome = tokio::select! {
@@ -109,6 +110,11 @@ pub async fn run<S: Sender, R: Receiver>(
             Err(e) => e,
         };
         let last = attempt_no == cfg.max_attempts.max(1);
+        // Like zrepl, the reconnect window starts at the (first) connectivity failure.
+        if err.err.is_temporary() && first_temporary {
+            first_temporary = false;
+            deadline = tokio::time::Instant::now() + cfg.reconnect_timeout;
+        }
         if !err.err.is_temporary() || last || tokio::time::Instant::now() >= deadline {
             finish(report, RunState::Failed);
             return;
@@ -318,9 +324,8 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
             })
             .unwrap_or_default();
 
-        let initial = steps
-            .first()
-            .is_some_and(|(s, _)| s.is_initial() && s.resume_token.is_none());
+        // A resumed full send is still an initial replication: children wait for it.
+        let initial = steps.first().is_some_and(|(s, _)| s.is_initial());
         if !initial {
             let _ = me.send(Presence::Present);
         } else if !parents.is_empty() {
