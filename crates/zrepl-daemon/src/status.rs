@@ -1,7 +1,8 @@
 //! The `/status` document (`zrepl status --mode raw`).
 //!
 //! Shape (stable; fields are only ever added):
-//! `{"jobs": {"<name>": JobStatus}, "global": {"zfs_commands": {"active": [...]}}}` where a
+//! `{"jobs": {"<name>": JobStatus}, "global": {"zfs_commands": {"active": [...], "started":
+//! {"zfs send": n, ...}}}}` where a
 //! `JobStatus` is `{name, type, state, error, replication, last_successful_replication}` and
 //! `replication` is the current or last run: `{state, started_at, finished_at, attempts: [{state,
 //! plan_error, filesystems: [{name, state, blocked_on, plan_error, step_error, current_step,
@@ -28,6 +29,8 @@ pub struct GlobalStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct ZfsCommands {
     pub active: Vec<ActiveCommand>,
+    /// Commands started since the daemon started, per `binary verb` (e.g. `zfs send`).
+    pub started: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +56,11 @@ impl DaemonStatus {
                                 .map(|d| d.as_secs_f64())
                                 .unwrap_or(0.0),
                         })
+                        .collect(),
+                    started: zfs
+                        .command_stats()
+                        .into_iter()
+                        .map(|((bin, verb), st)| (format!("{} {verb}", bin.as_str()), st.started))
                         .collect(),
                 },
             },

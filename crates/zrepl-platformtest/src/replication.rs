@@ -852,7 +852,7 @@ pub async fn daemon_push_sink_local_wakeup_and_kill(t: Ctx) -> TestResult {
             "global:\n  control:\n    sockpath: {dir}/run/control\n  logging:\n    - {{type: stdout, level: info, format: human}}\n\
              jobs:\n\
              - type: sink\n  name: {RECEIVER_JOB}\n  root_fs: {pool}/sink\n  serve: {{type: local, listener_name: l}}\n  recv: {{placeholder: {{encryption: inherit}}}}\n\
-             - type: push\n  name: {SENDER_JOB}\n  connect: {{type: local, listener_name: l, client_identity: client}}\n  filesystems: {{\"{pool}/src/a\": true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: last_n, count: 100}}], keep_receiver: [{{type: last_n, count: 100}}]}}\n",
+             - type: push\n  name: {SENDER_JOB}\n  connect: {{type: local, listener_name: l, client_identity: client}}\n  filesystems: {{\"{pool}/src/a\": true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: not_replicated}}, {{type: last_n, count: 2}}], keep_receiver: [{{type: last_n, count: 2}}]}}\n",
             pool = t.pool
         ),
     )?;
@@ -978,6 +978,29 @@ pub async fn daemon_push_sink_local_wakeup_and_kill(t: Ctx) -> TestResult {
             all_holds(&a)?.is_empty(),
             "step holds left: {:?}",
             all_holds(&a)?
+        );
+        // The push job pruned both sides after the run, per its keep rules (the last 2 each;
+        // @1 is replicated, so not_replicated does not keep it on the sender).
+        let snaps = |fs: &str| -> Result<Vec<String>, String> {
+            Ok(versions(fs)?
+                .into_iter()
+                .filter(|v| v.starts_with('@'))
+                .collect())
+        };
+        ensure!(
+            snaps(&a)? == ["@2", "@3"],
+            "sender after pruning: {:?}",
+            snaps(&a)?
+        );
+        ensure!(
+            snaps(&ra)? == ["@2", "@3"],
+            "receiver after pruning: {:?}",
+            snaps(&ra)?
+        );
+        let pruned = &st["jobs"][SENDER_JOB]["pruning"]["sender"]["filesystems"][0]["destroy"];
+        ensure!(
+            *pruned == serde_json::json!(["1"]),
+            "pruning report: {st:#}"
         );
         Ok(())
     })();

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Orchestration benchmark (runs inside the test VM; see tools/bench-orchestration.sh).
+#
+# 40 filesystems, each with one new snapshot holding 64 KiB of new data. One incremental round
+# by zrepl (push -> sink over the local transport, full safety: step holds, cursors,
+# last-received holds) against the minimal shell loop `zfs send -i @a fs@b | zfs recv` per
+# filesystem, measured in the same VM run. Prints wall times, the ratio and zfs command counts.
+set -euo pipefail
+N=${ZREPL_BENCH_FILESYSTEMS:-40}
+truncate -s 1G /tmp/bench.img
+zpool create -f -O mountpoint=/tmp/bench bench /tmp/bench.img
+zfs create bench/src
+zfs create bench/loop
+zfs create bench/sink
+for i in $(seq -w 1 "$N"); do zfs create "bench/src/fs$i"; done
+zfs snapshot -r bench/src@a
+for i in $(seq -w 1 "$N"); do
+    zfs send "bench/src/fs$i@a" | zfs recv "bench/loop/fs$i"
+done
+mkdir -p /etc/zrepl
+cat > /etc/zrepl/zrepl.yml <<YML
+jobs:
+- type: sink
+  name: sink
+  root_fs: bench/sink
+  serve: {type: local, listener_name: l}
+  recv: {placeholder: {encryption: inherit}}
+- type: push
+  name: push
+  connect: {type: local, listener_name: l, client_identity: c}
+  filesystems: {"bench/src<": true, "bench/src": false}
+  snapshotting: {type: manual}
+  replication: {concurrency: {steps: ${ZREPL_BENCH_STEPS:-4}}}
+  pruning: {keep_sender: [{type: regex, regex: ".*"}], keep_receiver: [{type: regex, regex: ".*"}]}
+YML
+zrepl daemon > /tmp/daemon.log 2>&1 &
+trap 'kill %1 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do zrepl status --mode raw >/dev/null 2>&1 && break; sleep 0.1; done
+
+status() { zrepl status --mode raw; }
+count() { status | tr ',' '\n' | grep -o '"zfs [a-z]*":[0-9]*' | awk -F: '{s+=$2} END {print s+0}'; }
+round() { # wake the push job and wait until its run is done
+    zrepl signal wakeup push
+    for _ in $(seq 1 6000); do
+        st=$(status)
+        if printf '%s' "$st" | grep -q '"push":{[^}]*"state":"idle"' && printf '%s' "$st" | grep -q '"replication":{"state":"done"'; then
+            return 0
+        fi
+        if printf '%s' "$st" | grep -q '"replication":{"state":"failed"'; then
+            zrepl status --mode dump; return 1
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+round # initial replication, not measured
+for i in $(seq -w 1 "$N"); do
+    dd if=/dev/urandom of="/tmp/bench/src/fs$i/new" bs=64k count=1 status=none
+done
+sync
+zfs snapshot -r bench/src@b
+
+t0=$(date +%s.%N)
+for i in $(seq -w 1 "$N"); do
+    zfs send -i @a "bench/src/fs$i@b" | zfs recv "bench/loop/fs$i"
+done
+t1=$(date +%s.%N)
+loop_cmds=$((N * 2))
+
+c0=$(count)
+t2=$(date +%s.%N)
+round
+t3=$(date +%s.%N)
+c1=$(count)
+zrepl_cmds=$((c1 - c0))
+
+for i in $(seq -w 1 "$N"); do
+    a=$(zfs get -Hp -o value guid "bench/src/fs$i@b")
+    b=$(zfs get -Hp -o value guid "bench/sink/c/bench/src/fs$i@b")
+    [ "$a" = "$b" ] || { echo "guid mismatch on fs$i" >&2; exit 1; }
+done
+awk -v t0="$t0" -v t1="$t1" -v t2="$t2" -v t3="$t3" -v lc="$loop_cmds" -v zc="$zrepl_cmds" -v n="$N" 'BEGIN {
+    l = t1 - t0; z = t3 - t2
+    printf "orchestration benchmark: %d filesystems, one new 64 KiB snapshot each\n", n
+    printf "  shell loop (zfs send -i | zfs recv): %.2f s, %d zfs commands\n", l, lc
+    printf "  zrepl incremental round (holds, cursors): %.2f s, %d zfs commands (%.1f per filesystem; status polling excluded)\n", z, zc, zc / n
+    printf "  ratio zrepl / loop: %.2f (target <= 1.5)\n", z / l
+}'
