@@ -26,4 +26,19 @@ if [[ ${ZREPL_SKIP_PLATFORM:-0} == 1 ]]; then
     exit 0
 fi
 step "platform tests on real OpenZFS (VM)"
-bash tools/platform-test.sh
+log=$(mktemp)
+set +e
+bash tools/platform-test.sh 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# The VM prints shutdown lines after the test runner's summary; repeat the summary last so it
+# is the closing line.
+summary=$(grep -E '^test result: ' "$log" | tail -n 1)
+rm -f "$log"
+if [[ $summary =~ ([0-9]+)\ passed\;\ ([0-9]+)\ failed ]]; then
+    printf '\nplatform: %s passed, %s failed\n' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+else
+    printf '\nplatform: no test summary (exit code %s)\n' "$rc"
+    [[ $rc -ne 0 ]] || rc=1
+fi
+exit "$rc"
