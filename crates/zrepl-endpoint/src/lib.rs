@@ -13,6 +13,7 @@
 //! The names of holds and bookmarks are zrepl 0.7's (`zrepl_zfs_types::abstraction`), so a
 //! filesystem replicated by zrepl 0.7 continues incrementally here.
 
+pub mod abstractions;
 mod error;
 mod receiver;
 mod sender;

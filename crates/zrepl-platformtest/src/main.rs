@@ -137,6 +137,7 @@ fn main() {
         prune_both_sides_dry_run_matches_and_holds_are_kept,
         daemon_push_sink_local_wakeup_and_kill,
         daemon_periodic_push_rounds_and_snap_job,
+        ops_zfs_abstraction_migrate_and_placeholder,
     ]);
     if !args.list && !std::path::Path::new("/dev/zfs").exists() {
         eprintln!(

@@ -1223,3 +1223,179 @@ pub async fn daemon_periodic_push_rounds_and_snap_job(t: Ctx) -> TestResult {
         .into()
     })
 }
+
+/// The operator commands on real ZFS: `zfs-abstraction list/release-all/release-stale`,
+/// `migrate replication-cursor:v1-v2`, `test placeholder` (the `zrepl` binary, black-box).
+pub async fn ops_zfs_abstraction_migrate_and_placeholder(t: Ctx) -> TestResult {
+    let a = create(&t, "src/a")?;
+    let b = create(&t, "src/b")?;
+    snapshot(&format!("{a}@1"))?;
+    snapshot(&format!("{b}@1"))?;
+    let s = sender(&t, &[("src<", true), ("src", false)]);
+    let r = receiver(&t, "client", PlaceholderPolicy::Inherit)?;
+    must_succeed(&replicate(&s, &r, &one_attempt()).await)?;
+    snapshot(&format!("{a}@2"))?;
+    must_succeed(&replicate(&s, &r, &one_attempt()).await)?;
+    let (g1, g2) = (guid(&format!("{a}@1"))?, guid(&format!("{a}@2"))?);
+    // Leftovers of an abandoned attempt: a step hold and an older cursor on @1.
+    zfs(&["hold", &step_hold_tag(SENDER_JOB), &format!("{a}@1")])?;
+    zfs(&[
+        "bookmark",
+        &format!("{a}@1"),
+        &format!("{a}#{}", cursor_bookmark_name(g1, SENDER_JOB)),
+    ])?;
+
+    let zrepl = |args: &[&str]| -> Result<String, String> {
+        let mut v = vec!["zrepl"];
+        v.extend_from_slice(args);
+        sh(&v)
+    };
+    let fs_filter = format!("{}<:ok", t.pool);
+    let listed = zrepl(&["zfs-abstraction", "list", "--json", "--fs", &fs_filter])?;
+    let items: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&listed)
+        .into_iter::<serde_json::Value>()
+        .collect::<Result<_, _>>()?;
+    let has = |typ: &str, path: &str, job: &str| {
+        items
+            .iter()
+            .any(|i| i["Type"] == typ && i["FullPath"] == path && i["JobID"] == job)
+    };
+    let ra = recv_path(&t, "a");
+    ensure!(
+        has(
+            "replication-cursor-bookmark-v2",
+            &format!("{a}#{}", cursor_bookmark_name(g2, SENDER_JOB)),
+            SENDER_JOB
+        ),
+        "{listed}"
+    );
+    ensure!(
+        has(
+            "replication-cursor-bookmark-v2",
+            &format!("{a}#{}", cursor_bookmark_name(g1, SENDER_JOB)),
+            SENDER_JOB
+        ),
+        "{listed}"
+    );
+    ensure!(has("step-hold", &format!("{a}@1"), SENDER_JOB), "{listed}");
+    ensure!(
+        has("last-received-hold", &format!("{ra}@2"), RECEIVER_JOB),
+        "{listed}"
+    );
+
+    // release-all --dry-run changes nothing.
+    let state = || -> Result<String, String> {
+        Ok(format!(
+            "{:?}{:?}",
+            all_holds(&path(&t, "src"))?,
+            versions(&a)?
+        ))
+    };
+    let before = state()?;
+    let dry = zrepl(&[
+        "zfs-abstraction",
+        "release-all",
+        "--dry-run",
+        "--fs",
+        &fs_filter,
+    ])?;
+    ensure!(
+        dry.lines().all(|l| l.starts_with("would destroy ")) && dry.lines().count() >= 4,
+        "{dry}"
+    );
+    ensure!(
+        state()? == before,
+        "release-all --dry-run changed something"
+    );
+
+    // release-stale: the abandoned step hold and the older cursor go; the live ones stay.
+    let out = zrepl(&["zfs-abstraction", "release-stale", "--fs", &fs_filter])?;
+    ensure!(out.lines().count() == 2, "{out}");
+    ensure!(
+        holds(&format!("{a}@1"))?.is_empty(),
+        "stale step hold not released"
+    );
+    let sv = versions(&a)?;
+    ensure!(
+        !sv.contains(&format!("#{}", cursor_bookmark_name(g1, SENDER_JOB))),
+        "{sv:?}"
+    );
+    ensure!(
+        sv.contains(&format!("#{}", cursor_bookmark_name(g2, SENDER_JOB))),
+        "live cursor destroyed: {sv:?}"
+    );
+    ensure!(
+        holds(&format!("{ra}@2"))? == [last_received_hold_tag(RECEIVER_JOB)],
+        "live hold released"
+    );
+
+    // migrate replication-cursor:v1-v2: a's v1 cursor (older than its v2 cursor) goes; b's v1
+    // cursor on a snapshot newer than b's v2 cursor stays.
+    zfs(&[
+        "bookmark",
+        &format!("{a}@1"),
+        &format!("{a}#zrepl_replication_cursor"),
+    ])?;
+    snapshot(&format!("{b}@2"))?;
+    zfs(&[
+        "bookmark",
+        &format!("{b}@2"),
+        &format!("{b}#zrepl_replication_cursor"),
+    ])?;
+    let dir = format!("/tmp/{}-ops", t.pool);
+    std::fs::create_dir_all(&dir)?;
+    let cfg = format!("{dir}/zrepl.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "jobs:\n- type: sink\n  name: {RECEIVER_JOB}\n  root_fs: {pool}/sink\n  serve: {{type: local, listener_name: l}}\n\
+             - type: push\n  name: {SENDER_JOB}\n  connect: {{type: local, listener_name: l, client_identity: client}}\n  filesystems: {{\"{pool}/src<\": true, \"{pool}/src\": false}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: last_n, count: 10}}], keep_receiver: [{{type: last_n, count: 10}}]}}\n",
+            pool = t.pool
+        ),
+    )?;
+    let dry = zrepl(&[
+        "--config",
+        &cfg,
+        "migrate",
+        "replication-cursor:v1-v2",
+        "--dry-run",
+    ])?;
+    ensure!(dry.contains("would destroy v1 cursor"), "{dry}");
+    ensure!(
+        versions(&a)?.contains(&"#zrepl_replication_cursor".to_string()),
+        "dry run destroyed"
+    );
+    let out = zrepl(&["--config", &cfg, "migrate", "replication-cursor:v1-v2"])?;
+    ensure!(
+        !versions(&a)?.contains(&"#zrepl_replication_cursor".to_string()),
+        "{out}"
+    );
+    ensure!(
+        versions(&b)?.contains(&"#zrepl_replication_cursor".to_string()),
+        "b's v1 cursor must stay: {out}"
+    );
+
+    // test placeholder.
+    let ph = format!("{}/sink/client", t.pool);
+    let out = zrepl(&["test", "placeholder", "--dataset", &ph])?;
+    ensure!(
+        out == format!("IS_PLACEHOLDER\tDATASET\tzrepl:placeholder\nyes\t{ph}\ton\n"),
+        "{out:?}"
+    );
+    let out = zrepl(&["test", "placeholder", "--dataset", &ra])?;
+    ensure!(
+        out.lines().nth(1) == Some(&format!("no\t{ra}\t")[..]),
+        "{out:?}"
+    );
+    ensure!(
+        zrepl(&[
+            "test",
+            "placeholder",
+            "--dataset",
+            &format!("{}/nope", t.pool)
+        ])
+        .is_err(),
+        "missing dataset"
+    );
+    Ok(())
+}

@@ -197,3 +197,83 @@ mod tests {
         }
     }
 }
+
+/// The facts about one abstraction that staleness depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbstractionKey<'a> {
+    pub typ: AbstractionType,
+    pub fs: &'a str,
+    pub job: Option<&'a str>,
+    pub createtxg: u64,
+}
+
+/// Which abstractions are stale (zrepl's `ListStale`, spec §3.5), by index into `items`.
+///
+/// Grouped by filesystem and job:
+/// * step holds are stale if their createtxg is at or before the newest replication cursor's;
+///   without a cursor, all but the newest step hold are stale (an interrupted initial replication
+///   keeps the newest);
+/// * replication cursors (v2) and last-received holds: all but the newest are stale;
+/// * v1 cursors and tentative cursors are never reported stale here (v1 is migrated with
+///   `zrepl migrate`, tentative cursors are cleaned up by the next step).
+pub fn stale(items: &[AbstractionKey<'_>]) -> Vec<usize> {
+    use std::collections::HashMap;
+    let mut newest: HashMap<(AbstractionType, &str, &str), u64> = HashMap::new();
+    for it in items {
+        if let Some(job) = it.job {
+            let e = newest.entry((it.typ, it.fs, job)).or_insert(0);
+            *e = (*e).max(it.createtxg);
+        }
+    }
+    let mut out = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let Some(job) = it.job else { continue };
+        let newest_of = |t| newest.get(&(t, it.fs, job)).copied();
+        let is_stale = match it.typ {
+            AbstractionType::StepHold => match newest_of(AbstractionType::ReplicationCursorV2) {
+                Some(cursor) => it.createtxg <= cursor,
+                None => newest_of(AbstractionType::StepHold).is_some_and(|n| it.createtxg < n),
+            },
+            AbstractionType::ReplicationCursorV2 | AbstractionType::LastReceivedHold => {
+                newest_of(it.typ).is_some_and(|n| it.createtxg < n)
+            }
+            AbstractionType::ReplicationCursorV1
+            | AbstractionType::TentativeReplicationCursorV2 => false,
+        };
+        if is_stale {
+            out.push(i);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod stale_tests {
+    use super::*;
+
+    #[test]
+    fn staleness_rules() {
+        use AbstractionType::*;
+        let k = |typ, fs, job: Option<&'static str>, createtxg| AbstractionKey {
+            typ,
+            fs,
+            job,
+            createtxg,
+        };
+        let items = [
+            k(StepHold, "p/a", Some("j"), 5),            // 0: <= cursor 7: stale
+            k(StepHold, "p/a", Some("j"), 9),            // 1: after cursor: live (step in flight)
+            k(ReplicationCursorV2, "p/a", Some("j"), 3), // 2: older cursor: stale
+            k(ReplicationCursorV2, "p/a", Some("j"), 7), // 3: newest: live
+            k(StepHold, "p/b", Some("j"), 2),            // 4: no cursor, not newest: stale
+            k(StepHold, "p/b", Some("j"), 4),            // 5: no cursor, newest: live
+            k(LastReceivedHold, "p/c", Some("s"), 1),    // 6: stale
+            k(LastReceivedHold, "p/c", Some("s"), 2),    // 7: live
+            k(LastReceivedHold, "p/c", Some("other"), 1), // 8: other job: live
+            k(TentativeReplicationCursorV2, "p/a", Some("j"), 1), // 9: live
+            k(ReplicationCursorV1, "p/a", None, 1),      // 10: live
+            k(StepHold, "p/a", Some("k"), 5),            // 11: other job, no cursor of k: live
+        ];
+        assert_eq!(stale(&items), vec![0, 2, 4, 6]);
+    }
+}

@@ -35,6 +35,122 @@ pub enum Command {
     Status(StatusArgs),
     /// Show what pruning of a job would destroy now, and which rule keeps the rest.
     Prune(PruneArgs),
+    /// List and release the holds and bookmarks zrepl manages.
+    #[command(name = "zfs-abstraction")]
+    ZfsAbstraction(AbstractionArgs),
+    /// One-time migrations of on-disk state from older zrepl versions.
+    Migrate(MigrateArgs),
+    /// Write a shell completion script.
+    Gencompletion(GencompletionArgs),
+    /// Write the man page (zrepl.1).
+    Genman(GenmanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AbstractionArgs {
+    #[command(subcommand)]
+    pub command: AbstractionCommand,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AbstractionFilter {
+    /// A dataset name, or comma-separated `<pattern>:<ok|!>` pairs (filter syntax, `<` suffix allowed).
+    #[arg(long = "fs")]
+    pub fs: Option<String>,
+    /// Only abstractions of this job.
+    #[arg(long = "job")]
+    pub job: Option<String>,
+    /// Comma-separated types: last-received-hold, replication-cursor-bookmark-v1,
+    /// replication-cursor-bookmark-v2, step-hold, tentative-replication-cursor-bookmark-v2.
+    #[arg(long = "type", value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// How many pools to list concurrently.
+    #[arg(short = 'p', long = "concurrency", default_value_t = 1)]
+    pub concurrency: usize,
+    /// One JSON object per abstraction.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AbstractionCommand {
+    /// List abstractions.
+    List(AbstractionFilter),
+    /// Release every matching abstraction (DANGEROUS: breaks incremental replication).
+    ReleaseAll {
+        #[command(flatten)]
+        filter: AbstractionFilter,
+        /// Only print what would be released.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Release only stale abstractions (left behind by earlier, abandoned steps).
+    ReleaseStale {
+        #[command(flatten)]
+        filter: AbstractionFilter,
+        /// Only print what would be released.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Create an abstraction by hand (debugging).
+    Create {
+        #[command(subcommand)]
+        what: CreateCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreateCommand {
+    /// A step hold of job JOBID on snapshot TARGET.
+    Step {
+        #[arg(short = 't', long = "target")]
+        target: String,
+        #[arg(short = 'j', long = "jobid")]
+        jobid: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(subcommand)]
+    pub command: MigrateCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Rewrite legacy hash-valued zrepl:placeholder properties (zrepl 0.0.x) to `on`.
+    #[command(name = "0.0.X:0.1:placeholder")]
+    Placeholder {
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Destroy v1 replication cursors (#zrepl_replication_cursor) that have a newer v2 cursor.
+    #[command(name = "replication-cursor:v1-v2")]
+    ReplicationCursor {
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct GencompletionArgs {
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+    /// Where to write the script.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct GenmanArgs {
+    /// Where to write the man page.
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +253,19 @@ pub enum TestCommand {
     Filesystems(TestFilesystemsArgs),
     /// Decode a `receive_resume_token` and print its fields as JSON.
     Decoderesumetoken(DecodeTokenArgs),
+    /// Show whether datasets are zrepl placeholders.
+    Placeholder(PlaceholderArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["all", "dataset"])))]
+pub struct PlaceholderArgs {
+    /// Every filesystem and volume on this system.
+    #[arg(long)]
+    pub all: bool,
+    /// One dataset.
+    #[arg(long)]
+    pub dataset: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 //! Library crates return typed errors; this is the only place that uses `anyhow`, prints errors
 //! (`{:#}` shows the whole chain) and turns them into exit codes.
 
+mod abstraction_cmd;
 mod cli;
 mod configcheck;
 mod control_client;
@@ -35,5 +36,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Signal(args) => daemon_cmd::signal(cli.config.as_deref(), args),
         cli::Command::Status(args) => daemon_cmd::status(cli.config.as_deref(), args),
         cli::Command::Prune(args) => daemon_cmd::prune(cli.config.as_deref(), args),
+        cli::Command::ZfsAbstraction(args) => abstraction_cmd::run(args),
+        cli::Command::Migrate(args) => abstraction_cmd::migrate(cli.config.as_deref(), args),
+        cli::Command::Gencompletion(args) => abstraction_cmd::gencompletion(args),
+        cli::Command::Genman(args) => abstraction_cmd::genman(args),
     }
 }

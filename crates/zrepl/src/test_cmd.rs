@@ -12,6 +12,7 @@ pub fn run(config: Option<&Path>, args: TestArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         TestCommand::Filesystems(a) => filesystems(config, a),
         TestCommand::Decoderesumetoken(a) => decode_token(a),
+        TestCommand::Placeholder(a) => crate::abstraction_cmd::placeholder(a),
     }
 }
 

@@ -580,3 +580,205 @@ fn signal_without_daemon_is_a_clear_error() {
         stderr(&o)
     );
 }
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/schemas")
+        .join(name);
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    jsonschema::validator_for(&v).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn assert_valid(validator: &jsonschema::Validator, v: &serde_json::Value) {
+    let errors: Vec<String> = validator.iter_errors(v).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}\n{v:#}");
+}
+
+/// Splits a stream of pretty-printed JSON objects (zrepl's `--json` format) into values.
+fn json_stream(s: &str) -> Vec<serde_json::Value> {
+    serde_json::Deserializer::from_str(s)
+        .into_iter::<serde_json::Value>()
+        .map(|v| v.expect("valid JSON object"))
+        .collect()
+}
+
+/// A mock `zfs` answering the listing commands of `zfs-abstraction list` with a fixed state:
+/// pool/a with a cursor, a tentative cursor, a stale older cursor, a step hold and a v1 cursor.
+fn mock_zfs_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let g1 = 0x1111u64;
+    let g2 = 0x2222u64;
+    let script = format!(
+        r#"#!/bin/sh
+case "$*" in
+  "list -H -p -o name -r -t filesystem,volume") printf 'pool\npool/a\n' ;;
+  *"-t filesystem,volume,snapshot,bookmark"*)
+    printf 'pool\t-\t1\t100\t-\n'
+    printf 'pool/a\t-\t1\t100\t-\n'
+    printf 'pool/a@s1\t{g1}\t10\t1000\t1\n'
+    printf 'pool/a#zrepl_CURSOR_G_{g1:016x}_J_push\t{g1}\t10\t1000\t-\n'
+    printf 'pool/a#zrepl_replication_cursor\t{g1}\t10\t1000\t-\n'
+    printf 'pool/a@s2\t{g2}\t20\t2000\t0\n'
+    printf 'pool/a#zrepl_CURSOR_G_{g2:016x}_J_push\t{g2}\t20\t2000\t-\n'
+    printf 'pool/a#zrepl_CURSORTENTATIVE__G_{g2:016x}_J_push\t{g2}\t20\t2000\t-\n'
+    printf 'pool/a#zrepl_CURSOR_G_0000000000000bad_J_push\t{g2}\t20\t2000\t-\n'
+    ;;
+  "holds -H pool/a@s1") printf 'pool/a@s1\tzrepl_STEP_J_push\tTue Nov 24 12:00 2026\n' ;;
+  *) echo "mock zfs: unexpected: $*" >&2; exit 1 ;;
+esac
+"#
+    );
+    let p = dir.path().join("zfs");
+    std::fs::write(&p, script).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[test]
+fn zfs_abstraction_list_json_matches_schema_and_staleness() {
+    let dir = mock_zfs_dir();
+    let path = format!("{}:/usr/bin:/bin", dir.path().display());
+    let o = zrepl_with_path(&["zfs-abstraction", "list", "--json"], &path);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let items = json_stream(&stdout(&o));
+    let v = schema("zfs-abstraction.schema.json");
+    for it in &items {
+        assert_valid(&v, it);
+    }
+    let types: Vec<&str> = items.iter().map(|i| i["Type"].as_str().unwrap()).collect();
+    // The bookmark whose name lies about its guid is not listed.
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| **t == "replication-cursor-bookmark-v2")
+            .count(),
+        2,
+        "{types:?}"
+    );
+    assert!(
+        types.contains(&"step-hold") && types.contains(&"replication-cursor-bookmark-v1"),
+        "{types:?}"
+    );
+    assert!(
+        types.contains(&"tentative-replication-cursor-bookmark-v2"),
+        "{types:?}"
+    );
+
+    let o = zrepl_with_path(&["zfs-abstraction", "list", "--type", "step-hold"], &path);
+    assert_eq!(stdout(&o), "step-hold \"zrepl_STEP_J_push\" on pool/a@s1\n");
+
+    // Stale: the older cursor and the step hold at/before the newest cursor.
+    let o = zrepl_with_path(&["zfs-abstraction", "release-stale", "--dry-run"], &path);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "would destroy replication-cursor-bookmark-v2 pool/a#zrepl_CURSOR_G_0000000000001111_J_push\n\
+         would destroy step-hold \"zrepl_STEP_J_push\" on pool/a@s1\n"
+    );
+    let o = zrepl_with_path(
+        &[
+            "zfs-abstraction",
+            "release-stale",
+            "--type",
+            "step-hold",
+            "--dry-run",
+        ],
+        &path,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("needs both step-hold and replication-cursor-bookmark-v2"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn zfs_abstraction_argument_errors() {
+    let o = zrepl(&["zfs-abstraction", "list", "--type", "nonsense"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("unknown abstraction type \"nonsense\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = zrepl(&["zfs-abstraction", "list", "--fs", "a@b"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("invalid --fs dataset"),
+        "{}",
+        stderr(&o)
+    );
+    let o = zrepl(&["zfs-abstraction", "list", "--fs", "tank<:maybe"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = zrepl(&[
+        "zfs-abstraction",
+        "create",
+        "step",
+        "-t",
+        "pool/a",
+        "-j",
+        "job",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("invalid --target"), "{}", stderr(&o));
+    let empty = tempfile::tempdir().unwrap();
+    let o = zrepl_with_path(&["zfs-abstraction", "list"], empty.path().to_str().unwrap());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("ZFS is not installed or not in PATH"),
+        "{}",
+        stderr(&o)
+    );
+    let o = zrepl_with_path(
+        &["test", "placeholder", "--all"],
+        empty.path().to_str().unwrap(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("ZFS is not installed"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn decoderesumetoken_json_matches_schema() {
+    let token = "1-e3f40c323-f8-789c636064000310a500c4ec50360710e72765a52697303030419460caa7a515a796806474e0f26c48f2499525a9c540da454f0fabfe92fcf4d2cc140686c88a76d578ae45530c90e439c1f27989b9a90c0c5545a905390539892569f945b940234bf48b8b921d12c1e6713320dc9f9c9f5b50945a5c9c9f0d119380ba07265f94580e936200004ff12141";
+    let o = zrepl(&["test", "decoderesumetoken", "--token", token]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_valid(&schema("decoderesumetoken.schema.json"), &v);
+}
+
+#[test]
+fn completions_and_man_page() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, needle) in [
+        ("bash", "_zrepl()"),
+        ("zsh", "#compdef zrepl"),
+        ("fish", "complete -c zrepl"),
+    ] {
+        let p = dir.path().join(format!("zrepl.{shell}"));
+        let o = zrepl(&["gencompletion", shell, p.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert!(s.contains(needle), "{shell}: {}", &s[..s.len().min(200)]);
+        assert!(
+            s.contains("configcheck") && s.contains("zfs-abstraction"),
+            "{shell}"
+        );
+    }
+    let p = dir.path().join("zrepl.1");
+    let o = zrepl(&["genman", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let man = std::fs::read_to_string(&p).unwrap();
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH zrepl"),
+        "{}",
+        &man[..man.len().min(200)]
+    );
+    let o = zrepl(&["gencompletion", "bash", "/nonexistent/dir/x"]);
+    assert_eq!(o.status.code(), Some(1));
+}
