@@ -307,13 +307,15 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         let lp = self.local_path(&req.filesystem)?;
         let target =
             VersionPath::snapshot(&lp, &req.to.name).map_err(|e| zfs_err("invalid 'to'", e))?;
-        self.ensure_parents(&lp).await?;
-
         let st = self
             .zfs
             .placeholder_state(&lp)
             .await
             .map_err(|e| zfs_err(format!("cannot inspect {lp}"), e))?;
+        // An existing filesystem has its parents; only a new one may need placeholders.
+        if !st.exists {
+            self.ensure_parents(&lp).await?;
+        }
         // Everything that can fail comes before the placeholder flag is cleared, so a failure
         // never leaves an empty filesystem that is no longer marked as a placeholder.
         let resumable = self

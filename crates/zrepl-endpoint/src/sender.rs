@@ -149,7 +149,18 @@ impl LocalSender {
                 "raw sends which are required for encrypted zfs send are not supported by this ZFS",
             ));
         }
-        let fs_encrypted = if features.encryption {
+        let token = match &req.resume_token {
+            Some(t) => Some(
+                resume_token::decode(t)
+                    .map_err(|e| EndpointError::invalid(format!("invalid resume token: {e}")))?,
+            ),
+            None => None,
+        };
+        // The filesystem's encryption only matters for these policies (and for raw resume
+        // tokens); skip the `zfs get` otherwise.
+        let needs_encryption =
+            self.cfg.encrypted || self.cfg.raw || token.as_ref().is_some_and(|t| t.rawok);
+        let fs_encrypted = if features.encryption && needs_encryption {
             self.zfs
                 .is_encrypted(fs)
                 .await
@@ -169,9 +180,7 @@ impl LocalSender {
                 fs.to_string()
             )));
         }
-        if let Some(token) = &req.resume_token {
-            let t = resume_token::decode(token)
-                .map_err(|e| EndpointError::invalid(format!("invalid resume token: {e}")))?;
+        if let Some(t) = &token {
             if t.to_filesystem() != Some(fs.to_string().as_str()) {
                 return Err(EndpointError::invalid(format!(
                     "resume token is for {:?}, not for the requested filesystem {:?}",
@@ -432,8 +441,25 @@ impl zrepl_protocol::Sender for LocalSender {
                 .map_err(|e| zfs_err(format!("cannot move replication cursor of {fs}"), e))?;
             keep.push(cursor);
         }
-        // Release the step's holds (including those on from/to) and drop tentative and older
-        // cursors of this job.
+        // Release the step's holds. Under guarantee_resumability we put them on `to` and a
+        // snapshot `from` ourselves: release them directly (idempotent) instead of asking
+        // `zfs holds` first; other held snapshots are still inspected by the cleanup below.
+        if level == Protection::GuaranteeResumability {
+            let mut snaps = vec![VersionPath::of(fs, &req.to).map_err(|e| zfs_err("release", e))?];
+            if let Some(f) = req.from.as_ref().filter(|f| f.typ == VersionType::Snapshot) {
+                snaps.push(VersionPath::of(fs, f).map_err(|e| zfs_err("release", e))?);
+                keep.push(f.clone());
+            }
+            keep.push(req.to.clone());
+            if let Err(e) = self
+                .zfs
+                .release(&step_hold_tag(&self.cfg.job), &snaps)
+                .await
+            {
+                tracing::warn!(fs = %fs, error = %e, "cannot release step holds after the step");
+            }
+        }
+        // Drop stale step holds elsewhere, tentative cursors and older cursors of this job.
         if let Err(e) = self.cleanup(fs, &versions, &keep, true).await {
             // The data is on the receiver and the cursor moved: the step succeeded.
             tracing::warn!(fs = %fs, error = %e, "cannot release step holds or old cursors after the step");

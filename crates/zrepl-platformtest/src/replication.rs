@@ -1375,6 +1375,38 @@ pub async fn ops_zfs_abstraction_migrate_and_placeholder(t: Ctx) -> TestResult {
         "b's v1 cursor must stay: {out}"
     );
 
+    // migrate 0.0.X:0.1:placeholder: a zrepl 0.0.x placeholder (hash value) becomes `on`.
+    let legacy = format!("{}/sink/legacy", t.pool);
+    let hash = zrepl_zfs::legacy_placeholder_value(&dp(&legacy));
+    zfs(&[
+        "create",
+        "-o",
+        &format!("zrepl:placeholder={hash}"),
+        &legacy,
+    ])?;
+    let get = || {
+        zfs(&["get", "-H", "-o", "value", "zrepl:placeholder", &legacy])
+            .map(|v| v.trim().to_string())
+    };
+    let dry = zrepl(&[
+        "--config",
+        &cfg,
+        "migrate",
+        "0.0.X:0.1:placeholder",
+        "--dry-run",
+    ])?;
+    ensure!(
+        dry.contains(&format!("would migrate {legacy}")) && get()? == hash,
+        "{dry}"
+    );
+    let out = zrepl(&["--config", &cfg, "migrate", "0.0.X:0.1:placeholder"])?;
+    ensure!(get()? == "on", "{out}");
+    let again = zrepl(&["--config", &cfg, "migrate", "0.0.X:0.1:placeholder"])?;
+    ensure!(
+        !again.contains("migrated"),
+        "second migration must be a no-op: {again}"
+    );
+
     // test placeholder.
     let ph = format!("{}/sink/client", t.pool);
     let out = zrepl(&["test", "placeholder", "--dataset", &ph])?;

@@ -365,7 +365,9 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
             let _slot = self.queue.acquire(step.target_date()).await;
             set_fs(self.report, idx, |f| f.blocked_on = BlockedOn::Nothing);
             let counter = counters.get(i).cloned().unwrap_or_default();
-            if let Err(e) = self.step(&fs.path, step, counter).await {
+            // Only a receiver that listed a resume token has partial state to abort.
+            let partial_state = i == 0 && rcv.is_some_and(|r| r.resume_token.is_some());
+            if let Err(e) = self.step(&fs.path, step, counter, partial_state).await {
                 let msg = format!("step {step}: {e}");
                 set_fs(self.report, idx, |f| {
                     f.state = FsState::StepError;
@@ -437,6 +439,7 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
         fs: &DatasetPath,
         step: &Step,
         counter: Counter,
+        partial_state: bool,
     ) -> Result<(), EndpointError> {
         let req = self.request(fs, step);
         let (res, stream) = self.sender.send(req.clone()).await?;
@@ -449,7 +452,7 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
                 ReceiveRequest {
                     filesystem: fs.clone(),
                     to: step.to.clone(),
-                    clear_resume_token: !res.used_resume_token,
+                    clear_resume_token: partial_state && !res.used_resume_token,
                     replication: self.cfg.replication,
                 },
                 counted,
