@@ -256,8 +256,27 @@ fn snapshotter(
             crate::snapshot::Schedule::Cron(cron.clone()),
         ),
     };
-    if !hooks.is_empty() {
-        return Err(unsupported(job, "snapshotting hooks"));
+    let mut command_hooks = Vec::new();
+    for h in hooks {
+        match h {
+            config::Hook::Command {
+                path,
+                timeout,
+                err_is_fatal,
+                filesystems,
+            } => command_hooks.push(crate::snapshot::CommandHook {
+                path: path.clone(),
+                timeout: timeout.to_std(),
+                err_is_fatal: *err_is_fatal,
+                filter: filesystems.clone(),
+            }),
+            config::Hook::PostgresCheckpoint { .. } => {
+                return Err(unsupported(job, "the postgres-checkpoint hook"))
+            }
+            config::Hook::MysqlLockTables { .. } => {
+                return Err(unsupported(job, "the mysql-lock-tables hook"))
+            }
+        }
     }
     Ok(Some(Snapshotter {
         zfs: zfs.clone(),
@@ -266,6 +285,7 @@ fn snapshotter(
         format: format.clone(),
         location: *location,
         schedule,
+        hooks: command_hooks,
     }))
 }
 

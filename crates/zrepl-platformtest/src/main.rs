@@ -138,6 +138,7 @@ fn main() {
         daemon_push_sink_local_wakeup_and_kill,
         daemon_periodic_push_rounds_and_snap_job,
         ops_zfs_abstraction_migrate_and_placeholder,
+        daemon_snapshot_hooks,
     ]);
     if !args.list && !std::path::Path::new("/dev/zfs").exists() {
         eprintln!(

@@ -1431,3 +1431,119 @@ pub async fn ops_zfs_abstraction_migrate_and_placeholder(t: Ctx) -> TestResult {
     );
     Ok(())
 }
+
+/// Snapshotting hooks: pre/post command hooks with zrepl's environment; a failing fatal pre hook
+/// (and a timed-out one) prevents that filesystem's snapshot, visible in the status; others are
+/// snapshotted.
+pub async fn daemon_snapshot_hooks(t: Ctx) -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    for n in ["h1", "h2", "h3", "h4"] {
+        create(&t, &format!("src/{n}"))?;
+    }
+    let dir = format!("/tmp/{}-hooks", t.pool);
+    std::fs::create_dir_all(&dir)?;
+    let log_file = format!("{dir}/hook.log");
+    let script = |name: &str, body: &str| -> Result<String, std::io::Error> {
+        let p = format!("{dir}/{name}");
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n"))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+        Ok(p)
+    };
+    let logger = script(
+        "logger.sh",
+        &format!("echo \"$ZREPL_HOOKTYPE $ZREPL_FS $ZREPL_SNAPNAME dry=$ZREPL_DRYRUN timeout=$ZREPL_TIMEOUT\" >> {log_file}; echo logged"),
+    )?;
+    let failing = script("fail.sh", "echo failing >&2; exit 3")?;
+    let slow = script("slow.sh", "sleep 30")?;
+    let cfg = format!("{dir}/zrepl.yml");
+    let pool = &t.pool;
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  control:\n    sockpath: {dir}/run/control\n  logging:\n    - {{type: stdout, level: info, format: human}}\n\
+             jobs:\n- type: snap\n  name: snaphooks\n  filesystems: {{\"{pool}/src<\": true, \"{pool}/src\": false}}\n\
+             \x20 snapshotting:\n    type: periodic\n    prefix: zrepl_\n    interval: 1h\n    hooks:\n\
+             \x20   - {{type: command, path: {logger}, timeout: 10s, filesystems: {{\"{pool}/src/h1\": true}}}}\n\
+             \x20   - {{type: command, path: {failing}, err_is_fatal: true, filesystems: {{\"{pool}/src/h2\": true}}}}\n\
+             \x20   - {{type: command, path: {slow}, timeout: 1s, err_is_fatal: true, filesystems: {{\"{pool}/src/h4\": true}}}}\n\
+             \x20 pruning: {{keep: [{{type: last_n, count: 10}}]}}\n"
+        ),
+    )?;
+    let out_log = format!("{dir}/daemon.log");
+    let log = std::fs::File::create(&out_log)?;
+    let mut d = Command::new("zrepl")
+        .args(["--config", &cfg, "daemon"])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start zrepl daemon: {e}"))?;
+    let res: TestResult = (|| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let st = loop {
+            let st: serde_json::Value = serde_json::from_str(
+                &sh(&["zrepl", "--config", &cfg, "status", "--mode", "raw"])
+                    .unwrap_or_else(|_| "{}".into()),
+            )
+            .unwrap_or_default();
+            if st["jobs"]["snaphooks"]["snapshotting"]["last_round"].is_object() {
+                break st;
+            }
+            ensure!(Instant::now() < deadline, "no snapshot round: {st:#}");
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        let round = &st["jobs"]["snaphooks"]["snapshotting"]["last_round"];
+        let name = round["snapshot_name"]
+            .as_str()
+            .ok_or("no snapshot name")?
+            .to_string();
+        let snapped: Vec<&str> = round["filesystems"]
+            .as_array()
+            .ok_or("no list")?
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let (h1, h2, h3, h4) = (
+            path(&t, "src/h1"),
+            path(&t, "src/h2"),
+            path(&t, "src/h3"),
+            path(&t, "src/h4"),
+        );
+        ensure!(
+            snapped.contains(&h1.as_str()) && snapped.contains(&h3.as_str()),
+            "{round:#}"
+        );
+        ensure!(
+            !snapped.contains(&h2.as_str()) && !snapped.contains(&h4.as_str()),
+            "{round:#}"
+        );
+        ensure!(
+            exists(&format!("{h1}@{name}")) && exists(&format!("{h3}@{name}")),
+            "snapshots missing"
+        );
+        ensure!(
+            !exists(&format!("{h2}@{name}")) && !exists(&format!("{h4}@{name}")),
+            "fatal hooks must prevent snapshots"
+        );
+        let err = round["error"].as_str().unwrap_or("");
+        ensure!(
+            err.contains(&h2) && err.contains("timed out"),
+            "errors must be visible in status: {err}"
+        );
+        let hook_log = std::fs::read_to_string(&log_file)?;
+        ensure!(
+            hook_log == format!("pre_snapshot {h1} {name} dry= timeout=10\npost_snapshot {h1} {name} dry= timeout=10\n"),
+            "{hook_log:?}"
+        );
+        Ok(())
+    })();
+    let _ = d.kill();
+    let _ = d.wait();
+    res.map_err(|e| {
+        format!(
+            "{e}\ndaemon log:\n{}",
+            std::fs::read_to_string(&out_log).unwrap_or_default()
+        )
+        .into()
+    })
+}
