@@ -72,6 +72,85 @@ fn render_job(out: &mut String, name: &str, job: &Value) {
     {
         let _ = writeln!(out, "Last successful replication: {t}");
     }
+    render_replication(out, job);
+    if let Some(p) = job.get("pruning").filter(|p| !p.is_null()) {
+        render_prune_side(out, "Pruning Sender", &p["sender"]);
+        render_prune_side(out, "Pruning Receiver", &p["receiver"]);
+    }
+    if let Some(p) = job.get("pruning_local").filter(|p| !p.is_null()) {
+        render_prune_side(out, "Pruning snapshots", p);
+    }
+    if let Some(sn) = job.get("snapshotting").filter(|p| !p.is_null()) {
+        let _ = writeln!(out, "Snapshotting:");
+        let _ = writeln!(out, "   Status: {}", s(sn, "state"));
+        if let Some(t) = sn.get("next_round_at").and_then(Value::as_str) {
+            let _ = writeln!(out, "   Next round: {t}");
+        }
+        if let Some(e) = sn.get("error").and_then(Value::as_str) {
+            let _ = writeln!(out, "   Error: {e}");
+        }
+        if let Some(r) = sn.get("last_round").filter(|r| !r.is_null()) {
+            let n = r
+                .get("filesystems")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let _ = writeln!(
+                out,
+                "   Last round: {} snap name: {:?} ({n} filesystems)",
+                s(r, "started_at"),
+                s(r, "snapshot_name")
+            );
+        }
+    }
+}
+
+fn render_prune_side(out: &mut String, title: &str, side: &Value) {
+    let _ = writeln!(out, "{title}:");
+    if let Some(e) = side.get("error").and_then(Value::as_str) {
+        let _ = writeln!(out, "   Error: {e}");
+    }
+    for f in side
+        .get("filesystems")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let fs = s(f, "filesystem");
+        if let Some(why) = f.get("skipped").and_then(Value::as_str) {
+            let _ = writeln!(out, "   {fs} skipped: {why}");
+            continue;
+        }
+        let destroyed = f
+            .get("destroy")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let kept = f.get("keep").and_then(Value::as_array).map_or(0, Vec::len);
+        let errors = f
+            .get("errors")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "   {fs} Completed (destroyed {destroyed}, kept {kept})"
+        );
+        for e in errors {
+            let _ = writeln!(
+                out,
+                "      ERROR: {}",
+                e.as_array()
+                    .map(|a| a
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(": "))
+                    .unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn render_replication(out: &mut String, job: &Value) {
     let Some(rep) = job.get("replication").filter(|r| !r.is_null()) else {
         return;
     };
@@ -174,5 +253,23 @@ mod tests {
         );
         assert!(t.contains("Progress: [==============="), "{t}");
         assert_eq!(render(&v, Some("other")), "");
+    }
+
+    #[test]
+    fn renders_pruning_and_snapshotting() {
+        let v = serde_json::json!({"jobs": {"snap": {"type": "snap", "state": "idle",
+            "pruning_local": {"error": null, "filesystems": [
+                {"filesystem": "pool/a", "skipped": null, "destroy": ["x", "y"], "keep": [["z", ["kept by rule #1"]]],
+                 "errors": [["y", "dataset is busy"]]},
+                {"filesystem": "pool/p", "skipped": "filesystem is placeholder", "destroy": [], "keep": [], "errors": []}]},
+            "snapshotting": {"state": "waiting", "next_round_at": "2026-01-01T00:00:00Z", "error": null,
+                "last_round": {"started_at": "2025-12-31T23:00:00Z", "snapshot_name": "zrepl_1", "filesystems": ["pool/a"]}}}}});
+        let t = render(&v, None);
+        assert!(t.contains("Pruning snapshots:\n   pool/a Completed (destroyed 2, kept 1)\n      ERROR: y: dataset is busy\n   pool/p skipped: filesystem is placeholder"), "{t}");
+        assert!(
+            t.contains("Snapshotting:\n   Status: waiting\n   Next round: 2026-01-01T00:00:00Z"),
+            "{t}"
+        );
+        assert!(t.contains("snap name: \"zrepl_1\" (1 filesystems)"), "{t}");
     }
 }
