@@ -121,11 +121,10 @@ fn snapshot(name: &str) -> Result<(), String> {
     zfs(&["snapshot", name]).map(|_| ())
 }
 
-fn write(t: &Ctx, fs: &str, file: &str, mib: usize) -> Result<(), String> {
+fn write(fs: &str, file: &str, mib: usize) -> Result<(), String> {
     let mp = zfs(&["get", "-H", "-o", "value", "mountpoint", fs])?
         .trim()
         .to_string();
-    let _ = t;
     sh(&[
         "dd",
         "if=/dev/urandom",
@@ -194,6 +193,31 @@ fn fs_report<'a>(
         .ok_or_else(|| format!("{fs} not in report: {r:#?}"))
 }
 
+/// Starts `zrepl daemon` with `cfg`, output to `log_path`, and waits until its control socket
+/// answers.
+fn spawn_daemon(cfg: &str, log_path: &str) -> Result<std::process::Child, String> {
+    let log = std::fs::File::create(log_path).map_err(|e| e.to_string())?;
+    let mut child = Command::new("zrepl")
+        .args(["--config", cfg, "daemon"])
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start zrepl daemon (is zrepl in PATH?): {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sh(&["zrepl", "--config", cfg, "status", "--mode", "raw"]).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(format!(
+                "daemon did not answer on its control socket:\n{}",
+                std::fs::read_to_string(log_path).unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(child)
+}
+
 /// A sender whose streams end after `cut` bytes: the receiver sees a truncated stream, exactly
 /// like a connection cut mid-transfer.
 struct CuttingSender {
@@ -238,7 +262,7 @@ impl Sender for CuttingSender {
 
 pub async fn repl_initial_then_incremental_chain(t: Ctx) -> TestResult {
     let a = create(&t, "src/a")?;
-    write(&t, &a, "f1", 2)?;
+    write(&a, "f1", 2)?;
     snapshot(&format!("{a}@1"))?;
     let s = sender(&t, &[("src/a", true)]);
     let r = receiver(&t, "client", PlaceholderPolicy::Inherit)?;
@@ -249,7 +273,7 @@ pub async fn repl_initial_then_incremental_chain(t: Ctx) -> TestResult {
         "guid of @1"
     );
     for n in 2..=4 {
-        write(&t, &a, &format!("f{n}"), 1)?;
+        write(&a, &format!("f{n}"), 1)?;
         snapshot(&format!("{a}@{n}"))?;
     }
     let rep = replicate(&s, &r, &one_attempt()).await;
@@ -315,12 +339,12 @@ pub async fn repl_initial_then_incremental_chain(t: Ctx) -> TestResult {
 
 pub async fn repl_interrupted_transfer_resumes_without_leftover_holds(t: Ctx) -> TestResult {
     let a = create(&t, "src/a")?;
-    write(&t, &a, "f", 1)?;
+    write(&a, "f", 1)?;
     snapshot(&format!("{a}@1"))?;
     let s = sender(&t, &[("src/a", true)]);
     let r = receiver(&t, "client", PlaceholderPolicy::Inherit)?;
     must_succeed(&replicate(&s, &r, &one_attempt()).await)?;
-    write(&t, &a, "big", 16)?;
+    write(&a, "big", 16)?;
     snapshot(&format!("{a}@2"))?;
     let cut = CuttingSender {
         inner: sender(&t, &[("src/a", true)]),
@@ -373,7 +397,7 @@ pub async fn repl_dropin_from_zrepl07_cursor_and_hold(t: Ctx) -> TestResult {
     // State as zrepl 0.7 leaves it: a replicated snapshot, the sender's cursor bookmark, the
     // receiver's last-received hold, placeholders for the receiver's parents.
     let a = create(&t, "src/a")?;
-    write(&t, &a, "f", 4)?;
+    write(&a, "f", 4)?;
     snapshot(&format!("{a}@a"))?;
     let root = create(&t, "sink")?;
     let mut parent = root.clone();
@@ -402,7 +426,7 @@ pub async fn repl_dropin_from_zrepl07_cursor_and_hold(t: Ctx) -> TestResult {
         &format!("{ra}@a"),
     ])?;
     // The sender pruned @a meanwhile: only the cursor bookmark links the two sides.
-    write(&t, &a, "g", 1)?;
+    write(&a, "g", 1)?;
     snapshot(&format!("{a}@b"))?;
     zfs(&["destroy", &format!("{a}@a")])?;
 
@@ -443,7 +467,7 @@ pub async fn repl_encrypted_raw_to_keyless_receiver(t: Ctx) -> TestResult {
         &format!("keylocation=file://{}", t.key_file.display()),
         &e,
     ])?;
-    write(&t, &e, "secret", 1)?;
+    write(&e, "secret", 1)?;
     snapshot(&format!("{e}@1"))?;
     let plain = create(&t, "src/plain")?;
     snapshot(&format!("{plain}@1"))?;
@@ -566,7 +590,7 @@ pub async fn repl_initial_replication_policies(t: Ctx) -> TestResult {
     let a = create(&t, "src/a")?;
     // Names in reverse order: order must come from createtxg.
     for n in ["c", "b", "a"] {
-        write(&t, &a, n, 1)?;
+        write(&a, n, 1)?;
         snapshot(&format!("{a}@{n}"))?;
     }
     let s = sender(&t, &[("src/a", true)]);
@@ -614,7 +638,7 @@ pub async fn repl_protection_levels(t: Ctx) -> TestResult {
     ];
     for (name, level) in cases {
         let fs = create(&t, &format!("src/{name}"))?;
-        write(&t, &fs, "f", 1)?;
+        write(&fs, "f", 1)?;
         snapshot(&format!("{fs}@1"))?;
         let cfg = DriverConfig {
             max_attempts: 1,
@@ -628,7 +652,7 @@ pub async fn repl_protection_levels(t: Ctx) -> TestResult {
         let s = LocalSender::new(t.zfs.clone(), SenderConfig::new(SENDER_JOB, f.clone()));
         let r = receiver(&t, name, PlaceholderPolicy::Inherit)?;
         must_succeed(&replicate(&s, &r, &cfg).await)?;
-        write(&t, &fs, "g", 8)?;
+        write(&fs, "g", 8)?;
         snapshot(&format!("{fs}@2"))?;
         let (g1, g2) = (guid(&format!("{fs}@1"))?, guid(&format!("{fs}@2"))?);
         // Interrupted step: what protects it?
@@ -704,7 +728,7 @@ pub async fn repl_protection_levels(t: Ctx) -> TestResult {
 pub async fn repl_malicious_requests_refused(t: Ctx) -> TestResult {
     let a = create(&t, "src/a")?;
     let secret = create(&t, "src/secret")?;
-    write(&t, &secret, "s", 4)?;
+    write(&secret, "s", 4)?;
     snapshot(&format!("{a}@1"))?;
     snapshot(&format!("{secret}@1"))?;
     let s = sender(&t, &[("src/a", true)]);
@@ -840,7 +864,7 @@ pub async fn repl_malicious_requests_refused(t: Ctx) -> TestResult {
 /// restarted: the next wakeup resumes and leaves no step hold.
 pub async fn daemon_push_sink_local_wakeup_and_kill(t: Ctx) -> TestResult {
     let a = create(&t, "src/a")?;
-    write(&t, &a, "f", 2)?;
+    write(&a, "f", 2)?;
     snapshot(&format!("{a}@1"))?;
     create(&t, "sink")?;
     let dir = format!("/tmp/{}-daemon", t.pool);
@@ -861,24 +885,8 @@ pub async fn daemon_push_sink_local_wakeup_and_kill(t: Ctx) -> TestResult {
         v.extend_from_slice(args);
         sh(&v)
     };
-    let start = || -> Result<std::process::Child, String> {
-        let log = std::fs::File::create(format!("{dir}/daemon.log")).map_err(|e| e.to_string())?;
-        let child = Command::new("zrepl")
-            .args(["--config", &cfg, "daemon"])
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start zrepl daemon (is zrepl in PATH?): {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while zrepl(&["status", "--mode", "raw"]).is_err() {
-            if Instant::now() > deadline {
-                return Err("daemon did not answer on its control socket".into());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(child)
-    };
+    let log_path = format!("{dir}/daemon.log");
+    let start = || spawn_daemon(&cfg, &log_path);
     let status = || -> Result<serde_json::Value, String> {
         serde_json::from_str(&zrepl(&["status", "--mode", "raw"])?).map_err(|e| e.to_string())
     };
@@ -899,7 +907,7 @@ pub async fn daemon_push_sink_local_wakeup_and_kill(t: Ctx) -> TestResult {
             std::thread::sleep(Duration::from_millis(200));
         }
     };
-    let log = || std::fs::read_to_string(format!("{dir}/daemon.log")).unwrap_or_default();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     let mut d = start()?;
     let res: TestResult = (|| {
@@ -910,7 +918,7 @@ pub async fn daemon_push_sink_local_wakeup_and_kill(t: Ctx) -> TestResult {
             guid(&format!("{ra}@1"))? == guid(&format!("{a}@1"))?,
             "initial replication"
         );
-        write(&t, &a, "g", 1)?;
+        write(&a, "g", 1)?;
         snapshot(&format!("{a}@2"))?;
         zrepl(&["signal", "wakeup", SENDER_JOB])?;
         wait_run(true)?;
@@ -920,7 +928,7 @@ pub async fn daemon_push_sink_local_wakeup_and_kill(t: Ctx) -> TestResult {
         );
 
         // Kill the daemon in the middle of a big transfer.
-        write(&t, &a, "big", 48)?;
+        write(&a, "big", 48)?;
         snapshot(&format!("{a}@3"))?;
         zrepl(&["signal", "wakeup", SENDER_JOB])?;
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -1015,7 +1023,7 @@ pub async fn prune_both_sides_dry_run_matches_and_holds_are_kept(t: Ctx) -> Test
     use zrepl_daemon::prune::{prune, PruneReport};
     let a = create(&t, "src/a")?;
     for i in 1..=6 {
-        write(&t, &a, &format!("f{i}"), 1)?;
+        write(&a, &format!("f{i}"), 1)?;
         snapshot(&format!("{a}@zrepl_{i}"))?;
     }
     snapshot(&format!("{a}@manual"))?;
@@ -1129,7 +1137,7 @@ pub async fn daemon_periodic_push_rounds_and_snap_job(t: Ctx) -> TestResult {
     let a = create(&t, "src/a")?;
     create(&t, "src/b")?;
     let other = create(&t, "other")?;
-    write(&t, &a, "f", 1)?;
+    write(&a, "f", 1)?;
     create(&t, "sink")?;
     let dir = format!("/tmp/{}-periodic", t.pool);
     std::fs::create_dir_all(&dir)?;
@@ -1146,14 +1154,7 @@ pub async fn daemon_periodic_push_rounds_and_snap_job(t: Ctx) -> TestResult {
         ),
     )?;
     let log_path = format!("{dir}/daemon.log");
-    let log = std::fs::File::create(&log_path)?;
-    let mut d = Command::new("zrepl")
-        .args(["--config", &cfg, "daemon"])
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start zrepl daemon: {e}"))?;
+    let mut d = spawn_daemon(&cfg, &log_path)?;
     let res: TestResult = (|| {
         let ra = recv_path(&t, "a");
         let rb = recv_path(&t, "b");
@@ -1470,14 +1471,7 @@ pub async fn daemon_snapshot_hooks(t: Ctx) -> TestResult {
         ),
     )?;
     let out_log = format!("{dir}/daemon.log");
-    let log = std::fs::File::create(&out_log)?;
-    let mut d = Command::new("zrepl")
-        .args(["--config", &cfg, "daemon"])
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start zrepl daemon: {e}"))?;
+    let mut d = spawn_daemon(&cfg, &out_log)?;
     let res: TestResult = (|| {
         let deadline = Instant::now() + Duration::from_secs(90);
         let st = loop {
