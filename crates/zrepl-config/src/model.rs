@@ -606,6 +606,22 @@ impl BandwidthLimit {
 pub struct Replication {
     pub protection: Protection,
     pub concurrency: Concurrency,
+    /// Extension (not in zrepl 0.7): compression of the replication stream on the wire.
+    pub compression: StreamCompression,
+    /// Extension: zstd level for `compression` (1..=19, default 3).
+    pub compression_level: i32,
+}
+
+/// `replication.compression` (an extension of zrepl's schema; zrepl configs leave it out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamCompression {
+    /// zstd on network transports, except for raw (encrypted) and `compressed` sends, whose
+    /// streams do not compress.
+    Auto,
+    Off,
+    /// zstd on network transports, whatever the send flags.
+    Zstd,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

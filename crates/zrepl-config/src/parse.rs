@@ -1412,10 +1412,33 @@ fn decode_replication(cx: &mut Cx, node: &Node, path: &str) -> Option<Replicatio
             size_estimates: size_estimates?,
         })
     });
+    let compression = m.or(cx, "compression", StreamCompression::Auto, |cx, n, p| {
+        enum_value(
+            cx,
+            n,
+            p,
+            "stream compression",
+            &[
+                ("auto", StreamCompression::Auto),
+                ("off", StreamCompression::Off),
+                ("zstd", StreamCompression::Zstd),
+            ],
+        )
+    });
+    let compression_level = m.or(cx, "compression_level", 3, |cx, n, p| {
+        let v = cx.int(n, p)?;
+        if !(1..=19).contains(&v) {
+            cx.err(n.mark, p, format!("zstd level must be between 1 and 19, got {v}"));
+            return None;
+        }
+        Some(v as i32)
+    });
     m.finish(cx);
     Some(Replication {
         protection: protection?,
         concurrency: concurrency?,
+        compression: compression?,
+        compression_level: compression_level?,
     })
 }
 

@@ -1,0 +1,231 @@
+//! Serving a local endpoint to one authenticated peer.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use zrepl_protocol::{EndpointError, ReceiveRequest, Receiver, SendRequest, Sender};
+
+use crate::body::{InStream, OutBody};
+use crate::wire::{self, method, Reply};
+use crate::{handshake, RpcError};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServeOptions {
+    /// Our sends are plain (not raw, not `-c`): zstd helps when the client asks for `auto`.
+    pub send_compressible: bool,
+    /// Time allowed for the peer's version banner (zero: none).
+    pub handshake_timeout: Duration,
+}
+
+fn builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .keep_alive_interval(Some(crate::KEEPALIVE_INTERVAL))
+        .keep_alive_timeout(crate::KEEPALIVE_TIMEOUT)
+        .initial_stream_window_size(crate::STREAM_WINDOW)
+        .initial_connection_window_size(crate::CONNECTION_WINDOW)
+        .max_frame_size(crate::MAX_FRAME)
+        .max_header_list_size(crate::MAX_HEADER_LIST)
+        .max_concurrent_streams(crate::MAX_STREAMS)
+        .max_send_buf_size(crate::STREAM_WINDOW as usize);
+    b
+}
+
+async fn serve<S, H, F>(mut io: S, opts: ServeOptions, handler: H) -> Result<(), RpcError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<OutBody>> + Send + 'static,
+{
+    handshake::exchange(&mut io, opts.handshake_timeout).await?;
+    let svc = hyper::service::service_fn(move |req| {
+        let fut = handler(req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    builder()
+        .serve_connection(TokioIo::new(io), svc)
+        .await
+        .map_err(|e| RpcError::Connection(e.to_string()))
+}
+
+/// Serves `sender` (a source job's endpoint) on one connection until the peer closes it.
+pub async fn serve_sender<S, E>(io: S, ep: Arc<E>, opts: ServeOptions) -> Result<(), RpcError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    E: Sender + 'static,
+{
+    serve(io, opts, move |req| sender_dispatch(ep.clone(), opts, req)).await
+}
+
+/// Serves `receiver` (a sink job's endpoint for this peer's identity) on one connection.
+pub async fn serve_receiver<S, E>(io: S, ep: Arc<E>, opts: ServeOptions) -> Result<(), RpcError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    E: Receiver + 'static,
+{
+    serve(io, opts, move |req| receiver_dispatch(ep.clone(), req)).await
+}
+
+fn reply<T: Serialize>(r: Result<T, EndpointError>) -> Response<OutBody> {
+    let m = serde_json::to_vec(&Reply::from(r)).expect("replies serialize");
+    Response::new(OutBody::new(&m, None))
+}
+
+fn parse<T: DeserializeOwned>(m: &[u8]) -> Result<T, EndpointError> {
+    serde_json::from_slice(m).map_err(|e| EndpointError::invalid(format!("malformed request: {e}")))
+}
+
+/// Splits a request into its method, message and the rest of its body.
+async fn open(req: Request<Incoming>) -> Result<(String, Vec<u8>, InStream, http::HeaderMap), EndpointError> {
+    let (parts, body) = req.into_parts();
+    if parts.method != http::Method::POST {
+        return Err(EndpointError::invalid("requests must be POST"));
+    }
+    let method = parts
+        .uri
+        .path()
+        .strip_prefix("/v1/")
+        .ok_or_else(|| EndpointError::invalid(format!("unknown path {}", parts.uri.path())))?
+        .to_string();
+    let mut body = InStream::new(body);
+    let msg = body
+        .message(wire::MAX_REQUEST)
+        .await
+        .map_err(|e| EndpointError::invalid(format!("request {method}: {e}")))?;
+    Ok((method, msg, body, parts.headers))
+}
+
+/// The methods both roles serve, for an endpoint `$ep` of either trait.
+macro_rules! common {
+    ($ep:expr, $method:expr, $msg:expr) => {
+        match $method {
+            method::PING => return reply(parse::<wire::Ping>($msg).map(|p| p.message)),
+            method::LIST_FILESYSTEMS => {
+                return match parse::<wire::Empty>($msg) {
+                    Ok(_) => reply($ep.list_filesystems().await),
+                    Err(e) => reply::<()>(Err(e)),
+                }
+            }
+            method::LIST_VERSIONS => {
+                return match parse::<wire::FilesystemReq>($msg) {
+                    Ok(r) => reply($ep.list_versions(&r.filesystem).await),
+                    Err(e) => reply::<()>(Err(e)),
+                }
+            }
+            method::DESTROY_SNAPSHOTS => {
+                return match parse::<wire::DestroyReq>($msg) {
+                    Ok(r) => reply($ep.destroy_snapshots(&r.filesystem, &r.snapshots).await),
+                    Err(e) => reply::<()>(Err(e)),
+                }
+            }
+            _ => {}
+        }
+    };
+}
+
+async fn sender_dispatch<E: Sender + 'static>(
+    ep: Arc<E>,
+    opts: ServeOptions,
+    req: Request<Incoming>,
+) -> Response<OutBody> {
+    let (method, msg, body, headers) = match open(req).await {
+        Ok(x) => x,
+        Err(e) => return reply::<()>(Err(e)),
+    };
+    // No sender method carries a stream in: the request must end cleanly after its message.
+    if let Err(e) = body.finish().await {
+        return reply::<()>(Err(EndpointError::invalid(format!("request {method}: {e}"))));
+    }
+    common!(ep, method.as_str(), &msg);
+    match method.as_str() {
+        method::REPLICATION_CURSOR => match parse::<wire::FilesystemReq>(&msg) {
+            Ok(r) => reply(ep.replication_cursor(&r.filesystem).await),
+            Err(e) => reply::<()>(Err(e)),
+        },
+        method::SEND_DRY => match parse::<SendRequest>(&msg) {
+            Ok(r) => reply(ep.send_dry(&r).await),
+            Err(e) => reply::<()>(Err(e)),
+        },
+        method::SEND_COMPLETED => match parse::<SendRequest>(&msg) {
+            Ok(r) => reply(ep.send_completed(&r).await),
+            Err(e) => reply::<()>(Err(e)),
+        },
+        method::SEND => {
+            let r = match parse::<SendRequest>(&msg) {
+                Ok(r) => r,
+                Err(e) => return reply::<()>(Err(e)),
+            };
+            let (res, stream) = match ep.send(r).await {
+                Ok(x) => x,
+                Err(e) => return reply::<()>(Err(e)),
+            };
+            let level = headers
+                .get(wire::HDR_ZSTD_LEVEL)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .unwrap_or(3);
+            let zstd = match headers.get(wire::HDR_ACCEPT_ZSTD).map(|v| v.as_bytes()) {
+                Some(b"always") => true,
+                Some(b"auto") => opts.send_compressible,
+                _ => false,
+            };
+            let (stream, encoding) = if zstd {
+                (crate::zstd_encode(stream, level), "zstd")
+            } else {
+                (stream, "identity")
+            };
+            let m = serde_json::to_vec(&Reply::Ok(res)).expect("replies serialize");
+            let mut resp = Response::new(OutBody::new(&m, Some(stream)));
+            resp.headers_mut().insert(
+                wire::HDR_ENCODING,
+                http::HeaderValue::from_static(encoding),
+            );
+            resp
+        }
+        m => reply::<()>(Err(EndpointError::invalid(format!(
+            "unknown method {m:?} (this peer is a sender)"
+        )))),
+    }
+}
+
+async fn receiver_dispatch<E: Receiver + 'static>(
+    ep: Arc<E>,
+    req: Request<Incoming>,
+) -> Response<OutBody> {
+    let (method, msg, body, headers) = match open(req).await {
+        Ok(x) => x,
+        Err(e) => return reply::<()>(Err(e)),
+    };
+    if method == method::RECEIVE {
+        let r = match parse::<ReceiveRequest>(&msg) {
+            Ok(r) => r,
+            Err(e) => return reply::<()>(Err(e)),
+        };
+        let stream = match headers.get(wire::HDR_ENCODING).map(|v| v.as_bytes()) {
+            None | Some(b"identity") => body.into_stream(),
+            Some(b"zstd") => crate::zstd_decode(body.into_stream()),
+            Some(other) => {
+                return reply::<()>(Err(EndpointError::invalid(format!(
+                    "unknown stream encoding {:?}",
+                    String::from_utf8_lossy(other)
+                ))))
+            }
+        };
+        return reply(ep.receive(r, stream).await);
+    }
+    if let Err(e) = body.finish().await {
+        return reply::<()>(Err(EndpointError::invalid(format!("request {method}: {e}"))));
+    }
+    common!(ep, method.as_str(), &msg);
+    reply::<()>(Err(EndpointError::invalid(format!(
+        "unknown method {method:?} (this peer is a receiver)"
+    ))))
+}

@@ -1,0 +1,469 @@
+//! The protocol end to end over in-memory pipes: mock endpoints on both sides.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zrepl_protocol::{
+    ByteStream, DestroyResult, EndpointError, ErrorKind, FilesystemInfo, ReceiveRequest, Receiver,
+    ReplicationConfig, SendRequest, SendResponse, Sender,
+};
+use zrepl_rpc::{serve_receiver, serve_sender, Client, ClientOptions, Compression, ServeOptions};
+use zrepl_zfs_types::{DatasetPath, FilesystemVersion, VersionType};
+
+fn fs(s: &str) -> DatasetPath {
+    DatasetPath::parse(s).unwrap()
+}
+
+fn snap(name: &str, guid: u64) -> FilesystemVersion {
+    FilesystemVersion {
+        typ: VersionType::Snapshot,
+        name: name.into(),
+        guid,
+        createtxg: guid,
+        creation: 1_700_000_000,
+        userrefs: None,
+    }
+}
+
+/// A sender whose stream is `data` (optionally failing after it).
+struct MockSender {
+    data: Vec<u8>,
+    fail_after: bool,
+    completed: Mutex<Vec<String>>,
+}
+
+impl Sender for MockSender {
+    async fn list_filesystems(&self) -> zrepl_protocol::Result<Vec<FilesystemInfo>> {
+        Ok(vec![FilesystemInfo {
+            path: fs("pool/a"),
+            is_placeholder: false,
+            resume_token: None,
+        }])
+    }
+    async fn list_versions(&self, f: &DatasetPath) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+        if f.to_string() != "pool/a" {
+            return Err(EndpointError::invalid(format!(
+                "endpoint does not allow access to filesystem {f}"
+            )));
+        }
+        Ok(vec![snap("s1", 1), snap("s2", 2)])
+    }
+    async fn send_dry(&self, _: &SendRequest) -> zrepl_protocol::Result<u64> {
+        Ok(self.data.len() as u64)
+    }
+    async fn send(&self, _: SendRequest) -> zrepl_protocol::Result<(SendResponse, ByteStream)> {
+        let s: ByteStream = if self.fail_after {
+            Box::pin(tokio::io::AsyncReadExt::chain(
+                std::io::Cursor::new(self.data.clone()),
+                Failing,
+            ))
+        } else {
+            Box::pin(std::io::Cursor::new(self.data.clone()))
+        };
+        Ok((
+            SendResponse {
+                used_resume_token: false,
+                expected_size: self.data.len() as u64,
+            },
+            s,
+        ))
+    }
+    async fn send_completed(&self, r: &SendRequest) -> zrepl_protocol::Result<()> {
+        self.completed.lock().unwrap().push(r.to.name.clone());
+        Ok(())
+    }
+    async fn replication_cursor(
+        &self,
+        _: &DatasetPath,
+    ) -> zrepl_protocol::Result<Option<FilesystemVersion>> {
+        Ok(Some(snap("cursor", 7)))
+    }
+    async fn destroy_snapshots(
+        &self,
+        _: &DatasetPath,
+        s: &[FilesystemVersion],
+    ) -> zrepl_protocol::Result<Vec<DestroyResult>> {
+        Ok(s.iter()
+            .map(|v| DestroyResult {
+                snapshot: v.name.clone(),
+                error: None,
+            })
+            .collect())
+    }
+}
+
+/// An AsyncRead that fails: a `zfs send` dying mid-stream.
+struct Failing;
+impl tokio::io::AsyncRead for Failing {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Err(std::io::Error::other("zfs send exited with status 1")))
+    }
+}
+
+/// A receiver recording what it got.
+#[derive(Default)]
+struct MockReceiver {
+    got: Mutex<Vec<(ReceiveRequest, Result<Vec<u8>, String>)>>,
+}
+
+impl Receiver for MockReceiver {
+    async fn list_filesystems(&self) -> zrepl_protocol::Result<Vec<FilesystemInfo>> {
+        Ok(vec![])
+    }
+    async fn list_versions(&self, _: &DatasetPath) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+        Err(EndpointError::not_found("no such filesystem"))
+    }
+    async fn receive(&self, req: ReceiveRequest, mut s: ByteStream) -> zrepl_protocol::Result<()> {
+        let mut buf = Vec::new();
+        let r = s.read_to_end(&mut buf).await.map(|_| buf).map_err(|e| e.to_string());
+        let out = r.clone();
+        self.got.lock().unwrap().push((req, r));
+        out.map(|_| ()).map_err(EndpointError::zfs)
+    }
+    async fn destroy_snapshots(
+        &self,
+        _: &DatasetPath,
+        _: &[FilesystemVersion],
+    ) -> zrepl_protocol::Result<Vec<DestroyResult>> {
+        Ok(vec![])
+    }
+}
+
+fn opts(c: Compression) -> ClientOptions {
+    ClientOptions {
+        compression: c,
+        zstd_level: 3,
+        local_send_compressible: true,
+        dial_timeout: Duration::from_secs(5),
+    }
+}
+
+/// A client whose every dial is a new in-memory connection to `serve`.
+fn client<F, Fut>(o: ClientOptions, serve: F) -> Client
+where
+    F: Fn(tokio::io::DuplexStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let serve = Arc::new(serve);
+    Client::new(
+        "mock",
+        Arc::new(move || {
+            let (a, b) = tokio::io::duplex(1 << 20);
+            tokio::spawn(serve(b));
+            Box::pin(async move { Ok(Box::new(a) as Box<dyn zrepl_rpc::ClientConn>) })
+        }),
+        o,
+    )
+}
+
+fn sender_client(data: Vec<u8>, fail_after: bool, c: Compression) -> (Client, Arc<MockSender>) {
+    let ep = Arc::new(MockSender {
+        data,
+        fail_after,
+        completed: Mutex::new(vec![]),
+    });
+    let e = ep.clone();
+    let cl = client(opts(c), move |io| {
+        let e = e.clone();
+        async move {
+            let _ = serve_sender(
+                io,
+                e,
+                ServeOptions {
+                    send_compressible: true,
+                    handshake_timeout: Duration::from_secs(5),
+                },
+            )
+            .await;
+        }
+    });
+    (cl, ep)
+}
+
+fn receiver_client(c: Compression) -> (Client, Arc<MockReceiver>) {
+    let ep = Arc::new(MockReceiver::default());
+    let e = ep.clone();
+    let cl = client(opts(c), move |io| {
+        let e = e.clone();
+        async move {
+            let _ = serve_receiver(io, e, ServeOptions::default()).await;
+        }
+    });
+    (cl, ep)
+}
+
+fn send_req() -> SendRequest {
+    SendRequest {
+        filesystem: fs("pool/a"),
+        from: Some(snap("s1", 1)),
+        to: snap("s2", 2),
+        resume_token: None,
+        replication: ReplicationConfig::default(),
+    }
+}
+
+fn recv_req() -> ReceiveRequest {
+    ReceiveRequest {
+        filesystem: fs("pool/a"),
+        to: snap("s2", 2),
+        clear_resume_token: false,
+        replication: ReplicationConfig::default(),
+    }
+}
+
+fn data(n: usize, compressible: bool) -> Vec<u8> {
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    (0..n)
+        .map(|i| {
+            if compressible {
+                (i % 251) as u8 / 16
+            } else {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn control_rpcs_round_trip() {
+    let (c, ep) = sender_client(vec![], false, Compression::Off);
+    assert_eq!(c.ping("hello").await.unwrap(), "hello");
+    let l = Sender::list_filesystems(&c).await.unwrap();
+    assert_eq!(l[0].path.to_string(), "pool/a");
+    let v = Sender::list_versions(&c, &fs("pool/a")).await.unwrap();
+    assert_eq!(v, vec![snap("s1", 1), snap("s2", 2)]);
+    let e = Sender::list_versions(&c, &fs("pool/b")).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidRequest);
+    assert!(e.message.contains("does not allow access"), "{e}");
+    assert_eq!(c.replication_cursor(&fs("pool/a")).await.unwrap(), Some(snap("cursor", 7)));
+    c.send_completed(&send_req()).await.unwrap();
+    assert_eq!(*ep.completed.lock().unwrap(), vec!["s2".to_string()]);
+    let d = Sender::destroy_snapshots(&c, &fs("pool/a"), &[snap("s1", 1)]).await.unwrap();
+    assert_eq!(d[0].snapshot, "s1");
+    // A sender refuses receiver methods.
+    let e = c.receive(recv_req(), Box::pin(std::io::Cursor::new(vec![]))).await.unwrap_err();
+    assert!(e.message.contains("unknown method"), "{e}");
+}
+
+#[tokio::test]
+async fn send_streams_arrive_intact_with_and_without_zstd() {
+    for (comp, compressible) in [
+        (Compression::Off, false),
+        (Compression::Auto, true),
+        (Compression::Always, false),
+    ] {
+        let d = data(5 << 20, compressible);
+        let (c, _) = sender_client(d.clone(), false, comp);
+        let (res, mut s) = c.send(send_req()).await.unwrap();
+        assert_eq!(res.expected_size, d.len() as u64);
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert!(got == d, "{comp:?}: stream differs");
+    }
+}
+
+#[tokio::test]
+async fn receive_streams_arrive_intact_with_and_without_zstd() {
+    for comp in [Compression::Off, Compression::Auto, Compression::Always] {
+        let d = data(3 << 20, true);
+        let (c, ep) = receiver_client(comp);
+        c.receive(recv_req(), Box::pin(std::io::Cursor::new(d.clone())))
+            .await
+            .unwrap();
+        let got = ep.got.lock().unwrap();
+        assert_eq!(got[0].0, recv_req());
+        assert!(got[0].1.as_ref().unwrap() == &d);
+    }
+}
+
+#[tokio::test]
+async fn a_failing_producer_is_an_error_on_the_consumer_not_a_short_stream() {
+    // Sender side fails mid-stream: the client's reader gets the error.
+    let (c, _) = sender_client(data(1 << 20, false), true, Compression::Off);
+    let (_, mut s) = c.send(send_req()).await.unwrap();
+    let mut got = Vec::new();
+    let e = s.read_to_end(&mut got).await.unwrap_err();
+    assert!(e.to_string().contains("zfs send exited with status 1"), "{e}");
+
+    // Local producer fails during a push: the remote receiver sees the error and says so.
+    let (c, ep) = receiver_client(Compression::Off);
+    let s: ByteStream = Box::pin(tokio::io::AsyncReadExt::chain(
+        std::io::Cursor::new(vec![1u8; 100_000]),
+        Failing,
+    ));
+    let e = c.receive(recv_req(), s).await.unwrap_err();
+    assert!(e.message.contains("zfs send exited with status 1"), "{e}");
+    assert!(ep.got.lock().unwrap()[0].1.is_err());
+}
+
+#[tokio::test]
+async fn many_concurrent_rpcs_share_one_connection() {
+    let dials = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let d2 = dials.clone();
+    let ep = Arc::new(MockSender {
+        data: data(1 << 20, false),
+        fail_after: false,
+        completed: Mutex::new(vec![]),
+    });
+    let c = Arc::new(Client::new(
+        "mock",
+        Arc::new(move || {
+            d2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (a, b) = tokio::io::duplex(1 << 20);
+            let ep = ep.clone();
+            tokio::spawn(async move {
+                let _ = serve_sender(b, ep, ServeOptions::default()).await;
+            });
+            Box::pin(async move { Ok(Box::new(a) as Box<dyn zrepl_rpc::ClientConn>) })
+        }),
+        opts(Compression::Off),
+    ));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let (_, mut s) = c.send(send_req()).await.unwrap();
+            let mut n = Vec::new();
+            s.read_to_end(&mut n).await.unwrap();
+            Sender::list_versions(&*c, &fs("pool/a")).await.unwrap();
+            n.len()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 1 << 20);
+    }
+    assert_eq!(dials.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// Serves raw bytes of our choosing after the handshake (a hostile or broken peer).
+async fn hostile_server(mut io: tokio::io::DuplexStream, after_banner: Vec<u8>, banner: Vec<u8>) {
+    let mut h = [0u8; 11];
+    if io.read_exact(&mut h).await.is_err() {
+        return;
+    }
+    let n = zrepl_rpc::handshake::decode_header(&h).unwrap();
+    let mut b = vec![0u8; n];
+    let _ = io.read_exact(&mut b).await;
+    let _ = io.write_all(&banner).await;
+    let _ = io.write_all(&after_banner).await;
+    let mut sink = vec![0u8; 1 << 16];
+    while let Ok(n) = io.read(&mut sink).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn wrong_version_and_garbage_are_clear_errors() {
+    let cases: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
+        (
+            b"0000000056 ZREPL_ZFS_REPLICATION PROTOVERSION=0007 EXTENSIONS=0000\n".to_vec(),
+            vec![],
+            "protocol versions do not match",
+        ),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), vec![], "malformed protocol banner"),
+        (
+            zrepl_rpc::handshake::Banner::ours().encode(),
+            b"\x00\x00\x12\x04garbage garbage garbage".to_vec(),
+            "mock",
+        ),
+    ];
+    for (banner, after, want) in cases {
+        let c = client(opts(Compression::Off), move |io| {
+            hostile_server(io, after.clone(), banner.clone())
+        });
+        let e = c.ping("x").await.unwrap_err();
+        assert!(e.message.contains(want), "{want}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn server_refuses_malformed_and_oversized_requests() {
+    use bytes::Bytes;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    type Framed = StreamBody<
+        futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>,
+    >;
+    let body = |b: Vec<u8>, trailer: bool| -> Framed {
+        let mut frames = vec![Ok(Frame::data(Bytes::from(b)))];
+        if trailer {
+            let mut t = http::HeaderMap::new();
+            t.insert("zrepl-stream-status", http::HeaderValue::from_static("ok"));
+            frames.push(Ok(Frame::trailers(t)));
+        }
+        StreamBody::new(futures::stream::iter(frames))
+    };
+    // Talk HTTP/2 to the server by hand, sending bodies a client would never send.
+    let ep = Arc::new(MockReceiver::default());
+    let (mut a, b) = tokio::io::duplex(1 << 20);
+    tokio::spawn(serve_receiver(b, ep.clone(), ServeOptions::default()));
+    zrepl_rpc::handshake::exchange(&mut a, Duration::from_secs(5)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(
+        hyper_util::rt::TokioExecutor::new(),
+    )
+    .handshake::<_, Framed>(hyper_util::rt::TokioIo::new(a))
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let cases: Vec<(&str, Vec<u8>, bool, &str)> = vec![
+        ("list_filesystems", vec![0, 0], true, "early eof"),
+        ("list_filesystems", vec![0xff, 0xff, 0xff, 0xff], true, "exceeds the limit"),
+        ("list_filesystems", framed(b"{}"), false, "cut off"),
+        ("list_filesystems", [framed(b"{}"), vec![1]].concat(), true, "unexpected data"),
+        ("list_versions", framed(b"{\"filesystem\": \"../../etc\"}"), true, "malformed request"),
+        ("list_versions", framed(b"{\"filesystem\": 7}"), true, "malformed request"),
+        ("list_versions", framed(b"{not json"), true, "malformed request"),
+        ("nope", framed(b"{}"), true, "unknown method"),
+        ("receive", framed(b"{}"), true, "malformed request"),
+    ];
+    for (m, b, trailer, want) in cases {
+        let req = http::Request::post(format!("http://zrepl/v1/{m}"))
+            .body(body(b, trailer))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        use http_body_util::BodyExt;
+        let b = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&b[4..]).to_string();
+        assert!(text.contains("invalid_request") && text.contains(want), "{m}: {text}");
+    }
+    assert!(ep.got.lock().unwrap().is_empty());
+}
+
+fn framed(m: &[u8]) -> Vec<u8> {
+    let mut v = (m.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(m);
+    v
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_frozen_peer_is_detected_by_keepalive() {
+    // The peer completes the handshake and HTTP/2 setup, then stops answering anything.
+    let (c, _) = {
+        let c = client(opts(Compression::Off), |mut io: tokio::io::DuplexStream| async move {
+            let mut h = [0u8; 11];
+            io.read_exact(&mut h).await.unwrap();
+            let mut b = vec![0u8; zrepl_rpc::handshake::decode_header(&h).unwrap()];
+            io.read_exact(&mut b).await.unwrap();
+            io.write_all(&zrepl_rpc::handshake::Banner::ours().encode()).await.unwrap();
+            // Hold the pipe open, never reading or writing again.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(io);
+        });
+        (c, ())
+    };
+    let start = tokio::time::Instant::now();
+    let e = c.ping("x").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Connectivity, "{e}");
+    let took = start.elapsed();
+    assert!(took <= Duration::from_secs(30), "detected after {took:?}");
+}

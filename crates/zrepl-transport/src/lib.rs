@@ -1,0 +1,385 @@
+//! The replication transports (spec §2.4): `tcp` with a client map, `tls` with mandatory client
+//! certificates, `ssh+stdinserver`. This is the only crate that opens replication sockets.
+//!
+//! The active side builds a [`Connector`] from its `connect` config and gets a byte stream per
+//! [`Connector::connect`]. The passive side binds a [`Listener`] from its `serve` config; every
+//! accepted [`Incoming`] connection is authenticated (TLS handshake and CN check, client map
+//! lookup, stdinserver socket name) into a stream and the client's identity, which the receiver
+//! uses to confine the client to `root_fs/<identity>`.
+//!
+//! Streams are plain bytes: the protocol (version handshake, RPCs, data streams) lives in
+//! `zrepl-rpc` and runs over any of them.
+
+mod ssh;
+mod stdinserver;
+mod tcp;
+mod tls;
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use zrepl_config::{Connect, Serve};
+
+pub use ssh::SshConnector;
+pub use stdinserver::stdinserver_proxy;
+pub use tls::{cert_common_name, TlsClientFiles, TlsServerFiles};
+
+/// A connected, authenticated byte stream.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+pub type BoxIo = Box<dyn Io>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The transport config cannot be used (files missing, bad certificates, bad address).
+    #[error("{0}")]
+    Config(String),
+    /// The peer cannot be reached.
+    #[error("{0}")]
+    Connect(String),
+    /// The peer was reached but is not allowed in (or did not authenticate us).
+    #[error("{0}")]
+    Auth(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The active side of a transport.
+pub enum Connector {
+    Tcp {
+        address: String,
+        dial_timeout: Duration,
+    },
+    Tls {
+        address: String,
+        connector: tokio_rustls::TlsConnector,
+        server_name: rustls_pki_types::ServerName<'static>,
+        dial_timeout: Duration,
+    },
+    Ssh(SshConnector),
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Connector {
+    /// Builds a connector; certificates and keys are loaded (and checked) now.
+    /// `local` is not a network transport and is handled by the daemon.
+    pub fn from_config(c: &Connect) -> Result<Self, TransportError> {
+        Ok(match c {
+            Connect::Tcp {
+                address,
+                dial_timeout,
+            } => Connector::Tcp {
+                address: address.clone(),
+                dial_timeout: dial_timeout.to_std(),
+            },
+            Connect::Tls {
+                address,
+                ca,
+                cert,
+                key,
+                server_cn,
+                dial_timeout,
+            } => {
+                let (connector, server_name) = tls::client(&TlsClientFiles {
+                    ca: ca.into(),
+                    cert: cert.into(),
+                    key: key.into(),
+                    server_cn: server_cn.clone(),
+                })?;
+                Connector::Tls {
+                    address: address.clone(),
+                    connector,
+                    server_name,
+                    dial_timeout: dial_timeout.to_std(),
+                }
+            }
+            Connect::Ssh {
+                host,
+                user,
+                port,
+                identity_file,
+                options,
+                ssh_command,
+                dial_timeout,
+                ..
+            } => Connector::Ssh(SshConnector {
+                ssh_command: ssh_command.clone().unwrap_or_else(|| "ssh".into()),
+                host: host.clone(),
+                user: user.clone(),
+                port: *port,
+                identity_file: identity_file.clone(),
+                options: options.clone(),
+                dial_timeout: dial_timeout.to_std(),
+            }),
+            Connect::Local { .. } => {
+                return Err(TransportError::Config(
+                    "the local transport has no network connector".into(),
+                ))
+            }
+        })
+    }
+
+    /// How long connecting (including the protocol's version handshake) may take; zero = no limit.
+    pub fn dial_timeout(&self) -> Duration {
+        match self {
+            Connector::Tcp { dial_timeout, .. } | Connector::Tls { dial_timeout, .. } => {
+                *dial_timeout
+            }
+            Connector::Ssh(s) => s.dial_timeout,
+        }
+    }
+
+    /// A short description for errors and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Connector::Tcp { address, .. } => format!("tcp://{address}"),
+            Connector::Tls { address, .. } => format!("tls://{address}"),
+            Connector::Ssh(s) => format!("ssh://{}@{}:{}", s.user, s.host, s.port),
+        }
+    }
+
+    /// Opens a new connection. Connection-level failures are [`TransportError::Connect`].
+    pub async fn connect(&self) -> Result<BoxIo, TransportError> {
+        let fut = async {
+            match self {
+                Connector::Tcp { address, .. } => Ok(Box::new(tcp::connect(address).await?) as BoxIo),
+                Connector::Tls {
+                    address,
+                    connector,
+                    server_name,
+                    ..
+                } => {
+                    let s = tcp::connect(address).await?;
+                    let t = connector
+                        .connect(server_name.clone(), s)
+                        .await
+                        .map_err(|e| {
+                            TransportError::Auth(format!("tls handshake with {address}: {e}"))
+                        })?;
+                    Ok(Box::new(t) as BoxIo)
+                }
+                Connector::Ssh(s) => Ok(Box::new(s.spawn()?) as BoxIo),
+            }
+        };
+        let t = self.dial_timeout();
+        if t.is_zero() {
+            fut.await
+        } else {
+            tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
+                Err(TransportError::Connect(format!(
+                    "{}: dial timeout after {t:?}",
+                    self.describe()
+                )))
+            })
+        }
+    }
+}
+
+/// The passive side of a transport.
+pub struct Listener {
+    kind: ListenerKind,
+}
+
+enum ListenerKind {
+    Tcp {
+        l: tokio::net::TcpListener,
+        clients: std::sync::Arc<Vec<zrepl_config::TcpClient>>,
+    },
+    Tls {
+        l: tokio::net::TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        client_cns: std::sync::Arc<Vec<String>>,
+        handshake_timeout: Duration,
+    },
+    Stdin(stdinserver::StdinListener),
+}
+
+/// An accepted connection, not yet authenticated. [`Incoming::authenticate`] may take a while
+/// (TLS handshake): run it in its own task so one slow client does not block the others.
+pub struct Incoming {
+    kind: IncomingKind,
+}
+
+enum IncomingKind {
+    Tcp {
+        s: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        clients: std::sync::Arc<Vec<zrepl_config::TcpClient>>,
+    },
+    Tls {
+        s: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        acceptor: tokio_rustls::TlsAcceptor,
+        client_cns: std::sync::Arc<Vec<String>>,
+        handshake_timeout: Duration,
+    },
+    Unix {
+        s: tokio::net::UnixStream,
+        identity: String,
+    },
+}
+
+impl Listener {
+    /// Binds the listener of a `serve` config. `stdinserver_sockdir` is
+    /// `global.serve.stdinserver.sockdir`.
+    pub async fn bind(serve: &Serve, stdinserver_sockdir: &str) -> Result<Self, TransportError> {
+        let kind = match serve {
+            Serve::Tcp {
+                listen,
+                listen_freebind,
+                clients,
+            } => {
+                let mut clients = clients.clone();
+                // Most specific first, as zrepl: longest prefix, then address, then zone.
+                clients.sort_by(|a, b| {
+                    b.prefix_len
+                        .cmp(&a.prefix_len)
+                        .then(a.net.cmp(&b.net))
+                        .then(a.zone.cmp(&b.zone))
+                });
+                ListenerKind::Tcp {
+                    l: tcp::listen(listen, *listen_freebind).await?,
+                    clients: std::sync::Arc::new(clients),
+                }
+            }
+            Serve::Tls {
+                listen,
+                listen_freebind,
+                ca,
+                cert,
+                key,
+                client_cns,
+                handshake_timeout,
+            } => ListenerKind::Tls {
+                acceptor: tls::server(&TlsServerFiles {
+                    ca: ca.into(),
+                    cert: cert.into(),
+                    key: key.into(),
+                })?,
+                l: tcp::listen(listen, *listen_freebind).await?,
+                client_cns: std::sync::Arc::new(client_cns.clone()),
+                handshake_timeout: handshake_timeout.to_std(),
+            },
+            Serve::Stdinserver { client_identities } => ListenerKind::Stdin(
+                stdinserver::StdinListener::bind(stdinserver_sockdir, client_identities)?,
+            ),
+            Serve::Local { .. } => {
+                return Err(TransportError::Config(
+                    "the local transport has no network listener".into(),
+                ))
+            }
+        };
+        Ok(Listener { kind })
+    }
+
+    /// The local address of a tcp/tls listener (tests bind port 0).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match &self.kind {
+            ListenerKind::Tcp { l, .. } | ListenerKind::Tls { l, .. } => l.local_addr().ok(),
+            ListenerKind::Stdin(_) => None,
+        }
+    }
+
+    /// Waits for the next connection.
+    pub async fn accept(&mut self) -> Result<Incoming, TransportError> {
+        let kind = match &mut self.kind {
+            ListenerKind::Tcp { l, clients } => {
+                let (s, peer) = l.accept().await?;
+                tcp::tune(&s);
+                IncomingKind::Tcp {
+                    s,
+                    peer,
+                    clients: clients.clone(),
+                }
+            }
+            ListenerKind::Tls {
+                l,
+                acceptor,
+                client_cns,
+                handshake_timeout,
+            } => {
+                let (s, peer) = l.accept().await?;
+                tcp::tune(&s);
+                IncomingKind::Tls {
+                    s,
+                    peer,
+                    acceptor: acceptor.clone(),
+                    client_cns: client_cns.clone(),
+                    handshake_timeout: *handshake_timeout,
+                }
+            }
+            ListenerKind::Stdin(l) => {
+                let (s, identity) = l.accept().await?;
+                IncomingKind::Unix { s, identity }
+            }
+        };
+        Ok(Incoming { kind })
+    }
+}
+
+impl Incoming {
+    /// Who connected, for logs.
+    pub fn peer(&self) -> String {
+        match &self.kind {
+            IncomingKind::Tcp { peer, .. } | IncomingKind::Tls { peer, .. } => peer.to_string(),
+            IncomingKind::Unix { identity, .. } => format!("stdinserver:{identity}"),
+        }
+    }
+
+    /// Authenticates the peer: its stream and client identity, or why it is refused.
+    pub async fn authenticate(self) -> Result<(BoxIo, String), TransportError> {
+        match self.kind {
+            IncomingKind::Tcp { s, peer, clients } => {
+                let ip = peer.ip().to_canonical();
+                match clients.iter().find_map(|c| c.identity_for(ip, None)) {
+                    Some(id) => Ok((Box::new(s), id)),
+                    None => Err(TransportError::Auth(format!(
+                        "client {ip} is not in the clients map"
+                    ))),
+                }
+            }
+            IncomingKind::Tls {
+                s,
+                peer,
+                acceptor,
+                client_cns,
+                handshake_timeout,
+            } => {
+                let hs = acceptor.accept(s);
+                let t = if handshake_timeout.is_zero() {
+                    hs.await
+                } else {
+                    tokio::time::timeout(handshake_timeout, hs)
+                        .await
+                        .map_err(|_| {
+                            TransportError::Auth(format!(
+                                "tls handshake with {peer} timed out after {handshake_timeout:?}"
+                            ))
+                        })?
+                }
+                .map_err(|e| TransportError::Auth(format!("tls handshake with {peer}: {e}")))?;
+                let cn = t
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| cert_common_name(c.as_ref()));
+                match cn {
+                    Some(cn) if client_cns.iter().any(|c| *c == cn) => Ok((Box::new(t), cn)),
+                    Some(cn) => Err(TransportError::Auth(format!(
+                        "unauthorized client common name {cn:?} from {peer}"
+                    ))),
+                    None => Err(TransportError::Auth(format!(
+                        "client certificate of {peer} has no common name"
+                    ))),
+                }
+            }
+            IncomingKind::Unix { s, identity } => Ok((Box::new(s), identity)),
+        }
+    }
+}
