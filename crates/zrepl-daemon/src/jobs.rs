@@ -9,11 +9,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zrepl_config as config;
 use zrepl_endpoint::{LocalSender, PlaceholderPolicy, ReceiverConfig, SenderConfig};
-use zrepl_protocol::{Protection, ReplicationConfig};
+use zrepl_protocol::{Protection, Receiver, ReplicationConfig, Sender};
 use zrepl_replication::{DriverConfig, ReportHandle, RunReport};
 use zrepl_zfs::Zfs;
 
-use crate::local::LocalListeners;
+use crate::local::{LocalListeners, LocalPeer};
 use crate::prune::PruneReport;
 use crate::snapshot::{SharedStatus, Snapshotter, SnapshotterStatus};
 use crate::DaemonError;
@@ -143,19 +143,79 @@ impl JobHandle {
     }
 }
 
-/// A job ready to run.
-pub(crate) enum Runnable {
-    Push {
-        handle: Arc<JobHandle>,
-        wakeups: mpsc::Receiver<()>,
-        sender: LocalSender,
+/// How an active job reaches its peer.
+pub(crate) enum Connection {
+    /// In-process (`local` transport).
+    Local {
         listener: String,
         client_identity: String,
         dial_timeout: Duration,
-        driver: DriverConfig,
-        keep_sender: Vec<zrepl_pruning::Rule>,
-        keep_receiver: Vec<zrepl_pruning::Rule>,
+    },
+    /// Over the network: a fresh RPC client (one connection) per invocation.
+    Remote {
+        connector: Arc<zrepl_transport::Connector>,
+        opts: zrepl_rpc::ClientOptions,
+    },
+}
+
+impl Connection {
+    fn client(&self) -> Option<zrepl_rpc::Client> {
+        let Connection::Remote { connector, opts } = self else {
+            return None;
+        };
+        let c = connector.clone();
+        let dial: zrepl_rpc::Dialer = Arc::new(move || {
+            let c = c.clone();
+            Box::pin(async move {
+                c.connect()
+                    .await
+                    .map(|io| Box::new(io) as Box<dyn zrepl_rpc::ClientConn>)
+                    .map_err(|e| e.to_string())
+            })
+        });
+        Some(zrepl_rpc::Client::new(connector.describe(), dial, opts.clone()))
+    }
+}
+
+/// How a passive job is reached.
+#[derive(Clone)]
+pub(crate) enum Serving {
+    Local { listener: String },
+    Net { serve: config::Serve, sockdir: String },
+}
+
+/// What a passive job serves.
+pub(crate) enum Role {
+    Sink(ReceiverConfig),
+    Source {
+        sender: SenderConfig,
         snapshotter: Option<Snapshotter>,
+        /// The snapshotter's wakeups (drained: the pulling side decides when to replicate).
+        wakeups: Option<mpsc::Receiver<()>>,
+    },
+}
+
+/// The pieces every active (push, pull) job has.
+pub(crate) struct Active {
+    pub handle: Arc<JobHandle>,
+    pub wakeups: mpsc::Receiver<()>,
+    pub connection: Connection,
+    pub driver: DriverConfig,
+    pub keep_sender: Vec<zrepl_pruning::Rule>,
+    pub keep_receiver: Vec<zrepl_pruning::Rule>,
+}
+
+/// A job ready to run.
+pub(crate) enum Runnable {
+    Push {
+        active: Active,
+        sender: LocalSender,
+        snapshotter: Option<Snapshotter>,
+    },
+    Pull {
+        active: Active,
+        receiver: ReceiverConfig,
+        interval: Option<Duration>,
     },
     Snap {
         handle: Arc<JobHandle>,
@@ -164,19 +224,18 @@ pub(crate) enum Runnable {
         keep: Vec<zrepl_pruning::Rule>,
         snapshotter: Option<Snapshotter>,
     },
-    Sink {
+    Passive {
         handle: Arc<JobHandle>,
-        listener: String,
-        receiver: ReceiverConfig,
+        serving: Serving,
+        role: Role,
     },
 }
 
 impl Runnable {
     pub(crate) fn handle(&self) -> &Arc<JobHandle> {
         match self {
-            Runnable::Push { handle, .. }
-            | Runnable::Snap { handle, .. }
-            | Runnable::Sink { handle, .. } => handle,
+            Runnable::Push { active, .. } | Runnable::Pull { active, .. } => &active.handle,
+            Runnable::Snap { handle, .. } | Runnable::Passive { handle, .. } => handle,
         }
     }
 }
@@ -295,85 +354,171 @@ fn unsupported(job: &str, what: &str) -> DaemonError {
     ))
 }
 
-/// Builds the runnable jobs. Anything this build cannot run is refused up front with a clear
-/// message, instead of a daemon that silently does nothing for that job.
+fn bandwidth(l: &config::BandwidthLimit) -> Option<zrepl_endpoint::BandwidthLimit> {
+    l.max_bytes_per_sec()
+        .map(|bytes_per_sec| zrepl_endpoint::BandwidthLimit {
+            bytes_per_sec,
+            bucket_capacity: l.bucket_capacity.bytes().max(1.0) as u64,
+        })
+}
+
+fn sender_config(job: &str, filesystems: &zrepl_filters::DatasetFilter, s: &config::SendOptions) -> SenderConfig {
+    SenderConfig {
+        job: job.to_string(),
+        filesystems: filesystems.clone(),
+        encrypted: s.encrypted,
+        raw: s.raw,
+        send_properties: s.send_properties,
+        backup_properties: s.backup_properties,
+        large_blocks: s.large_blocks,
+        compressed: s.compressed,
+        embedded_data: s.embedded_data,
+        saved: s.saved,
+        bandwidth_limit: bandwidth(&s.bandwidth_limit),
+    }
+}
+
+/// Whether zstd can shrink this sender's streams (`auto` compression).
+fn compressible(s: &config::SendOptions) -> bool {
+    !(s.encrypted || s.raw || s.compressed)
+}
+
+fn receiver_config(job: &str, root_fs: &zrepl_zfs_types::DatasetPath, r: &config::RecvOptions) -> ReceiverConfig {
+    let placeholder = match r.placeholder.encryption {
+        config::PlaceholderEncryption::Unspecified => PlaceholderPolicy::Unspecified,
+        config::PlaceholderEncryption::Inherit => PlaceholderPolicy::Inherit,
+        config::PlaceholderEncryption::Off => PlaceholderPolicy::Off,
+    };
+    ReceiverConfig {
+        job: job.to_string(),
+        root_fs: root_fs.clone(),
+        client_identity: None,
+        placeholder,
+        inherit: r.properties.inherit.clone(),
+        override_: r
+            .properties
+            .override_
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        bandwidth_limit: bandwidth(&r.bandwidth_limit),
+    }
+}
+
+fn connection(
+    job: &str,
+    c: &config::Connect,
+    r: &config::Replication,
+    local_send_compressible: bool,
+) -> Result<Connection, DaemonError> {
+    Ok(match c {
+        config::Connect::Local {
+            listener_name,
+            client_identity,
+            dial_timeout,
+        } => Connection::Local {
+            listener: listener_name.clone(),
+            client_identity: client_identity.clone(),
+            dial_timeout: dial_timeout.to_std(),
+        },
+        other => {
+            let connector = zrepl_transport::Connector::from_config(other)
+                .map_err(|e| DaemonError::Unsupported(format!("job {job:?}: connect: {e}")))?;
+            let opts = zrepl_rpc::ClientOptions {
+                compression: match r.compression {
+                    config::StreamCompression::Auto => zrepl_rpc::Compression::Auto,
+                    config::StreamCompression::Off => zrepl_rpc::Compression::Off,
+                    config::StreamCompression::Zstd => zrepl_rpc::Compression::Always,
+                },
+                zstd_level: r.compression_level,
+                local_send_compressible,
+                dial_timeout: connector.dial_timeout(),
+            };
+            Connection::Remote {
+                connector: Arc::new(connector),
+                opts,
+            }
+        }
+    })
+}
+
+fn serving(s: &config::Serve, sockdir: &str) -> Serving {
+    match s {
+        config::Serve::Local { listener_name } => Serving::Local {
+            listener: listener_name.clone(),
+        },
+        other => Serving::Net {
+            serve: other.clone(),
+            sockdir: sockdir.to_string(),
+        },
+    }
+}
+
+/// Builds the runnable jobs. Anything that cannot run (unreadable certificates, bad hooks) is
+/// refused up front with a clear message, instead of a daemon that silently does nothing.
 pub(crate) fn build(cfg: &config::Config, zfs: &Zfs) -> Result<Vec<Runnable>, DaemonError> {
+    let sockdir = cfg.global.serve.stdinserver.sockdir.as_str();
     let mut out = Vec::new();
     for job in &cfg.jobs {
         match job {
             config::Job::Push(p) => {
-                let config::Connect::Local {
-                    listener_name,
-                    client_identity,
-                    dial_timeout,
-                } = &p.connect
-                else {
-                    return Err(unsupported(&p.name, "a push job over a network transport"));
-                };
                 let snapshotter = snapshotter(&p.name, &p.snapshotting, &p.filesystems, zfs)?;
-                let s = &p.send;
-                if s.bandwidth_limit.max_bytes_per_sec().is_some() {
-                    return Err(unsupported(&p.name, "send.bandwidth_limit"));
-                }
-                let sender_cfg = SenderConfig {
-                    job: p.name.clone(),
-                    filesystems: p.filesystems.clone(),
-                    encrypted: s.encrypted,
-                    raw: s.raw,
-                    send_properties: s.send_properties,
-                    backup_properties: s.backup_properties,
-                    large_blocks: s.large_blocks,
-                    compressed: s.compressed,
-                    embedded_data: s.embedded_data,
-                    saved: s.saved,
-                };
                 let (tx, rx) = mpsc::channel(1);
                 out.push(Runnable::Push {
-                    handle: Arc::new(JobHandle::new(&p.name, "push", Some(tx), JobState::Idle)),
-                    wakeups: rx,
-                    sender: LocalSender::new(zfs.clone(), sender_cfg),
-                    listener: listener_name.clone(),
-                    client_identity: client_identity.clone(),
-                    dial_timeout: dial_timeout.to_std(),
-                    driver: driver_config(&p.replication, &p.conflict_resolution),
-                    keep_sender: crate::prune::rules(&p.pruning.keep_sender),
-                    keep_receiver: crate::prune::rules(&p.pruning.keep_receiver),
+                    active: Active {
+                        handle: Arc::new(JobHandle::new(&p.name, "push", Some(tx), JobState::Idle)),
+                        wakeups: rx,
+                        connection: connection(&p.name, &p.connect, &p.replication, compressible(&p.send))?,
+                        driver: driver_config(&p.replication, &p.conflict_resolution),
+                        keep_sender: crate::prune::rules(&p.pruning.keep_sender),
+                        keep_receiver: crate::prune::rules(&p.pruning.keep_receiver),
+                    },
+                    sender: LocalSender::new(zfs.clone(), sender_config(&p.name, &p.filesystems, &p.send)),
                     snapshotter,
                 });
             }
-            config::Job::Sink(s) => {
-                let config::Serve::Local { listener_name } = &s.serve else {
-                    return Err(unsupported(&s.name, "a sink job over a network transport"));
-                };
-                if s.recv.bandwidth_limit.max_bytes_per_sec().is_some() {
-                    return Err(unsupported(&s.name, "recv.bandwidth_limit"));
-                }
-                let placeholder = match s.recv.placeholder.encryption {
-                    config::PlaceholderEncryption::Unspecified => PlaceholderPolicy::Unspecified,
-                    config::PlaceholderEncryption::Inherit => PlaceholderPolicy::Inherit,
-                    config::PlaceholderEncryption::Off => PlaceholderPolicy::Off,
-                };
-                out.push(Runnable::Sink {
-                    handle: Arc::new(JobHandle::new(&s.name, "sink", None, JobState::Serving)),
-                    listener: listener_name.clone(),
-                    receiver: ReceiverConfig {
-                        job: s.name.clone(),
-                        root_fs: s.root_fs.clone(),
-                        client_identity: None,
-                        placeholder,
-                        inherit: s.recv.properties.inherit.clone(),
-                        override_: s
-                            .recv
-                            .properties
-                            .override_
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
+            config::Job::Pull(p) => {
+                let (tx, rx) = mpsc::channel(1);
+                out.push(Runnable::Pull {
+                    active: Active {
+                        handle: Arc::new(JobHandle::new(&p.name, "pull", Some(tx), JobState::Idle)),
+                        wakeups: rx,
+                        connection: connection(&p.name, &p.connect, &p.replication, false)?,
+                        driver: driver_config(&p.replication, &p.conflict_resolution),
+                        keep_sender: crate::prune::rules(&p.pruning.keep_sender),
+                        keep_receiver: crate::prune::rules(&p.pruning.keep_receiver),
+                    },
+                    receiver: receiver_config(&p.name, &p.root_fs, &p.recv),
+                    interval: match p.interval {
+                        config::PullInterval::Manual => None,
+                        config::PullInterval::Every(d) => Some(d.to_std()),
                     },
                 });
             }
-            config::Job::Pull(j) => return Err(unsupported(&j.name, "the pull job")),
-            config::Job::Source(j) => return Err(unsupported(&j.name, "the source job")),
+            config::Job::Sink(s) => out.push(Runnable::Passive {
+                handle: Arc::new(JobHandle::new(&s.name, "sink", None, JobState::Serving)),
+                serving: serving(&s.serve, sockdir),
+                role: Role::Sink(receiver_config(&s.name, &s.root_fs, &s.recv)),
+            }),
+            config::Job::Source(s) => {
+                let snapshotter = snapshotter(&s.name, &s.snapshotting, &s.filesystems, zfs)?;
+                // The snapshotter's rounds have nothing to wake: the pulling side decides when.
+                let (tx, rx) = mpsc::channel::<()>(1);
+                out.push(Runnable::Passive {
+                    handle: Arc::new(JobHandle::new(
+                        &s.name,
+                        "source",
+                        snapshotter.is_some().then_some(tx),
+                        JobState::Serving,
+                    )),
+                    serving: serving(&s.serve, sockdir),
+                    role: Role::Source {
+                        sender: sender_config(&s.name, &s.filesystems, &s.send),
+                        snapshotter,
+                        wakeups: Some(rx),
+                    },
+                });
+            }
             config::Job::Snap(j) => {
                 let snapshotter = snapshotter(&j.name, &j.snapshotting, &j.filesystems, zfs)?;
                 let (tx, rx) = mpsc::channel(1);
@@ -430,8 +575,10 @@ pub(crate) fn dry_run_endpoints(
     let runnables = build(cfg, zfs)?;
     let mut sinks = std::collections::HashMap::new();
     for r in &runnables {
-        if let Runnable::Sink {
-            listener, receiver, ..
+        if let Runnable::Passive {
+            serving: Serving::Local { listener },
+            role: Role::Sink(receiver),
+            ..
         } = r
         {
             sinks
@@ -440,31 +587,167 @@ pub(crate) fn dry_run_endpoints(
         }
     }
     for r in runnables {
-        if let Runnable::Push {
-            handle,
-            sender,
+        let Runnable::Push { active, sender, .. } = r else {
+            continue;
+        };
+        if active.handle.name != job {
+            continue;
+        }
+        let Connection::Local {
             listener,
             client_identity,
-            keep_sender,
-            keep_receiver,
             ..
-        } = r
-        {
-            if handle.name != job {
-                continue;
-            }
-            let mut rc = sinks.get(&listener).cloned().ok_or_else(|| {
-                DaemonError::Unsupported(format!("no sink job serves local listener {listener:?}"))
-            })?;
-            rc.client_identity = Some(client_identity);
-            let receiver = zrepl_endpoint::LocalReceiver::new(zfs.clone(), rc)
-                .map_err(|e| DaemonError::Unsupported(e.to_string()))?;
-            return Ok((sender, receiver, keep_sender, keep_receiver));
-        }
+        } = active.connection
+        else {
+            return Err(DaemonError::Unsupported(format!(
+                "job {job:?} replicates over the network: a pruning dry run from the config alone \
+                 needs the receiver in this config (local transport)"
+            )));
+        };
+        let mut rc = sinks.get(&listener).cloned().ok_or_else(|| {
+            DaemonError::Unsupported(format!("no sink job serves local listener {listener:?}"))
+        })?;
+        rc.client_identity = Some(client_identity);
+        let receiver = zrepl_endpoint::LocalReceiver::new(zfs.clone(), rc)
+            .map_err(|e| DaemonError::Unsupported(e.to_string()))?;
+        return Ok((sender, receiver, active.keep_sender, active.keep_receiver));
     }
     Err(DaemonError::Unsupported(format!(
         "job {job:?} is not a push job of this config (pruning dry runs are for push jobs)"
     )))
+}
+
+/// One invocation of an active job: replicate, then prune both sides (also after a failed
+/// replication, unless cancelled). The error summarises what failed.
+async fn invocation<S: Sender, R: Receiver>(
+    a: &Active,
+    sender: &S,
+    receiver: &R,
+    report: &ReportHandle,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
+    zrepl_replication::run(sender, receiver, &a.driver, report, cancel).await;
+    if !cancel.is_cancelled() {
+        let pr = tokio::select! {
+            p = crate::prune::prune(sender, receiver, &a.keep_sender, &a.keep_receiver, false) => Some(p),
+            _ = cancel.cancelled() => None,
+        };
+        if let Some(pr) = pr {
+            log_prune(&a.handle.name, &pr);
+            a.handle.inner().pruning = Some(pr);
+        }
+    }
+    let r = report.snapshot();
+    if r.succeeded() {
+        return Ok(());
+    }
+    let failed: Vec<String> = r
+        .failed_filesystems()
+        .iter()
+        .map(|f| format!("{}: {}", f.name, f.error().unwrap_or("")))
+        .collect();
+    let plan = r.attempts.last().and_then(|a| a.plan_error.clone());
+    Err(plan.unwrap_or_else(|| format!("replication {:?}: {}", r.state, failed.join("; "))))
+}
+
+enum Side<'a> {
+    Push(&'a LocalSender),
+    Pull(&'a ReceiverConfig),
+}
+
+/// The loop of a push or pull job: one invocation per wakeup.
+async fn active_loop(
+    mut a: Active,
+    side: Side<'_>,
+    zfs: &Zfs,
+    listeners: &LocalListeners,
+    shutdown: &CancellationToken,
+) {
+    let job = a.handle.name.clone();
+    loop {
+        tokio::select! {
+            w = a.wakeups.recv() => if w.is_none() { return },
+            _ = shutdown.cancelled() => return,
+        }
+        let run_cancel = shutdown.child_token();
+        *a.handle.current_run.lock().unwrap_or_else(|p| p.into_inner()) = Some(run_cancel.clone());
+        let report = ReportHandle::new(Utc::now());
+        {
+            let mut s = a.handle.inner();
+            s.state = JobState::Replicating;
+            s.error = None;
+            s.report = Some(report.clone());
+        }
+        tracing::info!(job = %job, "replication started");
+        let client = a.connection.client();
+        let outcome = match (&side, &a.connection, &client) {
+            (Side::Push(sender), _, Some(remote)) => {
+                invocation(&a, *sender, remote, &report, &run_cancel).await
+            }
+            (Side::Pull(rc), _, Some(remote)) => {
+                match zrepl_endpoint::LocalReceiver::new(zfs.clone(), (*rc).clone()) {
+                    Ok(receiver) => invocation(&a, remote, &receiver, &report, &run_cancel).await,
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            (
+                Side::Push(sender),
+                Connection::Local {
+                    listener,
+                    client_identity,
+                    dial_timeout,
+                },
+                None,
+            ) => match listeners
+                .connect(listener, client_identity, *dial_timeout, &run_cancel)
+                .await
+            {
+                Ok(receiver) => invocation(&a, *sender, &receiver, &report, &run_cancel).await,
+                Err(e) => Err(e),
+            },
+            (
+                Side::Pull(rc),
+                Connection::Local {
+                    listener,
+                    dial_timeout,
+                    ..
+                },
+                None,
+            ) => {
+                let receiver = zrepl_endpoint::LocalReceiver::new(zfs.clone(), (*rc).clone());
+                match (
+                    listeners.connect_sender(listener, *dial_timeout, &run_cancel).await,
+                    receiver,
+                ) {
+                    (Ok(sender), Ok(receiver)) => {
+                        invocation(&a, &sender, &receiver, &report, &run_cancel).await
+                    }
+                    (Err(e), _) => Err(e),
+                    (_, Err(e)) => Err(e.to_string()),
+                }
+            }
+            (_, Connection::Remote { .. }, None) => unreachable!("remote connections have a client"),
+        };
+        // One connection per invocation: closed here.
+        drop(client);
+        a.handle
+            .current_run
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let mut s = a.handle.inner();
+        s.state = JobState::Idle;
+        match outcome {
+            Ok(()) => {
+                tracing::info!(job = %job, "replication done");
+                s.last_success = Some(Utc::now());
+            }
+            Err(e) => {
+                tracing::error!(job = %job, error = %e, "replication failed");
+                s.error = Some(e);
+            }
+        }
+    }
 }
 
 /// Runs a job until `shutdown`.
@@ -475,103 +758,78 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     match job {
-        Runnable::Sink {
+        Runnable::Passive {
             handle,
-            listener,
-            receiver,
+            serving,
+            role,
         } => {
-            if let Err(e) = listeners.register(&listener, zfs, receiver) {
-                tracing::error!(job = %handle.name, error = %e, "cannot listen");
+            let mut role = role;
+            if let Role::Source {
+                snapshotter,
+                wakeups,
+                ..
+            } = &mut role
+            {
+                spawn_snapshotter(&handle, snapshotter.take(), &shutdown);
+                if let Some(mut rx) = wakeups.take() {
+                    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+                }
+            }
+            let result = match serving {
+                Serving::Local { listener } => {
+                    let peer = match &role {
+                        Role::Sink(rc) => LocalPeer::Sink(zfs.clone(), rc.clone()),
+                        Role::Source { sender, .. } => {
+                            LocalPeer::Source(zfs.clone(), sender.clone())
+                        }
+                    };
+                    match listeners.register(&listener, peer) {
+                        Ok(()) => {
+                            shutdown.cancelled().await;
+                            listeners.unregister(&listener);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Serving::Net { serve, sockdir } => {
+                    crate::serve::serve(&handle, &serve, &sockdir, &role, &zfs, &shutdown).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!(job = %handle.name, error = %e, "cannot serve");
                 let mut s = handle.inner();
                 s.state = JobState::Error;
                 s.error = Some(e);
-                return;
             }
-            shutdown.cancelled().await;
-            listeners.unregister(&listener);
         }
         Runnable::Push {
-            handle,
-            mut wakeups,
+            active,
             sender,
-            listener,
-            client_identity,
-            dial_timeout,
-            driver,
-            keep_sender,
-            keep_receiver,
             snapshotter,
         } => {
-            spawn_snapshotter(&handle, snapshotter, &shutdown);
-            loop {
-                tokio::select! {
-                    w = wakeups.recv() => if w.is_none() { return },
-                    _ = shutdown.cancelled() => return,
-                }
-                let run_cancel = shutdown.child_token();
-                *handle.current_run.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(run_cancel.clone());
-                let report = ReportHandle::new(Utc::now());
-                {
-                    let mut s = handle.inner();
-                    s.state = JobState::Replicating;
-                    s.error = None;
-                    s.report = Some(report.clone());
-                }
-                tracing::info!(job = %handle.name, "replication started");
-                let outcome = match listeners
-                    .connect(&listener, &client_identity, dial_timeout, &run_cancel)
-                    .await
-                {
-                    Err(e) => Err(e),
-                    Ok(receiver) => {
-                        zrepl_replication::run(&sender, &receiver, &driver, &report, &run_cancel)
-                            .await;
-                        // Pruning runs after every run, also a failed one, unless it was cancelled.
-                        if !run_cancel.is_cancelled() {
-                            let pr = tokio::select! {
-                                p = crate::prune::prune(&sender, &receiver, &keep_sender, &keep_receiver, false) => Some(p),
-                                _ = run_cancel.cancelled() => None,
-                            };
-                            if let Some(pr) = pr {
-                                log_prune(&handle.name, &pr);
-                                handle.inner().pruning = Some(pr);
-                            }
-                        }
-                        let r = report.snapshot();
-                        if r.succeeded() {
-                            Ok(())
-                        } else {
-                            let failed: Vec<String> = r
-                                .failed_filesystems()
-                                .iter()
-                                .map(|f| format!("{}: {}", f.name, f.error().unwrap_or("")))
-                                .collect();
-                            let plan = r.attempts.last().and_then(|a| a.plan_error.clone());
-                            Err(plan.unwrap_or_else(|| {
-                                format!("replication {:?}: {}", r.state, failed.join("; "))
-                            }))
+            spawn_snapshotter(&active.handle, snapshotter, &shutdown);
+            active_loop(active, Side::Push(&sender), &zfs, &listeners, &shutdown).await;
+        }
+        Runnable::Pull {
+            active,
+            receiver,
+            interval,
+        } => {
+            if let (Some(every), Some(tx)) = (interval, active.handle.wakeup.clone()) {
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    loop {
+                        // A wakeup still pending means the job is busy: skip this tick.
+                        let _ = tx.try_send(());
+                        tokio::select! {
+                            _ = tokio::time::sleep(every) => {}
+                            _ = stop.cancelled() => return,
                         }
                     }
-                };
-                handle
-                    .current_run
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take();
-                let mut s = handle.inner();
-                s.state = JobState::Idle;
-                match outcome {
-                    Ok(()) => {
-                        tracing::info!(job = %handle.name, "replication done");
-                        s.last_success = Some(Utc::now());
-                    }
-                    Err(e) => {
-                        tracing::error!(job = %handle.name, error = %e, "replication failed");
-                        s.error = Some(e);
-                    }
-                }
+                });
             }
+            active_loop(active, Side::Pull(&receiver), &zfs, &listeners, &shutdown).await;
         }
         Runnable::Snap {
             handle,

@@ -9,6 +9,7 @@ pub mod control;
 mod jobs;
 mod local;
 pub mod prune;
+mod serve;
 pub mod snapshot;
 pub mod status;
 

@@ -1,36 +1,53 @@
-//! The `local` transport: a push job and a sink job in the same daemon, connected in-process.
+//! The `local` transport: an active and a passive job in the same daemon, connected in-process.
 //!
-//! A sink registers its listener name; a push job connecting to that name gets a receiver for
-//! `root_fs/<client_identity>`, exactly what a remote peer with that identity would get. No
-//! bytes are serialized: the endpoint traits are called directly.
+//! A sink (or source) registers its listener name; a push job connecting to that name gets a
+//! receiver for `root_fs/<client_identity>`, exactly what a remote peer with that identity would
+//! get (a pull job gets the source's sender). No bytes are serialized: the endpoint traits are
+//! called directly.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use zrepl_endpoint::{LocalReceiver, ReceiverConfig};
+use zrepl_endpoint::{LocalReceiver, LocalSender, ReceiverConfig, SenderConfig};
 use zrepl_zfs::Zfs;
+
+/// What a passive job offers on its local listener.
+#[derive(Clone)]
+pub enum LocalPeer {
+    Sink(Zfs, ReceiverConfig),
+    Source(Zfs, SenderConfig),
+}
+
+impl LocalPeer {
+    fn job(&self) -> &str {
+        match self {
+            LocalPeer::Sink(_, c) => &c.job,
+            LocalPeer::Source(_, c) => &c.job,
+        }
+    }
+}
 
 #[derive(Clone, Default)]
 pub struct LocalListeners {
-    inner: Arc<Mutex<HashMap<String, (Zfs, ReceiverConfig)>>>,
+    inner: Arc<Mutex<HashMap<String, LocalPeer>>>,
 }
 
 impl LocalListeners {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Zfs, ReceiverConfig)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LocalPeer>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn register(&self, name: &str, zfs: Zfs, cfg: ReceiverConfig) -> Result<(), String> {
+    pub fn register(&self, name: &str, peer: LocalPeer) -> Result<(), String> {
         let mut m = self.lock();
-        if let Some((_, other)) = m.get(name) {
+        if let Some(other) = m.get(name) {
             return Err(format!(
                 "local listener {name:?} is already used by job {:?}",
-                other.job
+                other.job()
             ));
         }
-        m.insert(name.to_string(), (zfs, cfg));
+        m.insert(name.to_string(), peer);
         Ok(())
     }
 
@@ -38,8 +55,8 @@ impl LocalListeners {
         self.lock().remove(name);
     }
 
-    /// Connects to a local listener, waiting up to `timeout` for it to appear (jobs start
-    /// concurrently); zero means no timeout, as in zrepl.
+    /// Connects a push job to a local sink listener, waiting up to `timeout` for it to appear
+    /// (jobs start concurrently); zero means no timeout, as in zrepl.
     pub async fn connect(
         &self,
         name: &str,
@@ -47,12 +64,44 @@ impl LocalListeners {
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<LocalReceiver, String> {
+        match self.find(name, timeout, cancel).await? {
+            LocalPeer::Sink(zfs, mut cfg) => {
+                cfg.client_identity = Some(client_identity.to_string());
+                LocalReceiver::new(zfs, cfg).map_err(|e| e.to_string())
+            }
+            LocalPeer::Source(_, c) => Err(format!(
+                "local listener {name:?} is served by source job {:?}, not a sink",
+                c.job
+            )),
+        }
+    }
+
+    /// Connects a pull job to a local source listener.
+    pub async fn connect_sender(
+        &self,
+        name: &str,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<LocalSender, String> {
+        match self.find(name, timeout, cancel).await? {
+            LocalPeer::Source(zfs, cfg) => Ok(LocalSender::new(zfs, cfg)),
+            LocalPeer::Sink(_, c) => Err(format!(
+                "local listener {name:?} is served by sink job {:?}, not a source",
+                c.job
+            )),
+        }
+    }
+
+    async fn find(
+        &self,
+        name: &str,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<LocalPeer, String> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let found = self.lock().get(name).cloned();
-            if let Some((zfs, mut cfg)) = found {
-                cfg.client_identity = Some(client_identity.to_string());
-                return LocalReceiver::new(zfs, cfg).map_err(|e| e.to_string());
+            if let Some(p) = self.lock().get(name).cloned() {
+                return Ok(p);
             }
             if !timeout.is_zero() && tokio::time::Instant::now() >= deadline {
                 return Err(format!("local listener {name:?} not reachable"));

@@ -15,8 +15,10 @@
 
 pub mod abstractions;
 mod error;
+mod ratelimit;
 mod receiver;
 mod sender;
 
 pub use receiver::{LocalReceiver, PlaceholderPolicy, ReceiverConfig};
+pub use ratelimit::BandwidthLimit;
 pub use sender::{LocalSender, SenderConfig};

@@ -38,6 +38,8 @@ pub struct ReceiverConfig {
     pub inherit: Vec<String>,
     /// `recv.properties.override`: `-o <prop>=<value>`.
     pub override_: Vec<(String, String)>,
+    /// `recv.bandwidth_limit`.
+    pub bandwidth_limit: Option<crate::BandwidthLimit>,
 }
 
 /// A receiver over the local `zfs`.
@@ -345,6 +347,7 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         rr.save_partial = resumable;
         rr.exclude_props = self.cfg.inherit.clone();
         rr.override_props = self.cfg.override_.clone();
+        let stream = crate::ratelimit::limit(self.cfg.bandwidth_limit, stream);
         let result = self.zfs.receive(&rr, stream).await;
         if let Err(e) = result {
             if cleared_placeholder {

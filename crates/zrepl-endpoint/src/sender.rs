@@ -34,6 +34,8 @@ pub struct SenderConfig {
     pub compressed: bool,
     pub embedded_data: bool,
     pub saved: bool,
+    /// `send.bandwidth_limit`.
+    pub bandwidth_limit: Option<crate::BandwidthLimit>,
 }
 
 impl SenderConfig {
@@ -50,6 +52,7 @@ impl SenderConfig {
             compressed: false,
             embedded_data: false,
             saved: false,
+            bandwidth_limit: None,
         }
     }
 
@@ -422,7 +425,7 @@ impl zrepl_protocol::Sender for LocalSender {
                 used_resume_token: req.resume_token.is_some(),
                 expected_size: 0,
             },
-            Box::pin(stream),
+            crate::ratelimit::limit(self.cfg.bandwidth_limit, Box::pin(stream)),
         ))
     }
 

@@ -160,6 +160,7 @@ fn receiver(
             placeholder,
             inherit: vec![],
             override_: vec![],
+            bandwidth_limit: None,
         },
     )
     .map_err(|e| e.to_string())
@@ -524,6 +525,7 @@ pub async fn repl_properties_override_and_inherit(t: Ctx) -> TestResult {
             placeholder: PlaceholderPolicy::Inherit,
             inherit: vec!["org.test:drop".into()],
             override_: vec![("org.test:forced".into(), "x".into())],
+            bandwidth_limit: None,
         },
     )
     .map_err(|e| e.to_string())?;

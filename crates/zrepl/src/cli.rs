@@ -29,6 +29,9 @@ pub enum Command {
     Test(TestArgs),
     /// Run the daemon: all configured jobs, and the control socket.
     Daemon,
+    /// ssh forced command of `ssh+stdinserver`: relay stdin/stdout to the daemon's socket for
+    /// CLIENT_IDENTITY (in authorized_keys: command="zrepl stdinserver CLIENT_IDENTITY",restrict).
+    Stdinserver(StdinserverArgs),
     /// Send a signal to a job of the running daemon.
     Signal(SignalArgs),
     /// Show the running daemon's status.
@@ -44,6 +47,12 @@ pub enum Command {
     Gencompletion(GencompletionArgs),
     /// Write the man page (zrepl.1).
     Genman(GenmanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StdinserverArgs {
+    /// The client identity: one of the serving job's `client_identities`.
+    pub client_identity: String,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,26 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{PruneArgs, SignalArgs, SignalOp, StatusArgs, StatusMode};
 use crate::control_client::{block_on, post};
 
+/// `zrepl stdinserver IDENTITY`: runs as sshd's forced command; stdout is the protocol stream,
+/// so errors go to stderr only (ssh shows them to the connecting daemon's log).
+pub fn stdinserver(
+    config: Option<&Path>,
+    args: crate::cli::StdinserverArgs,
+) -> anyhow::Result<ExitCode> {
+    let cfg = crate::cli::load_config(config)?;
+    let sockdir = cfg.global.serve.stdinserver.sockdir.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(zrepl_transport::stdinserver_proxy(
+        &sockdir,
+        &args.client_identity,
+    ))
+    .context("stdinserver")?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn daemon(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let cfg = crate::cli::load_config(config)?;
     init_logging(&cfg);

@@ -33,6 +33,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Version(args) => version::run(cli.config.as_deref(), args),
         cli::Command::Test(args) => test_cmd::run(cli.config.as_deref(), args),
         cli::Command::Daemon => daemon_cmd::daemon(cli.config.as_deref()),
+        cli::Command::Stdinserver(args) => daemon_cmd::stdinserver(cli.config.as_deref(), args),
         cli::Command::Signal(args) => daemon_cmd::signal(cli.config.as_deref(), args),
         cli::Command::Status(args) => daemon_cmd::status(cli.config.as_deref(), args),
         cli::Command::Prune(args) => daemon_cmd::prune(cli.config.as_deref(), args),
