@@ -35,38 +35,38 @@ macro_rules! ensure {
 const SENDER_JOB: &str = "push";
 const RECEIVER_JOB: &str = "sink";
 
-fn path(t: &Ctx, rel: &str) -> String {
+pub(crate) fn path(t: &Ctx, rel: &str) -> String {
     format!("{}/{rel}", t.pool)
 }
 
-fn dp(s: &str) -> DatasetPath {
+pub(crate) fn dp(s: &str) -> DatasetPath {
     DatasetPath::parse(s).expect("valid dataset path")
 }
 
 /// Where sender filesystem `<pool>/src/<rel>` lands on the receiver.
-fn recv_path(t: &Ctx, rel: &str) -> String {
+pub(crate) fn recv_path(t: &Ctx, rel: &str) -> String {
     format!("{}/sink/client/{}/src/{rel}", t.pool, t.pool)
 }
 
-fn zfs(args: &[&str]) -> Result<String, String> {
+pub(crate) fn zfs(args: &[&str]) -> Result<String, String> {
     let mut v = vec!["zfs"];
     v.extend_from_slice(args);
     sh(&v)
 }
 
-fn guid(name: &str) -> Result<u64, String> {
+pub(crate) fn guid(name: &str) -> Result<u64, String> {
     zfs(&["get", "-Hp", "-o", "value", "guid", name])?
         .trim()
         .parse()
         .map_err(|e| format!("guid of {name}: {e}"))
 }
 
-fn exists(name: &str) -> bool {
+pub(crate) fn exists(name: &str) -> bool {
     zfs(&["get", "-H", "-o", "value", "name", name]).is_ok()
 }
 
 /// Short names (`@x`, `#y`) of the snapshots and bookmarks of `fs`, oldest first.
-fn versions(fs: &str) -> Result<Vec<String>, String> {
+pub(crate) fn versions(fs: &str) -> Result<Vec<String>, String> {
     let out = zfs(&[
         "list",
         "-H",
@@ -86,7 +86,7 @@ fn versions(fs: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn holds(snap: &str) -> Result<Vec<String>, String> {
+pub(crate) fn holds(snap: &str) -> Result<Vec<String>, String> {
     Ok(zfs(&["holds", "-H", snap])?
         .lines()
         .filter_map(|l| l.split('\t').nth(1).map(str::to_string))
@@ -94,7 +94,7 @@ fn holds(snap: &str) -> Result<Vec<String>, String> {
 }
 
 /// All holds (`snapshot tag`) on all snapshots of `root` and its descendants.
-fn all_holds(root: &str) -> Result<Vec<String>, String> {
+pub(crate) fn all_holds(root: &str) -> Result<Vec<String>, String> {
     let snaps: Vec<String> = zfs(&["list", "-H", "-o", "name", "-t", "snapshot", "-r", root])?
         .lines()
         .map(str::to_string)
@@ -111,17 +111,17 @@ fn all_holds(root: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn create(t: &Ctx, rel: &str) -> Result<String, String> {
+pub(crate) fn create(t: &Ctx, rel: &str) -> Result<String, String> {
     let p = path(t, rel);
     zfs(&["create", "-p", &p])?;
     Ok(p)
 }
 
-fn snapshot(name: &str) -> Result<(), String> {
+pub(crate) fn snapshot(name: &str) -> Result<(), String> {
     zfs(&["snapshot", name]).map(|_| ())
 }
 
-fn write(fs: &str, file: &str, mib: usize) -> Result<(), String> {
+pub(crate) fn write(fs: &str, file: &str, mib: usize) -> Result<(), String> {
     let mp = zfs(&["get", "-H", "-o", "value", "mountpoint", fs])?
         .trim()
         .to_string();
@@ -196,7 +196,7 @@ fn fs_report<'a>(
 
 /// Starts `zrepl daemon` with `cfg`, output to `log_path`, and waits until its control socket
 /// answers.
-fn spawn_daemon(cfg: &str, log_path: &str) -> Result<std::process::Child, String> {
+pub(crate) fn spawn_daemon(cfg: &str, log_path: &str) -> Result<std::process::Child, String> {
     let log = std::fs::File::create(log_path).map_err(|e| e.to_string())?;
     let mut child = Command::new("zrepl")
         .args(["--config", cfg, "daemon"])

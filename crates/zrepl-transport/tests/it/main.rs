@@ -1,1 +1,343 @@
-fn main(){}
+//! Transport authentication on loopback: who gets in, with which identity, and who does not.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zrepl_config::{Connect, Serve};
+use zrepl_transport::{Connector, Listener};
+
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        Ca {
+            issuer: CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+    /// Writes `<dir>/<cn>.crt` and `.key` signed by this CA; returns (cert, key).
+    fn leaf(&self, dir: &Path, cn: &str) -> (String, String) {
+        let mut p = CertificateParams::new(vec![cn.to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let k = KeyPair::generate().unwrap();
+        let c = p.signed_by(&k, &self.issuer).unwrap();
+        let (cp, kp) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+        std::fs::write(&cp, c.pem()).unwrap();
+        std::fs::write(&kp, k.serialize_pem()).unwrap();
+        (s(&cp), s(&kp))
+    }
+    fn write(&self, dir: &Path, name: &str) -> String {
+        let p = dir.join(name);
+        std::fs::write(&p, self.issuer.pem()).unwrap();
+        s(&p)
+    }
+}
+
+fn s(p: &PathBuf) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn dur(s: &str) -> zrepl_config::units::GoDuration {
+    zrepl_config::units::GoDuration::parse(s).unwrap()
+}
+
+/// Accepts one connection and reports the authentication result; echoes one line if accepted.
+async fn accept_one(mut l: Listener) -> Result<String, String> {
+    let inc = l.accept().await.map_err(|e| e.to_string())?;
+    let (mut io, id) = inc.authenticate().await.map_err(|e| e.to_string())?;
+    let mut b = [0u8; 5];
+    io.read_exact(&mut b).await.map_err(|e| e.to_string())?;
+    io.write_all(&b).await.map_err(|e| e.to_string())?;
+    io.flush().await.map_err(|e| e.to_string())?;
+    Ok(id)
+}
+
+struct TlsSetup {
+    _dir: tempfile::TempDir,
+    ca: String,
+    server: (String, String),
+    good: (String, String),
+    stranger: (String, String),
+    foreign: (String, String),
+    foreign_ca: String,
+}
+
+fn tls_setup() -> TlsSetup {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("zrepl test CA");
+    let other = Ca::new("someone else's CA");
+    TlsSetup {
+        ca: ca.write(dir.path(), "ca.crt"),
+        server: ca.leaf(dir.path(), "server1"),
+        good: ca.leaf(dir.path(), "laptop1"),
+        stranger: ca.leaf(dir.path(), "stranger"),
+        foreign: other.leaf(dir.path(), "laptop1-foreign"),
+        foreign_ca: other.write(dir.path(), "other-ca.crt"),
+        _dir: dir,
+    }
+}
+
+async fn tls_listener(t: &TlsSetup) -> (Listener, String) {
+    let l = Listener::bind(
+        &Serve::Tls {
+            listen: "127.0.0.1:0".into(),
+            listen_freebind: false,
+            ca: t.ca.clone(),
+            cert: t.server.0.clone(),
+            key: t.server.1.clone(),
+            client_cns: vec!["laptop1".into()],
+            handshake_timeout: dur("5s"),
+        },
+        "/nonexistent",
+    )
+    .await
+    .unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    (l, addr)
+}
+
+fn tls_connect(addr: &str, ca: &str, cert: &(String, String), server_cn: &str) -> Connector {
+    Connector::from_config(&Connect::Tls {
+        address: addr.into(),
+        ca: ca.into(),
+        cert: cert.0.clone(),
+        key: cert.1.clone(),
+        server_cn: server_cn.into(),
+        dial_timeout: dur("5s"),
+    })
+    .unwrap()
+}
+
+async fn roundtrip(c: &Connector) -> Result<(), String> {
+    let mut io = c.connect().await.map_err(|e| e.to_string())?;
+    io.write_all(b"hello").await.map_err(|e| e.to_string())?;
+    io.flush().await.map_err(|e| e.to_string())?;
+    let mut b = [0u8; 5];
+    io.read_exact(&mut b).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn tls_client_identity_is_the_certificate_cn() {
+    let t = tls_setup();
+    let (l, addr) = tls_listener(&t).await;
+    let server = tokio::spawn(accept_one(l));
+    roundtrip(&tls_connect(&addr, &t.ca, &t.good, "server1"))
+        .await
+        .unwrap();
+    assert_eq!(server.await.unwrap().unwrap(), "laptop1");
+}
+
+#[tokio::test]
+async fn tls_refuses_a_cn_not_in_client_cns() {
+    let t = tls_setup();
+    let (l, addr) = tls_listener(&t).await;
+    let server = tokio::spawn(accept_one(l));
+    let _ = roundtrip(&tls_connect(&addr, &t.ca, &t.stranger, "server1")).await;
+    let e = server.await.unwrap().unwrap_err();
+    assert!(e.contains("unauthorized client common name \"stranger\""), "{e}");
+}
+
+#[tokio::test]
+async fn tls_refuses_a_certificate_from_another_ca() {
+    let t = tls_setup();
+    let (l, addr) = tls_listener(&t).await;
+    let server = tokio::spawn(accept_one(l));
+    let client = roundtrip(&tls_connect(&addr, &t.ca, &t.foreign, "server1")).await;
+    let e = server.await.unwrap().unwrap_err();
+    assert!(e.contains("tls handshake"), "{e}");
+    assert!(client.is_err());
+}
+
+#[tokio::test]
+async fn tls_refuses_a_client_without_certificate() {
+    let t = tls_setup();
+    let (l, addr) = tls_listener(&t).await;
+    let server = tokio::spawn(accept_one(l));
+    // A plain TLS client that trusts the server but presents no certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&t.ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let r = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect("server1".try_into().unwrap(), tcp)
+        .await;
+    if let Ok(mut s) = r {
+        // TLS 1.3: the refusal arrives with the first read.
+        let _ = s.write_all(b"hello").await;
+        let mut b = [0u8; 5];
+        assert!(s.read_exact(&mut b).await.is_err());
+    }
+    let e = server.await.unwrap().unwrap_err();
+    assert!(e.contains("tls handshake"), "{e}");
+}
+
+#[tokio::test]
+async fn tls_client_refuses_a_server_with_the_wrong_name_or_ca() {
+    let t = tls_setup();
+    let (l, addr) = tls_listener(&t).await;
+    tokio::spawn(accept_one(l));
+    let e = roundtrip(&tls_connect(&addr, &t.ca, &t.good, "not-server1"))
+        .await
+        .unwrap_err();
+    assert!(e.contains("tls handshake"), "{e}");
+    let (l, addr) = tls_listener(&t).await;
+    tokio::spawn(accept_one(l));
+    let e = roundtrip(&tls_connect(&addr, &t.foreign_ca, &t.good, "server1"))
+        .await
+        .unwrap_err();
+    assert!(e.contains("tls handshake"), "{e}");
+}
+
+#[test]
+fn tls_config_errors_name_the_file() {
+    let t = tls_setup();
+    let e = Connector::from_config(&Connect::Tls {
+        address: "127.0.0.1:1".into(),
+        ca: "/nonexistent/ca.crt".into(),
+        cert: t.good.0.clone(),
+        key: t.good.1.clone(),
+        server_cn: "server1".into(),
+        dial_timeout: dur("5s"),
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("/nonexistent/ca.crt"), "{e}");
+    let e = Connector::from_config(&Connect::Tls {
+        address: "127.0.0.1:1".into(),
+        ca: t.ca.clone(),
+        cert: t.ca.clone(),
+        key: t.ca.clone(),
+        server_cn: "server1".into(),
+        dial_timeout: dur("5s"),
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("private key"), "{e}");
+}
+
+fn tcp_serve(clients: &[(&str, &str)]) -> Serve {
+    let yaml = format!(
+        "jobs:\n- type: sink\n  name: s\n  root_fs: pool/sink\n  serve:\n    type: tcp\n    listen: \"127.0.0.1:0\"\n    clients: {{{}}}\n",
+        clients
+            .iter()
+            .map(|(k, v)| format!("\"{k}\": \"{v}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let loader = zrepl_config::MemLoader {
+        files: Default::default(),
+    };
+    let cfg = zrepl_config::load_str(&yaml, Path::new("/t.yml"), &loader)
+        .unwrap()
+        .config;
+    match &cfg.jobs[0] {
+        zrepl_config::Job::Sink(s) => s.serve.clone(),
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn tcp_identity_from_the_clients_map() {
+    for (clients, want) in [
+        (vec![("127.0.0.1", "backup1")], Ok("backup1".to_string())),
+        (
+            vec![("127.0.0.0/8", "lo-*"), ("10.0.0.1", "other")],
+            Ok("lo-127.0.0.1".to_string()),
+        ),
+        // Most specific entry wins.
+        (
+            vec![("127.0.0.0/8", "lo-*"), ("127.0.0.1", "exact")],
+            Ok("exact".to_string()),
+        ),
+        (
+            vec![("10.0.0.1", "other")],
+            Err("client 127.0.0.1 is not in the clients map"),
+        ),
+    ] {
+        let l = Listener::bind(&tcp_serve(&clients), "/nonexistent").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let server = tokio::spawn(accept_one(l));
+        let c = Connector::from_config(&Connect::Tcp {
+            address: addr,
+            dial_timeout: dur("5s"),
+        })
+        .unwrap();
+        let _ = roundtrip(&c).await;
+        match (server.await.unwrap(), want) {
+            (Ok(id), Ok(w)) => assert_eq!(id, w),
+            (Err(e), Err(w)) => assert!(e.contains(w), "{e}"),
+            (got, w) => panic!("{clients:?}: got {got:?}, want {w:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn dial_errors_are_clear() {
+    let c = Connector::from_config(&Connect::Tcp {
+        address: "127.0.0.1:1".into(),
+        dial_timeout: dur("2s"),
+    })
+    .unwrap();
+    let e = c.connect().await.err().unwrap().to_string();
+    assert!(e.contains("cannot connect to 127.0.0.1:1"), "{e}");
+}
+
+#[tokio::test]
+async fn stdinserver_sockets_are_named_by_identity_and_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let sockdir = dir.path().join("stdinserver");
+    let mut l = Listener::bind(
+        &Serve::Stdinserver {
+            client_identities: vec!["client1".into(), "client2".into()],
+        },
+        &s(&sockdir),
+    )
+    .await
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sockdir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "sockdir mode {mode:o}");
+    let _c = tokio::net::UnixStream::connect(sockdir.join("client2")).await.unwrap();
+    let inc = tokio::time::timeout(Duration::from_secs(5), l.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, id) = inc.authenticate().await.unwrap();
+    assert_eq!(id, "client2");
+    drop(l);
+    assert!(!sockdir.join("client1").exists(), "sockets removed on drop");
+}
+
+#[test]
+fn ssh_command_line_is_zrepls() {
+    let c = zrepl_transport::SshConnector {
+        ssh_command: "ssh".into(),
+        host: "prod.example.com".into(),
+        user: "root".into(),
+        port: 2222,
+        identity_file: "/etc/zrepl/ssh/identity".into(),
+        options: vec!["Compression=yes".into()],
+        dial_timeout: Duration::from_secs(10),
+    };
+    assert_eq!(
+        c.argv().join(" "),
+        "ssh -p 2222 -T -i /etc/zrepl/ssh/identity -o BatchMode=yes -o Compression=yes root@prod.example.com"
+    );
+}
