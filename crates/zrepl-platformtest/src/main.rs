@@ -10,6 +10,7 @@
 //! Without `/dev/zfs` the binary fails loudly instead of skipping: a platform test run that tests
 //! nothing must never look green.
 
+mod network;
 mod pool;
 mod replication;
 mod tests;
@@ -124,6 +125,12 @@ fn main() {
         invalid_names_rejected_before_any_command,
         subtree_listing_200x20_is_one_command,
     ];
+    trials.extend(trials![network:
+        net_push_pull_tcp,
+        net_push_pull_tls,
+        net_push_pull_ssh_stdinserver,
+        net_signal_reset_aborts_and_next_run_resumes,
+    ]);
     trials.extend(trials![replication:
         repl_initial_then_incremental_chain,
         repl_interrupted_transfer_resumes_without_leftover_holds,

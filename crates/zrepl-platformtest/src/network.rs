@@ -1,0 +1,431 @@
+//! Network replication on real OpenZFS: two daemons on loopback, push->sink and pull->source
+//! over tcp, tls (certificates generated per test) and ssh+stdinserver (a real OpenSSH sshd with
+//! authorized_keys forced commands). Full, incremental, and a transfer cut mid-stream by killing
+//! the receiving daemon, which the next attempt resumes.
+//!
+//! Daemon A has the push job (`push`, filesystem `src/a`) and the source job (`source`,
+//! `src/b`); daemon B has the sink (`sink`, root `sink`) and the pull job (`pull`, root
+//! `pulled`). Client identities: A is `a`, B is `b`.
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+use crate::pool::sh;
+use crate::replication::{all_holds, create, guid, snapshot, spawn_daemon, write, zfs};
+use crate::{Ctx, TestResult};
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!("{}:{}: {}: {}", file!(), line!(), stringify!($cond), format!($($fmt)+)).into());
+        }
+    };
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    Tcp,
+    Tls,
+    Ssh,
+}
+
+struct Daemon {
+    cfg: String,
+    log: String,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn start(&mut self) -> Result<(), String> {
+        self.child = Some(spawn_daemon(&self.cfg, &self.log)?);
+        Ok(())
+    }
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    fn zrepl(&self, args: &[&str]) -> Result<String, String> {
+        let mut v = vec!["zrepl", "--config", self.cfg.as_str()];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+    fn status(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_str(&self.zrepl(&["status", "--mode", "raw"])?).map_err(|e| e.to_string())
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// Waits until `job`'s current run ended; returns its state (done, failed, cancelled).
+    fn wait_run(&self, job: &str) -> Result<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let st = self.status()?;
+            let j = &st["jobs"][job];
+            let run = j["replication"]["state"].as_str().unwrap_or("").to_string();
+            if j["state"] == "idle" && matches!(run.as_str(), "done" | "failed" | "cancelled") {
+                return Ok(run);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("replication of {job} did not finish: {j:#}"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    /// Wakes `job` and requires its run to succeed.
+    fn replicate(&self, job: &str) -> TestResult {
+        self.zrepl(&["signal", "wakeup", job])?;
+        let r = self.wait_run(job)?;
+        ensure!(r == "done", "{job} ended {r}: {:#}", self.status()?["jobs"][job]);
+        Ok(())
+    }
+    /// Waits until `job` has moved more than `bytes` in its current step.
+    fn wait_bytes(&self, job: &str, bytes: u64) -> TestResult {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let st = self.status()?;
+            let fss = &st["jobs"][job]["replication"]["attempts"];
+            let moved = fss
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|a| a["filesystems"].as_array().into_iter().flatten())
+                .flat_map(|f| f["steps"].as_array().into_iter().flatten())
+                .filter_map(|s| s["bytes_replicated"].as_u64())
+                .max()
+                .unwrap_or(0);
+            if moved > bytes {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "{job}: transfer did not start: {st:#}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Certificates for daemons `a` and `b` (CN = SAN = name) signed by one CA.
+fn certs(dir: &str) -> Result<(), String> {
+    let e = |x: rcgen::Error| x.to_string();
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, "zrepl platformtest CA");
+    let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().map_err(e)?).map_err(e)?;
+    std::fs::write(format!("{dir}/ca.crt"), ca.pem()).map_err(|x| x.to_string())?;
+    for name in ["a", "b"] {
+        let mut p = CertificateParams::new(vec![name.to_string()]).map_err(e)?;
+        p.distinguished_name.push(DnType::CommonName, name);
+        let k = KeyPair::generate().map_err(e)?;
+        let c = p.signed_by(&k, &ca).map_err(e)?;
+        std::fs::write(format!("{dir}/{name}.crt"), c.pem()).map_err(|x| x.to_string())?;
+        std::fs::write(format!("{dir}/{name}.key"), k.serialize_pem()).map_err(|x| x.to_string())?;
+    }
+    Ok(())
+}
+
+/// Starts sshd on 127.0.0.1:2222 whose authorized_keys forces `zrepl stdinserver` for the
+/// key of each daemon. Returns the sshd child.
+fn sshd(dir: &str, cfg_a: &str, cfg_b: &str) -> Result<Child, String> {
+    sh(&["ssh-keygen", "-A"])?;
+    let zrepl = sh(&["sh", "-c", "command -v zrepl"])?.trim().to_string();
+    let mut keys = String::new();
+    // Daemon A pushes to B's sink (identity a); daemon B pulls from A's source (identity b).
+    for (who, target_cfg, identity) in [("a", cfg_b, "a"), ("b", cfg_a, "b")] {
+        let key = format!("{dir}/id_{who}");
+        let _ = std::fs::remove_file(&key);
+        let _ = std::fs::remove_file(format!("{key}.pub"));
+        sh(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", &key])?;
+        let public = std::fs::read_to_string(format!("{key}.pub")).map_err(|e| e.to_string())?;
+        keys.push_str(&format!(
+            "command=\"{zrepl} --config {target_cfg} stdinserver {identity}\",restrict {public}"
+        ));
+    }
+    let ak = format!("{dir}/authorized_keys");
+    std::fs::write(&ak, keys).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all("/run/sshd").map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(format!("{dir}/sshd.log")).map_err(|e| e.to_string())?;
+    let child = std::process::Command::new("/usr/sbin/sshd")
+        .args([
+            "-D",
+            "-e",
+            "-p",
+            "2222",
+            "-o",
+            "ListenAddress=127.0.0.1",
+            "-o",
+            &format!("AuthorizedKeysFile={ak}"),
+            "-o",
+            "StrictModes=no",
+            "-o",
+            "PermitRootLogin=prohibit-password",
+            "-o",
+            "PasswordAuthentication=no",
+        ])
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start sshd: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect("127.0.0.1:2222").is_err() {
+        if Instant::now() > deadline {
+            return Err("sshd did not start listening".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(child)
+}
+
+fn connect(tr: Transport, dir: &str, me: &str, peer: &str, port: u16) -> String {
+    match tr {
+        Transport::Tcp => format!("{{type: tcp, address: \"127.0.0.1:{port}\"}}"),
+        Transport::Tls => format!(
+            "{{type: tls, address: \"127.0.0.1:{port}\", ca: {dir}/ca.crt, cert: {dir}/{me}.crt, key: {dir}/{me}.key, server_cn: {peer}}}"
+        ),
+        Transport::Ssh => format!(
+            "{{type: ssh+stdinserver, host: 127.0.0.1, user: root, port: 2222, identity_file: {dir}/id_{me}, options: [\"StrictHostKeyChecking=no\", \"UserKnownHostsFile=/dev/null\", \"LogLevel=ERROR\"]}}"
+        ),
+    }
+}
+
+fn serve(tr: Transport, dir: &str, me: &str, client: &str, port: u16) -> String {
+    match tr {
+        Transport::Tcp => format!(
+            "{{type: tcp, listen: \"127.0.0.1:{port}\", clients: {{\"127.0.0.1\": {client}}}}}"
+        ),
+        Transport::Tls => format!(
+            "{{type: tls, listen: \"127.0.0.1:{port}\", ca: {dir}/ca.crt, cert: {dir}/{me}.crt, key: {dir}/{me}.key, client_cns: [{client}]}}"
+        ),
+        Transport::Ssh => format!("{{type: stdinserver, client_identities: [{client}]}}"),
+    }
+}
+
+fn wait_token(fs: &str) -> TestResult {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let tok = zfs(&["get", "-H", "-o", "value", "receive_resume_token", fs])?;
+        if tok.trim() != "-" {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "no resume token on {fs} after the cut");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Whether any step of the job's last run resumed a transfer.
+fn resumed(st: &serde_json::Value, job: &str) -> bool {
+    st["jobs"][job]["replication"]["attempts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|a| a["filesystems"].as_array().into_iter().flatten())
+        .flat_map(|f| f["steps"].as_array().into_iter().flatten())
+        .any(|s| s["resumed"] == true)
+}
+
+/// After a cut: wait for the active job's run to end, wake it again if it gave up, and require
+/// success with a resumed step.
+fn finish_resumed(d: &Daemon, job: &str) -> TestResult {
+    let r = d.wait_run(job)?;
+    if r != "done" {
+        d.replicate(job)?;
+    }
+    let st = d.status()?;
+    ensure!(resumed(&st, job), "{job}: the transfer was not resumed: {:#}", st["jobs"][job]);
+    Ok(())
+}
+
+async fn network(t: Ctx, tr: Transport, base_port: u16) -> TestResult {
+    let p = &t.pool;
+    let a = create(&t, "src/a")?;
+    let b = create(&t, "src/b")?;
+    create(&t, "sink")?;
+    create(&t, "pulled")?;
+    write(&a, "f", 1)?;
+    write(&b, "f", 1)?;
+    snapshot(&format!("{a}@1"))?;
+    snapshot(&format!("{b}@1"))?;
+    let dir = format!("/tmp/{p}-net");
+    std::fs::create_dir_all(&dir)?;
+    if tr == Transport::Tls {
+        certs(&dir)?;
+    }
+    let (sink_port, source_port) = (base_port, base_port + 1);
+    // The sending side is slowed down so that a transfer can be cut in the middle.
+    let limit = "bandwidth_limit: {max: 6 MiB, bucket_capacity: 256 KiB}";
+    let cfg_a = format!("{dir}/a.yml");
+    let cfg_b = format!("{dir}/b.yml");
+    std::fs::write(
+        &cfg_a,
+        format!(
+            "global:\n  control: {{sockpath: {dir}/a-control}}\n  serve: {{stdinserver: {{sockdir: {dir}/a-stdin}}}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+             jobs:\n\
+             - type: push\n  name: push\n  connect: {conn}\n  filesystems: {{\"{a}\": true}}\n  send: {{{limit}}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n\
+             - type: source\n  name: source\n  serve: {serve}\n  filesystems: {{\"{b}\": true}}\n  send: {{{limit}}}\n  snapshotting: {{type: manual}}\n",
+            conn = connect(tr, &dir, "a", "b", sink_port),
+            serve = serve(tr, &dir, "a", "b", source_port),
+        ),
+    )?;
+    std::fs::write(
+        &cfg_b,
+        format!(
+            "global:\n  control: {{sockpath: {dir}/b-control}}\n  serve: {{stdinserver: {{sockdir: {dir}/b-stdin}}}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+             jobs:\n\
+             - type: sink\n  name: sink\n  root_fs: {p}/sink\n  serve: {serve}\n\
+             - type: pull\n  name: pull\n  root_fs: {p}/pulled\n  interval: manual\n  connect: {conn}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n",
+            conn = connect(tr, &dir, "b", "a", source_port),
+            serve = serve(tr, &dir, "b", "a", sink_port),
+        ),
+    )?;
+    let mut sshd_child = if tr == Transport::Ssh {
+        Some(sshd(&dir, &cfg_a, &cfg_b)?)
+    } else {
+        None
+    };
+    let mut da = Daemon {
+        cfg: cfg_a.clone(),
+        log: format!("{dir}/a.log"),
+        child: None,
+    };
+    let mut db = Daemon {
+        cfg: cfg_b.clone(),
+        log: format!("{dir}/b.log"),
+        child: None,
+    };
+    let pushed = format!("{p}/sink/a/{a}");
+    let pulled = format!("{p}/pulled/{b}");
+    let res: TestResult = (|| {
+        da.start()?;
+        db.start()?;
+        // Full, then incremental, both directions.
+        da.replicate("push")?;
+        db.replicate("pull")?;
+        ensure!(guid(&format!("{pushed}@1"))? == guid(&format!("{a}@1"))?, "push full");
+        ensure!(guid(&format!("{pulled}@1"))? == guid(&format!("{b}@1"))?, "pull full");
+        write(&a, "g", 1)?;
+        write(&b, "g", 1)?;
+        snapshot(&format!("{a}@2"))?;
+        snapshot(&format!("{b}@2"))?;
+        da.replicate("push")?;
+        db.replicate("pull")?;
+        ensure!(guid(&format!("{pushed}@2"))? == guid(&format!("{a}@2"))?, "push incremental");
+        ensure!(guid(&format!("{pulled}@2"))? == guid(&format!("{b}@2"))?, "pull incremental");
+
+        // Push cut mid-stream: the receiving daemon dies.
+        write(&a, "big", 24)?;
+        snapshot(&format!("{a}@3"))?;
+        da.zrepl(&["signal", "wakeup", "push"])?;
+        da.wait_bytes("push", 2 << 20)?;
+        db.kill();
+        wait_token(&pushed)?;
+        db.start()?;
+        finish_resumed(&da, "push")?;
+        ensure!(guid(&format!("{pushed}@3"))? == guid(&format!("{a}@3"))?, "push resumed");
+
+        // Pull cut mid-stream: the sending daemon dies.
+        write(&b, "big", 24)?;
+        snapshot(&format!("{b}@3"))?;
+        db.zrepl(&["signal", "wakeup", "pull"])?;
+        db.wait_bytes("pull", 2 << 20)?;
+        da.kill();
+        wait_token(&pulled)?;
+        da.start()?;
+        finish_resumed(&db, "pull")?;
+        ensure!(guid(&format!("{pulled}@3"))? == guid(&format!("{b}@3"))?, "pull resumed");
+
+        // No step holds leak on the senders.
+        ensure!(all_holds(&a)?.iter().all(|h| !h.contains("zrepl_STEP")), "holds on a: {:?}", all_holds(&a)?);
+        ensure!(all_holds(&b)?.iter().all(|h| !h.contains("zrepl_STEP")), "holds on b: {:?}", all_holds(&b)?);
+        Ok(())
+    })();
+    da.kill();
+    db.kill();
+    if let Some(mut s) = sshd_child.take() {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    res.map_err(|e| {
+        format!(
+            "{e}\n--- daemon A log:\n{}\n--- daemon B log:\n{}\n--- sshd log:\n{}",
+            tail(&da.log()),
+            tail(&db.log()),
+            tail(&std::fs::read_to_string(Path::new(&dir).join("sshd.log")).unwrap_or_default())
+        )
+        .into()
+    })
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+pub async fn net_push_pull_tcp(t: Ctx) -> TestResult {
+    network(t, Transport::Tcp, 28801).await
+}
+
+pub async fn net_push_pull_tls(t: Ctx) -> TestResult {
+    network(t, Transport::Tls, 28811).await
+}
+
+pub async fn net_push_pull_ssh_stdinserver(t: Ctx) -> TestResult {
+    network(t, Transport::Ssh, 28821).await
+}
+
+/// `zrepl signal reset` aborts a running network transfer promptly; the next run resumes it.
+pub async fn net_signal_reset_aborts_and_next_run_resumes(t: Ctx) -> TestResult {
+    let p = t.pool.clone();
+    let a = create(&t, "src/a")?;
+    create(&t, "sink")?;
+    write(&a, "big", 16)?;
+    snapshot(&format!("{a}@1"))?;
+    let dir = format!("/tmp/{p}-reset");
+    std::fs::create_dir_all(&dir)?;
+    let cfg = format!("{dir}/zrepl.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  control: {{sockpath: {dir}/control}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+             jobs:\n\
+             - type: sink\n  name: sink\n  root_fs: {p}/sink\n  serve: {{type: tcp, listen: \"127.0.0.1:28831\", clients: {{\"127.0.0.1\": c}}}}\n\
+             - type: push\n  name: push\n  connect: {{type: tcp, address: \"127.0.0.1:28831\"}}\n  filesystems: {{\"{a}\": true}}\n  send: {{bandwidth_limit: {{max: 2 MiB}}}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n"
+        ),
+    )?;
+    let mut d = Daemon {
+        cfg,
+        log: format!("{dir}/daemon.log"),
+        child: None,
+    };
+    let res: TestResult = (|| {
+        d.start()?;
+        d.zrepl(&["signal", "wakeup", "push"])?;
+        d.wait_bytes("push", 1 << 20)?;
+        let t0 = Instant::now();
+        d.zrepl(&["signal", "reset", "push"])?;
+        let r = d.wait_run("push")?;
+        let took = t0.elapsed();
+        ensure!(r == "cancelled", "run after reset: {r}");
+        ensure!(took < Duration::from_secs(10), "reset took {took:?}");
+        let recv = format!("{p}/sink/c/{a}");
+        wait_token(&recv)?;
+        ensure!(
+            sh(&["pgrep", "-f", "^zfs (send|recv|receive)"]).is_err(),
+            "zfs processes left after reset"
+        );
+        d.replicate("push")?;
+        let st = d.status()?;
+        ensure!(resumed(&st, "push"), "not resumed: {:#}", st["jobs"]["push"]);
+        ensure!(guid(&format!("{recv}@1"))? == guid(&format!("{a}@1"))?, "replicated");
+        Ok(())
+    })();
+    d.kill();
+    res.map_err(|e| format!("{e}\n--- daemon log:\n{}", tail(&d.log())).into())
+}
