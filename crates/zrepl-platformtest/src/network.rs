@@ -266,7 +266,7 @@ async fn network(t: Ctx, tr: Transport, base_port: u16) -> TestResult {
     std::fs::write(
         &cfg_a,
         format!(
-            "global:\n  control: {{sockpath: {dir}/a-control}}\n  serve: {{stdinserver: {{sockdir: {dir}/a-stdin}}}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+            "global:\n  control: {{sockpath: {dir}/a-run/control}}\n  serve: {{stdinserver: {{sockdir: {dir}/a-stdin}}}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
              jobs:\n\
              - type: push\n  name: push\n  connect: {conn}\n  filesystems: {{\"{a}\": true}}\n  send: {{{limit}}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n\
              - type: source\n  name: source\n  serve: {serve}\n  filesystems: {{\"{b}\": true}}\n  send: {{{limit}}}\n  snapshotting: {{type: manual}}\n",
@@ -277,10 +277,10 @@ async fn network(t: Ctx, tr: Transport, base_port: u16) -> TestResult {
     std::fs::write(
         &cfg_b,
         format!(
-            "global:\n  control: {{sockpath: {dir}/b-control}}\n  serve: {{stdinserver: {{sockdir: {dir}/b-stdin}}}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+            "global:\n  control: {{sockpath: {dir}/b-run/control}}\n  serve: {{stdinserver: {{sockdir: {dir}/b-stdin}}}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
              jobs:\n\
              - type: sink\n  name: sink\n  root_fs: {p}/sink\n  serve: {serve}\n\
-             - type: pull\n  name: pull\n  root_fs: {p}/pulled\n  interval: manual\n  connect: {conn}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n",
+             - type: pull\n  name: pull\n  root_fs: {p}/pulled\n  interval: manual\n  connect: {conn}\n  pruning: {{keep_sender: [{{type: not_replicated}}, {{type: last_n, count: 2}}], keep_receiver: [{{type: last_n, count: 2}}]}}\n",
             conn = connect(tr, &dir, "b", "a", source_port),
             serve = serve(tr, &dir, "b", "a", sink_port),
         ),
@@ -341,6 +341,16 @@ async fn network(t: Ctx, tr: Transport, base_port: u16) -> TestResult {
         finish_resumed(&db, "pull")?;
         ensure!(guid(&format!("{pulled}@3"))? == guid(&format!("{b}@3"))?, "pull resumed");
 
+        // The pull job pruned both sides: the source's snapshots over the network.
+        let snaps = |fs: &str| -> Result<Vec<String>, String> {
+            Ok(crate::replication::versions(fs)?
+                .into_iter()
+                .filter(|v| v.starts_with('@'))
+                .collect())
+        };
+        ensure!(snaps(&b)? == ["@2", "@3"], "source after pull pruning: {:?}", snaps(&b)?);
+        ensure!(snaps(&pulled)? == ["@2", "@3"], "pulled after pruning: {:?}", snaps(&pulled)?);
+
         // No step holds leak on the senders.
         ensure!(all_holds(&a)?.iter().all(|h| !h.contains("zrepl_STEP")), "holds on a: {:?}", all_holds(&a)?);
         ensure!(all_holds(&b)?.iter().all(|h| !h.contains("zrepl_STEP")), "holds on b: {:?}", all_holds(&b)?);
@@ -393,7 +403,7 @@ pub async fn net_signal_reset_aborts_and_next_run_resumes(t: Ctx) -> TestResult 
     std::fs::write(
         &cfg,
         format!(
-            "global:\n  control: {{sockpath: {dir}/control}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+            "global:\n  control: {{sockpath: {dir}/run/control}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
              jobs:\n\
              - type: sink\n  name: sink\n  root_fs: {p}/sink\n  serve: {{type: tcp, listen: \"127.0.0.1:28831\", clients: {{\"127.0.0.1\": c}}}}\n\
              - type: push\n  name: push\n  connect: {{type: tcp, address: \"127.0.0.1:28831\"}}\n  filesystems: {{\"{a}\": true}}\n  send: {{bandwidth_limit: {{max: 2 MiB}}}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n"
