@@ -230,6 +230,7 @@ impl LoggingGuard {
     pub fn flush(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut acks = Vec::new();
+        let mut all = true;
         for q in &self.queues {
             let (tx, rx) = mpsc::channel();
             let mut msg = outlet::Msg::Flush(tx);
@@ -243,13 +244,19 @@ impl LoggingGuard {
                         msg = m;
                         std::thread::sleep(Duration::from_millis(5));
                     }
-                    Err(_) => return false,
+                    // A stuck outlet (e.g. tcp while reconnecting) must not keep the others
+                    // from being flushed.
+                    Err(_) => {
+                        all = false;
+                        break;
+                    }
                 }
             }
         }
-        acks.into_iter().all(|rx| {
+        acks.into_iter().fold(all, |all, rx| {
             rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .is_ok()
+                && all
         })
     }
 }
