@@ -160,7 +160,7 @@ where
 /// inside them whatever the span's level), events by level or by `ZREPL_LOG`.
 pub enum EventFilter {
     Level(tracing::level_filters::LevelFilter),
-    Env(EnvFilter),
+    Env(Box<EnvFilter>),
 }
 
 impl<S> Filter<S> for EventFilter
@@ -173,7 +173,7 @@ where
         }
         match self {
             EventFilter::Level(l) => meta.level() <= l,
-            EventFilter::Env(e) => Filter::<S>::enabled(e, meta, cx),
+            EventFilter::Env(e) => Filter::<S>::enabled(&**e, meta, cx),
         }
     }
 
@@ -190,37 +190,37 @@ where
                     Interest::never()
                 }
             }
-            EventFilter::Env(e) => Filter::<S>::callsite_enabled(e, meta),
+            EventFilter::Env(e) => Filter::<S>::callsite_enabled(&**e, meta),
         }
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         if let EventFilter::Env(e) = self {
-            Filter::<S>::on_new_span(e, attrs, id, ctx)
+            Filter::<S>::on_new_span(&**e, attrs, id, ctx)
         }
     }
 
     fn on_record(&self, id: &Id, values: &SpanValues<'_>, ctx: Context<'_, S>) {
         if let EventFilter::Env(e) = self {
-            Filter::<S>::on_record(e, id, values, ctx)
+            Filter::<S>::on_record(&**e, id, values, ctx)
         }
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         if let EventFilter::Env(e) = self {
-            Filter::<S>::on_enter(e, id, ctx)
+            Filter::<S>::on_enter(&**e, id, ctx)
         }
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         if let EventFilter::Env(e) = self {
-            Filter::<S>::on_exit(e, id, ctx)
+            Filter::<S>::on_exit(&**e, id, ctx)
         }
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         if let EventFilter::Env(e) = self {
-            Filter::<S>::on_close(e, id, ctx)
+            Filter::<S>::on_close(&**e, id, ctx)
         }
     }
 }

@@ -275,7 +275,7 @@ pub fn event_filter(
 ) -> Result<EventFilter, LoggingError> {
     if let Some(directive) = env {
         return EnvFilter::try_new(directive)
-            .map(EventFilter::Env)
+            .map(|f| EventFilter::Env(Box::new(f)))
             .map_err(|e| LoggingError::EnvFilter(e.to_string()));
     }
     let min = outlets

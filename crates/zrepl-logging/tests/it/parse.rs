@@ -192,7 +192,8 @@ pub fn human(line: &str, message: &str) -> Result<Human, String> {
 
 #[test]
 fn logfmt_parser_follows_the_syntax() {
-    let cases: Vec<(&str, Result<Vec<(&str, Option<&str>)>, ()>)> = vec![
+    type Pairs<'a> = Vec<(&'a str, Option<&'a str>)>;
+    let cases: Vec<(&str, Result<Pairs, ()>)> = vec![
         ("a=1 b=two", Ok(vec![("a", Some("1")), ("b", Some("two"))])),
         ("flag x=", Ok(vec![("flag", None), ("x", Some(""))])),
         (
