@@ -692,3 +692,53 @@ fn invalid_tls_files_refuse_to_build() {
     good.ca = None; // system roots: may or may not exist here, but must not panic
     let _ = Builder::new().build(&[tcp("127.0.0.1:1".into(), LogLevel::Info, 1000, Some(good))]);
 }
+
+#[test]
+fn span_fields_survive_span_levels_below_the_outlets_and_zrepl_log_narrows() {
+    // A debug span's fields are on the info event inside it, although no outlet takes debug.
+    let buf = Buf::default();
+    with_outlets(
+        &[stdout(LogLevel::Info, LogFormat::Json, true, false)],
+        Builder::new().stdout(Box::new(buf.clone()), false),
+        || {
+            let s = tracing::debug_span!("quiet", fs = "pool/x");
+            let _e = s.enter();
+            tracing::debug!("not logged");
+            tracing::info!("logged");
+        },
+    );
+    let lines = buf.lines();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(v["msg"], "logged");
+    assert_eq!(v["fs"], "pool/x");
+    assert_eq!(v["span"], "quiet");
+
+    // ZREPL_LOG's directive replaces the pre-filter; outlets keep their own levels.
+    let buf = Buf::default();
+    let outlets = [stdout(LogLevel::Info, LogFormat::Json, true, false)];
+    let (sub, guard) = zrepl_logging::subscriber(
+        &outlets,
+        Some("warn"),
+        Builder::new().stdout(Box::new(buf.clone()), false),
+    )
+    .unwrap();
+    tracing::subscriber::with_default(sub, || {
+        let s = tracing::info_span!("job", job = "j");
+        let _e = s.enter();
+        tracing::info!("filtered by the directive");
+        tracing::debug!("filtered");
+        tracing::warn!("kept");
+    });
+    assert!(guard.flush(Duration::from_secs(5)));
+    let lines = buf.lines();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(
+        (v["msg"].as_str(), v["job"].as_str()),
+        (Some("kept"), Some("j"))
+    );
+    assert!(
+        zrepl_logging::subscriber(&outlets, Some("[[[not a directive"), Builder::new()).is_err()
+    );
+}
