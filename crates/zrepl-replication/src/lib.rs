@@ -120,7 +120,7 @@ pub async fn run<S: Sender, R: Receiver>(
             finish(report, RunState::Failed);
             return;
         }
-        tracing::warn!(attempt = attempt_no, error = %err.err, "temporary error, waiting before the next attempt");
+        tracing::warn!(attempt = attempt_no, err = %err.err, "temporary error, waiting before the next attempt");
         let wait = backoff.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         report.update(|r| {
             r.state = RunState::WaitReconnect;
