@@ -10,6 +10,7 @@
 //! Without `/dev/zfs` the binary fails loudly instead of skipping: a platform test run that tests
 //! nothing must never look green.
 
+mod logging;
 mod network;
 mod pool;
 mod replication;
@@ -147,6 +148,7 @@ fn main() {
         ops_zfs_abstraction_migrate_and_placeholder,
         daemon_snapshot_hooks,
     ]);
+    trials.extend(trials![logging: logging_syslog_outlet_to_rsyslogd]);
     if !args.list && !std::path::Path::new("/dev/zfs").exists() {
         eprintln!(
             "FATAL: /dev/zfs does not exist: the zfs kernel module is not loaded here.\n\

@@ -84,6 +84,7 @@ impl TimedError {
 
 /// Runs one replication run between `sender` and `receiver`, recording progress in `report`.
 /// Returns when the run is done, failed, or `cancel` fired.
+#[tracing::instrument(name = "repl", skip_all, fields(subsystem = "repl"))]
 pub async fn run<S: Sender, R: Receiver>(
     sender: &S,
     receiver: &R,
@@ -119,7 +120,7 @@ pub async fn run<S: Sender, R: Receiver>(
             finish(report, RunState::Failed);
             return;
         }
-        tracing::warn!(attempt = attempt_no, error = %err.err, "temporary error, waiting before the next attempt");
+        tracing::warn!(attempt = attempt_no, err = %err.err, "temporary error, waiting before the next attempt");
         let wait = backoff.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         report.update(|r| {
             r.state = RunState::WaitReconnect;
@@ -283,6 +284,7 @@ struct FsCtx<'a, S, R> {
 }
 
 impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
+    #[tracing::instrument(name = "fs", skip_all, fields(fs = %fs.path))]
     async fn filesystem(
         &self,
         idx: usize,
@@ -300,6 +302,7 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
             Ok(s) => s,
             Err(e) => {
                 let msg = e.to_string();
+                tracing::error!(err = %msg, "planning failed");
                 set_fs(self.report, idx, |f| {
                     f.state = FsState::PlanningError;
                     f.plan_error = Some(msg);
@@ -368,6 +371,7 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
             // Only a receiver that listed a resume token has partial state to abort.
             let partial_state = i == 0 && rcv.is_some_and(|r| r.resume_token.is_some());
             if let Err(e) = self.step(&fs.path, step, counter, partial_state).await {
+                tracing::error!(step = %step, err = %e, "step failed");
                 let msg = format!("step {step}: {e}");
                 set_fs(self.report, idx, |f| {
                     f.state = FsState::StepError;
@@ -434,6 +438,7 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
         }
     }
 
+    #[tracing::instrument(name = "step", skip_all, fields(step = %step))]
     async fn step(
         &self,
         fs: &DatasetPath,
@@ -441,6 +446,7 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
         counter: Counter,
         partial_state: bool,
     ) -> Result<(), EndpointError> {
+        tracing::info!("replicating step");
         let req = self.request(fs, step);
         let (res, stream) = self.sender.send(req.clone()).await?;
         let counted: ByteStream = Box::pin(CountingReader {

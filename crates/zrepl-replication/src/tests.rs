@@ -298,3 +298,85 @@ async fn cancellation_ends_the_run() {
     run(&s, &r, &DriverConfig::default(), &report, &cancel).await;
     assert_eq!(report.snapshot().state, RunState::Cancelled);
 }
+
+/// Events of a step carry the structured fields zrepl has: subsystem, fs, step.
+#[tokio::test]
+async fn step_events_carry_subsystem_fs_and_step() {
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let outlets = [zrepl_config::LoggingOutlet::Stdout {
+        level: zrepl_config::LogLevel::Info,
+        format: zrepl_config::LogFormat::Json,
+        time: true,
+        color: false,
+    }];
+    let (sub, guard) = zrepl_logging::subscriber(
+        &outlets,
+        None,
+        zrepl_logging::Builder::new().stdout(Box::new(buf.clone()), false),
+    )
+    .unwrap();
+    let _default = tracing::subscriber::set_default(sub);
+    let s = sender(&[
+        ("pool/bad", &[("1", 1)]),
+        ("pool/ok", &[("1", 2), ("2", 3)]),
+    ]);
+    let r = FakeReceiver {
+        fail_on: [p("pool/bad")].into_iter().collect(),
+        ..Default::default()
+    };
+    let cfg = DriverConfig {
+        policy: Policy {
+            initial_replication: zrepl_planner::InitialReplication::All,
+        },
+        ..Default::default()
+    };
+    run_once(&s, &r, &cfg).await;
+    assert!(guard.flush(Duration::from_secs(5)));
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let entries: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<(String, String)> = entries
+        .iter()
+        .filter(|e| e["msg"] == "replicating step")
+        .map(|e| {
+            assert_eq!(e["subsystem"], "repl", "{e}");
+            assert_eq!(e["span"], "repl$fs$step", "{e}");
+            (
+                e["fs"].as_str().unwrap().to_string(),
+                e["step"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("pool/bad", "full send of @1"),
+        ("pool/ok", "full send of @1"),
+        ("pool/ok", "@1 => @2"),
+    ];
+    for (fs, step) in want {
+        assert!(
+            steps.contains(&(fs.to_string(), step.to_string())),
+            "{fs} {step}: {steps:?}"
+        );
+    }
+    let failed = entries
+        .iter()
+        .find(|e| e["msg"] == "step failed")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(failed["level"], "error");
+    assert_eq!(failed["fs"], "pool/bad");
+    assert_eq!(failed["step"], "full send of @1");
+    assert!(failed["err"].as_str().unwrap().contains("injected failure"));
+}

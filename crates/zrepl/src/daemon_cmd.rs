@@ -31,7 +31,8 @@ pub fn stdinserver(
 
 pub fn daemon(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let cfg = crate::cli::load_config(config)?;
-    init_logging(&cfg);
+    // Kept until the daemon returns, so that queued entries are written.
+    let _log = init_logging(&cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,29 +71,11 @@ async fn wait_for_signal() {
     }
 }
 
-/// Logging to stdout at the level of the config's stdout outlet (the full set of outlets and
-/// formats comes with the logging issue).
-fn init_logging(cfg: &zrepl_config::Config) {
-    let level = cfg
-        .global
-        .logging
-        .iter()
-        .map(|o| o.level())
-        .min()
-        .unwrap_or(zrepl_config::LogLevel::Warn);
-    let filter = match level {
-        zrepl_config::LogLevel::Debug => "debug",
-        zrepl_config::LogLevel::Info => "info",
-        zrepl_config::LogLevel::Warn => "warn",
-        zrepl_config::LogLevel::Error => "error",
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ZREPL_LOG")
-                .unwrap_or_else(|_| filter.into()),
-        )
-        .with_target(false)
-        .try_init();
+/// The config's logging outlets as the global logger (`ZREPL_LOG` and `ZREPL_SYSLOG_SOCKET`
+/// are read by `zrepl_logging::init`). An invalid outlet (e.g. unreadable TLS files) refuses
+/// the start.
+fn init_logging(cfg: &zrepl_config::Config) -> anyhow::Result<zrepl_logging::LoggingGuard> {
+    zrepl_logging::init(&cfg.global.logging).context("cannot set up logging outlets")
 }
 
 /// The control socket path from the config, or zrepl's default when there is no config.
