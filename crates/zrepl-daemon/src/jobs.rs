@@ -872,5 +872,5 @@ fn spawn_snapshotter(
     };
     let status = crate::snapshot::new_status();
     handle.inner().snapshotter = Some(status.clone());
-    tokio::spawn(s.run(tx, status, shutdown.clone()));
+    tokio::spawn(tracing::Instrument::in_current_span(s.run(tx, status, shutdown.clone())));
 }

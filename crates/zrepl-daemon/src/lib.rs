@@ -68,11 +68,10 @@ pub async fn run(
     ));
     for r in runnables {
         tracing::info!(job = %r.handle().name, kind = r.handle().kind, "starting job");
-        tracker.spawn(jobs::run(
-            r,
-            zfs.clone(),
-            listeners.clone(),
-            shutdown.clone(),
+        let span = tracing::info_span!("job", job = %r.handle().name, subsystem = "job");
+        tracker.spawn(tracing::Instrument::instrument(
+            jobs::run(r, zfs.clone(), listeners.clone(), shutdown.clone()),
+            span,
         ));
     }
     tracker.close();

@@ -55,7 +55,7 @@ pub(crate) async fn serve(
             Role::Sink(rc) => Endpoint::Sink(rc.clone()),
             Role::Source { sender, .. } => Endpoint::Source(sender.clone()),
         };
-        conns.spawn(async move {
+        conns.spawn(tracing::Instrument::in_current_span(async move {
             let (io, identity) = match incoming.authenticate().await {
                 Ok(x) => x,
                 Err(e) => {
@@ -101,7 +101,7 @@ pub(crate) async fn serve(
                     tracing::warn!(job = %job, client = %identity, error = %e, "connection ended")
                 }
             }
-        });
+        }));
     }
     // Shutdown: dropping the connections kills their zfs processes; partial receives stay
     // resumable.
