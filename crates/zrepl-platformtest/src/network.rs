@@ -279,8 +279,8 @@ async fn network(t: Ctx, tr: Transport, base_port: u16) -> TestResult {
         format!(
             "global:\n  control: {{sockpath: {dir}/b-run/control}}\n  serve: {{stdinserver: {{sockdir: {dir}/b-stdin}}}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
              jobs:\n\
-             - type: sink\n  name: sink\n  root_fs: {p}/sink\n  serve: {serve}\n\
-             - type: pull\n  name: pull\n  root_fs: {p}/pulled\n  interval: manual\n  connect: {conn}\n  pruning: {{keep_sender: [{{type: not_replicated}}, {{type: last_n, count: 2}}], keep_receiver: [{{type: last_n, count: 2}}]}}\n",
+             - type: sink\n  name: sink\n  root_fs: {p}/sink\n  recv: {{placeholder: {{encryption: inherit}}}}\n  serve: {serve}\n\
+             - type: pull\n  name: pull\n  root_fs: {p}/pulled\n  recv: {{placeholder: {{encryption: inherit}}}}\n  interval: manual\n  connect: {conn}\n  pruning: {{keep_sender: [{{type: not_replicated}}, {{type: last_n, count: 2}}], keep_receiver: [{{type: last_n, count: 2}}]}}\n",
             conn = connect(tr, &dir, "b", "a", source_port),
             serve = serve(tr, &dir, "b", "a", sink_port),
         ),
@@ -405,7 +405,7 @@ pub async fn net_signal_reset_aborts_and_next_run_resumes(t: Ctx) -> TestResult 
         format!(
             "global:\n  control: {{sockpath: {dir}/run/control}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
              jobs:\n\
-             - type: sink\n  name: sink\n  root_fs: {p}/sink\n  serve: {{type: tcp, listen: \"127.0.0.1:28831\", clients: {{\"127.0.0.1\": c}}}}\n\
+             - type: sink\n  name: sink\n  root_fs: {p}/sink\n  recv: {{placeholder: {{encryption: inherit}}}}\n  serve: {{type: tcp, listen: \"127.0.0.1:28831\", clients: {{\"127.0.0.1\": c}}}}\n\
              - type: push\n  name: push\n  connect: {{type: tcp, address: \"127.0.0.1:28831\"}}\n  filesystems: {{\"{a}\": true}}\n  send: {{bandwidth_limit: {{max: 2 MiB}}}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n"
         ),
     )?;
