@@ -10,6 +10,7 @@
 //! Without `/dev/zfs` the binary fails loudly instead of skipping: a platform test run that tests
 //! nothing must never look green.
 
+mod dbhooks;
 mod pool;
 mod replication;
 mod tests;
@@ -140,6 +141,7 @@ fn main() {
         ops_zfs_abstraction_migrate_and_placeholder,
         daemon_snapshot_hooks,
     ]);
+    trials.extend(trials![dbhooks: dbhooks_postgres_checkpoint, dbhooks_mysql_lock_tables]);
     if !args.list && !std::path::Path::new("/dev/zfs").exists() {
         eprintln!(
             "FATAL: /dev/zfs does not exist: the zfs kernel module is not loaded here.\n\

@@ -195,7 +195,7 @@ fn fs_report<'a>(
 
 /// Starts `zrepl daemon` with `cfg`, output to `log_path`, and waits until its control socket
 /// answers.
-fn spawn_daemon(cfg: &str, log_path: &str) -> Result<std::process::Child, String> {
+pub(crate) fn spawn_daemon(cfg: &str, log_path: &str) -> Result<std::process::Child, String> {
     let log = std::fs::File::create(log_path).map_err(|e| e.to_string())?;
     let mut child = Command::new("zrepl")
         .args(["--config", cfg, "daemon"])
