@@ -353,6 +353,15 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// mysql_async wraps I/O errors twice, each layer saying "Input/output error".
+fn my_error(e: &mysql_async::Error) -> String {
+    match e {
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => format!("I/O error: {io}"),
+        mysql_async::Error::Server(s) => s.to_string(),
+        e => e.to_string(),
+    }
+}
+
 fn timed_out(t: Duration, what: &str) -> String {
     format!("timed out after {t:?} {what}")
 }
@@ -398,7 +407,7 @@ impl MysqlHook {
         let limit = self.dsn.connect_timeout.map_or(limit, |c| c.min(limit));
         match tokio::time::timeout(limit, mysql_async::Conn::new(self.dsn.opts())).await {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(format!("cannot connect: {e}")),
+            Ok(Err(e)) => Err(format!("cannot connect: {}", my_error(&e))),
             Err(_) => Err(timed_out(limit, "connecting")),
         }
     }
@@ -419,7 +428,7 @@ impl MysqlHook {
             for s in &statements {
                 conn.query_drop(s.as_str())
                     .await
-                    .map_err(|e| format!("{s}: {e}"))?;
+                    .map_err(|e| format!("{s}: {}", my_error(&e)))?;
             }
             Ok::<(), String>(())
         })
@@ -452,7 +461,7 @@ impl MysqlHook {
         let res = tokio::time::timeout(self.timeout, async {
             conn.query_drop("UNLOCK TABLES")
                 .await
-                .map_err(|e| format!("UNLOCK TABLES: {e}"))
+                .map_err(|e| format!("UNLOCK TABLES: {}", my_error(&e)))
         })
         .await;
         match res {
@@ -492,7 +501,7 @@ impl MysqlHook {
             let r = c
                 .query_drop(format!("KILL {id}"))
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(|e| my_error(&e));
             let _ = c.disconnect().await;
             r
         })

@@ -67,7 +67,12 @@ fn script(path: &str, body: &str) -> Result<(), std::io::Error> {
 }
 
 /// A snap job `dbsnap` over `<pool>/db<` with `hooks` (YAML flow mappings, one per line).
-fn write_config(dir: &str, pool: &str, hooks: &[String]) -> Result<String, std::io::Error> {
+fn write_config(
+    dir: &str,
+    pool: &str,
+    prefix: &str,
+    hooks: &[String],
+) -> Result<String, std::io::Error> {
     let cfg = format!("{dir}/zrepl.yml");
     let hooks: String = hooks.iter().map(|h| format!("    - {h}\n")).collect();
     std::fs::write(
@@ -75,7 +80,7 @@ fn write_config(dir: &str, pool: &str, hooks: &[String]) -> Result<String, std::
         format!(
             "global:\n  control:\n    sockpath: {dir}/run/control\n  logging:\n    - {{type: stdout, level: debug, format: human}}\n\
              jobs:\n- type: snap\n  name: dbsnap\n  filesystems: {{\"{pool}/db<\": true, \"{pool}/db\": false}}\n\
-             \x20 snapshotting:\n    type: periodic\n    prefix: zrepl_\n    interval: 1h\n    hooks:\n{hooks}\
+             \x20 snapshotting:\n    type: periodic\n    prefix: {prefix}\n    interval: 1h\n    hooks:\n{hooks}\
              \x20 pruning: {{keep: [{{type: last_n, count: 10}}]}}\n"
         ),
     )?;
@@ -239,6 +244,7 @@ pub async fn dbhooks_postgres_checkpoint(t: Ctx) -> TestResult {
     let cfg = write_config(
         &dir,
         &pool,
+        "zrepl_",
         &[
             format!(
                 "{{type: postgres-checkpoint, dsn: \"host={} port={} user=postgres sslmode=disable\", timeout: 60s, err_is_fatal: true, filesystems: {{\"{pool}/db/pg\": true}}}}",
@@ -440,19 +446,21 @@ pub async fn dbhooks_mysql_lock_tables(t: Ctx) -> TestResult {
             "out=$(mariadb -S {sock} -u root -N -B -e 'SET SESSION lock_wait_timeout=1; INSERT INTO shop.t VALUES (2)' 2>&1)\n\
              rc=$?\n\
              conns=$(mariadb -S {sock} -u root -N -B -e \"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER='zrepl_lock'\")\n\
-             echo \"$ZREPL_HOOKTYPE rc=$rc conns=$conns $out\" >> {probe_log}",
+             last=$(printf '%s\\n' \"$out\" | tail -n 1)\n\
+             echo \"$ZREPL_HOOKTYPE rc=$rc conns=$conns $last\" >> {probe_log}",
             sock = db.socket
         ),
     )?;
     let lock_hook = |timeout: &str| {
         format!(
-            "{{type: mysql-lock-tables, dsn: \"zrepl_lock:lockpw@unix({})/shop\", timeout: {timeout}, err_is_fatal: true, filesystems: {{\"{pool}/db/mysql\": true}}}}",
+            "{{type: mysql-lock-tables, dsn: \"zrepl_lock:lockpw@unix({})/\", timeout: {timeout}, err_is_fatal: true, filesystems: {{\"{pool}/db/mysql\": true}}}}",
             db.socket
         )
     };
     let cfg = write_config(
         &dir,
         &pool,
+        "zrepl_",
         &[
             lock_hook("30s"),
             format!(
@@ -535,13 +543,27 @@ pub async fn dbhooks_mysql_lock_tables(t: Ctx) -> TestResult {
         }
         let dir2 = format!("{dir}/timeout");
         std::fs::create_dir_all(&dir2)?;
-        let cfg = write_config(&dir2, &pool, &[lock_hook("3s")])?;
+        let cfg = write_config(&dir2, &pool, "zrepltimeout_", &[lock_hook("3s")])?;
         let started = Instant::now();
         let round = first_round(&cfg, &dir2, Duration::from_secs(60))?;
         let took = started.elapsed();
         let ctx = format!(
             "round {:?} error {:?} after {took:?}\ndaemon log:\n{}",
             round.filesystems, round.error, round.log
+        );
+        let ctx = format!(
+            "{ctx}\nsnapshots:\n{}",
+            sh(&[
+                "zfs",
+                "list",
+                "-t",
+                "snapshot",
+                "-r",
+                "-o",
+                "name,creation",
+                &pool
+            ])
+            .unwrap_or_default()
         );
         ensure!(!round.name.is_empty(), "{ctx}");
         ensure!(
@@ -554,6 +576,12 @@ pub async fn dbhooks_mysql_lock_tables(t: Ctx) -> TestResult {
             "{ctx}"
         );
         ensure!(took < Duration::from_secs(30), "{ctx}");
+        // Our deadline comes before the server's lock_wait_timeout: the client gave up and
+        // killed the waiting request.
+        if round.error.contains("timed out") {
+            ensure!(round.log.contains("killed the lock connection"), "{ctx}");
+        }
+        eprintln!("  timed-out lock hook after {took:?}: {}", round.error);
         ensure!(
             long.try_wait()?.is_none() && !long_id()?.is_empty(),
             "the long query ended early\n{ctx}"
