@@ -76,7 +76,9 @@ impl Hook {
         if config.get_connect_timeout().is_none_or(|t| *t > timeout) {
             config.connect_timeout(timeout);
         }
-        config.application_name("zrepl");
+        if config.get_application_name().is_none() {
+            config.application_name("zrepl");
+        }
         Ok(Hook::PostgresCheckpoint(PostgresHook {
             config,
             timeout,
