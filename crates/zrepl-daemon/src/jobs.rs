@@ -315,27 +315,46 @@ fn snapshotter(
             crate::snapshot::Schedule::Cron(cron.clone()),
         ),
     };
-    let mut command_hooks = Vec::new();
-    for h in hooks {
-        match h {
+    // Database DSNs are checked here, so that `zrepl daemon` refuses a hook that cannot work.
+    let mut built = Vec::new();
+    for (i, h) in hooks.iter().enumerate() {
+        let bad = |e: String| {
+            DaemonError::Unsupported(format!("job {job:?}: snapshotting hook #{}: {e}", i + 1))
+        };
+        built.push(match h {
             config::Hook::Command {
                 path,
                 timeout,
                 err_is_fatal,
                 filesystems,
-            } => command_hooks.push(crate::snapshot::CommandHook {
+            } => crate::hooks::Hook::Command(crate::hooks::CommandHook {
                 path: path.clone(),
                 timeout: timeout.to_std(),
                 err_is_fatal: *err_is_fatal,
                 filter: filesystems.clone(),
             }),
-            config::Hook::PostgresCheckpoint { .. } => {
-                return Err(unsupported(job, "the postgres-checkpoint hook"))
+            config::Hook::PostgresCheckpoint {
+                dsn,
+                timeout,
+                err_is_fatal,
+                filesystems,
+            } => crate::hooks::Hook::postgres(
+                dsn,
+                timeout.to_std(),
+                *err_is_fatal,
+                filesystems.clone(),
+            )
+            .map_err(bad)?,
+            config::Hook::MysqlLockTables {
+                dsn,
+                timeout,
+                err_is_fatal,
+                filesystems,
+            } => {
+                crate::hooks::Hook::mysql(dsn, timeout.to_std(), *err_is_fatal, filesystems.clone())
+                    .map_err(bad)?
             }
-            config::Hook::MysqlLockTables { .. } => {
-                return Err(unsupported(job, "the mysql-lock-tables hook"))
-            }
-        }
+        });
     }
     Ok(Some(Snapshotter {
         zfs: zfs.clone(),
@@ -344,7 +363,7 @@ fn snapshotter(
         format: format.clone(),
         location: *location,
         schedule,
-        hooks: command_hooks,
+        hooks: built,
     }))
 }
 

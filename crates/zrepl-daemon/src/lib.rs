@@ -6,6 +6,7 @@
 //! config with a message naming the job, rather than running without it).
 
 pub mod control;
+pub mod hooks;
 mod jobs;
 mod local;
 pub mod prune;

@@ -23,6 +23,8 @@ use zrepl_config::timestamp::{Location, TimestampFormat};
 use zrepl_filters::DatasetFilter;
 use zrepl_zfs::{DatasetPath, VersionPath, VersionType, Zfs};
 
+use crate::hooks::{run_plan, Hook};
+
 /// When rounds happen.
 #[derive(Debug, Clone)]
 pub enum Schedule {
@@ -38,68 +40,10 @@ pub struct Snapshotter {
     pub format: TimestampFormat,
     pub location: Location,
     pub schedule: Schedule,
-    /// `command` hooks, in config order.
-    pub hooks: Vec<CommandHook>,
+    /// Snapshot hooks, in config order.
+    pub hooks: Vec<Hook>,
 }
 
-/// A `command` hook (spec §2.7): run before (`pre_snapshot`) and after (`post_snapshot`) the
-/// snapshot of every filesystem its filter matches.
-#[derive(Debug, Clone)]
-pub struct CommandHook {
-    pub path: String,
-    pub timeout: Duration,
-    pub err_is_fatal: bool,
-    pub filter: DatasetFilter,
-}
-
-/// At most this much hook output is kept (zrepl's `ZREPL_MAX_HOOK_LOG_SIZE`).
-const MAX_HOOK_OUTPUT: usize = 1 << 20;
-
-impl CommandHook {
-    /// Runs the hook directly (no shell) with zrepl's environment; output is logged.
-    async fn run(&self, hook_type: &str, fs: &DatasetPath, snapname: &str) -> Result<(), String> {
-        let mut cmd = tokio::process::Command::new(&self.path);
-        cmd.env("ZREPL_HOOKTYPE", hook_type)
-            .env("ZREPL_FS", fs.to_string())
-            .env("ZREPL_SNAPNAME", snapname)
-            .env("ZREPL_DRYRUN", "")
-            .env("ZREPL_TIMEOUT", self.timeout.as_secs().to_string())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot run hook {}: {e}", self.path))?;
-        let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => return Err(format!("hook {}: {e}", self.path)),
-            // Dropping the future kills the child (kill_on_drop).
-            Err(_) => {
-                return Err(format!(
-                    "timed out after {:?}: hook {} {hook_type} for {fs}",
-                    self.timeout, self.path
-                ))
-            }
-        };
-        let text =
-            |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(MAX_HOOK_OUTPUT)]).into_owned();
-        for line in text(&out.stdout).lines() {
-            tracing::info!(hook = %self.path, fs = %fs, stdout = line, "hook output");
-        }
-        for line in text(&out.stderr).lines() {
-            tracing::warn!(hook = %self.path, fs = %fs, stderr = line, "hook output");
-        }
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "hook {} {hook_type} for {fs} failed: {}",
-                self.path, out.status
-            ))
-        }
-    }
-}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapState {
@@ -236,13 +180,16 @@ impl Snapshotter {
             }
         };
         let mut snaps = Vec::new();
-        let mut hooked: Vec<(VersionPath, Vec<&CommandHook>)> = Vec::new();
+        let mut hooked: Vec<(VersionPath, Vec<&Hook>)> = Vec::new();
         let mut errors = Vec::new();
         for (fs, _) in &fss {
             match VersionPath::snapshot(fs, &name) {
                 Ok(v) => {
-                    let hooks: Vec<&CommandHook> =
-                        self.hooks.iter().filter(|h| h.filter.accepts(fs)).collect();
+                    let hooks: Vec<&Hook> = self
+                        .hooks
+                        .iter()
+                        .filter(|h| h.filter().accepts(fs))
+                        .collect();
                     if hooks.is_empty() {
                         snaps.push(v)
                     } else {
@@ -257,8 +204,8 @@ impl Snapshotter {
             return report;
         }
         for h in &self.hooks {
-            if !fss.iter().any(|(fs, _)| h.filter.accepts(fs)) {
-                tracing::warn!(hook = %h.path, "hook did not match any snapshotted filesystems");
+            if !fss.iter().any(|(fs, _)| h.filter().accepts(fs)) {
+                tracing::warn!(hook = %h.name(), "hook did not match any snapshotted filesystems");
             }
         }
         // Without hooks: one command per pool (one transaction group). `zfs snapshot` with
@@ -281,35 +228,17 @@ impl Snapshotter {
         // err_is_fatal prevents the snapshot; every hook error marks the filesystem as failed.
         for (v, hooks) in &hooked {
             let fs = v.fs();
-            let mut ran: Vec<&CommandHook> = Vec::new();
-            let mut fatal = false;
-            for h in hooks {
-                match h.run("pre_snapshot", fs, &name).await {
-                    Ok(()) => ran.push(h),
-                    Err(e) => {
-                        errors.push(format!("{fs}: {e}"));
-                        if h.err_is_fatal {
-                            fatal = true;
-                            break;
-                        }
-                    }
-                }
+            let snapshot = async {
+                self.zfs
+                    .snapshot(std::slice::from_ref(v))
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let out = run_plan(hooks, fs, &name, snapshot).await;
+            if out.snapshotted {
+                report.filesystems.push(fs.to_string());
             }
-            if fatal {
-                errors.push(format!(
-                    "{fs}: snapshot skipped because a pre-snapshot hook with err_is_fatal failed"
-                ));
-            } else {
-                match self.zfs.snapshot(std::slice::from_ref(v)).await {
-                    Ok(()) => report.filesystems.push(fs.to_string()),
-                    Err(e) => errors.push(format!("{fs}: {e}")),
-                }
-            }
-            for h in ran.iter().rev() {
-                if let Err(e) = h.run("post_snapshot", fs, &name).await {
-                    errors.push(format!("{fs}: {e}"));
-                }
-            }
+            errors.extend(out.errors);
         }
         if !report.filesystems.is_empty() {
             tracing::info!(snapshot = %name, count = report.filesystems.len(), "created snapshots");

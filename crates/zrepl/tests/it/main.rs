@@ -784,3 +784,46 @@ fn completions_and_man_page() {
     let o = zrepl(&["gencompletion", "bash", "/nonexistent/dir/x"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn daemon_refuses_database_hooks_with_bad_dsns() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    // (hook, part of the error)
+    let table = [
+        (
+            "{type: mysql-lock-tables, dsn: \"u:pw@tcp(localhost)\", filesystems: {\"p<\": true}}",
+            "missing the slash",
+        ),
+        (
+            "{type: mysql-lock-tables, dsn: \"u@tcp(localhost)/?tls=true\", filesystems: {\"p<\": true}}",
+            "without TLS",
+        ),
+        (
+            "{type: postgres-checkpoint, dsn: \"host=h user=u sslmode=require\", filesystems: {\"p<\": true}}",
+            "without TLS",
+        ),
+        (
+            "{type: postgres-checkpoint, dsn: \"host=h user=u nonsense=1\", filesystems: {\"p<\": true}}",
+            "nonsense",
+        ),
+    ];
+    for (hook, want) in table {
+        let config = dir.path().join("zrepl.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  control:\n    sockpath: {}/control\njobs:\n- type: snap\n  name: s\n  filesystems: {{\"p<\": true}}\n  snapshotting:\n    type: periodic\n    prefix: zrepl_\n    interval: 1h\n    hooks:\n    - {{type: command, path: /bin/true}}\n    - {hook}\n  pruning: {{keep: [{{type: last_n, count: 1}}]}}\n",
+                run.display()
+            ),
+        )
+        .unwrap();
+        let o = zrepl(&["--config", config.to_str().unwrap(), "daemon"]);
+        assert_eq!(o.status.code(), Some(1), "{hook}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("snapshotting hook #2") && stderr(&o).contains(want),
+            "{hook}: {}",
+            stderr(&o)
+        );
+    }
+}
