@@ -367,12 +367,6 @@ fn snapshotter(
     }))
 }
 
-fn unsupported(job: &str, what: &str) -> DaemonError {
-    DaemonError::Unsupported(format!(
-        "job {job:?}: {what} is not supported by this build yet"
-    ))
-}
-
 fn bandwidth(l: &config::BandwidthLimit) -> Option<zrepl_endpoint::BandwidthLimit> {
     l.max_bytes_per_sec()
         .map(|bytes_per_sec| zrepl_endpoint::BandwidthLimit {
