@@ -417,7 +417,8 @@ pub async fn net_signal_reset_aborts_and_next_run_resumes(t: Ctx) -> TestResult 
     let res: TestResult = (|| {
         d.start()?;
         d.zrepl(&["signal", "wakeup", "push"])?;
-        d.wait_bytes("push", 1 << 20)?;
+        // Past the flow-control window and pipe buffers, so that `zfs recv` has data to keep.
+        d.wait_bytes("push", 7 << 20)?;
         let t0 = Instant::now();
         d.zrepl(&["signal", "reset", "push"])?;
         let r = d.wait_run("push")?;
