@@ -570,64 +570,102 @@ fn log_prune(job: &str, pr: &PruneReport) {
     }
 }
 
-/// Endpoints for a dry run of a push job's pruning, built from the config alone: the local
-/// sender of the job and the receiver of the sink that serves its local listener.
-pub(crate) fn dry_run_endpoints(
+/// What pruning of job `job` would destroy now, decided without destroying anything: push and
+/// pull jobs (both sides; a remote side is asked over the network, read-only) and snap jobs.
+pub(crate) async fn prune_dry_run(
     cfg: &config::Config,
     job: &str,
     zfs: &Zfs,
-) -> Result<
-    (
-        LocalSender,
-        zrepl_endpoint::LocalReceiver,
-        Vec<zrepl_pruning::Rule>,
-        Vec<zrepl_pruning::Rule>,
-    ),
-    DaemonError,
-> {
+) -> Result<PruneReport, DaemonError> {
     let runnables = build(cfg, zfs)?;
-    let mut sinks = std::collections::HashMap::new();
+    let mut locals = std::collections::HashMap::new();
     for r in &runnables {
         if let Runnable::Passive {
             serving: Serving::Local { listener },
-            role: Role::Sink(receiver),
+            role,
             ..
         } = r
         {
-            sinks
-                .entry(listener.clone())
-                .or_insert_with(|| receiver.clone());
+            let peer = match role {
+                Role::Sink(rc) => LocalPeer::Sink(zfs.clone(), rc.clone()),
+                Role::Source { sender, .. } => LocalPeer::Source(zfs.clone(), sender.clone()),
+            };
+            locals.entry(listener.clone()).or_insert(peer);
         }
     }
+    let err = |e: String| DaemonError::Unsupported(format!("job {job:?}: {e}"));
     for r in runnables {
-        let Runnable::Push { active, sender, .. } = r else {
-            continue;
-        };
-        if active.handle.name != job {
+        if r.handle().name != job {
             continue;
         }
-        let Connection::Local {
-            listener,
-            client_identity,
-            ..
-        } = active.connection
-        else {
-            return Err(DaemonError::Unsupported(format!(
-                "job {job:?} replicates over the network: a pruning dry run from the config alone \
-                 needs the receiver in this config (local transport)"
-            )));
+        return match r {
+            Runnable::Push { active, sender, .. } => {
+                let a = &active;
+                match (&a.connection, a.connection.client()) {
+                    (_, Some(remote)) => Ok(crate::prune::prune(
+                        &sender,
+                        &remote,
+                        &a.keep_sender,
+                        &a.keep_receiver,
+                        true,
+                    )
+                    .await),
+                    (
+                        Connection::Local {
+                            listener,
+                            client_identity,
+                            ..
+                        },
+                        None,
+                    ) => {
+                        let Some(LocalPeer::Sink(z, mut rc)) = locals.get(listener).cloned()
+                        else {
+                            return Err(err(format!("no sink job serves local listener {listener:?}")));
+                        };
+                        rc.client_identity = Some(client_identity.clone());
+                        let receiver = zrepl_endpoint::LocalReceiver::new(z, rc)
+                            .map_err(|e| err(e.to_string()))?;
+                        Ok(crate::prune::prune(&sender, &receiver, &a.keep_sender, &a.keep_receiver, true).await)
+                    }
+                    (Connection::Remote { .. }, None) => unreachable!("remote connections have a client"),
+                }
+            }
+            Runnable::Pull {
+                active, receiver, ..
+            } => {
+                let a = &active;
+                let receiver = zrepl_endpoint::LocalReceiver::new(zfs.clone(), receiver)
+                    .map_err(|e| err(e.to_string()))?;
+                match (&a.connection, a.connection.client()) {
+                    (_, Some(remote)) => Ok(crate::prune::prune(
+                        &remote,
+                        &receiver,
+                        &a.keep_sender,
+                        &a.keep_receiver,
+                        true,
+                    )
+                    .await),
+                    (Connection::Local { listener, .. }, None) => {
+                        let Some(LocalPeer::Source(z, sc)) = locals.get(listener).cloned() else {
+                            return Err(err(format!("no source job serves local listener {listener:?}")));
+                        };
+                        let sender = LocalSender::new(z, sc);
+                        Ok(crate::prune::prune(&sender, &receiver, &a.keep_sender, &a.keep_receiver, true).await)
+                    }
+                    (Connection::Remote { .. }, None) => unreachable!("remote connections have a client"),
+                }
+            }
+            Runnable::Snap { sender, keep, .. } => Ok(PruneReport {
+                sender: crate::prune::prune_local(&sender, &keep, true).await,
+                receiver: Default::default(),
+            }),
+            Runnable::Passive { handle, .. } => Err(err(format!(
+                "a {} job does not prune (its peer's push or pull job does)",
+                handle.kind
+            ))),
         };
-        let mut rc = sinks.get(&listener).cloned().ok_or_else(|| {
-            DaemonError::Unsupported(format!("no sink job serves local listener {listener:?}"))
-        })?;
-        rc.client_identity = Some(client_identity);
-        let receiver = zrepl_endpoint::LocalReceiver::new(zfs.clone(), rc)
-            .map_err(|e| DaemonError::Unsupported(e.to_string()))?;
-        return Ok((sender, receiver, active.keep_sender, active.keep_receiver));
     }
-    Err(DaemonError::Unsupported(format!(
-        "job {job:?} is not a push job of this config (pruning dry runs are for push jobs)"
-    )))
+    Err(DaemonError::Unsupported(format!("no job named {job:?} in this config")))
 }
 
 /// One invocation of an active job: replicate, then prune both sides (also after a failed

@@ -34,14 +34,14 @@ pub enum DaemonError {
     ControlSocket(String),
 }
 
-/// Decides (without destroying anything) what pruning of push job `job` would do now.
+/// Decides (without destroying anything) what pruning of job `job` (push, pull or snap) would
+/// do now. A remote side is only listed, over the job's transport.
 pub async fn prune_dry_run(
     cfg: &zrepl_config::Config,
     job: &str,
     zfs: &Zfs,
 ) -> Result<prune::PruneReport, DaemonError> {
-    let (s, r, ks, kr) = jobs::dry_run_endpoints(cfg, job, zfs)?;
-    Ok(prune::prune(&s, &r, &ks, &kr, true).await)
+    jobs::prune_dry_run(cfg, job, zfs).await
 }
 
 /// Runs the daemon until `shutdown` fires, then stops every job and waits for them.

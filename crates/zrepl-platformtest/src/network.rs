@@ -351,6 +351,16 @@ async fn network(t: Ctx, tr: Transport, base_port: u16) -> TestResult {
         ensure!(snaps(&b)? == ["@2", "@3"], "source after pull pruning: {:?}", snaps(&b)?);
         ensure!(snaps(&pulled)? == ["@2", "@3"], "pulled after pruning: {:?}", snaps(&pulled)?);
 
+        // The pull job's pruning dry run asks the source over the network (read-only).
+        let dry: serde_json::Value =
+            serde_json::from_str(&db.zrepl(&["prune", "--dry-run", "--job", "pull", "--json"])?)?;
+        ensure!(
+            dry["sender"]["error"].is_null()
+                && dry["sender"]["filesystems"].as_array().map_or(0, |a| a.len()) == 1
+                && dry["receiver"]["error"].is_null(),
+            "pull dry run: {dry:#}"
+        );
+
         // No step holds leak on the senders.
         ensure!(all_holds(&a)?.iter().all(|h| !h.contains("zrepl_STEP")), "holds on a: {:?}", all_holds(&a)?);
         ensure!(all_holds(&b)?.iter().all(|h| !h.contains("zrepl_STEP")), "holds on b: {:?}", all_holds(&b)?);
