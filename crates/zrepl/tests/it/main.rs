@@ -782,3 +782,28 @@ fn completions_and_man_page() {
     let o = zrepl(&["gencompletion", "bash", "/nonexistent/dir/x"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn status_interactive_needs_a_tty() {
+    // stdout is a pipe here: zrepl's rule allows only dump and raw.
+    let push = sample("push.yml");
+    for args in [
+        vec!["--config", push.as_str(), "status"],
+        vec!["--config", push.as_str(), "status", "--mode", "interactive"],
+    ] {
+        let o = zrepl(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&o).contains("stdout is not a tty, please use --mode dump or --mode raw"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    // The delay is a Go duration.
+    let o = zrepl(&["--config", &push, "status", "-d", "1 fortnight"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // dump still runs (and fails only because no daemon listens).
+    let o = zrepl(&["--config", &push, "status", "--mode", "dump", "-d", "500ms"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("control socket"), "{}", stderr(&o));
+}
