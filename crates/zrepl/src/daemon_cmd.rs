@@ -24,7 +24,10 @@ pub fn daemon(config: Option<&Path>) -> anyhow::Result<ExitCode> {
             tracing::info!("received termination signal");
             s2.cancel();
         });
-        let zfs = zrepl_zfs::Zfs::new(zrepl_zfs::ZfsConfig::default());
+        let zfs = zrepl_zfs::Zfs::new(zrepl_zfs::ZfsConfig {
+            observer: Some(zrepl_daemon::metrics::zfs_observer()),
+            ..zrepl_zfs::ZfsConfig::default()
+        });
         zrepl_daemon::run(cfg, zfs, crate::version::version_info(), shutdown)
             .await
             .context("cannot run daemon")
