@@ -10,6 +10,7 @@
 //! Without `/dev/zfs` the binary fails loudly instead of skipping: a platform test run that tests
 //! nothing must never look green.
 
+mod observe;
 mod pool;
 mod replication;
 mod tests;
@@ -139,6 +140,10 @@ fn main() {
         daemon_periodic_push_rounds_and_snap_job,
         ops_zfs_abstraction_migrate_and_placeholder,
         daemon_snapshot_hooks,
+    ]);
+    trials.extend(trials![observe:
+        observe_status_tui_mid_replication,
+        observe_metrics_promtool_and_last_success,
     ]);
     if !args.list && !std::path::Path::new("/dev/zfs").exists() {
         eprintln!(

@@ -32,10 +32,10 @@ macro_rules! ensure {
     };
 }
 
-const SENDER_JOB: &str = "push";
-const RECEIVER_JOB: &str = "sink";
+pub(crate) const SENDER_JOB: &str = "push";
+pub(crate) const RECEIVER_JOB: &str = "sink";
 
-fn path(t: &Ctx, rel: &str) -> String {
+pub(crate) fn path(t: &Ctx, rel: &str) -> String {
     format!("{}/{rel}", t.pool)
 }
 
@@ -44,11 +44,11 @@ fn dp(s: &str) -> DatasetPath {
 }
 
 /// Where sender filesystem `<pool>/src/<rel>` lands on the receiver.
-fn recv_path(t: &Ctx, rel: &str) -> String {
+pub(crate) fn recv_path(t: &Ctx, rel: &str) -> String {
     format!("{}/sink/client/{}/src/{rel}", t.pool, t.pool)
 }
 
-fn zfs(args: &[&str]) -> Result<String, String> {
+pub(crate) fn zfs(args: &[&str]) -> Result<String, String> {
     let mut v = vec!["zfs"];
     v.extend_from_slice(args);
     sh(&v)
@@ -111,17 +111,17 @@ fn all_holds(root: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn create(t: &Ctx, rel: &str) -> Result<String, String> {
+pub(crate) fn create(t: &Ctx, rel: &str) -> Result<String, String> {
     let p = path(t, rel);
     zfs(&["create", "-p", &p])?;
     Ok(p)
 }
 
-fn snapshot(name: &str) -> Result<(), String> {
+pub(crate) fn snapshot(name: &str) -> Result<(), String> {
     zfs(&["snapshot", name]).map(|_| ())
 }
 
-fn write(fs: &str, file: &str, mib: usize) -> Result<(), String> {
+pub(crate) fn write(fs: &str, file: &str, mib: usize) -> Result<(), String> {
     let mp = zfs(&["get", "-H", "-o", "value", "mountpoint", fs])?
         .trim()
         .to_string();
@@ -195,7 +195,7 @@ fn fs_report<'a>(
 
 /// Starts `zrepl daemon` with `cfg`, output to `log_path`, and waits until its control socket
 /// answers.
-fn spawn_daemon(cfg: &str, log_path: &str) -> Result<std::process::Child, String> {
+pub(crate) fn spawn_daemon(cfg: &str, log_path: &str) -> Result<std::process::Child, String> {
     let log = std::fs::File::create(log_path).map_err(|e| e.to_string())?;
     let mut child = Command::new("zrepl")
         .args(["--config", cfg, "daemon"])
