@@ -432,6 +432,21 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
+        // Every metric the Grafana dashboard queries is one this module declares.
+        let dashboard = include_str!("../../../docs/grafana/zrepl.json");
+        let source = include_str!("metrics.rs");
+        let re = regex::Regex::new(r"zrepl_[a-z_]+").expect("regex");
+        for m in re.find_iter(dashboard) {
+            let name = m.as_str();
+            if name == "zrepl_job" {
+                continue;
+            }
+            let family = name.strip_suffix("_bucket").unwrap_or(name);
+            assert!(
+                source.contains(&format!("\"{family}\"")),
+                "dashboard queries {name}, which is not exported"
+            );
+        }
         // Only active-side jobs have replication metrics.
         assert!(
             !text.contains("zrepl_replication_running{zrepl_job=\"sink\"}"),

@@ -22,30 +22,32 @@ macro_rules! ensure {
     };
 }
 
-/// Pauses the pool's `zfs send` processes for `stop` out of every `stop + run`, until dropped.
+/// Slows the daemon down: it is stopped (SIGSTOP) for 300 ms out of every 330 ms until dropped.
+/// The local transport copies the stream through the daemon, so `zfs send` and `zfs recv` just
+/// wait on their pipes (stopping `zfs send` itself would make it fail with "signal received").
 struct Throttle {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
-    pattern: String,
+    pid: String,
 }
 
 impl Throttle {
-    fn start(pool: &str) -> Throttle {
-        let pattern = format!("^zfs send .*{pool}/src");
+    fn start(pid: u32) -> Throttle {
+        let pid = pid.to_string();
         let stop = Arc::new(AtomicBool::new(false));
-        let (s, p) = (stop.clone(), pattern.clone());
+        let (s, p) = (stop.clone(), pid.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                let _ = sh(&["pkill", "-STOP", "-f", &p]);
-                std::thread::sleep(Duration::from_millis(250));
-                let _ = sh(&["pkill", "-CONT", "-f", &p]);
-                std::thread::sleep(Duration::from_millis(20));
+                let _ = sh(&["kill", "-STOP", &p]);
+                std::thread::sleep(Duration::from_millis(300));
+                let _ = sh(&["kill", "-CONT", &p]);
+                std::thread::sleep(Duration::from_millis(30));
             }
         });
         Throttle {
             stop,
             thread: Some(thread),
-            pattern,
+            pid,
         }
     }
 }
@@ -56,7 +58,7 @@ impl Drop for Throttle {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = sh(&["pkill", "-CONT", "-f", &self.pattern]);
+        let _ = sh(&["kill", "-CONT", &self.pid]);
     }
 }
 
@@ -122,8 +124,7 @@ fn wait_bytes(cfg: &str, fs: &str, min: u64) -> TestResult {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let st = status(cfg)?;
-        if st["jobs"][SENDER_JOB]["replication"]["state"] == "running" && fs_bytes(&st, fs) > min
-        {
+        if st["jobs"][SENDER_JOB]["replication"]["state"] == "running" && fs_bytes(&st, fs) > min {
             return Ok(());
         }
         ensure!(Instant::now() < deadline, "transfer did not start: {st:#}");
@@ -187,13 +188,24 @@ pub async fn observe_status_tui_mid_replication(t: Ctx) -> TestResult {
         v.extend_from_slice(args);
         sh(&v)
     };
-    let throttle = Throttle::start(&t.pool);
+    let throttle = Throttle::start(d.child.id());
     let fs_a = format!("{}/src/a", t.pool);
     let res: TestResult = (|| {
         zrepl(&cfg, &["signal", "wakeup", SENDER_JOB])?;
         wait_bytes(&cfg, &fs_a, 0)?;
-        let cmd = format!("TERM=xterm-256color zrepl --config {cfg} status --job {SENDER_JOB} -d 500ms");
-        tmux(&["new-session", "-d", "-s", "obs", "-x", "80", "-y", "24", &cmd])?;
+        let cmd =
+            format!("TERM=xterm-256color zrepl --config {cfg} status --job {SENDER_JOB} -d 500ms");
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "obs",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            &cmd,
+        ])?;
         let capture = || tmux(&["capture-pane", "-p", "-t", "obs"]);
         std::thread::sleep(Duration::from_millis(2500));
         let first = capture()?;
@@ -207,7 +219,10 @@ pub async fn observe_status_tui_mid_replication(t: Ctx) -> TestResult {
                 s.lines().all(|l| l.chars().count() <= 80),
                 "wider than 80 columns:\n{s}"
             );
-            ensure!(s.contains(&format!(" {SENDER_JOB} (push) ")), "no job title:\n{s}");
+            ensure!(
+                s.contains(&format!(" {SENDER_JOB} (push) ")),
+                "no job title:\n{s}"
+            );
             ensure!(s.contains("State: replicating"), "not replicating:\n{s}");
             ensure!(
                 s.lines()
@@ -325,7 +340,7 @@ pub async fn observe_metrics_promtool_and_last_success(t: Ctx) -> TestResult {
     let res: TestResult = (|| {
         let job = format!("zrepl_job=\"{SENDER_JOB}\"");
         let fs_labels = format!("{{filesystem=\"{fs_a}\",{job}}}");
-        let throttle = Throttle::start(&pool);
+        let throttle = Throttle::start(d.child.id());
         zrepl(&cfg, &["signal", "wakeup", SENDER_JOB])?;
         wait_bytes(&cfg, &fs_a, 1 << 20)?;
         let during = scrape(&addr)?;
@@ -341,8 +356,10 @@ pub async fn observe_metrics_promtool_and_last_success(t: Ctx) -> TestResult {
         )?;
         ensure!(live >= (1 << 20) as f64, "live bytes {live}");
         ensure!(
-            sample(&during, "zrepl_zfscmd_runtime_count{zfsbinary=\"zfs\",zfsverb=\"list\"}")?
-                >= 1.0,
+            sample(
+                &during,
+                "zrepl_zfscmd_runtime_count{zfsbinary=\"zfs\",zfsverb=\"list\"}"
+            )? >= 1.0,
             "no zfs list durations:\n{during}"
         );
         ensure!(
@@ -360,7 +377,10 @@ pub async fn observe_metrics_promtool_and_last_success(t: Ctx) -> TestResult {
         let now = chrono::Utc::now().timestamp() as f64;
         ensure!((now - t1).abs() < 120.0, "last success {t1}, now {now}");
         ensure!(
-            sample(&after1, &format!("zrepl_replication_last_attempt_success{fs_labels}"))? == 1.0,
+            sample(
+                &after1,
+                &format!("zrepl_replication_last_attempt_success{fs_labels}")
+            )? == 1.0,
             "last attempt:\n{after1}"
         );
         let bytes1 = sample(
@@ -368,14 +388,22 @@ pub async fn observe_metrics_promtool_and_last_success(t: Ctx) -> TestResult {
             &format!("zrepl_replication_bytes_replicated_total{fs_labels}"),
         )?;
         ensure!(bytes1 >= (32 << 20) as f64, "bytes after run 1: {bytes1}");
-        let lag = sample(&after1, &format!("zrepl_replication_lag_seconds{fs_labels}"))?;
+        let lag = sample(
+            &after1,
+            &format!("zrepl_replication_lag_seconds{fs_labels}"),
+        )?;
         ensure!((0.0..600.0).contains(&lag), "lag {lag}");
         ensure!(
-            sample(&after1, &format!("zrepl_replication_runs_total{{result=\"success\",{job}}}"))?
-                == 1.0,
+            sample(
+                &after1,
+                &format!("zrepl_replication_runs_total{{result=\"success\",{job}}}")
+            )? == 1.0,
             "runs:\n{after1}"
         );
-        let job_t1 = sample(&after1, &format!("zrepl_replication_last_successful{{{job}}}"))?;
+        let job_t1 = sample(
+            &after1,
+            &format!("zrepl_replication_last_successful{{{job}}}"),
+        )?;
 
         // A second successful run moves the timestamps; bytes only grow.
         std::thread::sleep(Duration::from_millis(1500));
@@ -390,7 +418,10 @@ pub async fn observe_metrics_promtool_and_last_success(t: Ctx) -> TestResult {
             &format!("zrepl_replication_last_successful_timestamp_seconds{fs_labels}"),
         )?;
         ensure!(t2 > t1, "last-success timestamp did not move: {t1} -> {t2}");
-        let job_t2 = sample(&after2, &format!("zrepl_replication_last_successful{{{job}}}"))?;
+        let job_t2 = sample(
+            &after2,
+            &format!("zrepl_replication_last_successful{{{job}}}"),
+        )?;
         ensure!(job_t2 > job_t1, "job last success did not move");
         let bytes2 = sample(
             &after2,
@@ -398,8 +429,10 @@ pub async fn observe_metrics_promtool_and_last_success(t: Ctx) -> TestResult {
         )?;
         ensure!(bytes2 > bytes1, "bytes {bytes1} -> {bytes2}");
         ensure!(
-            sample(&after2, &format!("zrepl_replication_runs_total{{result=\"success\",{job}}}"))?
-                == 2.0,
+            sample(
+                &after2,
+                &format!("zrepl_replication_runs_total{{result=\"success\",{job}}}")
+            )? == 2.0,
             "runs:\n{after2}"
         );
         ensure!(

@@ -118,7 +118,11 @@ fn render_title(frame: &mut Frame, area: Rect, ui: &UiState) {
         format!(
             " zrepl status  {}  every {} ",
             ui.now.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
-            duration(ui.delay.as_secs_f64())
+            if ui.delay < std::time::Duration::from_secs(1) {
+                format!("{}ms", ui.delay.as_millis())
+            } else {
+                duration(ui.delay.as_secs_f64())
+            }
         ),
         Style::default().add_modifier(Modifier::REVERSED),
     )];
