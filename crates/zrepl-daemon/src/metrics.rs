@@ -100,11 +100,13 @@ pub(crate) fn render(st: &MetricsState, now: DateTime<Utc>) -> String {
         &["raw", "version_info"],
     )
     .with_label_values(&[
+        // The bare version (`0.1.0`) from `zrepl version=0.1.0 ...`, like zrepl's `raw`.
+        st.version
+            .version
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("version="))
+            .unwrap_or(&st.version.version),
         st.version.version.as_str(),
-        &format!(
-            "zrepl version={} GOOS={} GOARCH={}",
-            st.version.version, st.version.os, st.version.arch
-        ),
     ])
     .set(ts(st.started));
 
@@ -397,7 +399,7 @@ mod tests {
             jobs: Arc::new(vec![push, sink]),
             zfs: Zfs::with_binaries("/nonexistent/zfs", "/nonexistent/zpool"),
             version: VersionInfo {
-                version: "0.1.0".into(),
+                version: "zrepl version=0.1.0 rust-implementation".into(),
                 os: "linux".into(),
                 arch: "x86_64".into(),
             },
@@ -417,7 +419,7 @@ mod tests {
         let text = render(&st, t(2000));
         for want in [
             "# TYPE zrepl_start_time gauge",
-            "zrepl_start_time{raw=\"0.1.0\",version_info=\"zrepl version=0.1.0 GOOS=linux GOARCH=x86_64\"} 500",
+            "zrepl_start_time{raw=\"0.1.0\",version_info=\"zrepl version=0.1.0 rust-implementation\"} 500",
             "zrepl_replication_bytes_replicated_total{filesystem=\"pool/a\",zrepl_job=\"push\"} 4000",
             "zrepl_replication_last_successful_timestamp_seconds{filesystem=\"pool/a\",zrepl_job=\"push\"} 1060",
             "zrepl_replication_lag_seconds{filesystem=\"pool/a\",zrepl_job=\"push\"} 1100",

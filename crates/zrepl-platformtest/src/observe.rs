@@ -16,13 +16,15 @@ use crate::{Ctx, TestResult};
 
 macro_rules! ensure {
     ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
+        let ok: bool = $cond;
+        if !ok {
             return Err(format!("{}:{}: {}: {}", file!(), line!(), stringify!($cond), format!($($fmt)+)).into());
         }
     };
 }
 
-/// Slows the daemon down: it is stopped (SIGSTOP) for 300 ms out of every 330 ms until dropped.
+/// Slows the daemon down: it is stopped (SIGSTOP) for 1 s out of every 1.02 s until dropped
+/// (each short run moves about a pipe's worth of data, so this is roughly 2 MiB/s).
 /// The local transport copies the stream through the daemon, so `zfs send` and `zfs recv` just
 /// wait on their pipes (stopping `zfs send` itself would make it fail with "signal received").
 struct Throttle {
@@ -39,9 +41,9 @@ impl Throttle {
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let _ = sh(&["kill", "-STOP", &p]);
-                std::thread::sleep(Duration::from_millis(300));
+                std::thread::sleep(Duration::from_millis(1000));
                 let _ = sh(&["kill", "-CONT", &p]);
-                std::thread::sleep(Duration::from_millis(30));
+                std::thread::sleep(Duration::from_millis(20));
             }
         });
         Throttle {
