@@ -227,8 +227,9 @@ pub async fn observe_status_tui_mid_replication(t: Ctx) -> TestResult {
             );
             ensure!(s.contains("State: replicating"), "not replicating:\n{s}");
             ensure!(
-                s.lines()
-                    .any(|l| l.contains(&format!("* {fs_a}")) && l.contains("STEPPING")),
+                s.lines().any(|l| l.contains("* ")
+                    && l.contains("/src/a STEPPING")
+                    && l.contains("full => @1")),
                 "no filesystem in progress:\n{s}"
             );
         }

@@ -190,3 +190,21 @@ fn empty_status_and_tiny_terminal_do_not_panic() {
         assert_eq!(s.len(), h as usize);
     }
 }
+
+#[test]
+fn long_filesystem_names_are_shortened_from_the_left() {
+    let mut st = sample_status(2);
+    let run = st
+        .jobs
+        .get_mut("backup")
+        .and_then(|j| j.replication.as_mut())
+        .expect("run");
+    run.attempts[0].filesystems[0].name = "zreplplatformtest270_0/very/deep/tree/src/a".into();
+    let all = screen(&st, &mut ui(), 80, 24).join("\n");
+    assert!(
+        all.lines().any(|l| l.contains("…")
+            && l.contains("tree/src/a STEPPING")
+            && l.contains("@a => @b")),
+        "{all}"
+    );
+}

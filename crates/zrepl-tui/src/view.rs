@@ -392,13 +392,15 @@ fn replication_lines<'a>(out: &mut Vec<Line<'a>>, run: &'a Run, width: usize, no
 }
 
 fn filesystem_lines<'a>(out: &mut Vec<Line<'a>>, att: &'a Attempt, width: usize) {
+    // Room for the state, step, bytes and `from => to` (about 44 columns) comes first; longer
+    // names are shortened from the left, so that the leaf stays visible.
     let name_w = att
         .filesystems
         .iter()
         .map(|f| f.name.chars().count())
         .max()
         .unwrap_or(0)
-        .min(width / 2);
+        .min(width.saturating_sub(44).max(12));
     for fs in &att.filesystems {
         out.push(fs_line(fs, name_w));
         if let Some(e) = fs.error() {
@@ -419,7 +421,7 @@ fn fs_line(fs: &Filesystem, name_w: usize) -> Line<'_> {
     let state = fs.state.to_uppercase().replace('-', "_");
     let mut spans = vec![
         Span::raw(if fs.is_active() { " * " } else { "   " }),
-        Span::raw(format!("{:<name_w$} ", fs.name)),
+        Span::raw(format!("{:<name_w$} ", elide_left(&fs.name, name_w))),
         Span::styled(state, state_style(&fs.state)),
         Span::raw(format!(" {shown}/{n} {}/{}", bytes(done), bytes(total))),
     ];
@@ -523,6 +525,16 @@ fn wrapped(out: &mut Vec<Line<'_>>, prefix: &str, text: &str, width: usize, styl
     if first {
         out.push(Line::styled(prefix.to_string(), style));
     }
+}
+
+/// `name`, or `…` and its last `width - 1` characters if it is longer than `width`.
+fn elide_left(name: &str, width: usize) -> std::borrow::Cow<'_, str> {
+    let n = name.chars().count();
+    if n <= width || width == 0 {
+        return name.into();
+    }
+    let skip = n - (width - 1);
+    format!("…{}", name.chars().skip(skip).collect::<String>()).into()
 }
 
 /// Greedy word wrap at `width` characters; words longer than a line are split.
