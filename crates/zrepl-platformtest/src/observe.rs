@@ -23,8 +23,8 @@ macro_rules! ensure {
     };
 }
 
-/// Slows the daemon down: it is stopped (SIGSTOP) for 1 s out of every 1.02 s until dropped
-/// (each short run moves about a pipe's worth of data, so this is roughly 2 MiB/s).
+/// Slows the daemon down: it is stopped (SIGSTOP) for 800 ms out of every 840 ms until dropped
+/// (each short run moves a few pipes' worth of data: roughly 3 MiB/s in the VM).
 /// The local transport copies the stream through the daemon, so `zfs send` and `zfs recv` just
 /// wait on their pipes (stopping `zfs send` itself would make it fail with "signal received").
 struct Throttle {
@@ -41,9 +41,9 @@ impl Throttle {
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let _ = sh(&["kill", "-STOP", &p]);
-                std::thread::sleep(Duration::from_millis(1000));
+                std::thread::sleep(Duration::from_millis(800));
                 let _ = sh(&["kill", "-CONT", &p]);
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(40));
             }
         });
         Throttle {

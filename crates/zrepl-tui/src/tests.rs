@@ -53,7 +53,7 @@ fn overview_fits_80x24() {
     assert!(all.contains("/ 30.0 MiB"), "{all}");
     // A filesystem in progress, with its step.
     assert!(
-        all.contains("* zroot/data/fs0000 STEPPING 1/2 0 B/5.0 MiB  @a => @b"),
+        all.contains("* zroot/data/fs0000 STEPPING 1/2 0 B/5.0 MiB @a => @b"),
         "{all}"
     );
     assert!(

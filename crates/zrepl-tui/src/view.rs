@@ -392,7 +392,7 @@ fn replication_lines<'a>(out: &mut Vec<Line<'a>>, run: &'a Run, width: usize, no
 }
 
 fn filesystem_lines<'a>(out: &mut Vec<Line<'a>>, att: &'a Attempt, width: usize) {
-    // Room for the state, step, bytes and `from => to` (about 44 columns) comes first; longer
+    // Room for the state, step, bytes and `from => to` (about 46 columns) comes first; longer
     // names are shortened from the left, so that the leaf stays visible.
     let name_w = att
         .filesystems
@@ -400,7 +400,7 @@ fn filesystem_lines<'a>(out: &mut Vec<Line<'a>>, att: &'a Attempt, width: usize)
         .map(|f| f.name.chars().count())
         .max()
         .unwrap_or(0)
-        .min(width.saturating_sub(44).max(12));
+        .min(width.saturating_sub(46).max(12));
     for fs in &att.filesystems {
         out.push(fs_line(fs, name_w));
         if let Some(e) = fs.error() {
@@ -428,7 +428,7 @@ fn fs_line(fs: &Filesystem, name_w: usize) -> Line<'_> {
     if let Some(st) = fs.steps.get(fs.current_step) {
         let from = st.from.as_deref().unwrap_or("full");
         spans.push(Span::raw(format!(
-            "  {from} => {}{}",
+            " {from} => {}{}",
             st.to,
             if st.resumed { " (resumed)" } else { "" }
         )));
