@@ -57,6 +57,8 @@ pub struct JobHandle {
     /// Cancels the run in progress (`zrepl signal reset`).
     current_run: Mutex<Option<CancellationToken>>,
     state: Mutex<JobStateInner>,
+    /// Finished replication runs, for the metrics.
+    pub(crate) history: crate::history::JobHistory,
 }
 
 struct JobStateInner {
@@ -70,7 +72,7 @@ struct JobStateInner {
 }
 
 impl JobHandle {
-    fn new(
+    pub(crate) fn new(
         name: &str,
         kind: &'static str,
         wakeup: Option<mpsc::Sender<()>>,
@@ -90,6 +92,7 @@ impl JobHandle {
                 snapshotter: None,
                 last_success: None,
             }),
+            history: Default::default(),
         }
     }
 
@@ -786,6 +789,7 @@ async fn active_loop(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+        a.handle.history.record_run(&report.snapshot(), Utc::now());
         let mut s = a.handle.inner();
         s.state = JobState::Idle;
         match outcome {

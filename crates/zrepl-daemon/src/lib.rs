@@ -7,8 +7,10 @@
 
 pub mod control;
 pub mod hooks;
+mod history;
 mod jobs;
 mod local;
+pub mod metrics;
 pub mod prune;
 mod serve;
 pub mod snapshot;
@@ -32,6 +34,8 @@ pub enum DaemonError {
     Unsupported(String),
     #[error("control socket {0}")]
     ControlSocket(String),
+    #[error("monitoring: {0}")]
+    Monitoring(String),
 }
 
 /// Decides (without destroying anything) what pruning of job `job` (push, pull or snap) would
@@ -51,7 +55,16 @@ pub async fn run(
     version: VersionInfo,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
+    let started = chrono::Utc::now();
     let runnables = jobs::build(&cfg, &zfs)?;
+    let mut prometheus = Vec::new();
+    for m in &cfg.global.monitoring {
+        let zrepl_config::Monitoring::Prometheus {
+            listen,
+            listen_freebind,
+        } = m;
+        prometheus.push(metrics::bind(listen, *listen_freebind)?);
+    }
     let sockpath = PathBuf::from(&cfg.global.control.sockpath);
     let listener = control::bind(&sockpath).await?;
     let handles: Arc<Vec<_>> = Arc::new(runnables.iter().map(|r| r.handle().clone()).collect());
@@ -63,10 +76,22 @@ pub async fn run(
         control::ControlState {
             jobs: handles.clone(),
             zfs: zfs.clone(),
-            version,
+            version: version.clone(),
         },
         shutdown.clone(),
     ));
+    for l in prometheus {
+        tracker.spawn(metrics::serve(
+            l,
+            metrics::MetricsState {
+                jobs: handles.clone(),
+                zfs: zfs.clone(),
+                version: version.clone(),
+                started,
+            },
+            shutdown.clone(),
+        ));
+    }
     for r in runnables {
         tracing::info!(job = %r.handle().name, kind = r.handle().kind, "starting job");
         let span = tracing::info_span!("job", job = %r.handle().name, subsystem = "job");

@@ -6,7 +6,8 @@
 //! `JobStatus` is `{name, type, state, error, replication, last_successful_replication}` and
 //! `replication` is the current or last run: `{state, started_at, finished_at, attempts: [{state,
 //! plan_error, filesystems: [{name, state, blocked_on, plan_error, step_error, current_step,
-//! steps: [{from, to, resumed, bytes_expected, bytes_replicated}]}]}]}`.
+//! steps: [{from, to, resumed, bytes_expected, bytes_replicated, to_creation}]}]}]}` (`to_creation`:
+//! the target snapshot's creation time, Unix seconds).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

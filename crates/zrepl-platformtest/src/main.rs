@@ -13,6 +13,7 @@
 mod logging;
 mod network;
 mod dbhooks;
+mod observe;
 mod pool;
 mod replication;
 mod tests;
@@ -151,6 +152,10 @@ fn main() {
     ]);
     trials.extend(trials![logging: logging_syslog_outlet_to_rsyslogd]);
     trials.extend(trials![dbhooks: dbhooks_postgres_checkpoint, dbhooks_mysql_lock_tables]);
+    trials.extend(trials![observe:
+        observe_status_tui_mid_replication,
+        observe_metrics_promtool_and_last_success,
+    ]);
     if !args.list && !std::path::Path::new("/dev/zfs").exists() {
         eprintln!(
             "FATAL: /dev/zfs does not exist: the zfs kernel module is not loaded here.\n\

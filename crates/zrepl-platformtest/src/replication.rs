@@ -32,8 +32,8 @@ macro_rules! ensure {
     };
 }
 
-const SENDER_JOB: &str = "push";
-const RECEIVER_JOB: &str = "sink";
+pub(crate) const SENDER_JOB: &str = "push";
+pub(crate) const RECEIVER_JOB: &str = "sink";
 
 pub(crate) fn path(t: &Ctx, rel: &str) -> String {
     format!("{}/{rel}", t.pool)

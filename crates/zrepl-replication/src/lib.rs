@@ -475,6 +475,7 @@ fn step_report(s: &Step, expected: u64) -> StepReport {
         resumed: s.resume_token.is_some(),
         bytes_expected: expected,
         bytes_replicated: Counter::default(),
+        to_creation: s.to.creation,
     }
 }
 

@@ -74,6 +74,9 @@ pub struct StepReport {
     pub resumed: bool,
     pub bytes_expected: u64,
     pub bytes_replicated: Counter,
+    /// Creation time of `to` (Unix seconds): once the step is done, the receiver is at most
+    /// this old (the replication lag metric).
+    pub to_creation: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]

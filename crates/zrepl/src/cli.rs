@@ -193,6 +193,8 @@ pub struct SignalArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StatusMode {
+    /// A live terminal view (needs a terminal on stdout).
+    Interactive,
     /// The daemon's status as JSON.
     Raw,
     /// The status as text, every job one after another.
@@ -201,12 +203,15 @@ pub enum StatusMode {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Output mode (the interactive view arrives with the status TUI).
-    #[arg(long, value_enum, default_value = "dump")]
+    /// Output mode. When stdout is not a terminal, only dump and raw are allowed (as in zrepl).
+    #[arg(long, value_enum, default_value = "interactive")]
     pub mode: StatusMode,
-    /// Only this job (dump mode).
+    /// Only this job (dump mode); the job shown first (interactive mode).
     #[arg(long)]
     pub job: Option<String>,
+    /// Refresh period of the interactive view (Go duration, e.g. 1s, 500ms).
+    #[arg(short = 'd', long, default_value = "1s", value_parser = parse_delay)]
+    pub delay: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -343,4 +348,14 @@ pub fn load_config(explicit: Option<&Path>) -> anyhow::Result<zrepl_config::Conf
             )
         }
     }
+}
+
+fn parse_delay(s: &str) -> Result<std::time::Duration, String> {
+    let d = zrepl_config::units::GoDuration::parse(s)
+        .map_err(|e| e.to_string())?
+        .to_std();
+    if d.is_zero() {
+        return Err("the delay must be positive".into());
+    }
+    Ok(d)
 }

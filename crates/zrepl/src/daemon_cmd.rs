@@ -45,7 +45,10 @@ pub fn daemon(config: Option<&Path>) -> anyhow::Result<ExitCode> {
             tracing::info!("received termination signal");
             s2.cancel();
         });
-        let zfs = zrepl_zfs::Zfs::new(zrepl_zfs::ZfsConfig::default());
+        let zfs = zrepl_zfs::Zfs::new(zrepl_zfs::ZfsConfig {
+            observer: Some(zrepl_daemon::metrics::zfs_observer()),
+            ..zrepl_zfs::ZfsConfig::default()
+        });
         zrepl_daemon::run(cfg, zfs, crate::version::version_info(), shutdown)
             .await
             .context("cannot run daemon")
@@ -103,6 +106,10 @@ pub fn signal(config: Option<&Path>, args: SignalArgs) -> anyhow::Result<ExitCod
 }
 
 pub fn status(config: Option<&Path>, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    if args.mode == StatusMode::Interactive && !std::io::stdout().is_terminal() {
+        anyhow::bail!("stdout is not a tty, please use --mode dump or --mode raw");
+    }
     let sock = sockpath(config, true)?;
     let body = block_on(post(&sock, "/status", &serde_json::json!({})))??;
     match args.mode {
@@ -114,8 +121,48 @@ pub fn status(config: Option<&Path>, args: StatusArgs) -> anyhow::Result<ExitCod
                 serde_json::from_slice(&body).context("invalid status from daemon")?;
             print!("{}", crate::status_text::render(&v, args.job.as_deref()));
         }
+        StatusMode::Interactive => {
+            let first =
+                zrepl_tui::Status::from_json(&body).context("invalid status from daemon")?;
+            if let Some(j) = &args.job {
+                anyhow::ensure!(first.jobs.contains_key(j), "job {j:?} does not exist");
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let mut daemon = ControlDaemon { rt, sock };
+            zrepl_tui::run(&mut daemon, first, args.delay, args.job).context("terminal")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The interactive view's access to the daemon: the control socket, one request at a time.
+struct ControlDaemon {
+    rt: tokio::runtime::Runtime,
+    sock: PathBuf,
+}
+
+impl zrepl_tui::Daemon for ControlDaemon {
+    fn status(&mut self) -> Result<zrepl_tui::Status, String> {
+        let body = self
+            .rt
+            .block_on(post(&self.sock, "/status", &serde_json::json!({})))
+            .map_err(|e| format!("{e:#}"))?;
+        zrepl_tui::Status::from_json(&body).map_err(|e| format!("invalid status: {e}"))
+    }
+
+    fn signal(&mut self, job: &str, op: &str) -> Result<(), String> {
+        self.rt
+            .block_on(post(
+                &self.sock,
+                "/signal",
+                &serde_json::json!({"Name": job, "Op": op}),
+            ))
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    }
 }
 
 pub fn prune(config: Option<&Path>, args: PruneArgs) -> anyhow::Result<ExitCode> {

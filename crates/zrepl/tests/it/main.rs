@@ -827,3 +827,99 @@ fn daemon_refuses_database_hooks_with_bad_dsns() {
         );
     }
 }
+
+#[test]
+fn status_interactive_needs_a_tty() {
+    // stdout is a pipe here: zrepl's rule allows only dump and raw.
+    let push = sample("push.yml");
+    for args in [
+        vec!["--config", push.as_str(), "status"],
+        vec!["--config", push.as_str(), "status", "--mode", "interactive"],
+    ] {
+        let o = zrepl(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&o).contains("stdout is not a tty, please use --mode dump or --mode raw"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    // The delay is a Go duration.
+    let o = zrepl(&["--config", &push, "status", "-d", "1 fortnight"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // dump still runs (and fails only because no daemon listens).
+    let o = zrepl(&["--config", &push, "status", "--mode", "dump", "-d", "500ms"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("control socket"), "{}", stderr(&o));
+}
+
+/// `GET path` over plain HTTP/1.0; returns the whole response.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+#[test]
+fn daemon_serves_prometheus_metrics() {
+    use std::os::unix::fs::PermissionsExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let sock = dir.path().join("run/control");
+    let config = dir.path().join("zrepl.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  control:\n    sockpath: {}\n  monitoring:\n  - {{type: prometheus, listen: \"{addr}\", listen_freebind: true}}\n\
+             jobs:\n- type: sink\n  name: sink\n  root_fs: pool/sink\n  serve: {{type: local, listener_name: l}}\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_zrepl"))
+        .args(["--config", config.to_str().unwrap(), "daemon"])
+        .spawn()
+        .unwrap();
+    let _d = Daemon {
+        child,
+        _dir: dir,
+        config: config.clone(),
+    };
+    let mut resp = String::new();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            resp = http_get(&addr, "/metrics");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(
+        resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200"),
+        "{resp}"
+    );
+    assert!(resp.contains("text/plain; version=0.0.4"), "{resp}");
+    assert!(resp.contains("# TYPE zrepl_start_time gauge"), "{resp}");
+    assert!(
+        resp.contains("zrepl_job_error{zrepl_job=\"sink\"} 0"),
+        "{resp}"
+    );
+    assert!(http_get(&addr, "/nope").contains(" 404 "));
+
+    // The port is taken now: a second daemon refuses to start, naming the listener.
+    let o = zrepl(&["--config", config.to_str().unwrap(), "daemon"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!("prometheus listener {addr}")),
+        "{}",
+        stderr(&o)
+    );
+}
