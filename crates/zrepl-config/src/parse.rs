@@ -1428,7 +1428,11 @@ fn decode_replication(cx: &mut Cx, node: &Node, path: &str) -> Option<Replicatio
     let compression_level = m.or(cx, "compression_level", 3, |cx, n, p| {
         let v = cx.int(n, p)?;
         if !(1..=19).contains(&v) {
-            cx.err(n.mark, p, format!("zstd level must be between 1 and 19, got {v}"));
+            cx.err(
+                n.mark,
+                p,
+                format!("zstd level must be between 1 and 19, got {v}"),
+            );
             return None;
         }
         Some(v as i32)

@@ -176,15 +176,24 @@ impl Connection {
                     .map_err(|e| e.to_string())
             })
         });
-        Some(zrepl_rpc::Client::new(connector.describe(), dial, opts.clone()))
+        Some(zrepl_rpc::Client::new(
+            connector.describe(),
+            dial,
+            opts.clone(),
+        ))
     }
 }
 
 /// How a passive job is reached.
 #[derive(Clone)]
 pub(crate) enum Serving {
-    Local { listener: String },
-    Net { serve: config::Serve, sockdir: String },
+    Local {
+        listener: String,
+    },
+    Net {
+        serve: config::Serve,
+        sockdir: String,
+    },
 }
 
 /// What a passive job serves.
@@ -192,7 +201,7 @@ pub(crate) enum Role {
     Sink(ReceiverConfig),
     Source {
         sender: SenderConfig,
-        snapshotter: Option<Snapshotter>,
+        snapshotter: Option<Box<Snapshotter>>,
         /// The snapshotter's wakeups (drained: the pulling side decides when to replicate).
         wakeups: Option<mpsc::Receiver<()>>,
     },
@@ -378,7 +387,11 @@ fn bandwidth(l: &config::BandwidthLimit) -> Option<zrepl_endpoint::BandwidthLimi
         })
 }
 
-fn sender_config(job: &str, filesystems: &zrepl_filters::DatasetFilter, s: &config::SendOptions) -> SenderConfig {
+fn sender_config(
+    job: &str,
+    filesystems: &zrepl_filters::DatasetFilter,
+    s: &config::SendOptions,
+) -> SenderConfig {
     SenderConfig {
         job: job.to_string(),
         filesystems: filesystems.clone(),
@@ -399,7 +412,11 @@ fn compressible(s: &config::SendOptions) -> bool {
     !(s.encrypted || s.raw || s.compressed)
 }
 
-fn receiver_config(job: &str, root_fs: &zrepl_zfs_types::DatasetPath, r: &config::RecvOptions) -> ReceiverConfig {
+fn receiver_config(
+    job: &str,
+    root_fs: &zrepl_zfs_types::DatasetPath,
+    r: &config::RecvOptions,
+) -> ReceiverConfig {
     let placeholder = match r.placeholder.encryption {
         config::PlaceholderEncryption::Unspecified => PlaceholderPolicy::Unspecified,
         config::PlaceholderEncryption::Inherit => PlaceholderPolicy::Inherit,
@@ -484,12 +501,20 @@ pub(crate) fn build(cfg: &config::Config, zfs: &Zfs) -> Result<Vec<Runnable>, Da
                     active: Active {
                         handle: Arc::new(JobHandle::new(&p.name, "push", Some(tx), JobState::Idle)),
                         wakeups: rx,
-                        connection: connection(&p.name, &p.connect, &p.replication, compressible(&p.send))?,
+                        connection: connection(
+                            &p.name,
+                            &p.connect,
+                            &p.replication,
+                            compressible(&p.send),
+                        )?,
                         driver: driver_config(&p.replication, &p.conflict_resolution),
                         keep_sender: crate::prune::rules(&p.pruning.keep_sender),
                         keep_receiver: crate::prune::rules(&p.pruning.keep_receiver),
                     },
-                    sender: LocalSender::new(zfs.clone(), sender_config(&p.name, &p.filesystems, &p.send)),
+                    sender: LocalSender::new(
+                        zfs.clone(),
+                        sender_config(&p.name, &p.filesystems, &p.send),
+                    ),
                     snapshotter,
                 });
             }
@@ -530,7 +555,7 @@ pub(crate) fn build(cfg: &config::Config, zfs: &Zfs) -> Result<Vec<Runnable>, Da
                     serving: serving(&s.serve, sockdir),
                     role: Role::Source {
                         sender: sender_config(&s.name, &s.filesystems, &s.send),
-                        snapshotter,
+                        snapshotter: snapshotter.map(Box::new),
                         wakeups: Some(rx),
                     },
                 });
@@ -621,16 +646,26 @@ pub(crate) async fn prune_dry_run(
                         },
                         None,
                     ) => {
-                        let Some(LocalPeer::Sink(z, mut rc)) = locals.get(listener).cloned()
-                        else {
-                            return Err(err(format!("no sink job serves local listener {listener:?}")));
+                        let Some(LocalPeer::Sink(z, mut rc)) = locals.get(listener).cloned() else {
+                            return Err(err(format!(
+                                "no sink job serves local listener {listener:?}"
+                            )));
                         };
                         rc.client_identity = Some(client_identity.clone());
                         let receiver = zrepl_endpoint::LocalReceiver::new(z, rc)
                             .map_err(|e| err(e.to_string()))?;
-                        Ok(crate::prune::prune(&sender, &receiver, &a.keep_sender, &a.keep_receiver, true).await)
+                        Ok(crate::prune::prune(
+                            &sender,
+                            &receiver,
+                            &a.keep_sender,
+                            &a.keep_receiver,
+                            true,
+                        )
+                        .await)
                     }
-                    (Connection::Remote { .. }, None) => unreachable!("remote connections have a client"),
+                    (Connection::Remote { .. }, None) => {
+                        unreachable!("remote connections have a client")
+                    }
                 }
             }
             Runnable::Pull {
@@ -650,12 +685,23 @@ pub(crate) async fn prune_dry_run(
                     .await),
                     (Connection::Local { listener, .. }, None) => {
                         let Some(LocalPeer::Source(z, sc)) = locals.get(listener).cloned() else {
-                            return Err(err(format!("no source job serves local listener {listener:?}")));
+                            return Err(err(format!(
+                                "no source job serves local listener {listener:?}"
+                            )));
                         };
                         let sender = LocalSender::new(z, sc);
-                        Ok(crate::prune::prune(&sender, &receiver, &a.keep_sender, &a.keep_receiver, true).await)
+                        Ok(crate::prune::prune(
+                            &sender,
+                            &receiver,
+                            &a.keep_sender,
+                            &a.keep_receiver,
+                            true,
+                        )
+                        .await)
                     }
-                    (Connection::Remote { .. }, None) => unreachable!("remote connections have a client"),
+                    (Connection::Remote { .. }, None) => {
+                        unreachable!("remote connections have a client")
+                    }
                 }
             }
             Runnable::Snap { sender, keep, .. } => Ok(PruneReport {
@@ -668,7 +714,9 @@ pub(crate) async fn prune_dry_run(
             ))),
         };
     }
-    Err(DaemonError::Unsupported(format!("no job named {job:?} in this config")))
+    Err(DaemonError::Unsupported(format!(
+        "no job named {job:?} in this config"
+    )))
 }
 
 /// One invocation of an active job: replicate, then prune both sides (also after a failed
@@ -724,7 +772,10 @@ async fn active_loop(
             _ = shutdown.cancelled() => return,
         }
         let run_cancel = shutdown.child_token();
-        *a.handle.current_run.lock().unwrap_or_else(|p| p.into_inner()) = Some(run_cancel.clone());
+        *a.handle
+            .current_run
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(run_cancel.clone());
         let report = ReportHandle::new(Utc::now());
         {
             let mut s = a.handle.inner();
@@ -770,7 +821,9 @@ async fn active_loop(
             ) => {
                 let receiver = zrepl_endpoint::LocalReceiver::new(zfs.clone(), (*rc).clone());
                 match (
-                    listeners.connect_sender(listener, *dial_timeout, &run_cancel).await,
+                    listeners
+                        .connect_sender(listener, *dial_timeout, &run_cancel)
+                        .await,
                     receiver,
                 ) {
                     (Ok(sender), Ok(receiver)) => {
@@ -780,7 +833,9 @@ async fn active_loop(
                     (_, Err(e)) => Err(e.to_string()),
                 }
             }
-            (_, Connection::Remote { .. }, None) => unreachable!("remote connections have a client"),
+            (_, Connection::Remote { .. }, None) => {
+                unreachable!("remote connections have a client")
+            }
         };
         // One connection per invocation: closed here.
         drop(client);
@@ -825,7 +880,7 @@ pub(crate) async fn run(
                 ..
             } = &mut role
             {
-                spawn_snapshotter(&handle, snapshotter.take(), &shutdown);
+                spawn_snapshotter(&handle, snapshotter.take().map(|s| *s), &shutdown);
                 if let Some(mut rx) = wakeups.take() {
                     tokio::spawn(async move { while rx.recv().await.is_some() {} });
                 }
@@ -927,5 +982,9 @@ fn spawn_snapshotter(
     };
     let status = crate::snapshot::new_status();
     handle.inner().snapshotter = Some(status.clone());
-    tokio::spawn(tracing::Instrument::in_current_span(s.run(tx, status, shutdown.clone())));
+    tokio::spawn(tracing::Instrument::in_current_span(s.run(
+        tx,
+        status,
+        shutdown.clone(),
+    )));
 }

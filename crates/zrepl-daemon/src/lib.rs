@@ -6,8 +6,8 @@
 //! config with a message naming the job, rather than running without it).
 
 pub mod control;
-pub mod hooks;
 mod history;
+pub mod hooks;
 mod jobs;
 mod local;
 pub mod metrics;

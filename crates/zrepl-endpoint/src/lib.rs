@@ -19,6 +19,6 @@ mod ratelimit;
 mod receiver;
 mod sender;
 
-pub use receiver::{LocalReceiver, PlaceholderPolicy, ReceiverConfig};
 pub use ratelimit::BandwidthLimit;
+pub use receiver::{LocalReceiver, PlaceholderPolicy, ReceiverConfig};
 pub use sender::{LocalSender, SenderConfig};

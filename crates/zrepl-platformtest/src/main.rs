@@ -10,9 +10,9 @@
 //! Without `/dev/zfs` the binary fails loudly instead of skipping: a platform test run that tests
 //! nothing must never look green.
 
+mod dbhooks;
 mod logging;
 mod network;
-mod dbhooks;
 mod observe;
 mod pool;
 mod replication;

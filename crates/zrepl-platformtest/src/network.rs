@@ -80,7 +80,11 @@ impl Daemon {
     fn replicate(&self, job: &str) -> TestResult {
         self.zrepl(&["signal", "wakeup", job])?;
         let r = self.wait_run(job)?;
-        ensure!(r == "done", "{job} ended {r}: {:#}", self.status()?["jobs"][job]);
+        ensure!(
+            r == "done",
+            "{job} ended {r}: {:#}",
+            self.status()?["jobs"][job]
+        );
         Ok(())
     }
     /// Waits until `job` has moved more than `bytes` in its current step.
@@ -101,7 +105,10 @@ impl Daemon {
             if moved > bytes {
                 return Ok(());
             }
-            ensure!(Instant::now() < deadline, "{job}: transfer did not start: {st:#}");
+            ensure!(
+                Instant::now() < deadline,
+                "{job}: transfer did not start: {st:#}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -118,7 +125,8 @@ fn certs(dir: &str) -> Result<(), String> {
     let e = |x: rcgen::Error| x.to_string();
     let mut p = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, "zrepl platformtest CA");
+    p.distinguished_name
+        .push(DnType::CommonName, "zrepl platformtest CA");
     let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().map_err(e)?).map_err(e)?;
     std::fs::write(format!("{dir}/ca.crt"), ca.pem()).map_err(|x| x.to_string())?;
     for name in ["a", "b"] {
@@ -127,7 +135,8 @@ fn certs(dir: &str) -> Result<(), String> {
         let k = KeyPair::generate().map_err(e)?;
         let c = p.signed_by(&k, &ca).map_err(e)?;
         std::fs::write(format!("{dir}/{name}.crt"), c.pem()).map_err(|x| x.to_string())?;
-        std::fs::write(format!("{dir}/{name}.key"), k.serialize_pem()).map_err(|x| x.to_string())?;
+        std::fs::write(format!("{dir}/{name}.key"), k.serialize_pem())
+            .map_err(|x| x.to_string())?;
     }
     Ok(())
 }
@@ -215,7 +224,10 @@ fn wait_token(fs: &str) -> TestResult {
         if tok.trim() != "-" {
             return Ok(());
         }
-        ensure!(Instant::now() < deadline, "no resume token on {fs} after the cut");
+        ensure!(
+            Instant::now() < deadline,
+            "no resume token on {fs} after the cut"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -239,7 +251,11 @@ fn finish_resumed(d: &Daemon, job: &str) -> TestResult {
         d.replicate(job)?;
     }
     let st = d.status()?;
-    ensure!(resumed(&st, job), "{job}: the transfer was not resumed: {:#}", st["jobs"][job]);
+    ensure!(
+        resumed(&st, job),
+        "{job}: the transfer was not resumed: {:#}",
+        st["jobs"][job]
+    );
     Ok(())
 }
 
@@ -308,16 +324,28 @@ async fn network(t: Ctx, tr: Transport, base_port: u16) -> TestResult {
         // Full, then incremental, both directions.
         da.replicate("push")?;
         db.replicate("pull")?;
-        ensure!(guid(&format!("{pushed}@1"))? == guid(&format!("{a}@1"))?, "push full");
-        ensure!(guid(&format!("{pulled}@1"))? == guid(&format!("{b}@1"))?, "pull full");
+        ensure!(
+            guid(&format!("{pushed}@1"))? == guid(&format!("{a}@1"))?,
+            "push full"
+        );
+        ensure!(
+            guid(&format!("{pulled}@1"))? == guid(&format!("{b}@1"))?,
+            "pull full"
+        );
         write(&a, "g", 1)?;
         write(&b, "g", 1)?;
         snapshot(&format!("{a}@2"))?;
         snapshot(&format!("{b}@2"))?;
         da.replicate("push")?;
         db.replicate("pull")?;
-        ensure!(guid(&format!("{pushed}@2"))? == guid(&format!("{a}@2"))?, "push incremental");
-        ensure!(guid(&format!("{pulled}@2"))? == guid(&format!("{b}@2"))?, "pull incremental");
+        ensure!(
+            guid(&format!("{pushed}@2"))? == guid(&format!("{a}@2"))?,
+            "push incremental"
+        );
+        ensure!(
+            guid(&format!("{pulled}@2"))? == guid(&format!("{b}@2"))?,
+            "pull incremental"
+        );
 
         // Push cut mid-stream: the receiving daemon dies.
         write(&a, "big", 24)?;
@@ -328,7 +356,10 @@ async fn network(t: Ctx, tr: Transport, base_port: u16) -> TestResult {
         wait_token(&pushed)?;
         db.start()?;
         finish_resumed(&da, "push")?;
-        ensure!(guid(&format!("{pushed}@3"))? == guid(&format!("{a}@3"))?, "push resumed");
+        ensure!(
+            guid(&format!("{pushed}@3"))? == guid(&format!("{a}@3"))?,
+            "push resumed"
+        );
 
         // Pull cut mid-stream: the sending daemon dies.
         write(&b, "big", 24)?;
@@ -339,7 +370,10 @@ async fn network(t: Ctx, tr: Transport, base_port: u16) -> TestResult {
         wait_token(&pulled)?;
         da.start()?;
         finish_resumed(&db, "pull")?;
-        ensure!(guid(&format!("{pulled}@3"))? == guid(&format!("{b}@3"))?, "pull resumed");
+        ensure!(
+            guid(&format!("{pulled}@3"))? == guid(&format!("{b}@3"))?,
+            "pull resumed"
+        );
 
         // The pull job pruned both sides: the source's snapshots over the network.
         let snaps = |fs: &str| -> Result<Vec<String>, String> {
@@ -348,22 +382,41 @@ async fn network(t: Ctx, tr: Transport, base_port: u16) -> TestResult {
                 .filter(|v| v.starts_with('@'))
                 .collect())
         };
-        ensure!(snaps(&b)? == ["@2", "@3"], "source after pull pruning: {:?}", snaps(&b)?);
-        ensure!(snaps(&pulled)? == ["@2", "@3"], "pulled after pruning: {:?}", snaps(&pulled)?);
+        ensure!(
+            snaps(&b)? == ["@2", "@3"],
+            "source after pull pruning: {:?}",
+            snaps(&b)?
+        );
+        ensure!(
+            snaps(&pulled)? == ["@2", "@3"],
+            "pulled after pruning: {:?}",
+            snaps(&pulled)?
+        );
 
         // The pull job's pruning dry run asks the source over the network (read-only).
         let dry: serde_json::Value =
             serde_json::from_str(&db.zrepl(&["prune", "--dry-run", "--job", "pull", "--json"])?)?;
         ensure!(
             dry["sender"]["error"].is_null()
-                && dry["sender"]["filesystems"].as_array().map_or(0, |a| a.len()) == 1
+                && dry["sender"]["filesystems"]
+                    .as_array()
+                    .map_or(0, |a| a.len())
+                    == 1
                 && dry["receiver"]["error"].is_null(),
             "pull dry run: {dry:#}"
         );
 
         // No step holds leak on the senders.
-        ensure!(all_holds(&a)?.iter().all(|h| !h.contains("zrepl_STEP")), "holds on a: {:?}", all_holds(&a)?);
-        ensure!(all_holds(&b)?.iter().all(|h| !h.contains("zrepl_STEP")), "holds on b: {:?}", all_holds(&b)?);
+        ensure!(
+            all_holds(&a)?.iter().all(|h| !h.contains("zrepl_STEP")),
+            "holds on a: {:?}",
+            all_holds(&a)?
+        );
+        ensure!(
+            all_holds(&b)?.iter().all(|h| !h.contains("zrepl_STEP")),
+            "holds on b: {:?}",
+            all_holds(&b)?
+        );
         Ok(())
     })();
     da.kill();
@@ -443,8 +496,15 @@ pub async fn net_signal_reset_aborts_and_next_run_resumes(t: Ctx) -> TestResult 
         );
         d.replicate("push")?;
         let st = d.status()?;
-        ensure!(resumed(&st, "push"), "not resumed: {:#}", st["jobs"]["push"]);
-        ensure!(guid(&format!("{recv}@1"))? == guid(&format!("{a}@1"))?, "replicated");
+        ensure!(
+            resumed(&st, "push"),
+            "not resumed: {:#}",
+            st["jobs"]["push"]
+        );
+        ensure!(
+            guid(&format!("{recv}@1"))? == guid(&format!("{a}@1"))?,
+            "replicated"
+        );
         Ok(())
     })();
     d.kill();

@@ -102,7 +102,9 @@ pub fn decode_body(body: &[u8]) -> Result<Banner, HandshakeError> {
         .ok_or_else(|| bad("no EXTENSIONS field"))?;
     let four = |s: &str, what: &str| -> Result<u32, HandshakeError> {
         if s.len() != 4 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(HandshakeError::Malformed(format!("{what} {s:?} is not 4 digits")));
+            return Err(HandshakeError::Malformed(format!(
+                "{what} {s:?} is not 4 digits"
+            )));
         }
         Ok(s.parse().expect("4 digits"))
     };
@@ -113,7 +115,9 @@ pub fn decode_body(body: &[u8]) -> Result<Banner, HandshakeError> {
     let n = four(n, "EXTENSIONS")? as usize;
     let mut extensions = Vec::with_capacity(n.min(64));
     for _ in 0..n {
-        let l = lines.next().ok_or_else(|| bad("fewer extension lines than announced"))?;
+        let l = lines
+            .next()
+            .ok_or_else(|| bad("fewer extension lines than announced"))?;
         let l = l
             .strip_suffix('\n')
             .ok_or_else(|| bad("extension line not terminated"))?;
@@ -213,12 +217,27 @@ mod tests {
     fn malformed_banners() {
         for (body, why) in [
             (&b""[..], "empty banner"),
-            (b"ZREPL_ZFS_REPLICATION PROTOVERSION=0007 EXTENSIONS=0000", "not terminated"),
+            (
+                b"ZREPL_ZFS_REPLICATION PROTOVERSION=0007 EXTENSIONS=0000",
+                "not terminated",
+            ),
             (b"HTTP/1.1 200 OK\n", "not a zrepl banner"),
-            (b"ZREPL_ZFS_REPLICATION PROTOVERSION=7 EXTENSIONS=0000\n", "not 4 digits"),
-            (b"ZREPL_ZFS_REPLICATION PROTOVERSION=0000 EXTENSIONS=0000\n", "PROTOVERSION 0"),
-            (b"ZREPL_ZFS_REPLICATION PROTOVERSION=0007 EXTENSIONS=0002\nzstd\n", "fewer extension"),
-            (b"ZREPL_ZFS_REPLICATION PROTOVERSION=0007 EXTENSIONS=0000\nx\n", "trailing data"),
+            (
+                b"ZREPL_ZFS_REPLICATION PROTOVERSION=7 EXTENSIONS=0000\n",
+                "not 4 digits",
+            ),
+            (
+                b"ZREPL_ZFS_REPLICATION PROTOVERSION=0000 EXTENSIONS=0000\n",
+                "PROTOVERSION 0",
+            ),
+            (
+                b"ZREPL_ZFS_REPLICATION PROTOVERSION=0007 EXTENSIONS=0002\nzstd\n",
+                "fewer extension",
+            ),
+            (
+                b"ZREPL_ZFS_REPLICATION PROTOVERSION=0007 EXTENSIONS=0000\nx\n",
+                "trailing data",
+            ),
             (b"\xff\xfe", "UTF-8"),
         ] {
             let e = decode_body(body).unwrap_err().to_string();
@@ -252,7 +271,9 @@ mod tests {
     #[tokio::test]
     async fn silent_peer_times_out() {
         let (mut a, _b) = tokio::io::duplex(1 << 16);
-        let e = exchange(&mut a, Duration::from_millis(50)).await.unwrap_err();
+        let e = exchange(&mut a, Duration::from_millis(50))
+            .await
+            .unwrap_err();
         assert_eq!(e, HandshakeError::Timeout(Duration::from_millis(50)));
     }
 }

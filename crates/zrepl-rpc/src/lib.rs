@@ -45,10 +45,7 @@ pub enum RpcError {
 }
 
 /// zstd encoding of a stream with all cores (zstd's own worker threads).
-pub(crate) fn zstd_encode(
-    s: zrepl_protocol::ByteStream,
-    level: i32,
-) -> zrepl_protocol::ByteStream {
+pub(crate) fn zstd_encode(s: zrepl_protocol::ByteStream, level: i32) -> zrepl_protocol::ByteStream {
     use async_compression::zstd::CParameter;
     let workers = std::thread::available_parallelism()
         .map(|n| n.get() as u32)

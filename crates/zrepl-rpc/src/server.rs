@@ -84,7 +84,9 @@ fn parse<T: DeserializeOwned>(m: &[u8]) -> Result<T, EndpointError> {
 }
 
 /// Splits a request into its method, message and the rest of its body.
-async fn open(req: Request<Incoming>) -> Result<(String, Vec<u8>, InStream, http::HeaderMap), EndpointError> {
+async fn open(
+    req: Request<Incoming>,
+) -> Result<(String, Vec<u8>, InStream, http::HeaderMap), EndpointError> {
     let (parts, body) = req.into_parts();
     if parts.method != http::Method::POST {
         return Err(EndpointError::invalid("requests must be POST"));
@@ -142,7 +144,9 @@ async fn sender_dispatch<E: Sender + 'static>(
     };
     // No sender method carries a stream in: the request must end cleanly after its message.
     if let Err(e) = body.finish().await {
-        return reply::<()>(Err(EndpointError::invalid(format!("request {method}: {e}"))));
+        return reply::<()>(Err(EndpointError::invalid(format!(
+            "request {method}: {e}"
+        ))));
     }
     common!(ep, method.as_str(), &msg);
     match method.as_str() {
@@ -184,10 +188,8 @@ async fn sender_dispatch<E: Sender + 'static>(
             };
             let m = serde_json::to_vec(&Reply::Ok(res)).expect("replies serialize");
             let mut resp = Response::new(OutBody::new(&m, Some(stream)));
-            resp.headers_mut().insert(
-                wire::HDR_ENCODING,
-                http::HeaderValue::from_static(encoding),
-            );
+            resp.headers_mut()
+                .insert(wire::HDR_ENCODING, http::HeaderValue::from_static(encoding));
             resp
         }
         m => reply::<()>(Err(EndpointError::invalid(format!(
@@ -222,7 +224,9 @@ async fn receiver_dispatch<E: Receiver + 'static>(
         return reply(ep.receive(r, stream).await);
     }
     if let Err(e) = body.finish().await {
-        return reply::<()>(Err(EndpointError::invalid(format!("request {method}: {e}"))));
+        return reply::<()>(Err(EndpointError::invalid(format!(
+            "request {method}: {e}"
+        ))));
     }
     common!(ep, method.as_str(), &msg);
     reply::<()>(Err(EndpointError::invalid(format!(

@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use zrepl_protocol::EndpointError;
 use zrepl_zfs_types::{DatasetPath, FilesystemVersion};
 
-
 /// Largest request message (a destroy of many snapshots is the biggest).
 pub const MAX_REQUEST: usize = 4 << 20;
 /// Largest reply message (a listing of a filesystem with very many snapshots).

@@ -147,7 +147,9 @@ impl Connector {
     pub async fn connect(&self) -> Result<BoxIo, TransportError> {
         let fut = async {
             match self {
-                Connector::Tcp { address, .. } => Ok(Box::new(tcp::connect(address).await?) as BoxIo),
+                Connector::Tcp { address, .. } => {
+                    Ok(Box::new(tcp::connect(address).await?) as BoxIo)
+                }
                 Connector::Tls {
                     address,
                     connector,
@@ -370,7 +372,7 @@ impl Incoming {
                     .and_then(|c| c.first())
                     .and_then(|c| cert_common_name(c.as_ref()));
                 match cn {
-                    Some(cn) if client_cns.iter().any(|c| *c == cn) => Ok((Box::new(t), cn)),
+                    Some(cn) if client_cns.contains(&cn) => Ok((Box::new(t), cn)),
                     Some(cn) => Err(TransportError::Auth(format!(
                         "unauthorized client common name {cn:?} from {peer}"
                     ))),

@@ -116,7 +116,11 @@ impl AsyncRead for SshIo {
         if let Poll::Ready(Ok(())) = r {
             if buf.filled().len() == before {
                 // EOF: if ssh said why, that is the error the user needs.
-                let e = self.errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let e = self
+                    .errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
                 if !e.is_empty() {
                     return Poll::Ready(Err(std::io::Error::other(format!("ssh: {e}"))));
                 }

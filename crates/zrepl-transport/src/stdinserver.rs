@@ -89,7 +89,9 @@ impl StdinListener {
     pub(crate) async fn accept(&mut self) -> Result<(UnixStream, String), TransportError> {
         match self.rx.recv().await {
             Some(r) => Ok(r?),
-            None => Err(TransportError::Config("no stdinserver client identities".into())),
+            None => Err(TransportError::Config(
+                "no stdinserver client identities".into(),
+            )),
         }
     }
 }

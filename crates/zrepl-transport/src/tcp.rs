@@ -53,9 +53,13 @@ pub(crate) async fn listen_addr(listen: &str) -> Result<SocketAddr, TransportErr
     }
     tokio::net::lookup_host(listen)
         .await
-        .map_err(|e| TransportError::Config(format!("cannot resolve listen address {listen:?}: {e}")))?
+        .map_err(|e| {
+            TransportError::Config(format!("cannot resolve listen address {listen:?}: {e}"))
+        })?
         .next()
-        .ok_or_else(|| TransportError::Config(format!("listen address {listen:?} resolves to nothing")))
+        .ok_or_else(|| {
+            TransportError::Config(format!("listen address {listen:?} resolves to nothing"))
+        })
 }
 
 pub(crate) async fn listen(listen: &str, freebind: bool) -> Result<TcpListener, TransportError> {
@@ -85,10 +89,13 @@ pub(crate) async fn listen(listen: &str, freebind: bool) -> Result<TcpListener, 
     match bind(addr) {
         Ok(l) => Ok(l),
         // No IPv6 on this host: `:port` falls back to IPv4.
-        Err(_) if listen.starts_with(':') => {
-            bind(SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port())))
-                .map_err(|e| TransportError::Config(format!("cannot listen on {listen}: {e}")))
-        }
-        Err(e) => Err(TransportError::Config(format!("cannot listen on {listen}: {e}"))),
+        Err(_) if listen.starts_with(':') => bind(SocketAddr::from((
+            std::net::Ipv4Addr::UNSPECIFIED,
+            addr.port(),
+        )))
+        .map_err(|e| TransportError::Config(format!("cannot listen on {listen}: {e}"))),
+        Err(e) => Err(TransportError::Config(format!(
+            "cannot listen on {listen}: {e}"
+        ))),
     }
 }

@@ -1,6 +1,6 @@
 //! Transport authentication on loopback: who gets in, with which identity, and who does not.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ impl Ca {
     }
 }
 
-fn s(p: &PathBuf) -> String {
+fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
@@ -142,7 +142,10 @@ async fn tls_refuses_a_cn_not_in_client_cns() {
     let server = tokio::spawn(accept_one(l));
     let _ = roundtrip(&tls_connect(&addr, &t.ca, &t.stranger, "server1")).await;
     let e = server.await.unwrap().unwrap_err();
-    assert!(e.contains("unauthorized client common name \"stranger\""), "{e}");
+    assert!(
+        e.contains("unauthorized client common name \"stranger\""),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -271,7 +274,9 @@ async fn tcp_identity_from_the_clients_map() {
             Err("client 127.0.0.1 is not in the clients map"),
         ),
     ] {
-        let l = Listener::bind(&tcp_serve(&clients), "/nonexistent").await.unwrap();
+        let l = Listener::bind(&tcp_serve(&clients), "/nonexistent")
+            .await
+            .unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let server = tokio::spawn(accept_one(l));
         let c = Connector::from_config(&Connect::Tcp {
@@ -314,7 +319,9 @@ async fn stdinserver_sockets_are_named_by_identity_and_private() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&sockdir).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "sockdir mode {mode:o}");
-    let _c = tokio::net::UnixStream::connect(sockdir.join("client2")).await.unwrap();
+    let _c = tokio::net::UnixStream::connect(sockdir.join("client2"))
+        .await
+        .unwrap();
     let inc = tokio::time::timeout(Duration::from_secs(5), l.accept())
         .await
         .unwrap()
