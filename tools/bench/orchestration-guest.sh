@@ -38,7 +38,8 @@ trap 'kill %1 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do zrepl status --mode raw >/dev/null 2>&1 && break; sleep 0.1; done
 
 status() { zrepl status --mode raw; }
-count() { status | tr ',' '\n' | grep -o '"zfs [a-z]*":[0-9]*' | awk -F: '{s+=$2} END {print s+0}'; }
+verbs() { status | tr ',{' '\n\n' | grep -o '"zfs [a-z]*":[0-9]*' | tr -d '"' | sort; }
+count() { verbs | awk -F: '{s+=$2} END {print s+0}'; }
 round() { # wake the push job and wait until its run is done
     zrepl signal wakeup push
     for _ in $(seq 1 6000); do
@@ -67,12 +68,14 @@ done
 t1=$(date +%s.%N)
 loop_cmds=$((N * 2))
 
+verbs > /tmp/verbs0
 c0=$(count)
 t2=$(date +%s.%N)
 round
 t3=$(date +%s.%N)
 c1=$(count)
 zrepl_cmds=$((c1 - c0))
+verbs > /tmp/verbs1
 
 for i in $(seq -w 1 "$N"); do
     a=$(zfs get -Hp -o value guid "bench/src/fs$i@b")
@@ -84,5 +87,8 @@ awk -v t0="$t0" -v t1="$t1" -v t2="$t2" -v t3="$t3" -v lc="$loop_cmds" -v zc="$z
     printf "orchestration benchmark: %d filesystems, one new 64 KiB snapshot each\n", n
     printf "  shell loop (zfs send -i | zfs recv): %.2f s, %d zfs commands\n", l, lc
     printf "  zrepl incremental round (holds, cursors): %.2f s, %d zfs commands (%.1f per filesystem; status polling excluded)\n", z, zc, zc / n
+    while ((getline line < "/tmp/verbs1") > 0) { split(line, a, ":"); after[a[1]] = a[2] }
+    while ((getline line < "/tmp/verbs0") > 0) { split(line, a, ":"); before[a[1]] = a[2] }
+    for (v in after) if (after[v] - before[v] > 0) printf "    %s: %d\n", v, after[v] - before[v]
     printf "  ratio zrepl / loop: %.2f (target <= 1.5)\n", z / l
 }'

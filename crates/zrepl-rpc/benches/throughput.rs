@@ -49,7 +49,10 @@ fn main() {
     let n = (gib * (1u64 << 30) as f64) as u64;
     let dir = tempdir();
     certs(&dir);
-    println!("stream: {:.2} GiB of incompressible data", n as f64 / (1u64 << 30) as f64);
+    println!(
+        "stream: {:.2} GiB of incompressible data",
+        n as f64 / (1u64 << 30) as f64
+    );
     let raw = run("raw-tcp", n, &dir, &[]);
     let rpc_tcp = run("rpc-tcp", n, &dir, &[]);
     let rpc_tls = run("rpc-tls", n, &dir, &[]);
@@ -183,7 +186,10 @@ impl Receiver for Discard {
     async fn list_filesystems(&self) -> zrepl_protocol::Result<Vec<FilesystemInfo>> {
         Ok(vec![])
     }
-    async fn list_versions(&self, _: &DatasetPath) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+    async fn list_versions(
+        &self,
+        _: &DatasetPath,
+    ) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
         Ok(vec![])
     }
     async fn receive(&self, _: ReceiveRequest, mut s: ByteStream) -> zrepl_protocol::Result<()> {
@@ -224,8 +230,22 @@ impl Synthetic {
         let mut p = Vec::with_capacity(4 << 20);
         if compressible {
             let words = [
-                "zfs", "snapshot", "replication", "pool", "dataset", "bookmark", "hold", "the",
-                "of", "and", "backup", "recv", "send", "stream", "incremental", "daemon",
+                "zfs",
+                "snapshot",
+                "replication",
+                "pool",
+                "dataset",
+                "bookmark",
+                "hold",
+                "the",
+                "of",
+                "and",
+                "backup",
+                "recv",
+                "send",
+                "stream",
+                "incremental",
+                "daemon",
             ];
             while p.len() < 4 << 20 {
                 let r = next();
@@ -250,7 +270,11 @@ impl Synthetic {
 }
 
 impl AsyncRead for Synthetic {
-    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let n = (buf.remaining() as u64)
             .min(self.left)
             .min((self.pattern.len() - self.pos) as u64) as usize;
@@ -271,13 +295,21 @@ struct Throttled<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Throttled<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Throttled<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         const BURST: f64 = 65536.0;
         loop {
             if let Some(s) = self.sleep.as_mut() {
@@ -344,9 +376,13 @@ async fn child(role: &str, args: &[String]) {
                 println!("PORT {}", l.local_addr().unwrap().port());
                 std::io::stdout().flush().unwrap();
                 let (io, _) = l.accept().await.unwrap().authenticate().await.unwrap();
-                zrepl_rpc::serve_receiver(io, Arc::new(Discard), zrepl_rpc::ServeOptions::default())
-                    .await
-                    .unwrap();
+                zrepl_rpc::serve_receiver(
+                    io,
+                    Arc::new(Discard),
+                    zrepl_rpc::ServeOptions::default(),
+                )
+                .await
+                .unwrap();
             }
             println!("RSS {}", vm_hwm_kib());
         }
@@ -431,6 +467,8 @@ async fn child(role: &str, args: &[String]) {
                     },
                     clear_resume_token: false,
                     replication: ReplicationConfig::default(),
+                    from: None,
+                    deferred: false,
                 };
                 client
                     .receive(req, Box::pin(Synthetic::new(n, compressible)))

@@ -27,9 +27,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn for T {}
 
 /// Opens a new transport connection (the transport's connector).
 pub type Dialer = Arc<
-    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Box<dyn Conn>, String>> + Send>>
-        + Send
-        + Sync,
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Box<dyn Conn>, String>> + Send>> + Send + Sync,
 >;
 
 /// Stream compression on the wire (`replication.compression`).
@@ -98,17 +96,18 @@ impl Client {
         *g = None;
         let establish = async {
             let mut io = (self.dial)().await.map_err(|e| conn_err(&self.peer, e))?;
-            let banner = handshake::exchange(&mut io, Duration::ZERO)
-                .await
-                .map_err(|e| match e {
-                    // Different versions will not fix themselves: do not retry.
-                    handshake::HandshakeError::VersionMismatch { .. }
-                    | handshake::HandshakeError::Malformed(_) => EndpointError::new(
-                        ErrorKind::InvalidRequest,
-                        format!("{}: {e}", self.peer),
-                    ),
-                    _ => conn_err(&self.peer, e),
-                })?;
+            let banner =
+                handshake::exchange(&mut io, Duration::ZERO)
+                    .await
+                    .map_err(|e| match e {
+                        // Different versions will not fix themselves: do not retry.
+                        handshake::HandshakeError::VersionMismatch { .. }
+                        | handshake::HandshakeError::Malformed(_) => EndpointError::new(
+                            ErrorKind::InvalidRequest,
+                            format!("{}: {e}", self.peer),
+                        ),
+                        _ => conn_err(&self.peer, e),
+                    })?;
             let mut b = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
             b.timer(TokioTimer::new())
                 .keep_alive_interval(crate::KEEPALIVE_INTERVAL)
@@ -136,7 +135,10 @@ impl Client {
             establish.await?
         } else {
             tokio::time::timeout(t, establish).await.map_err(|_| {
-                conn_err(&self.peer, format!("connect and handshake timed out after {t:?}"))
+                conn_err(
+                    &self.peer,
+                    format!("connect and handshake timed out after {t:?}"),
+                )
             })??
         };
         *g = Some(c.clone());
@@ -173,7 +175,10 @@ impl Client {
     }
 
     async fn reply<T: DeserializeOwned>(&self, body: &mut InStream) -> Result<T, EndpointError> {
-        let m = body.message(wire::MAX_REPLY).await.map_err(|e| self.io_err(e))?;
+        let m = body
+            .message(wire::MAX_REPLY)
+            .await
+            .map_err(|e| self.io_err(e))?;
         let r: Reply<T> = serde_json::from_slice(&m).map_err(|e| {
             EndpointError::new(
                 ErrorKind::Internal,
@@ -244,6 +249,18 @@ impl Client {
         )
         .await
     }
+    async fn list_versions_many_(
+        &self,
+        fss: &[DatasetPath],
+    ) -> Result<wire::Results<Vec<FilesystemVersion>>, EndpointError> {
+        self.call(
+            method::LIST_VERSIONS_MANY,
+            &wire::FilesystemsReq {
+                filesystems: fss.to_vec(),
+            },
+        )
+        .await
+    }
     async fn destroy_(
         &self,
         fs: &DatasetPath,
@@ -284,7 +301,10 @@ impl Sender for Client {
             }
         }
         if self.opts.compression != Compression::Off {
-            h.push((wire::HDR_ZSTD_LEVEL, HeaderValue::from(self.opts.zstd_level)));
+            h.push((
+                wire::HDR_ZSTD_LEVEL,
+                HeaderValue::from(self.opts.zstd_level),
+            ));
         }
         let (mut body, headers) = self.request(method::SEND, &m, None, &h).await?;
         let res: SendResponse = self.reply(&mut body).await?;
@@ -306,6 +326,30 @@ impl Sender for Client {
     }
     async fn send_completed(&self, req: &SendReq) -> zrepl_protocol::Result<()> {
         self.call(method::SEND_COMPLETED, req).await
+    }
+    async fn list_versions_many(
+        &self,
+        fss: &[DatasetPath],
+    ) -> zrepl_protocol::Result<wire::Results<Vec<FilesystemVersion>>> {
+        self.list_versions_many_(fss).await
+    }
+    async fn prepare_sends(&self, reqs: &[SendReq]) -> zrepl_protocol::Result<()> {
+        self.call(
+            method::PREPARE_SENDS,
+            &wire::SendsReq {
+                requests: reqs.to_vec(),
+            },
+        )
+        .await
+    }
+    async fn sends_completed(&self, reqs: &[SendReq]) -> zrepl_protocol::Result<wire::Results<()>> {
+        self.call(
+            method::SENDS_COMPLETED,
+            &wire::SendsReq {
+                requests: reqs.to_vec(),
+            },
+        )
+        .await
     }
     async fn replication_cursor(
         &self,
@@ -337,6 +381,24 @@ impl Receiver for Client {
         fs: &DatasetPath,
     ) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
         self.list_versions_(fs).await
+    }
+    async fn list_versions_many(
+        &self,
+        fss: &[DatasetPath],
+    ) -> zrepl_protocol::Result<wire::Results<Vec<FilesystemVersion>>> {
+        self.list_versions_many_(fss).await
+    }
+    async fn receives_completed(
+        &self,
+        reqs: &[ReceiveRequest],
+    ) -> zrepl_protocol::Result<wire::Results<()>> {
+        self.call(
+            method::RECEIVES_COMPLETED,
+            &wire::ReceivesReq {
+                requests: reqs.to_vec(),
+            },
+        )
+        .await
     }
     async fn receive(&self, req: ReceiveRequest, stream: ByteStream) -> zrepl_protocol::Result<()> {
         let (_, banner) = self.connection().await?;

@@ -84,7 +84,9 @@ fn parse<T: DeserializeOwned>(m: &[u8]) -> Result<T, EndpointError> {
 }
 
 /// Splits a request into its method, message and the rest of its body.
-async fn open(req: Request<Incoming>) -> Result<(String, Vec<u8>, InStream, http::HeaderMap), EndpointError> {
+async fn open(
+    req: Request<Incoming>,
+) -> Result<(String, Vec<u8>, InStream, http::HeaderMap), EndpointError> {
     let (parts, body) = req.into_parts();
     if parts.method != http::Method::POST {
         return Err(EndpointError::invalid("requests must be POST"));
@@ -120,6 +122,12 @@ macro_rules! common {
                     Err(e) => reply::<()>(Err(e)),
                 }
             }
+            method::LIST_VERSIONS_MANY => {
+                return match parse::<wire::FilesystemsReq>($msg) {
+                    Ok(r) => reply($ep.list_versions_many(&r.filesystems).await),
+                    Err(e) => reply::<()>(Err(e)),
+                }
+            }
             method::DESTROY_SNAPSHOTS => {
                 return match parse::<wire::DestroyReq>($msg) {
                     Ok(r) => reply($ep.destroy_snapshots(&r.filesystem, &r.snapshots).await),
@@ -142,7 +150,9 @@ async fn sender_dispatch<E: Sender + 'static>(
     };
     // No sender method carries a stream in: the request must end cleanly after its message.
     if let Err(e) = body.finish().await {
-        return reply::<()>(Err(EndpointError::invalid(format!("request {method}: {e}"))));
+        return reply::<()>(Err(EndpointError::invalid(format!(
+            "request {method}: {e}"
+        ))));
     }
     common!(ep, method.as_str(), &msg);
     match method.as_str() {
@@ -156,6 +166,14 @@ async fn sender_dispatch<E: Sender + 'static>(
         },
         method::SEND_COMPLETED => match parse::<SendRequest>(&msg) {
             Ok(r) => reply(ep.send_completed(&r).await),
+            Err(e) => reply::<()>(Err(e)),
+        },
+        method::PREPARE_SENDS => match parse::<wire::SendsReq>(&msg) {
+            Ok(r) => reply(ep.prepare_sends(&r.requests).await),
+            Err(e) => reply::<()>(Err(e)),
+        },
+        method::SENDS_COMPLETED => match parse::<wire::SendsReq>(&msg) {
+            Ok(r) => reply(ep.sends_completed(&r.requests).await),
             Err(e) => reply::<()>(Err(e)),
         },
         method::SEND => {
@@ -184,10 +202,8 @@ async fn sender_dispatch<E: Sender + 'static>(
             };
             let m = serde_json::to_vec(&Reply::Ok(res)).expect("replies serialize");
             let mut resp = Response::new(OutBody::new(&m, Some(stream)));
-            resp.headers_mut().insert(
-                wire::HDR_ENCODING,
-                http::HeaderValue::from_static(encoding),
-            );
+            resp.headers_mut()
+                .insert(wire::HDR_ENCODING, http::HeaderValue::from_static(encoding));
             resp
         }
         m => reply::<()>(Err(EndpointError::invalid(format!(
@@ -222,9 +238,17 @@ async fn receiver_dispatch<E: Receiver + 'static>(
         return reply(ep.receive(r, stream).await);
     }
     if let Err(e) = body.finish().await {
-        return reply::<()>(Err(EndpointError::invalid(format!("request {method}: {e}"))));
+        return reply::<()>(Err(EndpointError::invalid(format!(
+            "request {method}: {e}"
+        ))));
     }
     common!(ep, method.as_str(), &msg);
+    if method == method::RECEIVES_COMPLETED {
+        return match parse::<wire::ReceivesReq>(&msg) {
+            Ok(r) => reply(ep.receives_completed(&r.requests).await),
+            Err(e) => reply::<()>(Err(e)),
+        };
+    }
     reply::<()>(Err(EndpointError::invalid(format!(
         "unknown method {method:?} (this peer is a receiver)"
     ))))

@@ -437,3 +437,146 @@ fn tolerate_lines(
     }
     Err(out.into_error())
 }
+
+impl Zfs {
+    /// Creates and destroys bookmarks of many filesystems with one `zfs program` (a channel
+    /// program: `zfs program -j <pool> /dev/stdin <op>...`, all in one transaction group) per
+    /// pool, batched by argv size. `create` pairs a source snapshot (or bookmark) with the new
+    /// bookmark; `destroy` names bookmarks. Idempotent like [`Zfs::bookmark`] and
+    /// [`Zfs::destroy_version_idempotent`]: an existing bookmark with the source's guid and a
+    /// missing bookmark to destroy are success. Returns every bookmark's outcome by full name
+    /// (`Err` with the errno of the failed operation).
+    pub async fn bookmarks_in_one_txg(
+        &self,
+        create: &[(VersionPath, VersionPath)],
+        destroy: &[(Option<VersionPath>, VersionPath)],
+    ) -> Result<BTreeMap<String, Result<(), i64>>, ZfsError> {
+        let mut by_pool: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (src, bm) in create {
+            if !bm.is_bookmark() || src.fs() != bm.fs() {
+                return Err(ZfsError::InvalidArgument(format!(
+                    "cannot bookmark {src} as {bm}"
+                )));
+            }
+            let pool = src.fs().pool().unwrap_or_default().to_string();
+            by_pool.entry(pool).or_default().extend([
+                "b".to_string(),
+                src.to_string(),
+                bm.to_string(),
+            ]);
+        }
+        for (guard, bm) in destroy {
+            if !bm.is_bookmark() || guard.as_ref().is_some_and(|g| g.fs() != bm.fs()) {
+                return Err(ZfsError::InvalidArgument(format!(
+                    "cannot destroy {bm} (only bookmarks, guarded by one of the same filesystem)"
+                )));
+            }
+            let pool = bm.fs().pool().unwrap_or_default().to_string();
+            by_pool.entry(pool).or_default().extend([
+                "d".to_string(),
+                guard.as_ref().map_or("-".to_string(), ToString::to_string),
+                bm.to_string(),
+            ]);
+        }
+        let mut out = BTreeMap::new();
+        for (pool, ops) in by_pool {
+            DatasetPath::parse(&pool).map_err(|e| ZfsError::invalid_name(&pool, e))?;
+            let prefix = args!["program", "-j", pool, "/dev/stdin"];
+            let prefix_len: usize = prefix.iter().map(|a| a.len() + 1).sum();
+            let limit = self
+                .inner
+                .config
+                .argv_batch_limit
+                .saturating_sub(prefix_len)
+                .max(1);
+            // Batches of whole operations (3 arguments each). Creations come first, so a
+            // guard is usually in the same batch as its destroys; if not, they are skipped.
+            let mut start = 0;
+            while start < ops.len() {
+                let mut end = start;
+                let mut size = 0;
+                while end < ops.len() {
+                    let n = 3;
+                    let sz: usize = ops[end..end + n].iter().map(|a| a.len() + 1).sum();
+                    if end > start && size + sz > limit {
+                        break;
+                    }
+                    size += sz;
+                    end += n;
+                }
+                let mut a = prefix.clone();
+                a.extend(ops[start..end].iter().cloned());
+                let o = self
+                    .run_with_stdin(crate::Binary::Zfs, &a, BOOKMARK_PROGRAM.as_bytes())
+                    .await?
+                    .check()?;
+                let results = crate::parse::parse_program_return(&o.stdout).map_err(|reason| {
+                    ZfsError::UnexpectedOutput {
+                        argv: o.argv.clone(),
+                        reason,
+                        output: o.stdout.clone(),
+                    }
+                })?;
+                let mut i = start;
+                while i < end {
+                    let name = &ops[i + 2];
+                    let r = match results.get(name.as_str()) {
+                        Some(0) => Ok(()),
+                        Some(e) => Err(*e),
+                        None => {
+                            return Err(ZfsError::UnexpectedOutput {
+                                argv: o.argv.clone(),
+                                reason: format!("no result for {name}"),
+                                output: o.stdout.clone(),
+                            })
+                        }
+                    };
+                    out.insert(name.clone(), r);
+                    i += 3;
+                }
+                start = end;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The channel program of [`Zfs::bookmarks_in_one_txg`]: `b <source> <bookmark>` creates a
+/// bookmark (EEXIST with the source's guid is success), `d <guard> <bookmark>` destroys one
+/// (ENOENT is success) unless `<guard>` (not `-`) is a bookmark this program did not create
+/// (then ECANCELED). Returns `{bookmark = errno}`.
+const BOOKMARK_PROGRAM: &str = r#"
+local argv = (...)["argv"]
+local out = {}
+local i = 1
+while i <= #argv do
+    local op = argv[i]
+    if op == "b" then
+        local src, bm = argv[i + 1], argv[i + 2]
+        local err = zfs.sync.bookmark(src, bm)
+        if err == 17 then
+            local have = zfs.get_prop(bm, "guid")
+            local want = zfs.get_prop(src, "guid")
+            if have ~= nil and have == want then
+                err = 0
+            end
+        end
+        out[bm] = err
+        i = i + 3
+    elseif op == "d" then
+        local guard, bm = argv[i + 1], argv[i + 2]
+        local err = 125
+        if guard == "-" or out[guard] == 0 then
+            err = zfs.sync.destroy(bm)
+            if err == 2 then
+                err = 0
+            end
+        end
+        out[bm] = err
+        i = i + 3
+    else
+        error("unknown operation " .. tostring(op))
+    end
+end
+return out
+"#;

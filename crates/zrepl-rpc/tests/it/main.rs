@@ -41,7 +41,10 @@ impl Sender for MockSender {
             resume_token: None,
         }])
     }
-    async fn list_versions(&self, f: &DatasetPath) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+    async fn list_versions(
+        &self,
+        f: &DatasetPath,
+    ) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
         if f.to_string() != "pool/a" {
             return Err(EndpointError::invalid(format!(
                 "endpoint does not allow access to filesystem {f}"
@@ -115,12 +118,19 @@ impl Receiver for MockReceiver {
     async fn list_filesystems(&self) -> zrepl_protocol::Result<Vec<FilesystemInfo>> {
         Ok(vec![])
     }
-    async fn list_versions(&self, _: &DatasetPath) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+    async fn list_versions(
+        &self,
+        _: &DatasetPath,
+    ) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
         Err(EndpointError::not_found("no such filesystem"))
     }
     async fn receive(&self, req: ReceiveRequest, mut s: ByteStream) -> zrepl_protocol::Result<()> {
         let mut buf = Vec::new();
-        let r = s.read_to_end(&mut buf).await.map(|_| buf).map_err(|e| e.to_string());
+        let r = s
+            .read_to_end(&mut buf)
+            .await
+            .map(|_| buf)
+            .map_err(|e| e.to_string());
         let out = r.clone();
         self.got.lock().unwrap().push((req, r));
         out.map(|_| ()).map_err(EndpointError::zfs)
@@ -213,6 +223,8 @@ fn recv_req() -> ReceiveRequest {
         to: snap("s2", 2),
         clear_resume_token: false,
         replication: ReplicationConfig::default(),
+        from: None,
+        deferred: false,
     }
 }
 
@@ -243,13 +255,21 @@ async fn control_rpcs_round_trip() {
     let e = Sender::list_versions(&c, &fs("pool/b")).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::InvalidRequest);
     assert!(e.message.contains("does not allow access"), "{e}");
-    assert_eq!(c.replication_cursor(&fs("pool/a")).await.unwrap(), Some(snap("cursor", 7)));
+    assert_eq!(
+        c.replication_cursor(&fs("pool/a")).await.unwrap(),
+        Some(snap("cursor", 7))
+    );
     c.send_completed(&send_req()).await.unwrap();
     assert_eq!(*ep.completed.lock().unwrap(), vec!["s2".to_string()]);
-    let d = Sender::destroy_snapshots(&c, &fs("pool/a"), &[snap("s1", 1)]).await.unwrap();
+    let d = Sender::destroy_snapshots(&c, &fs("pool/a"), &[snap("s1", 1)])
+        .await
+        .unwrap();
     assert_eq!(d[0].snapshot, "s1");
     // A sender refuses receiver methods.
-    let e = c.receive(recv_req(), Box::pin(std::io::Cursor::new(vec![]))).await.unwrap_err();
+    let e = c
+        .receive(recv_req(), Box::pin(std::io::Cursor::new(vec![])))
+        .await
+        .unwrap_err();
     assert!(e.message.contains("unknown method"), "{e}");
 }
 
@@ -291,7 +311,10 @@ async fn a_failing_producer_is_an_error_on_the_consumer_not_a_short_stream() {
     let (_, mut s) = c.send(send_req()).await.unwrap();
     let mut got = Vec::new();
     let e = s.read_to_end(&mut got).await.unwrap_err();
-    assert!(e.to_string().contains("zfs send exited with status 1"), "{e}");
+    assert!(
+        e.to_string().contains("zfs send exited with status 1"),
+        "{e}"
+    );
 
     // Local producer fails during a push: the remote receiver sees the error and says so.
     let (c, ep) = receiver_client(Compression::Off);
@@ -370,7 +393,11 @@ async fn wrong_version_and_garbage_are_clear_errors() {
             vec![],
             "protocol versions do not match",
         ),
-        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), vec![], "malformed protocol banner"),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            vec![],
+            "malformed protocol banner",
+        ),
         (
             zrepl_rpc::handshake::Banner::ours().encode(),
             b"\x00\x00\x12\x04garbage garbage garbage".to_vec(),
@@ -391,9 +418,8 @@ async fn server_refuses_malformed_and_oversized_requests() {
     use bytes::Bytes;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
-    type Framed = StreamBody<
-        futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>,
-    >;
+    type Framed =
+        StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>>;
     let body = |b: Vec<u8>, trailer: bool| -> Framed {
         let mut frames = vec![Ok(Frame::data(Bytes::from(b)))];
         if trailer {
@@ -407,22 +433,48 @@ async fn server_refuses_malformed_and_oversized_requests() {
     let ep = Arc::new(MockReceiver::default());
     let (mut a, b) = tokio::io::duplex(1 << 20);
     tokio::spawn(serve_receiver(b, ep.clone(), ServeOptions::default()));
-    zrepl_rpc::handshake::exchange(&mut a, Duration::from_secs(5)).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::Builder::new(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .handshake::<_, Framed>(hyper_util::rt::TokioIo::new(a))
-    .await
-    .unwrap();
+    zrepl_rpc::handshake::exchange(&mut a, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake::<_, Framed>(hyper_util::rt::TokioIo::new(a))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let cases: Vec<(&str, Vec<u8>, bool, &str)> = vec![
         ("list_filesystems", vec![0, 0], true, "early eof"),
-        ("list_filesystems", vec![0xff, 0xff, 0xff, 0xff], true, "exceeds the limit"),
+        (
+            "list_filesystems",
+            vec![0xff, 0xff, 0xff, 0xff],
+            true,
+            "exceeds the limit",
+        ),
         ("list_filesystems", framed(b"{}"), false, "cut off"),
-        ("list_filesystems", [framed(b"{}"), vec![1]].concat(), true, "unexpected data"),
-        ("list_versions", framed(b"{\"filesystem\": \"../../etc\"}"), true, "malformed request"),
-        ("list_versions", framed(b"{\"filesystem\": 7}"), true, "malformed request"),
-        ("list_versions", framed(b"{not json"), true, "malformed request"),
+        (
+            "list_filesystems",
+            [framed(b"{}"), vec![1]].concat(),
+            true,
+            "unexpected data",
+        ),
+        (
+            "list_versions",
+            framed(b"{\"filesystem\": \"../../etc\"}"),
+            true,
+            "malformed request",
+        ),
+        (
+            "list_versions",
+            framed(b"{\"filesystem\": 7}"),
+            true,
+            "malformed request",
+        ),
+        (
+            "list_versions",
+            framed(b"{not json"),
+            true,
+            "malformed request",
+        ),
         ("nope", framed(b"{}"), true, "unknown method"),
         ("receive", framed(b"{}"), true, "malformed request"),
     ];
@@ -434,7 +486,10 @@ async fn server_refuses_malformed_and_oversized_requests() {
         use http_body_util::BodyExt;
         let b = resp.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8_lossy(&b[4..]).to_string();
-        assert!(text.contains("invalid_request") && text.contains(want), "{m}: {text}");
+        assert!(
+            text.contains("invalid_request") && text.contains(want),
+            "{m}: {text}"
+        );
     }
     assert!(ep.got.lock().unwrap().is_empty());
 }
@@ -449,16 +504,21 @@ fn framed(m: &[u8]) -> Vec<u8> {
 async fn a_frozen_peer_is_detected_by_keepalive() {
     // The peer completes the handshake and HTTP/2 setup, then stops answering anything.
     let (c, _) = {
-        let c = client(opts(Compression::Off), |mut io: tokio::io::DuplexStream| async move {
-            let mut h = [0u8; 11];
-            io.read_exact(&mut h).await.unwrap();
-            let mut b = vec![0u8; zrepl_rpc::handshake::decode_header(&h).unwrap()];
-            io.read_exact(&mut b).await.unwrap();
-            io.write_all(&zrepl_rpc::handshake::Banner::ours().encode()).await.unwrap();
-            // Hold the pipe open, never reading or writing again.
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            drop(io);
-        });
+        let c = client(
+            opts(Compression::Off),
+            |mut io: tokio::io::DuplexStream| async move {
+                let mut h = [0u8; 11];
+                io.read_exact(&mut h).await.unwrap();
+                let mut b = vec![0u8; zrepl_rpc::handshake::decode_header(&h).unwrap()];
+                io.read_exact(&mut b).await.unwrap();
+                io.write_all(&zrepl_rpc::handshake::Banner::ours().encode())
+                    .await
+                    .unwrap();
+                // Hold the pipe open, never reading or writing again.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                drop(io);
+            },
+        );
         (c, ())
     };
     let start = tokio::time::Instant::now();
