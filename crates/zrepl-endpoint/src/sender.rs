@@ -533,12 +533,29 @@ impl zrepl_protocol::Sender for LocalSender {
             .cloned()
             .zip(list_versions_many(&self.zfs, &fss).await?)
             .collect();
-        let mut prepared = lock(&self.prepared);
-        for r in cands {
-            if let Some(Ok(versions)) = listed.get(&r.filesystem) {
-                if check_request(r, versions).is_ok() {
-                    prepared.insert(prepared_key(r));
+        let mut used = std::collections::BTreeSet::new();
+        {
+            let mut prepared = lock(&self.prepared);
+            for r in cands {
+                if let Some(Ok(versions)) = listed.get(&r.filesystem) {
+                    if check_request(r, versions).is_ok() {
+                        prepared.insert(prepared_key(r));
+                        for v in std::iter::once(&r.to).chain(r.from.as_ref()) {
+                            used.extend(VersionPath::of(&r.filesystem, v).ok());
+                        }
+                    }
                 }
+            }
+        }
+        // Requests that do not match what exists (their `send` fails) keep no holds of ours.
+        let unused: Vec<VersionPath> = snaps.into_iter().filter(|p| !used.contains(p)).collect();
+        if !unused.is_empty() {
+            if let Err(e) = self
+                .zfs
+                .release(&step_hold_tag(&self.cfg.job), &unused)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot release the step holds of unprepared steps");
             }
         }
         Ok(())
