@@ -50,7 +50,7 @@ round() { # wake the push job and wait until its run is done
         if printf '%s' "$st" | grep -q '"replication":{"state":"failed"'; then
             zrepl status --mode dump; return 1
         fi
-        sleep 0.05
+        sleep 0.2
     done
     return 1
 }

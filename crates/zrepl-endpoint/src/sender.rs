@@ -684,6 +684,17 @@ impl zrepl_protocol::Sender for LocalSender {
         Ok(newest_cursor(&bms, &self.cfg.job))
     }
 
+    async fn replication_cursors(
+        &self,
+        fss: &[DatasetPath],
+    ) -> Result<Vec<Result<Option<FilesystemVersion>, EndpointError>>, EndpointError> {
+        let listed = zrepl_protocol::Sender::list_versions_many(self, fss).await?;
+        Ok(listed
+            .into_iter()
+            .map(|v| v.map(|v| newest_cursor(&v, &self.cfg.job)))
+            .collect())
+    }
+
     async fn destroy_snapshots(
         &self,
         fs: &DatasetPath,
@@ -700,8 +711,9 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl LocalSender {
     /// `sends_completed` in a few commands for the whole round: one listing (checks every
-    /// `to`), one channel program (the newest `to` of each filesystem becomes its cursor; this
-    /// job's older cursors and tentative cursors go, only where the new cursor exists), one
+    /// `to`), one channel program (the newest `to` of each filesystem becomes its cursor, all
+    /// in one transaction group), one `zfs destroy` per older cursor or tentative cursor of this
+    /// job (only where the new cursor exists; channel programs cannot destroy bookmarks), one
     /// release of the step holds, and stale step holds elsewhere in at most two more.
     /// Errs (before changing anything) if the channel program cannot run.
     async fn sends_completed_batched(
@@ -756,7 +768,7 @@ impl LocalSender {
                 let bm = VersionPath::bookmark(fs, &name).map_err(|e| zfs_err("cursor", e))?;
                 let src = VersionPath::of(fs, &r.to).map_err(|e| zfs_err("cursor", e))?;
                 cursor_of.insert(fs, bm.to_string());
-                create.push((src, bm.clone()));
+                create.push((src, bm.clone(), r.to.guid));
                 Some(bm)
             } else {
                 None
@@ -779,7 +791,7 @@ impl LocalSender {
         }
         let outcome = self
             .zfs
-            .bookmarks_in_one_txg(&create, &destroy)
+            .create_bookmarks(&create)
             .await
             .map_err(|e| zfs_err("cannot move the replication cursors", e))?;
         for (r, res) in reqs.iter().zip(results.iter_mut()) {
@@ -795,11 +807,30 @@ impl LocalSender {
                 }
             }
         }
-        for (_, bm) in &destroy {
-            if let Some(Err(errno)) = outcome.get(&bm.to_string()) {
-                tracing::warn!(bookmark = %bm, errno, "cannot destroy stale cursor");
-            }
+        // Older cursors and tentative cursors go only where the new cursor exists. Channel
+        // programs cannot destroy bookmarks and `zfs destroy` takes one bookmark: a few at once.
+        let doomed: Vec<VersionPath> = destroy
+            .into_iter()
+            .filter(|(guard, _)| {
+                guard
+                    .as_ref()
+                    .is_none_or(|g| matches!(outcome.get(&g.to_string()), Some(Ok(()))))
+            })
+            .map(|(_, bm)| bm)
+            .collect();
+        let limit = Arc::new(tokio::sync::Semaphore::new(4));
+        let mut tasks = tokio::task::JoinSet::new();
+        for bm in doomed {
+            let zfs = self.zfs.clone();
+            let limit = limit.clone();
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                if let Err(e) = zfs.destroy_version_idempotent(&bm).await {
+                    tracing::warn!(bookmark = %bm, error = %e, "cannot destroy stale cursor");
+                }
+            });
         }
+        while tasks.join_next().await.is_some() {}
         // Release this round's step holds: `to` and a snapshot `from` of every step.
         let tag = step_hold_tag(job);
         let mut ours = std::collections::BTreeSet::new();

@@ -150,7 +150,7 @@ fn main() {
         daemon_snapshot_hooks,
     ]);
     trials.extend(trials![logging: logging_syslog_outlet_to_rsyslogd]);
-    trials.extend(trials![orch: repl_batched_round_is_two_commands_per_filesystem, repl_batched_round_still_checks_guids, repl_bookmark_channel_program]);
+    trials.extend(trials![orch: repl_batched_round_commands_per_filesystem, repl_batched_round_still_checks_guids, repl_bookmark_channel_program]);
     if !args.list && !std::path::Path::new("/dev/zfs").exists() {
         eprintln!(
             "FATAL: /dev/zfs does not exist: the zfs kernel module is not loaded here.\n\

@@ -201,6 +201,19 @@ pub trait Sender: Send + Sync {
         &self,
         fs: &DatasetPath,
     ) -> impl Future<Output = Result<Option<FilesystemVersion>>> + Send;
+    /// [`Sender::replication_cursor`] of many filesystems, one entry per filesystem in order.
+    fn replication_cursors(
+        &self,
+        fss: &[DatasetPath],
+    ) -> impl Future<Output = Result<Vec<Result<Option<FilesystemVersion>>>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(fss.len());
+            for fs in fss {
+                out.push(self.replication_cursor(fs).await);
+            }
+            Ok(out)
+        }
+    }
     fn destroy_snapshots(
         &self,
         fs: &DatasetPath,

@@ -333,6 +333,18 @@ impl Sender for Client {
     ) -> zrepl_protocol::Result<wire::Results<Vec<FilesystemVersion>>> {
         self.list_versions_many_(fss).await
     }
+    async fn replication_cursors(
+        &self,
+        fss: &[DatasetPath],
+    ) -> zrepl_protocol::Result<wire::Results<Option<FilesystemVersion>>> {
+        self.call(
+            method::REPLICATION_CURSORS,
+            &wire::FilesystemsReq {
+                filesystems: fss.to_vec(),
+            },
+        )
+        .await
+    }
     async fn prepare_sends(&self, reqs: &[SendReq]) -> zrepl_protocol::Result<()> {
         self.call(
             method::PREPARE_SENDS,

@@ -168,6 +168,10 @@ async fn sender_dispatch<E: Sender + 'static>(
             Ok(r) => reply(ep.send_completed(&r).await),
             Err(e) => reply::<()>(Err(e)),
         },
+        method::REPLICATION_CURSORS => match parse::<wire::FilesystemsReq>(&msg) {
+            Ok(r) => reply(ep.replication_cursors(&r.filesystems).await),
+            Err(e) => reply::<()>(Err(e)),
+        },
         method::PREPARE_SENDS => match parse::<wire::SendsReq>(&msg) {
             Ok(r) => reply(ep.prepare_sends(&r.requests).await),
             Err(e) => reply::<()>(Err(e)),

@@ -31,6 +31,7 @@ pub mod method {
     pub const PREPARE_SENDS: &str = "prepare_sends";
     pub const SENDS_COMPLETED: &str = "sends_completed";
     pub const RECEIVES_COMPLETED: &str = "receives_completed";
+    pub const REPLICATION_CURSORS: &str = "replication_cursors";
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -439,44 +439,31 @@ fn tolerate_lines(
 }
 
 impl Zfs {
-    /// Creates and destroys bookmarks of many filesystems with one `zfs program` (a channel
-    /// program: `zfs program -j <pool> /dev/stdin <op>...`, all in one transaction group) per
-    /// pool, batched by argv size. `create` pairs a source snapshot (or bookmark) with the new
-    /// bookmark; `destroy` names bookmarks. Idempotent like [`Zfs::bookmark`] and
-    /// [`Zfs::destroy_version_idempotent`]: an existing bookmark with the source's guid and a
-    /// missing bookmark to destroy are success. Returns every bookmark's outcome by full name
-    /// (`Err` with the errno of the failed operation).
-    pub async fn bookmarks_in_one_txg(
+    /// Creates bookmarks of many filesystems with one `zfs program` (a channel program:
+    /// `zfs program -j <pool> /dev/stdin <source> <bookmark>...`, all in one transaction group)
+    /// per pool, batched by argv size. Each item is a source snapshot (or bookmark), the new
+    /// bookmark of the same filesystem and the source's guid. Idempotent like
+    /// [`Zfs::bookmark`]: an existing bookmark with that guid is success (checked with one
+    /// `zfs get` per such bookmark). Returns every bookmark's outcome by full name (`Err` with
+    /// the errno of the failed creation). Channel programs cannot destroy bookmarks.
+    pub async fn create_bookmarks(
         &self,
-        create: &[(VersionPath, VersionPath)],
-        destroy: &[(Option<VersionPath>, VersionPath)],
+        create: &[(VersionPath, VersionPath, u64)],
     ) -> Result<BTreeMap<String, Result<(), i64>>, ZfsError> {
         let mut by_pool: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (src, bm) in create {
+        let mut want: BTreeMap<String, (VersionPath, u64)> = BTreeMap::new();
+        for (src, bm, guid) in create {
             if !bm.is_bookmark() || src.fs() != bm.fs() {
                 return Err(ZfsError::InvalidArgument(format!(
                     "cannot bookmark {src} as {bm}"
                 )));
             }
             let pool = src.fs().pool().unwrap_or_default().to_string();
-            by_pool.entry(pool).or_default().extend([
-                "b".to_string(),
-                src.to_string(),
-                bm.to_string(),
-            ]);
-        }
-        for (guard, bm) in destroy {
-            if !bm.is_bookmark() || guard.as_ref().is_some_and(|g| g.fs() != bm.fs()) {
-                return Err(ZfsError::InvalidArgument(format!(
-                    "cannot destroy {bm} (only bookmarks, guarded by one of the same filesystem)"
-                )));
-            }
-            let pool = bm.fs().pool().unwrap_or_default().to_string();
-            by_pool.entry(pool).or_default().extend([
-                "d".to_string(),
-                guard.as_ref().map_or("-".to_string(), ToString::to_string),
-                bm.to_string(),
-            ]);
+            by_pool
+                .entry(pool)
+                .or_default()
+                .extend([src.to_string(), bm.to_string()]);
+            want.insert(bm.to_string(), (bm.clone(), *guid));
         }
         let mut out = BTreeMap::new();
         for (pool, ops) in by_pool {
@@ -489,23 +476,12 @@ impl Zfs {
                 .argv_batch_limit
                 .saturating_sub(prefix_len)
                 .max(1);
-            // Batches of whole operations (3 arguments each). Creations come first, so a
-            // guard is usually in the same batch as its destroys; if not, they are skipped.
-            let mut start = 0;
-            while start < ops.len() {
-                let mut end = start;
-                let mut size = 0;
-                while end < ops.len() {
-                    let n = 3;
-                    let sz: usize = ops[end..end + n].iter().map(|a| a.len() + 1).sum();
-                    if end > start && size + sz > limit {
-                        break;
-                    }
-                    size += sz;
-                    end += n;
-                }
+            for batch in split_batches(
+                &ops.chunks(2).map(|c| c.join("\0")).collect::<Vec<_>>(),
+                limit,
+            ) {
                 let mut a = prefix.clone();
-                a.extend(ops[start..end].iter().cloned());
+                a.extend(batch.iter().flat_map(|p| p.split('\0').map(str::to_string)));
                 let o = self
                     .run_with_stdin(crate::Binary::Zfs, &a, BOOKMARK_PROGRAM.as_bytes())
                     .await?
@@ -517,11 +493,18 @@ impl Zfs {
                         output: o.stdout.clone(),
                     }
                 })?;
-                let mut i = start;
-                while i < end {
-                    let name = &ops[i + 2];
+                for pair in batch {
+                    let name = pair.split('\0').nth(1).unwrap_or_default().to_string();
                     let r = match results.get(name.as_str()) {
                         Some(0) => Ok(()),
+                        Some(17) => {
+                            // EEXIST: fine if it is a bookmark of the same snapshot.
+                            let (bm, guid) = &want[&name];
+                            match self.guid(bm).await {
+                                Ok(g) if g == *guid => Ok(()),
+                                _ => Err(17),
+                            }
+                        }
                         Some(e) => Err(*e),
                         None => {
                             return Err(ZfsError::UnexpectedOutput {
@@ -531,52 +514,21 @@ impl Zfs {
                             })
                         }
                     };
-                    out.insert(name.clone(), r);
-                    i += 3;
+                    out.insert(name, r);
                 }
-                start = end;
             }
         }
         Ok(out)
     }
 }
 
-/// The channel program of [`Zfs::bookmarks_in_one_txg`]: `b <source> <bookmark>` creates a
-/// bookmark (EEXIST with the source's guid is success), `d <guard> <bookmark>` destroys one
-/// (ENOENT is success) unless `<guard>` (not `-`) is a bookmark this program did not create
-/// (then ECANCELED). Returns `{bookmark = errno}`.
+/// The channel program of [`Zfs::create_bookmarks`]: arguments are pairs `<source> <bookmark>`;
+/// returns `{bookmark = errno}`.
 const BOOKMARK_PROGRAM: &str = r#"
 local argv = (...)["argv"]
 local out = {}
-local i = 1
-while i <= #argv do
-    local op = argv[i]
-    if op == "b" then
-        local src, bm = argv[i + 1], argv[i + 2]
-        local err = zfs.sync.bookmark(src, bm)
-        if err == 17 then
-            local have = zfs.get_prop(bm, "guid")
-            local want = zfs.get_prop(src, "guid")
-            if have ~= nil and have == want then
-                err = 0
-            end
-        end
-        out[bm] = err
-        i = i + 3
-    elseif op == "d" then
-        local guard, bm = argv[i + 1], argv[i + 2]
-        local err = 125
-        if guard == "-" or out[guard] == 0 then
-            err = zfs.sync.destroy(bm)
-            if err == 2 then
-                err = 0
-            end
-        end
-        out[bm] = err
-        i = i + 3
-    else
-        error("unknown operation " .. tostring(op))
-    end
+for i = 1, #argv, 2 do
+    out[argv[i + 1]] = zfs.sync.bookmark(argv[i], argv[i + 1])
 end
 return out
 "#;

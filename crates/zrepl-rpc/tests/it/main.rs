@@ -115,10 +115,12 @@ impl tokio::io::AsyncRead for Failing {
     }
 }
 
+type Received = Vec<(ReceiveRequest, Result<Vec<u8>, String>)>;
+
 /// A receiver recording what it got.
 #[derive(Default)]
 struct MockReceiver {
-    got: Mutex<Vec<(ReceiveRequest, Result<Vec<u8>, String>)>>,
+    got: Mutex<Received>,
     completed: Mutex<Vec<ReceiveRequest>>,
 }
 
