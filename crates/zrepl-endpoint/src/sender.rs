@@ -808,7 +808,8 @@ impl LocalSender {
             }
         }
         // Older cursors and tentative cursors go only where the new cursor exists. Channel
-        // programs cannot destroy bookmarks and `zfs destroy` takes one bookmark: a few at once.
+        // programs cannot destroy bookmarks and `zfs destroy` takes one bookmark: many at once,
+        // so that their transaction-group syncs overlap.
         let doomed: Vec<VersionPath> = destroy
             .into_iter()
             .filter(|(guard, _)| {
@@ -818,7 +819,7 @@ impl LocalSender {
             })
             .map(|(_, bm)| bm)
             .collect();
-        let limit = Arc::new(tokio::sync::Semaphore::new(4));
+        let limit = Arc::new(tokio::sync::Semaphore::new(16));
         let mut tasks = tokio::task::JoinSet::new();
         for bm in doomed {
             let zfs = self.zfs.clone();

@@ -311,6 +311,11 @@ async fn batched_round_rpcs_round_trip() {
         &vec![snap("s1", 1), snap("s2", 2)]
     );
     assert_eq!(got[1].as_ref().unwrap_err().kind, ErrorKind::InvalidRequest);
+    let cursors = Sender::replication_cursors(&c, &[fs("pool/a"), fs("pool/b")])
+        .await
+        .unwrap();
+    assert_eq!(cursors.len(), 2);
+    assert_eq!(cursors[0].as_ref().unwrap(), &Some(snap("cursor", 7)));
     let mut second = send_req();
     second.from = Some(snap("s2", 2));
     second.to = snap("s3", 3);
