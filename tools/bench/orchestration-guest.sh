@@ -39,6 +39,9 @@ jobs:
   replication: {concurrency: {steps: ${ZREPL_BENCH_STEPS:-4}}}
   pruning: {keep_sender: [{type: regex, regex: ".*"}], keep_receiver: [{type: regex, regex: ".*"}]}
 YML
+if [ -n "${ZREPL_BENCH_DEBUG:-}" ]; then
+    printf 'global:\n  logging: [{type: stdout, level: debug, format: human, time: true}]\n' >> /etc/zrepl/zrepl.yml
+fi
 zrepl daemon > /tmp/daemon.log 2>&1 &
 trap 'kill %1 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do zrepl status --mode raw >/dev/null 2>&1 && break; sleep 0.1; done
@@ -50,6 +53,9 @@ round() { # wake the push job and wait until its run is done
     zrepl signal wakeup push
     for _ in $(seq 1 6000); do
         st=$(status)
+        if [ -n "${ZREPL_BENCH_DEBUG:-}" ]; then
+            echo "$(date +%s.%N) $(printf '%s' "$st" | grep -o '"replication":{"state":"[a-z-]*"' | head -1) $(printf '%s' "$st" | grep -o '"push":{[^}]*"state":"[a-z-]*"' | grep -o '"state":"[a-z-]*"')" >> /tmp/bench-trace
+        fi
         if printf '%s' "$st" | grep -q '"push":{[^}]*"state":"idle"' && printf '%s' "$st" | grep -q '"replication":{"state":"done"'; then
             return 0
         fi
@@ -68,6 +74,7 @@ sync
 zfs snapshot -r bench/src@b
 
 t0=$(date +%s.%N)
+: > /tmp/bench-trace
 for i in $(seq -w 1 "$N"); do
     zfs send -i @a "bench/src/fs$i@b" | zfs recv "bench/loop/fs$i"
 done
@@ -84,8 +91,10 @@ zrepl_cmds=$((c1 - c0))
 verbs > /tmp/verbs1
 
 if [ -n "${ZREPL_BENCH_DEBUG:-}" ]; then
-    status | tr ',' '\n' | grep -E '"(started_at|finished_at|state)"' | tail -20
-    tail -n 80 /tmp/daemon.log
+    # State transitions while the measured round ran.
+    awk '{k = $2 " " $3} k != last {print; last = k}' /tmp/bench-trace | tail -n 20
+    grep -E 'replicating step|zfs' /tmp/daemon.log | head -n 5
+    tail -n 40 /tmp/daemon.log
 fi
 for i in $(seq -w 1 "$N"); do
     a=$(zfs get -Hp -o value guid "bench/src/fs$i@b")
