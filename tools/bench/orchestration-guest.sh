@@ -54,7 +54,7 @@ round() { # wake the push job and wait until its run is done
     for _ in $(seq 1 6000); do
         st=$(status)
         if [ -n "${ZREPL_BENCH_DEBUG:-}" ]; then
-            echo "$(date +%s.%N) $(printf '%s' "$st" | grep -o '"replication":{"state":"[a-z-]*"' | head -1) $(printf '%s' "$st" | grep -o '"push":{[^}]*"state":"[a-z-]*"' | grep -o '"state":"[a-z-]*"')" >> /tmp/bench-trace
+            echo "$(date +%s.%N) $(printf '%s' "$st" | grep -o '"push":{[^}]*"state":"[a-z-]*"' | grep -o '"state":"[a-z-]*"' | tr '\n' ' ')" >> /tmp/bench-trace || true
         fi
         if printf '%s' "$st" | grep -q '"push":{[^}]*"state":"idle"' && printf '%s' "$st" | grep -q '"replication":{"state":"done"'; then
             return 0
@@ -62,7 +62,7 @@ round() { # wake the push job and wait until its run is done
         if printf '%s' "$st" | grep -q '"replication":{"state":"failed"'; then
             zrepl status --mode dump; return 1
         fi
-        sleep 0.2
+        sleep 1
     done
     return 1
 }
@@ -92,9 +92,8 @@ verbs > /tmp/verbs1
 
 if [ -n "${ZREPL_BENCH_DEBUG:-}" ]; then
     # State transitions while the measured round ran.
-    awk '{k = $2 " " $3} k != last {print; last = k}' /tmp/bench-trace | tail -n 20
-    grep -E 'replicating step|zfs' /tmp/daemon.log | head -n 5
-    tail -n 40 /tmp/daemon.log
+    awk '{k = $2 " " $3} k != last {print; last = k}' /tmp/bench-trace | tail -n 20 || true
+    tail -n 40 /tmp/daemon.log || true
 fi
 for i in $(seq -w 1 "$N"); do
     a=$(zfs get -Hp -o value guid "bench/src/fs$i@b")
