@@ -96,9 +96,27 @@ pub async fn run<S: Sender, R: Receiver>(
     let mut first_temporary = true;
     let mut backoff = Duration::from_secs(1);
     for attempt_no in 1..=cfg.max_attempts.max(1) {
+        let completed = std::sync::Mutex::new(Vec::new());
         let outcome = tokio::select! {
-            o = attempt(sender, receiver, cfg, report) => o,
+            o = attempt(sender, receiver, cfg, report, &completed) => o,
             _ = cancel.cancelled() => {
+                // Steps that were received keep their bookkeeping (receiver's hold, sender's
+                // cursor): it is quick, and what zrepl would have done after each step.
+                let done = std::mem::take(&mut *completed.lock().unwrap_or_else(|e| e.into_inner()));
+                if !done.is_empty() {
+                    let queue = StepQueue::new(1);
+                    let estimates = Semaphore::new(1);
+                    let ctx = FsCtx {
+                        sender,
+                        receiver,
+                        cfg,
+                        report,
+                        queue: &queue,
+                        estimates: &estimates,
+                        completed: &completed,
+                    };
+                    ctx.complete(done).await;
+                }
                 finish(report, RunState::Cancelled);
                 return;
             }
@@ -180,6 +198,7 @@ async fn attempt<S: Sender, R: Receiver>(
     receiver: &R,
     cfg: &DriverConfig,
     report: &ReportHandle,
+    completed: &std::sync::Mutex<Vec<Received>>,
 ) -> Result<(), TimedError> {
     report.update(|r| {
         r.attempts.push(AttemptReport {
@@ -254,7 +273,6 @@ async fn attempt<S: Sender, R: Receiver>(
 
     let queue = StepQueue::new(cfg.step_concurrency.max(1));
     let estimates = Semaphore::new(cfg.size_estimate_concurrency.max(1));
-    let completed = std::sync::Mutex::new(Vec::new());
     let ctx = FsCtx {
         sender,
         receiver,
@@ -262,7 +280,7 @@ async fn attempt<S: Sender, R: Receiver>(
         report,
         queue: &queue,
         estimates: &estimates,
-        completed: &completed,
+        completed,
     };
     let plans = futures::future::join_all(sfs.iter().map(|fs| {
         let sv = s_versions.remove(&fs.path);

@@ -101,6 +101,8 @@ impl Sender for FakeSender {
 struct FakeReceiver {
     fs: Mutex<BTreeMap<DatasetPath, Vec<FilesystemVersion>>>,
     fail_on: HashSet<DatasetPath>,
+    /// Receives into these never finish.
+    hang_on: HashSet<DatasetPath>,
     order: Mutex<Vec<String>>,
     /// Filesystems that are replicated too: their children must not arrive before them.
     replicated: Mutex<HashSet<DatasetPath>>,
@@ -134,6 +136,9 @@ impl Receiver for FakeReceiver {
         let mut buf = String::new();
         stream.read_to_string(&mut buf).await.unwrap();
         assert_eq!(buf, format!("{}:{}", req.filesystem, req.to.guid));
+        if self.hang_on.contains(&req.filesystem) {
+            std::future::pending::<()>().await;
+        }
         if self.fail_on.contains(&req.filesystem) {
             return Err(EndpointError::zfs("cannot receive: injected failure"));
         }
@@ -185,6 +190,36 @@ async fn run_once(s: &FakeSender, r: &FakeReceiver, cfg: &DriverConfig) -> RunRe
     let report = ReportHandle::new(Utc::now());
     run(s, r, cfg, &report, &CancellationToken::new()).await;
     report.snapshot()
+}
+
+#[tokio::test]
+async fn a_cancelled_run_still_completes_the_steps_that_were_received() {
+    let s = sender(&[("pool/fast", &[("1", 1)]), ("pool/slow", &[("1", 2)])]);
+    let r = FakeReceiver {
+        hang_on: [p("pool/slow")].into_iter().collect(),
+        ..Default::default()
+    };
+    *r.replicated.lock().unwrap() = s.fs.keys().cloned().collect();
+    let cfg = DriverConfig {
+        policy: Policy {
+            initial_replication: zrepl_planner::InitialReplication::All,
+        },
+        step_concurrency: 2,
+        ..Default::default()
+    };
+    let report = ReportHandle::new(Utc::now());
+    let cancel = CancellationToken::new();
+    let canceller = async {
+        // Until pool/fast was received (pool/slow never is).
+        while r.order.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        cancel.cancel();
+    };
+    tokio::join!(run(&s, &r, &cfg, &report, &cancel), canceller);
+    assert_eq!(report.snapshot().state, RunState::Cancelled);
+    // The sender's cursor moved for what arrived, not for what did not.
+    assert_eq!(*s.completed.lock().unwrap(), ["pool/fast@1"]);
 }
 
 #[tokio::test]
