@@ -105,11 +105,25 @@ pub async fn prune<S: Sender, R: Receiver>(
             return report;
         }
     };
-    for fs in sfs.iter().filter(|f| !f.is_placeholder) {
+    // The cursors of every sender filesystem and the versions of each side: one request each
+    // (one listing on a local endpoint), not one per filesystem.
+    let all: Vec<DatasetPath> = sfs.iter().map(|f| f.path.clone()).collect();
+    let cursors = fetch(sender.replication_cursors(&all).await, &all);
+    let s_paths: Vec<DatasetPath> = sfs
+        .iter()
+        .filter(|f| !f.is_placeholder)
+        .map(|f| f.path.clone())
+        .collect();
+    let mut s_versions = fetch(sender.list_versions_many(&s_paths).await, &s_paths);
+    for fs in &s_paths {
         let r = prune_fs(
-            sender,
+            Fetched {
+                cursor: peek(&cursors, fs, "cannot get replication cursor"),
+                versions: take(&mut s_versions, fs, "cannot list snapshots"),
+                sender_side: true,
+            },
             &Side::<S, R>::Sender(sender),
-            &fs.path,
+            fs,
             keep_sender,
             dry_run,
         )
@@ -123,6 +137,7 @@ pub async fn prune<S: Sender, R: Receiver>(
             return report;
         }
     };
+    let mut todo = Vec::new();
     for fs in rfs {
         if fs.is_placeholder {
             report
@@ -138,10 +153,20 @@ pub async fn prune<S: Sender, R: Receiver>(
             ));
             continue;
         }
+        todo.push(fs.path);
+    }
+    let mut r_versions = fetch(receiver.list_versions_many(&todo).await, &todo);
+    for fs in &todo {
+        // The sender's cursor was fetched above; the receiver side needs it too.
+        let cursor = peek(&cursors, fs, "cannot get replication cursor");
         let r = prune_fs(
-            sender,
+            Fetched {
+                cursor,
+                versions: take(&mut r_versions, fs, "cannot list snapshots"),
+                sender_side: false,
+            },
             &Side::<S, R>::Receiver(receiver),
-            &fs.path,
+            fs,
             keep_receiver,
             dry_run,
         )
@@ -151,6 +176,58 @@ pub async fn prune<S: Sender, R: Receiver>(
     report
 }
 
+type Fetch<T> = std::collections::HashMap<DatasetPath, Result<T, String>>;
+
+/// One result per path of a batched request (the whole request's error for each if it failed).
+fn fetch<T>(
+    r: zrepl_protocol::Result<Vec<zrepl_protocol::Result<T>>>,
+    paths: &[DatasetPath],
+) -> Fetch<T> {
+    match r {
+        Ok(v) if v.len() == paths.len() => paths
+            .iter()
+            .cloned()
+            .zip(v.into_iter().map(|r| r.map_err(|e| e.to_string())))
+            .collect(),
+        Ok(_) => paths
+            .iter()
+            .map(|p| {
+                (
+                    p.clone(),
+                    Err("peer answered for a different number of filesystems".to_string()),
+                )
+            })
+            .collect(),
+        Err(e) => paths
+            .iter()
+            .map(|p| (p.clone(), Err(e.to_string())))
+            .collect(),
+    }
+}
+
+fn take<T>(m: &mut Fetch<T>, fs: &DatasetPath, what: &str) -> Result<T, String> {
+    match m.remove(fs) {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(format!("{what}: {e}")),
+        None => Err(format!("{what}: not listed")),
+    }
+}
+
+fn peek<T: Clone>(m: &Fetch<T>, fs: &DatasetPath, what: &str) -> Result<T, String> {
+    match m.get(fs) {
+        Some(Ok(v)) => Ok(v.clone()),
+        Some(Err(e)) => Err(format!("{what}: {e}")),
+        None => Err(format!("{what}: not listed")),
+    }
+}
+
+/// What pruning one filesystem needs, fetched for all filesystems at once.
+struct Fetched {
+    cursor: Result<Option<FilesystemVersion>, String>,
+    versions: Result<Vec<FilesystemVersion>, String>,
+    sender_side: bool,
+}
+
 /// The side being pruned.
 enum Side<'a, S, R> {
     Sender(&'a S),
@@ -158,13 +235,6 @@ enum Side<'a, S, R> {
 }
 
 impl<S: Sender, R: Receiver> Side<'_, S, R> {
-    async fn list(&self, fs: &DatasetPath) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
-        match self {
-            Side::Sender(s) => s.list_versions(fs).await,
-            Side::Receiver(r) => r.list_versions(fs).await,
-        }
-    }
-
     async fn destroy(
         &self,
         fs: &DatasetPath,
@@ -178,16 +248,16 @@ impl<S: Sender, R: Receiver> Side<'_, S, R> {
 }
 
 async fn prune_fs<S: Sender, R: Receiver>(
-    sender: &S,
+    fetched: Fetched,
     side: &Side<'_, S, R>,
     fs: &DatasetPath,
     rules: &[Rule],
     dry_run: bool,
 ) -> FsPrune {
-    let sender_side = matches!(side, Side::Sender(_));
-    let cursor = match sender.replication_cursor(fs).await {
+    let sender_side = fetched.sender_side;
+    let cursor = match fetched.cursor {
         Ok(c) => c,
-        Err(e) => return FsPrune::skipped(fs, format!("cannot get replication cursor: {e}")),
+        Err(e) => return FsPrune::skipped(fs, e),
     };
     if cursor.is_none()
         && rules
@@ -196,9 +266,9 @@ async fn prune_fs<S: Sender, R: Receiver>(
     {
         return FsPrune::skipped(fs, NO_CURSOR);
     }
-    let versions = match side.list(fs).await {
+    let versions = match fetched.versions {
         Ok(v) => v,
-        Err(e) => return FsPrune::skipped(fs, format!("cannot list snapshots: {e}")),
+        Err(e) => return FsPrune::skipped(fs, e),
     };
     let snaps: Vec<&FilesystemVersion> = versions
         .iter()
@@ -320,11 +390,22 @@ pub async fn prune_local<S: Sender>(sender: &S, keep: &[Rule], dry_run: bool) ->
             return rep;
         }
     };
-    for fs in fss.iter().filter(|f| !f.is_placeholder) {
+    let paths: Vec<DatasetPath> = fss
+        .iter()
+        .filter(|f| !f.is_placeholder)
+        .map(|f| f.path.clone())
+        .collect();
+    let cursors = fetch(sender.replication_cursors(&paths).await, &paths);
+    let mut versions = fetch(sender.list_versions_many(&paths).await, &paths);
+    for fs in &paths {
         let r = prune_fs(
-            sender,
+            Fetched {
+                cursor: peek(&cursors, fs, "cannot get replication cursor"),
+                versions: take(&mut versions, fs, "cannot list snapshots"),
+                sender_side: true,
+            },
             &Side::<S, NoReceiver>::Sender(sender),
-            &fs.path,
+            fs,
             keep,
             dry_run,
         )

@@ -302,6 +302,32 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             .map_err(|e| zfs_err(format!("cannot list versions of {lp}"), e))
     }
 
+    async fn list_versions_many(
+        &self,
+        fss: &[DatasetPath],
+    ) -> Result<Vec<Result<Vec<FilesystemVersion>, EndpointError>>, EndpointError> {
+        let mut local = Vec::new();
+        let mut out: Vec<Result<Vec<FilesystemVersion>, EndpointError>> = Vec::new();
+        for f in fss {
+            match self.local_path(f) {
+                Ok(lp) => {
+                    local.push(lp);
+                    out.push(Ok(Vec::new()));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        let mut listed = crate::sender::list_versions_many(&self.zfs, &local)
+            .await?
+            .into_iter();
+        for o in out.iter_mut().filter(|o| o.is_ok()) {
+            *o = listed
+                .next()
+                .unwrap_or_else(|| Err(EndpointError::not_found("not listed")));
+        }
+        Ok(out)
+    }
+
     async fn receive(&self, req: ReceiveRequest, stream: ByteStream) -> Result<(), EndpointError> {
         if req.to.typ != VersionType::Snapshot {
             return Err(EndpointError::invalid("'to' must be a snapshot"));
@@ -309,11 +335,22 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         let lp = self.local_path(&req.filesystem)?;
         let target =
             VersionPath::snapshot(&lp, &req.to.name).map_err(|e| zfs_err("invalid 'to'", e))?;
-        let st = self
-            .zfs
-            .placeholder_state(&lp)
-            .await
-            .map_err(|e| zfs_err(format!("cannot inspect {lp}"), e))?;
+        // An incremental step into what the planner saw as an existing filesystem needs no
+        // inspection: `zfs recv` without `-F` only applies an incremental stream on top of its
+        // source snapshot, so a missing filesystem or a placeholder (which never has the
+        // source) makes it fail, and it never destroys anything.
+        let st = if req.from.is_some() && !req.clear_resume_token {
+            zrepl_zfs::PlaceholderState {
+                exists: true,
+                is_placeholder: false,
+                raw_local_value: None,
+            }
+        } else {
+            self.zfs
+                .placeholder_state(&lp)
+                .await
+                .map_err(|e| zfs_err(format!("cannot inspect {lp}"), e))?
+        };
         // An existing filesystem has its parents; only a new one may need placeholders.
         if !st.exists {
             self.ensure_parents(&lp).await?;
@@ -375,6 +412,10 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             }
             return Err(zfs_err(format!("zfs recv into {target} failed"), e));
         }
+        if req.deferred {
+            // The GUID check and the hold follow in `receives_completed`.
+            return Ok(());
+        }
         // The stream must have produced exactly the snapshot the planner asked for.
         let got = self
             .zfs
@@ -390,6 +431,132 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         let incremental = st.exists;
         let hold = req.replication.for_step(incremental) != Protection::GuaranteeNothing;
         self.post_recv(&lp, &req.to, hold).await
+    }
+
+    async fn receives_completed(
+        &self,
+        reqs: &[ReceiveRequest],
+    ) -> Result<Vec<Result<(), EndpointError>>, EndpointError> {
+        // One listing of everything received: the GUID check of every step.
+        let mut results: Vec<Result<(), EndpointError>> = Vec::with_capacity(reqs.len());
+        let mut locals = Vec::new();
+        for r in reqs {
+            let lp = self.local_path(&r.filesystem);
+            results.push(lp.as_ref().map(|_| ()).map_err(Clone::clone));
+            locals.push(lp.ok());
+        }
+        let fss: Vec<DatasetPath> = locals
+            .iter()
+            .zip(reqs)
+            .filter(|(_, r)| r.deferred)
+            .filter_map(|(l, _)| l.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if fss.is_empty() {
+            return Ok(results);
+        }
+        let listed: std::collections::BTreeMap<
+            DatasetPath,
+            Result<Vec<FilesystemVersion>, EndpointError>,
+        > = fss
+            .iter()
+            .cloned()
+            .zip(crate::sender::list_versions_many(&self.zfs, &fss).await?)
+            .collect();
+        // Per filesystem, the newest checked `to` that gets the last-received hold.
+        let mut newest: std::collections::BTreeMap<DatasetPath, (&ReceiveRequest, bool)> =
+            std::collections::BTreeMap::new();
+        for ((r, lp), res) in reqs.iter().zip(&locals).zip(results.iter_mut()) {
+            let Some(lp) = lp.as_ref().filter(|_| r.deferred) else {
+                continue;
+            };
+            if res.is_err() {
+                continue;
+            }
+            let target = format!("{lp}@{}", r.to.name);
+            let got = match listed.get(lp) {
+                Some(Ok(vs)) => vs
+                    .iter()
+                    .find(|v| v.typ == VersionType::Snapshot && v.name == r.to.name)
+                    .map(|v| v.guid),
+                _ => None,
+            };
+            *res = match got {
+                None => Err(EndpointError::not_found(format!(
+                    "received snapshot {target} not found"
+                ))),
+                Some(g) if g != r.to.guid => Err(EndpointError::invalid(format!(
+                    "received snapshot {target} has guid {g:#x}, expected {:#x} (kept for inspection)",
+                    r.to.guid
+                ))),
+                Some(_) => Ok(()),
+            };
+            if res.is_ok() {
+                let hold = r.replication.for_step(r.from.is_some()) != Protection::GuaranteeNothing;
+                let e = newest.entry(lp.clone()).or_insert((r, hold));
+                if r.to.createtxg > e.0.to.createtxg {
+                    *e = (r, hold);
+                }
+            }
+        }
+        // The new holds in one command, before the old ones go.
+        let tag = last_received_hold_tag(&self.cfg.job);
+        let new_holds: Vec<VersionPath> = newest
+            .iter()
+            .filter(|(_, (_, hold))| *hold)
+            .filter_map(|(lp, (r, _))| VersionPath::snapshot(lp, &r.to.name).ok())
+            .collect();
+        if !new_holds.is_empty() {
+            if let Err(e) = self.zfs.hold(&tag, &new_holds).await {
+                let e = zfs_err("cannot create last-received holds", e);
+                for ((r, lp), res) in reqs.iter().zip(&locals).zip(results.iter_mut()) {
+                    if r.deferred
+                        && lp.as_ref().is_some_and(|l| newest.contains_key(l))
+                        && res.is_ok()
+                    {
+                        *res = Err(e.clone());
+                    }
+                }
+                return Ok(results);
+            }
+        }
+        // Older last-received holds of this job: best effort, as after a single receive.
+        let others: Vec<VersionPath> = newest
+            .iter()
+            .filter_map(|(lp, (r, _))| {
+                let vs = listed.get(lp)?.as_ref().ok()?;
+                Some(
+                    vs.iter()
+                        .filter(|v| v.typ == VersionType::Snapshot)
+                        .filter(|v| v.name != r.to.name && v.userrefs.unwrap_or(0) > 0)
+                        .filter_map(|v| VersionPath::of(lp, v).ok())
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .flatten()
+            .collect();
+        if !others.is_empty() {
+            let released = async {
+                let holds = self.zfs.holds(&others).await?;
+                let stale: Vec<VersionPath> = holds
+                    .into_iter()
+                    .filter(|(_, tags)| {
+                        tags.iter()
+                            .any(|t| parse_last_received_hold_tag(t) == Some(self.cfg.job.as_str()))
+                    })
+                    .map(|(v, _)| v)
+                    .collect();
+                if !stale.is_empty() {
+                    self.zfs.release(&tag, &stale).await?;
+                }
+                Ok::<(), ZfsError>(())
+            };
+            if let Err(e) = released.await {
+                tracing::warn!(error = %e, "cannot release older last-received holds");
+            }
+        }
+        Ok(results)
     }
 
     async fn destroy_snapshots(

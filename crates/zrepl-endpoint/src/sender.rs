@@ -1,5 +1,6 @@
 //! The sending endpoint.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use zrepl_filters::DatasetFilter;
@@ -74,6 +75,77 @@ impl SenderConfig {
 pub struct LocalSender {
     zfs: Zfs,
     cfg: Arc<SenderConfig>,
+    /// Requests whose step holds exist and whose `from`/`to` GUIDs were checked while held
+    /// (`prepare_sends`): their `send` skips the per-step listing and holds. Cleared by every
+    /// `prepare_sends`, and an entry is used once.
+    prepared: Arc<std::sync::Mutex<HashSet<String>>>,
+}
+
+/// The identity of a request for [`LocalSender::prepared`].
+fn prepared_key(req: &SendRequest) -> String {
+    format!(
+        "{}\0{:?}\0{}\0{}\0{:?}\0{:?}",
+        req.filesystem,
+        req.from
+            .as_ref()
+            .map(|f| (f.typ, &f.name, f.guid, f.createtxg)),
+        req.to.name,
+        req.to.guid,
+        req.resume_token,
+        req.replication,
+    )
+}
+
+/// Per pool, the deepest dataset that contains all of `paths` of that pool: one recursive
+/// listing of these covers every path.
+pub(crate) fn covering_roots(paths: &[DatasetPath]) -> Vec<DatasetPath> {
+    let mut roots: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in paths {
+        let Some(pool) = p.pool() else { continue };
+        match roots.get_mut(pool) {
+            None => {
+                roots.insert(pool.to_string(), p.components().to_vec());
+            }
+            Some(common) => {
+                let n = common
+                    .iter()
+                    .zip(p.components())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                common.truncate(n);
+            }
+        }
+    }
+    roots
+        .into_values()
+        .filter_map(|c| DatasetPath::from_components(c).ok())
+        .collect()
+}
+
+/// Versions of `paths` from one recursive listing per covering root, one entry per path.
+/// A path that is not in the listing does not exist (any more).
+pub(crate) async fn list_versions_many(
+    zfs: &Zfs,
+    paths: &[DatasetPath],
+) -> Result<Vec<Result<Vec<FilesystemVersion>, EndpointError>>, EndpointError> {
+    let mut all = zrepl_zfs::VersionsByFilesystem::new();
+    for root in covering_roots(paths) {
+        match zfs.list_subtree_versions(&root).await {
+            Ok(m) => all.extend(m),
+            Err(zrepl_zfs::ZfsError::DatasetDoesNotExist { .. }) => {}
+            Err(e) => return Err(zfs_err(format!("cannot list versions below {root}"), e)),
+        }
+    }
+    Ok(paths
+        .iter()
+        .map(|p| {
+            all.get(p).cloned().ok_or_else(|| {
+                EndpointError::not_found(format!(
+                    "cannot list versions of {p}: dataset does not exist"
+                ))
+            })
+        })
+        .collect())
 }
 
 impl LocalSender {
@@ -81,6 +153,7 @@ impl LocalSender {
         LocalSender {
             zfs,
             cfg: Arc::new(cfg),
+            prepared: Arc::default(),
         }
     }
 
@@ -107,6 +180,15 @@ impl LocalSender {
             .list_versions(fs, VersionTypes::All)
             .await
             .map_err(|e| zfs_err(format!("cannot list versions of {fs}"), e))?;
+        check_request(req, &versions)?;
+        Ok(versions)
+    }
+}
+
+/// Checks the request's `from` and `to` against the filesystem's `versions` by GUID.
+fn check_request(req: &SendRequest, versions: &[FilesystemVersion]) -> Result<(), EndpointError> {
+    let fs = &req.filesystem;
+    {
         if req.to.typ != VersionType::Snapshot {
             return Err(EndpointError::invalid("'to' must be a snapshot"));
         }
@@ -135,9 +217,11 @@ impl LocalSender {
                 return Err(EndpointError::invalid("'from' must be older than 'to'"));
             }
         }
-        Ok(versions)
+        Ok(())
     }
+}
 
+impl LocalSender {
     /// zrepl's encryption policy (spec §2.9) plus the resume-token checks (spec §3.7).
     async fn validate_send(&self, req: &SendRequest) -> Result<(), EndpointError> {
         let fs = &req.filesystem;
@@ -383,6 +467,118 @@ impl zrepl_protocol::Sender for LocalSender {
             .map_err(|e| zfs_err(format!("cannot list versions of {fs}"), e))
     }
 
+    async fn list_versions_many(
+        &self,
+        fss: &[DatasetPath],
+    ) -> Result<Vec<Result<Vec<FilesystemVersion>, EndpointError>>, EndpointError> {
+        let allowed: Vec<DatasetPath> = fss
+            .iter()
+            .filter(|f| self.check_allowed(f).is_ok())
+            .cloned()
+            .collect();
+        let listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> = allowed
+            .iter()
+            .cloned()
+            .zip(list_versions_many(&self.zfs, &allowed).await?)
+            .collect();
+        Ok(fss
+            .iter()
+            .map(|f| {
+                self.check_allowed(f)?;
+                listed
+                    .get(f)
+                    .cloned()
+                    .unwrap_or_else(|| Err(EndpointError::not_found(format!("{f} not listed"))))
+            })
+            .collect())
+    }
+
+    async fn prepare_sends(&self, reqs: &[SendRequest]) -> Result<(), EndpointError> {
+        lock(&self.prepared).clear();
+        // Step holds (guarantee_resumability) on every `from` and `to` of the round in one
+        // command, then one listing: what is held cannot be destroyed or replaced, so GUIDs
+        // checked now stay valid until `send`.
+        let cands: Vec<&SendRequest> = reqs
+            .iter()
+            .filter(|r| self.check_allowed(&r.filesystem).is_ok())
+            .filter(|r| {
+                r.replication.for_step(r.from.is_some()) == Protection::GuaranteeResumability
+            })
+            .collect();
+        if cands.is_empty() {
+            return Ok(());
+        }
+        let mut snaps = std::collections::BTreeSet::new();
+        for r in &cands {
+            for v in std::iter::once(&r.to).chain(r.from.as_ref()) {
+                if v.typ == VersionType::Snapshot {
+                    snaps
+                        .insert(VersionPath::of(&r.filesystem, v).map_err(|e| zfs_err("hold", e))?);
+                }
+            }
+        }
+        let snaps: Vec<VersionPath> = snaps.into_iter().collect();
+        self.zfs
+            .hold(&step_hold_tag(&self.cfg.job), &snaps)
+            .await
+            .map_err(|e| zfs_err("cannot create the step holds of this round", e))?;
+        let fss: Vec<DatasetPath> = cands
+            .iter()
+            .map(|r| r.filesystem.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> = fss
+            .iter()
+            .cloned()
+            .zip(list_versions_many(&self.zfs, &fss).await?)
+            .collect();
+        let mut used = std::collections::BTreeSet::new();
+        {
+            let mut prepared = lock(&self.prepared);
+            for r in cands {
+                if let Some(Ok(versions)) = listed.get(&r.filesystem) {
+                    if check_request(r, versions).is_ok() {
+                        prepared.insert(prepared_key(r));
+                        for v in std::iter::once(&r.to).chain(r.from.as_ref()) {
+                            used.extend(VersionPath::of(&r.filesystem, v).ok());
+                        }
+                    }
+                }
+            }
+        }
+        // Requests that do not match what exists (their `send` fails) keep no holds of ours.
+        let unused: Vec<VersionPath> = snaps.into_iter().filter(|p| !used.contains(p)).collect();
+        if !unused.is_empty() {
+            if let Err(e) = self
+                .zfs
+                .release(&step_hold_tag(&self.cfg.job), &unused)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot release the step holds of unprepared steps");
+            }
+        }
+        Ok(())
+    }
+
+    async fn sends_completed(
+        &self,
+        reqs: &[SendRequest],
+    ) -> Result<Vec<Result<(), EndpointError>>, EndpointError> {
+        match self.sends_completed_batched(reqs).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                // E.g. no channel programs: step by step, as zrepl does.
+                tracing::warn!(error = %e, "cannot complete the steps of this round at once; completing them one by one");
+                let mut out = Vec::with_capacity(reqs.len());
+                for r in reqs {
+                    out.push(zrepl_protocol::Sender::send_completed(self, r).await);
+                }
+                Ok(out)
+            }
+        }
+    }
+
     async fn send_dry(&self, req: &SendRequest) -> Result<u64, EndpointError> {
         self.check_allowed(&req.filesystem)?;
         self.resolve(req).await?;
@@ -408,9 +604,14 @@ impl zrepl_protocol::Sender for LocalSender {
 
     async fn send(&self, req: SendRequest) -> Result<(SendResponse, ByteStream), EndpointError> {
         self.check_allowed(&req.filesystem)?;
-        let versions = self.resolve(&req).await?;
-        self.validate_send(&req).await?;
-        self.pre_send(&req, &versions).await?;
+        if lock(&self.prepared).remove(&prepared_key(&req)) {
+            // Held and checked by `prepare_sends`.
+            self.validate_send(&req).await?;
+        } else {
+            let versions = self.resolve(&req).await?;
+            self.validate_send(&req).await?;
+            self.pre_send(&req, &versions).await?;
+        }
         let src = self.send_source(&req)?;
         if let SendSource::Resume { .. } = &src.source {
             tracing::debug!(fs = %req.filesystem, "resuming send from token");
@@ -483,6 +684,17 @@ impl zrepl_protocol::Sender for LocalSender {
         Ok(newest_cursor(&bms, &self.cfg.job))
     }
 
+    async fn replication_cursors(
+        &self,
+        fss: &[DatasetPath],
+    ) -> Result<Vec<Result<Option<FilesystemVersion>, EndpointError>>, EndpointError> {
+        let listed = zrepl_protocol::Sender::list_versions_many(self, fss).await?;
+        Ok(listed
+            .into_iter()
+            .map(|v| v.map(|v| newest_cursor(&v, &self.cfg.job)))
+            .collect())
+    }
+
     async fn destroy_snapshots(
         &self,
         fs: &DatasetPath,
@@ -490,6 +702,198 @@ impl zrepl_protocol::Sender for LocalSender {
     ) -> Result<Vec<DestroyResult>, EndpointError> {
         self.check_allowed(fs)?;
         destroy_snapshots(&self.zfs, fs, snapshots).await
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LocalSender {
+    /// `sends_completed` in a few commands for the whole round: one listing (checks every
+    /// `to`), one channel program (the newest `to` of each filesystem becomes its cursor, all
+    /// in one transaction group), one `zfs destroy` per older cursor or tentative cursor of this
+    /// job (only where the new cursor exists; channel programs cannot destroy bookmarks), one
+    /// release of the step holds, and stale step holds elsewhere in at most two more.
+    /// Errs (before changing anything) if the channel program cannot run.
+    async fn sends_completed_batched(
+        &self,
+        reqs: &[SendRequest],
+    ) -> Result<Vec<Result<(), EndpointError>>, EndpointError> {
+        let job = self.cfg.job.as_str();
+        let mut results: Vec<Result<(), EndpointError>> = reqs
+            .iter()
+            .map(|r| self.check_allowed(&r.filesystem))
+            .collect();
+        let fss: Vec<DatasetPath> = reqs
+            .iter()
+            .zip(&results)
+            .filter(|(_, ok)| ok.is_ok())
+            .map(|(r, _)| r.filesystem.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> = fss
+            .iter()
+            .cloned()
+            .zip(list_versions_many(&self.zfs, &fss).await?)
+            .collect();
+        for (r, res) in reqs.iter().zip(results.iter_mut()) {
+            if res.is_ok() {
+                *res = match listed.get(&r.filesystem) {
+                    Some(Ok(v)) => check_request(r, v),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err(EndpointError::not_found(format!(
+                        "{} not listed",
+                        r.filesystem
+                    ))),
+                };
+            }
+        }
+        // Per filesystem: the newest checked `to` and its protection level.
+        let mut newest: BTreeMap<&DatasetPath, &SendRequest> = BTreeMap::new();
+        for (r, _) in reqs.iter().zip(&results).filter(|(_, ok)| ok.is_ok()) {
+            let e = newest.entry(&r.filesystem).or_insert(r);
+            if r.to.createtxg > e.to.createtxg {
+                *e = r;
+            }
+        }
+        let mut create = Vec::new();
+        let mut destroy = Vec::new();
+        let mut cursor_of: BTreeMap<&DatasetPath, String> = BTreeMap::new();
+        for (fs, r) in &newest {
+            let level = r.replication.for_step(r.from.is_some());
+            let guard = if level != Protection::GuaranteeNothing {
+                let name = cursor_bookmark_name(r.to.guid, job);
+                let bm = VersionPath::bookmark(fs, &name).map_err(|e| zfs_err("cursor", e))?;
+                let src = VersionPath::of(fs, &r.to).map_err(|e| zfs_err("cursor", e))?;
+                cursor_of.insert(fs, bm.to_string());
+                create.push((src, bm.clone(), r.to.guid));
+                Some(bm)
+            } else {
+                None
+            };
+            let Some(Ok(versions)) = listed.get(*fs) else {
+                continue;
+            };
+            for v in versions.iter().filter(|v| v.typ == VersionType::Bookmark) {
+                let Some((typ, _, Some(j))) = parse_cursor_bookmark(&v.name) else {
+                    continue;
+                };
+                let ours = j == job
+                    && (typ == AbstractionType::TentativeReplicationCursorV2
+                        || typ == AbstractionType::ReplicationCursorV2);
+                if ours && guard.as_ref().is_none_or(|g| g.name() != v.name) {
+                    let bm = VersionPath::of(fs, v).map_err(|e| zfs_err("cleanup", e))?;
+                    destroy.push((guard.clone(), bm));
+                }
+            }
+        }
+        let outcome = self
+            .zfs
+            .create_bookmarks(&create)
+            .await
+            .map_err(|e| zfs_err("cannot move the replication cursors", e))?;
+        for (r, res) in reqs.iter().zip(results.iter_mut()) {
+            if res.is_err() {
+                continue;
+            }
+            if let Some(name) = cursor_of.get(&r.filesystem) {
+                if let Some(Err(errno)) = outcome.get(name) {
+                    *res = Err(EndpointError::zfs(format!(
+                        "cannot move replication cursor of {}: creating {name} failed with errno {errno}",
+                        r.filesystem
+                    )));
+                }
+            }
+        }
+        // Older cursors and tentative cursors go only where the new cursor exists. Channel
+        // programs cannot destroy bookmarks and `zfs destroy` takes one bookmark: many at once,
+        // so that their transaction-group syncs overlap.
+        let doomed: Vec<VersionPath> = destroy
+            .into_iter()
+            .filter(|(guard, _)| {
+                guard
+                    .as_ref()
+                    .is_none_or(|g| matches!(outcome.get(&g.to_string()), Some(Ok(()))))
+            })
+            .map(|(_, bm)| bm)
+            .collect();
+        let limit = Arc::new(tokio::sync::Semaphore::new(16));
+        let mut tasks = tokio::task::JoinSet::new();
+        for bm in doomed {
+            let zfs = self.zfs.clone();
+            let limit = limit.clone();
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                if let Err(e) = zfs.destroy_version_idempotent(&bm).await {
+                    tracing::warn!(bookmark = %bm, error = %e, "cannot destroy stale cursor");
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        // Release this round's step holds: `to` and a snapshot `from` of every step.
+        let tag = step_hold_tag(job);
+        let mut ours = std::collections::BTreeSet::new();
+        for r in reqs
+            .iter()
+            .filter(|r| self.check_allowed(&r.filesystem).is_ok())
+            .filter(|r| {
+                r.replication.for_step(r.from.is_some()) == Protection::GuaranteeResumability
+            })
+        {
+            for v in std::iter::once(&r.to).chain(r.from.as_ref()) {
+                if v.typ == VersionType::Snapshot {
+                    if let Ok(p) = VersionPath::of(&r.filesystem, v) {
+                        ours.insert(p);
+                    }
+                }
+            }
+        }
+        let ours: Vec<VersionPath> = ours.into_iter().collect();
+        if !ours.is_empty() {
+            if let Err(e) = self.zfs.release(&tag, &ours).await {
+                tracing::warn!(error = %e, "cannot release step holds after the round");
+            }
+        }
+        // Stale step holds of earlier attempts on other held snapshots.
+        let others: Vec<VersionPath> = listed
+            .iter()
+            .filter_map(|(fs, v)| Some((fs, v.as_ref().ok()?)))
+            .flat_map(|(fs, vs)| {
+                vs.iter()
+                    .filter(|v| v.typ == VersionType::Snapshot && v.userrefs.unwrap_or(0) > 0)
+                    .filter_map(move |v| VersionPath::of(fs, v).ok())
+            })
+            .filter(|p| ours.binary_search(p).is_err())
+            .collect();
+        if !others.is_empty() {
+            match self.zfs.holds(&others).await {
+                Ok(holds) => {
+                    let stale: Vec<VersionPath> = holds
+                        .into_iter()
+                        .filter(|(_, tags)| {
+                            tags.iter().any(|t| parse_step_hold_tag(t) == Some(job))
+                        })
+                        .map(|(v, _)| v)
+                        .collect();
+                    if !stale.is_empty() {
+                        if let Err(e) = self.zfs.release(&tag, &stale).await {
+                            tracing::warn!(error = %e, "cannot release stale step holds");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list holds to release stale step holds")
+                }
+            }
+        }
+        for (r, res) in reqs.iter().zip(&results) {
+            if res.is_ok() {
+                lock(&self.prepared).remove(&prepared_key(r));
+            }
+        }
+        Ok(results)
     }
 }
 

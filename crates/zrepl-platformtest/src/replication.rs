@@ -136,13 +136,13 @@ pub(crate) fn write(fs: &str, file: &str, mib: usize) -> Result<(), String> {
     sh(&["sync"]).map(|_| ())
 }
 
-fn sender(t: &Ctx, filter: &[(&str, bool)]) -> LocalSender {
+pub(crate) fn sender(t: &Ctx, filter: &[(&str, bool)]) -> LocalSender {
     let pats: Vec<(String, bool)> = filter.iter().map(|(p, b)| (path(t, p), *b)).collect();
     let f = DatasetFilter::new(pats.iter().map(|(p, b)| (p.as_str(), *b))).expect("valid filter");
     LocalSender::new(t.zfs.clone(), SenderConfig::new(SENDER_JOB, f))
 }
 
-fn receiver(
+pub(crate) fn receiver(
     t: &Ctx,
     identity: &str,
     placeholder: PlaceholderPolicy,
@@ -166,20 +166,24 @@ fn receiver(
     .map_err(|e| e.to_string())
 }
 
-async fn replicate<S: Sender, R: Receiver>(s: &S, r: &R, cfg: &DriverConfig) -> RunReport {
+pub(crate) async fn replicate<S: Sender, R: Receiver>(
+    s: &S,
+    r: &R,
+    cfg: &DriverConfig,
+) -> RunReport {
     let report = ReportHandle::new(chrono::Utc::now());
     zrepl_replication::run(s, r, cfg, &report, &CancellationToken::new()).await;
     report.snapshot()
 }
 
-fn one_attempt() -> DriverConfig {
+pub(crate) fn one_attempt() -> DriverConfig {
     DriverConfig {
         max_attempts: 1,
         ..DriverConfig::default()
     }
 }
 
-fn must_succeed(r: &RunReport) -> TestResult {
+pub(crate) fn must_succeed(r: &RunReport) -> TestResult {
     ensure!(r.state == RunState::Done, "run failed: {r:#?}");
     Ok(())
 }

@@ -82,6 +82,14 @@ pub struct ReceiveRequest {
     /// Abort a partial receive before receiving (the stream is not a resumed one).
     pub clear_resume_token: bool,
     pub replication: ReplicationConfig,
+    /// The step's incremental source as the planner saw it, if any. Only a hint: `zfs recv`
+    /// itself refuses an incremental stream whose source the target does not have.
+    #[serde(default)]
+    pub from: Option<FilesystemVersion>,
+    /// The driver calls [`Receiver::receives_completed`] for this request after the round: the
+    /// receiver may leave the GUID check and the last-received hold to that call.
+    #[serde(default)]
+    pub deferred: bool,
 }
 
 /// The outcome of destroying one snapshot.
@@ -145,6 +153,41 @@ pub trait Sender: Send + Sync {
         &self,
         fs: &DatasetPath,
     ) -> impl Future<Output = Result<Vec<FilesystemVersion>>> + Send;
+    /// [`Sender::list_versions`] of many filesystems, one entry per filesystem in order; one
+    /// filesystem's failure is its own entry.
+    fn list_versions_many(
+        &self,
+        fss: &[DatasetPath],
+    ) -> impl Future<Output = Result<Vec<Result<Vec<FilesystemVersion>>>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(fss.len());
+            for fs in fss {
+                out.push(self.list_versions(fs).await);
+            }
+            Ok(out)
+        }
+    }
+    /// Before the steps of a round: protect (and validate) all of them at once, so that `send`
+    /// need not do it step by step. Best effort: a request this could not prepare is prepared
+    /// by `send` itself. The default does nothing.
+    fn prepare_sends(&self, reqs: &[SendRequest]) -> impl Future<Output = Result<()>> + Send {
+        let _ = reqs;
+        async { Ok(()) }
+    }
+    /// After the steps of a round: [`Sender::send_completed`] of every received step (in step
+    /// order per filesystem), one result per request.
+    fn sends_completed(
+        &self,
+        reqs: &[SendRequest],
+    ) -> impl Future<Output = Result<Vec<Result<()>>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(reqs.len());
+            for r in reqs {
+                out.push(self.send_completed(r).await);
+            }
+            Ok(out)
+        }
+    }
     /// Size estimate of a send, in bytes.
     fn send_dry(&self, req: &SendRequest) -> impl Future<Output = Result<u64>> + Send;
     fn send(
@@ -158,6 +201,19 @@ pub trait Sender: Send + Sync {
         &self,
         fs: &DatasetPath,
     ) -> impl Future<Output = Result<Option<FilesystemVersion>>> + Send;
+    /// [`Sender::replication_cursor`] of many filesystems, one entry per filesystem in order.
+    fn replication_cursors(
+        &self,
+        fss: &[DatasetPath],
+    ) -> impl Future<Output = Result<Vec<Result<Option<FilesystemVersion>>>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(fss.len());
+            for fs in fss {
+                out.push(self.replication_cursor(fs).await);
+            }
+            Ok(out)
+        }
+    }
     fn destroy_snapshots(
         &self,
         fs: &DatasetPath,
@@ -172,11 +228,35 @@ pub trait Receiver: Send + Sync {
         &self,
         fs: &DatasetPath,
     ) -> impl Future<Output = Result<Vec<FilesystemVersion>>> + Send;
+    /// [`Receiver::list_versions`] of many filesystems, one entry per filesystem in order.
+    fn list_versions_many(
+        &self,
+        fss: &[DatasetPath],
+    ) -> impl Future<Output = Result<Vec<Result<Vec<FilesystemVersion>>>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(fss.len());
+            for fs in fss {
+                out.push(self.list_versions(fs).await);
+            }
+            Ok(out)
+        }
+    }
     fn receive(
         &self,
         req: ReceiveRequest,
         stream: ByteStream,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// After the round: the work `receive` left for later on `deferred` requests (the GUID
+    /// check of the received snapshot, the last-received hold), one result per request; the
+    /// sender's cursor only moves for the requests that succeed here. The default has nothing
+    /// left to do.
+    fn receives_completed(
+        &self,
+        reqs: &[ReceiveRequest],
+    ) -> impl Future<Output = Result<Vec<Result<()>>>> + Send {
+        let n = reqs.len();
+        async move { Ok((0..n).map(|_| Ok(())).collect()) }
+    }
     fn destroy_snapshots(
         &self,
         fs: &DatasetPath,

@@ -96,9 +96,27 @@ pub async fn run<S: Sender, R: Receiver>(
     let mut first_temporary = true;
     let mut backoff = Duration::from_secs(1);
     for attempt_no in 1..=cfg.max_attempts.max(1) {
+        let completed = std::sync::Mutex::new(Vec::new());
         let outcome = tokio::select! {
-            o = attempt(sender, receiver, cfg, report) => o,
+            o = attempt(sender, receiver, cfg, report, &completed) => o,
             _ = cancel.cancelled() => {
+                // Steps that were received keep their bookkeeping (receiver's hold, sender's
+                // cursor): it is quick, and what zrepl would have done after each step.
+                let done = std::mem::take(&mut *completed.lock().unwrap_or_else(|e| e.into_inner()));
+                if !done.is_empty() {
+                    let queue = StepQueue::new(1);
+                    let estimates = Semaphore::new(1);
+                    let ctx = FsCtx {
+                        sender,
+                        receiver,
+                        cfg,
+                        report,
+                        queue: &queue,
+                        estimates: &estimates,
+                        completed: &completed,
+                    };
+                    ctx.complete(done).await;
+                }
                 finish(report, RunState::Cancelled);
                 return;
             }
@@ -180,6 +198,7 @@ async fn attempt<S: Sender, R: Receiver>(
     receiver: &R,
     cfg: &DriverConfig,
     report: &ReportHandle,
+    completed: &std::sync::Mutex<Vec<Received>>,
 ) -> Result<(), TimedError> {
     report.update(|r| {
         r.attempts.push(AttemptReport {
@@ -218,12 +237,42 @@ async fn attempt<S: Sender, R: Receiver>(
             .collect();
     });
 
+    // One listing per side for every filesystem that needs its versions (not one per
+    // filesystem): the planner's input for the whole attempt.
+    let s_need: Vec<DatasetPath> = sfs
+        .iter()
+        .filter(|f| !f.is_placeholder)
+        .map(|f| f.path.clone())
+        .collect();
+    let r_need: Vec<DatasetPath> = sfs
+        .iter()
+        .filter(|f| !f.is_placeholder)
+        .filter(|f| rmap.get(&f.path).is_some_and(|r| !r.is_placeholder))
+        .map(|f| f.path.clone())
+        .collect();
+    let listed = futures::future::try_join(
+        sender.list_versions_many(&s_need),
+        receiver.list_versions_many(&r_need),
+    )
+    .await;
+    let (s_versions, r_versions) = match listed {
+        Ok((a, b)) if a.len() == s_need.len() && b.len() == r_need.len() => (a, b),
+        Ok(_) => {
+            return Err(plan_failed(
+                report,
+                EndpointError::new(
+                    zrepl_protocol::ErrorKind::Internal,
+                    "a peer listed versions of a different number of filesystems than asked",
+                ),
+            ))
+        }
+        Err(e) => return Err(plan_failed(report, e)),
+    };
+    let mut s_versions: HashMap<DatasetPath, _> = s_need.into_iter().zip(s_versions).collect();
+    let mut r_versions: HashMap<DatasetPath, _> = r_need.into_iter().zip(r_versions).collect();
+
     let queue = StepQueue::new(cfg.step_concurrency.max(1));
     let estimates = Semaphore::new(cfg.size_estimate_concurrency.max(1));
-    let presence: Vec<(watch::Sender<Presence>, watch::Receiver<Presence>)> = sfs
-        .iter()
-        .map(|_| watch::channel(Presence::Pending))
-        .collect();
     let ctx = FsCtx {
         sender,
         receiver,
@@ -231,33 +280,66 @@ async fn attempt<S: Sender, R: Receiver>(
         report,
         queue: &queue,
         estimates: &estimates,
+        completed,
     };
-    let tasks = sfs.iter().enumerate().map(|(idx, fs)| {
-        // Parents: every replicated filesystem whose path is a proper prefix of this one.
-        let parents: Vec<(String, watch::Receiver<Presence>)> = sfs
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.path != fs.path && fs.path.has_prefix(&p.path))
-            .map(|(i, p)| (p.path.to_string(), presence[i].1.clone()))
-            .collect();
-        let me = &presence[idx].0;
-        let ctx = &ctx;
-        let rcv = rmap.get(&fs.path);
-        async move {
-            let r = ctx.filesystem(idx, fs, rcv, parents, me).await;
-            // Whatever happened, children must not wait forever.
-            if me.borrow().eq(&Presence::Pending) {
-                let _ = me.send(if r.is_ok() {
-                    Presence::Present
-                } else {
-                    Presence::Failed
-                });
+    let plans = futures::future::join_all(sfs.iter().map(|fs| {
+        let sv = s_versions.remove(&fs.path);
+        let rv = r_versions.remove(&fs.path);
+        ctx.plan(fs, rmap.get(&fs.path), sv, rv)
+    }))
+    .await;
+    // Protect every step of the attempt at once (step holds on all of them in one go).
+    let all_reqs: Vec<SendRequest> = sfs
+        .iter()
+        .zip(&plans)
+        .filter_map(|(fs, p)| p.as_ref().ok().map(|steps| (fs, steps)))
+        .flat_map(|(fs, steps)| steps.iter().map(|(s, _)| ctx.request(&fs.path, s)))
+        .collect();
+    if !all_reqs.is_empty() {
+        if let Err(e) = sender.prepare_sends(&all_reqs).await {
+            if e.is_temporary() {
+                return Err(plan_failed(report, e));
             }
-            r
+            tracing::warn!(err = %e, "cannot prepare the steps of this attempt at once; each step prepares itself");
         }
-    });
+    }
+
+    let presence: Vec<(watch::Sender<Presence>, watch::Receiver<Presence>)> = sfs
+        .iter()
+        .map(|_| watch::channel(Presence::Pending))
+        .collect();
+    let tasks = sfs
+        .iter()
+        .zip(plans)
+        .enumerate()
+        .map(|(idx, (fs, planned))| {
+            // Parents: every replicated filesystem whose path is a proper prefix of this one.
+            let parents: Vec<(String, watch::Receiver<Presence>)> = sfs
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.path != fs.path && fs.path.has_prefix(&p.path))
+                .map(|(i, p)| (p.path.to_string(), presence[i].1.clone()))
+                .collect();
+            let me = &presence[idx].0;
+            let ctx = &ctx;
+            let rcv = rmap.get(&fs.path);
+            async move {
+                let r = ctx.filesystem(idx, fs, rcv, planned, parents, me).await;
+                // Whatever happened, children must not wait forever.
+                if me.borrow().eq(&Presence::Pending) {
+                    let _ = me.send(if r.is_ok() {
+                        Presence::Present
+                    } else {
+                        Presence::Failed
+                    });
+                }
+                r
+            }
+        });
     let results = futures::future::join_all(tasks).await;
     let mut errors: Vec<TimedError> = results.into_iter().filter_map(Result::err).collect();
+    let done = std::mem::take(&mut *completed.lock().unwrap_or_else(|e| e.into_inner()));
+    errors.extend(ctx.complete(done).await);
     errors.sort_by_key(|e| e.at);
     let state = if errors.is_empty() {
         AttemptState::Done
@@ -274,6 +356,25 @@ async fn attempt<S: Sender, R: Receiver>(
     }
 }
 
+/// Records an attempt that failed before any filesystem was replicated.
+fn plan_failed(report: &ReportHandle, e: EndpointError) -> TimedError {
+    let msg = e.to_string();
+    set_attempt(report, |a| {
+        a.state = AttemptState::PlanningError;
+        a.plan_error = Some(msg);
+        a.finished_at = Some(Utc::now());
+    });
+    TimedError::now(e)
+}
+
+/// A received step whose completion (receiver's GUID check and hold, sender's cursor) waits for
+/// the end of the attempt.
+struct Received {
+    idx: usize,
+    send: SendRequest,
+    recv: ReceiveRequest,
+}
+
 struct FsCtx<'a, S, R> {
     sender: &'a S,
     receiver: &'a R,
@@ -281,6 +382,7 @@ struct FsCtx<'a, S, R> {
     report: &'a ReportHandle,
     queue: &'a StepQueue,
     estimates: &'a Semaphore,
+    completed: &'a std::sync::Mutex<Vec<Received>>,
 }
 
 impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
@@ -290,14 +392,11 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
         idx: usize,
         fs: &FilesystemInfo,
         rcv: Option<&FilesystemInfo>,
+        planned: Result<Vec<(Step, u64)>, EndpointError>,
         parents: Vec<(String, watch::Receiver<Presence>)>,
         me: &watch::Sender<Presence>,
     ) -> Result<(), TimedError> {
-        let planned = {
-            let _slot = self.queue.acquire(i64::MIN).await;
-            set_fs(self.report, idx, |f| f.blocked_on = BlockedOn::Nothing);
-            self.plan(fs, rcv).await
-        };
+        set_fs(self.report, idx, |f| f.blocked_on = BlockedOn::Nothing);
         let steps = match planned {
             Ok(s) => s,
             Err(e) => {
@@ -370,7 +469,10 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
             let counter = counters.get(i).cloned().unwrap_or_default();
             // Only a receiver that listed a resume token has partial state to abort.
             let partial_state = i == 0 && rcv.is_some_and(|r| r.resume_token.is_some());
-            if let Err(e) = self.step(&fs.path, step, counter, partial_state).await {
+            if let Err(e) = self
+                .step((idx, i), &fs.path, step, counter, partial_state)
+                .await
+            {
                 tracing::error!(step = %step, err = %e, "step failed");
                 let msg = format!("step {step}: {e}");
                 set_fs(self.report, idx, |f| {
@@ -390,37 +492,37 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
         Ok(())
     }
 
+    /// Plans one filesystem from the versions both sides listed for the attempt.
     async fn plan(
         &self,
         fs: &FilesystemInfo,
         rcv: Option<&FilesystemInfo>,
+        s_versions: Option<Result<Vec<zrepl_zfs_types::FilesystemVersion>, EndpointError>>,
+        r_versions: Option<Result<Vec<zrepl_zfs_types::FilesystemVersion>, EndpointError>>,
     ) -> Result<Vec<(Step, u64)>, EndpointError> {
         let sender_fs = SenderFs {
             is_placeholder: fs.is_placeholder,
-            versions: if fs.is_placeholder {
-                Vec::new()
-            } else {
-                self.sender.list_versions(&fs.path).await?
-            },
+            versions: s_versions.transpose()?.unwrap_or_default(),
         };
         let receiver_fs = match rcv {
             None => ReceiverFs::default(),
             Some(r) => ReceiverFs {
                 exists: true,
                 is_placeholder: r.is_placeholder,
-                versions: if r.is_placeholder || sender_fs.is_placeholder {
-                    Vec::new()
-                } else {
-                    self.receiver.list_versions(&fs.path).await?
-                },
+                versions: r_versions.transpose()?.unwrap_or_default(),
                 resume_token: r.resume_token.clone(),
             },
         };
         let steps = zrepl_planner::plan(&sender_fs, &receiver_fs, &self.cfg.policy)
             .map_err(|e| EndpointError::new(zrepl_protocol::ErrorKind::Internal, e.to_string()))?;
         // Size estimates, concurrently but bounded; a failure here (e.g. the encryption policy)
-        // fails the planning of this filesystem, as in zrepl.
+        // fails the planning of this filesystem, as in zrepl. Only full and resumed steps are
+        // estimated before they run: an incremental step's estimate would cost a `zfs send -n`
+        // per step, and its size is known once it ran (see `step`).
         let estimates = steps.iter().map(|s| async {
+            if s.from.is_some() && s.resume_token.is_none() {
+                return Ok(0);
+            }
             let _permit = self.estimates.acquire().await;
             self.sender.send_dry(&self.request(&fs.path, s)).await
         });
@@ -441,6 +543,7 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
     #[tracing::instrument(name = "step", skip_all, fields(step = %step))]
     async fn step(
         &self,
+        (idx, step_no): (usize, usize),
         fs: &DatasetPath,
         step: &Step,
         counter: Counter,
@@ -451,20 +554,118 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
         let (res, stream) = self.sender.send(req.clone()).await?;
         let counted: ByteStream = Box::pin(CountingReader {
             inner: stream,
-            counter,
+            counter: counter.clone(),
         });
-        self.receiver
-            .receive(
-                ReceiveRequest {
-                    filesystem: fs.clone(),
-                    to: step.to.clone(),
-                    clear_resume_token: partial_state && !res.used_resume_token,
-                    replication: self.cfg.replication,
-                },
-                counted,
-            )
-            .await?;
-        self.sender.send_completed(&req).await
+        let recv = ReceiveRequest {
+            filesystem: fs.clone(),
+            to: step.to.clone(),
+            clear_resume_token: partial_state && !res.used_resume_token,
+            replication: self.cfg.replication,
+            from: step.from.clone(),
+            deferred: true,
+        };
+        self.receiver.receive(recv.clone(), counted).await?;
+        // A step that was not estimated beforehand: its size is what went through.
+        set_fs(self.report, idx, |f| {
+            if let Some(s) = f.steps.get_mut(step_no) {
+                if s.bytes_expected == 0 {
+                    s.bytes_expected = res.expected_size.max(counter.get());
+                }
+            }
+        });
+        // The receiver's GUID check and hold and the sender's cursor follow for all steps of
+        // the attempt at once (`complete`); the step holds protect both snapshots until then.
+        self.completed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Received {
+                idx,
+                send: req,
+                recv,
+            });
+        Ok(())
+    }
+
+    /// Completes the received steps of the attempt: the receiver checks and holds what it
+    /// received, then the sender moves its cursors and releases its step holds, each side in as
+    /// few commands as it can. A failure is that filesystem's step error.
+    async fn complete(&self, done: Vec<Received>) -> Vec<TimedError> {
+        if done.is_empty() {
+            return Vec::new();
+        }
+        let mut errors = Vec::new();
+        let mut fail = |idx: usize, step: String, e: EndpointError| {
+            tracing::error!(step = %step, err = %e, "step failed");
+            let msg = format!("step {step}: {e}");
+            set_fs(self.report, idx, |f| {
+                f.state = FsState::StepError;
+                f.step_error = Some(msg);
+            });
+            errors.push(TimedError::now(e));
+        };
+        let recvs: Vec<ReceiveRequest> = done.iter().map(|d| d.recv.clone()).collect();
+        let rres = match self.receiver.receives_completed(&recvs).await {
+            Ok(r) if r.len() == done.len() => r,
+            Ok(_) => done
+                .iter()
+                .map(|_| {
+                    Err(EndpointError::new(
+                        zrepl_protocol::ErrorKind::Internal,
+                        "receiver answered for a different number of steps",
+                    ))
+                })
+                .collect(),
+            Err(e) => done.iter().map(|_| Err(e.clone())).collect(),
+        };
+        // A filesystem's later steps only count if its earlier ones were fine.
+        let mut failed_fs = std::collections::HashSet::new();
+        let mut ok = Vec::new();
+        for (d, r) in done.into_iter().zip(rres) {
+            if failed_fs.contains(&d.idx) {
+                continue;
+            }
+            match r {
+                Ok(()) => ok.push(d),
+                Err(e) => {
+                    failed_fs.insert(d.idx);
+                    fail(d.idx, step_name(&d.send), e);
+                }
+            }
+        }
+        let sends: Vec<SendRequest> = ok.iter().map(|d| d.send.clone()).collect();
+        let sres = match self.sender.sends_completed(&sends).await {
+            Ok(r) if r.len() == ok.len() => r,
+            Ok(_) => ok
+                .iter()
+                .map(|_| {
+                    Err(EndpointError::new(
+                        zrepl_protocol::ErrorKind::Internal,
+                        "sender answered for a different number of steps",
+                    ))
+                })
+                .collect(),
+            Err(e) => ok.iter().map(|_| Err(e.clone())).collect(),
+        };
+        for (d, r) in ok.into_iter().zip(sres) {
+            if let Err(e) = r {
+                if failed_fs.insert(d.idx) {
+                    fail(d.idx, step_name(&d.send), e);
+                }
+            }
+        }
+        errors
+    }
+}
+
+fn step_name(r: &SendRequest) -> String {
+    match &r.from {
+        Some(f) => format!(
+            "{}{} => {}",
+            r.filesystem,
+            f.relative_name(),
+            r.to.relative_name()
+        ),
+        None => format!("{} => {}", r.filesystem, r.to.relative_name()),
     }
 }
 

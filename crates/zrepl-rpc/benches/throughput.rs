@@ -467,6 +467,8 @@ async fn child(role: &str, args: &[String]) {
                     },
                     clear_resume_token: false,
                     replication: ReplicationConfig::default(),
+                    from: None,
+                    deferred: false,
                 };
                 client
                     .receive(req, Box::pin(Synthetic::new(n, compressible)))

@@ -249,6 +249,18 @@ impl Client {
         )
         .await
     }
+    async fn list_versions_many_(
+        &self,
+        fss: &[DatasetPath],
+    ) -> Result<wire::Results<Vec<FilesystemVersion>>, EndpointError> {
+        self.call(
+            method::LIST_VERSIONS_MANY,
+            &wire::FilesystemsReq {
+                filesystems: fss.to_vec(),
+            },
+        )
+        .await
+    }
     async fn destroy_(
         &self,
         fs: &DatasetPath,
@@ -315,6 +327,42 @@ impl Sender for Client {
     async fn send_completed(&self, req: &SendReq) -> zrepl_protocol::Result<()> {
         self.call(method::SEND_COMPLETED, req).await
     }
+    async fn list_versions_many(
+        &self,
+        fss: &[DatasetPath],
+    ) -> zrepl_protocol::Result<wire::Results<Vec<FilesystemVersion>>> {
+        self.list_versions_many_(fss).await
+    }
+    async fn replication_cursors(
+        &self,
+        fss: &[DatasetPath],
+    ) -> zrepl_protocol::Result<wire::Results<Option<FilesystemVersion>>> {
+        self.call(
+            method::REPLICATION_CURSORS,
+            &wire::FilesystemsReq {
+                filesystems: fss.to_vec(),
+            },
+        )
+        .await
+    }
+    async fn prepare_sends(&self, reqs: &[SendReq]) -> zrepl_protocol::Result<()> {
+        self.call(
+            method::PREPARE_SENDS,
+            &wire::SendsReq {
+                requests: reqs.to_vec(),
+            },
+        )
+        .await
+    }
+    async fn sends_completed(&self, reqs: &[SendReq]) -> zrepl_protocol::Result<wire::Results<()>> {
+        self.call(
+            method::SENDS_COMPLETED,
+            &wire::SendsReq {
+                requests: reqs.to_vec(),
+            },
+        )
+        .await
+    }
     async fn replication_cursor(
         &self,
         fs: &DatasetPath,
@@ -345,6 +393,24 @@ impl Receiver for Client {
         fs: &DatasetPath,
     ) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
         self.list_versions_(fs).await
+    }
+    async fn list_versions_many(
+        &self,
+        fss: &[DatasetPath],
+    ) -> zrepl_protocol::Result<wire::Results<Vec<FilesystemVersion>>> {
+        self.list_versions_many_(fss).await
+    }
+    async fn receives_completed(
+        &self,
+        reqs: &[ReceiveRequest],
+    ) -> zrepl_protocol::Result<wire::Results<()>> {
+        self.call(
+            method::RECEIVES_COMPLETED,
+            &wire::ReceivesReq {
+                requests: reqs.to_vec(),
+            },
+        )
+        .await
     }
     async fn receive(&self, req: ReceiveRequest, stream: ByteStream) -> zrepl_protocol::Result<()> {
         let (_, banner) = self.connection().await?;

@@ -122,6 +122,12 @@ macro_rules! common {
                     Err(e) => reply::<()>(Err(e)),
                 }
             }
+            method::LIST_VERSIONS_MANY => {
+                return match parse::<wire::FilesystemsReq>($msg) {
+                    Ok(r) => reply($ep.list_versions_many(&r.filesystems).await),
+                    Err(e) => reply::<()>(Err(e)),
+                }
+            }
             method::DESTROY_SNAPSHOTS => {
                 return match parse::<wire::DestroyReq>($msg) {
                     Ok(r) => reply($ep.destroy_snapshots(&r.filesystem, &r.snapshots).await),
@@ -160,6 +166,18 @@ async fn sender_dispatch<E: Sender + 'static>(
         },
         method::SEND_COMPLETED => match parse::<SendRequest>(&msg) {
             Ok(r) => reply(ep.send_completed(&r).await),
+            Err(e) => reply::<()>(Err(e)),
+        },
+        method::REPLICATION_CURSORS => match parse::<wire::FilesystemsReq>(&msg) {
+            Ok(r) => reply(ep.replication_cursors(&r.filesystems).await),
+            Err(e) => reply::<()>(Err(e)),
+        },
+        method::PREPARE_SENDS => match parse::<wire::SendsReq>(&msg) {
+            Ok(r) => reply(ep.prepare_sends(&r.requests).await),
+            Err(e) => reply::<()>(Err(e)),
+        },
+        method::SENDS_COMPLETED => match parse::<wire::SendsReq>(&msg) {
+            Ok(r) => reply(ep.sends_completed(&r.requests).await),
             Err(e) => reply::<()>(Err(e)),
         },
         method::SEND => {
@@ -229,6 +247,12 @@ async fn receiver_dispatch<E: Receiver + 'static>(
         ))));
     }
     common!(ep, method.as_str(), &msg);
+    if method == method::RECEIVES_COMPLETED {
+        return match parse::<wire::ReceivesReq>(&msg) {
+            Ok(r) => reply(ep.receives_completed(&r.requests).await),
+            Err(e) => reply::<()>(Err(e)),
+        };
+    }
     reply::<()>(Err(EndpointError::invalid(format!(
         "unknown method {method:?} (this peer is a receiver)"
     ))))

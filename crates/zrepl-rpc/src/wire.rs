@@ -27,6 +27,11 @@ pub mod method {
     pub const SEND: &str = "send";
     pub const SEND_COMPLETED: &str = "send_completed";
     pub const RECEIVE: &str = "receive";
+    pub const LIST_VERSIONS_MANY: &str = "list_versions_many";
+    pub const PREPARE_SENDS: &str = "prepare_sends";
+    pub const SENDS_COMPLETED: &str = "sends_completed";
+    pub const RECEIVES_COMPLETED: &str = "receives_completed";
+    pub const REPLICATION_CURSORS: &str = "replication_cursors";
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,6 +49,29 @@ pub struct Empty {}
 pub struct FilesystemReq {
     pub filesystem: DatasetPath,
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemsReq {
+    pub filesystems: Vec<DatasetPath>,
+}
+
+/// `prepare_sends` and `sends_completed`: the steps of a round.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendsReq {
+    pub requests: Vec<zrepl_protocol::SendRequest>,
+}
+
+/// `receives_completed`: the received steps of a round.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceivesReq {
+    pub requests: Vec<zrepl_protocol::ReceiveRequest>,
+}
+
+/// One result per item of a batched request.
+pub type Results<T> = Vec<Result<T, EndpointError>>;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

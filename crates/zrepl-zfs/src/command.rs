@@ -439,6 +439,51 @@ impl Zfs {
         })
     }
 
+    /// [`Zfs::run`] with `input` (small: it is written before the output is read) on stdin.
+    pub(crate) async fn run_with_stdin(
+        &self,
+        binary: Binary,
+        args: &[String],
+        input: &[u8],
+    ) -> Result<Output, ZfsError> {
+        use tokio::io::AsyncWriteExt;
+        let (mut child, tracker) = self.spawn(binary, args, StdinMode::Piped)?;
+        let argv = tracker.argv();
+        if let Some(mut stdin) = child.stdin.take() {
+            // A command that exits without reading its input is judged by its exit status.
+            let _ = stdin.write_all(input).await;
+        }
+        let fut = child.wait_with_output();
+        let out = match self.inner.config.command_timeout {
+            None => fut.await,
+            Some(d) => match tokio::time::timeout(d, fut).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracker.finish(CommandResult::Cancelled);
+                    return Err(ZfsError::Timeout { argv, after: d });
+                }
+            },
+        };
+        let out = match out {
+            Ok(o) => o,
+            Err(source) => {
+                tracker.finish(CommandResult::Failure);
+                return Err(ZfsError::Io { argv, source });
+            }
+        };
+        tracker.finish(if out.status.success() {
+            CommandResult::Success
+        } else {
+            CommandResult::Failure
+        });
+        Ok(Output {
+            argv,
+            status: out.status,
+            stdout: lossy(out.stdout),
+            stderr: lossy(out.stderr),
+        })
+    }
+
     /// `run` for `zfs`.
     pub(crate) async fn zfs(&self, args: &[String]) -> Result<Output, ZfsError> {
         self.run(Binary::Zfs, args).await

@@ -136,6 +136,30 @@ type BuildFxHasher = std::hash::BuildHasherDefault<FxHasher>;
 /// ([`FilesystemVersion::order_key`]: createtxg, bookmarks before snapshots).
 pub type VersionsByFilesystem = BTreeMap<DatasetPath, Vec<FilesystemVersion>>;
 
+/// Parses the output of `zfs program -j` whose program returned a table of names to
+/// integers: `{"return": {"<name>": <int>, ...}}`.
+pub fn parse_program_return(text: &str) -> Result<BTreeMap<String, i64>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text.trim()).map_err(|e| format!("not JSON: {e}"))?;
+    let ret = v.get("return").ok_or("no \"return\" in the output")?;
+    let mut out = BTreeMap::new();
+    match ret {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let n = v
+                    .as_i64()
+                    .ok_or_else(|| format!("{k}: {v} is not an integer"))?;
+                out.insert(k.clone(), n);
+            }
+        }
+        // An empty Lua table comes back as an empty array or nothing at all.
+        serde_json::Value::Array(a) if a.is_empty() => {}
+        serde_json::Value::Null => {}
+        other => return Err(format!("unexpected return value {other}")),
+    }
+    Ok(out)
+}
+
 /// Parses `zfs list -H -p -o name,guid,createtxg,creation,userrefs [-t ...] -s createtxg`.
 ///
 /// Lines without `@`/`#` are filesystems or volumes: they get an entry (possibly with no

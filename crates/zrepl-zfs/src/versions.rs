@@ -437,3 +437,98 @@ fn tolerate_lines(
     }
     Err(out.into_error())
 }
+
+impl Zfs {
+    /// Creates bookmarks of many filesystems with one `zfs program` (a channel program:
+    /// `zfs program -j <pool> /dev/stdin <source> <bookmark>...`, all in one transaction group)
+    /// per pool, batched by argv size. Each item is a source snapshot (or bookmark), the new
+    /// bookmark of the same filesystem and the source's guid. Idempotent like
+    /// [`Zfs::bookmark`]: an existing bookmark with that guid is success (checked with one
+    /// `zfs get` per such bookmark). Returns every bookmark's outcome by full name (`Err` with
+    /// the errno of the failed creation). Channel programs cannot destroy bookmarks.
+    pub async fn create_bookmarks(
+        &self,
+        create: &[(VersionPath, VersionPath, u64)],
+    ) -> Result<BTreeMap<String, Result<(), i64>>, ZfsError> {
+        let mut by_pool: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut want: BTreeMap<String, (VersionPath, u64)> = BTreeMap::new();
+        for (src, bm, guid) in create {
+            if !bm.is_bookmark() || src.fs() != bm.fs() {
+                return Err(ZfsError::InvalidArgument(format!(
+                    "cannot bookmark {src} as {bm}"
+                )));
+            }
+            let pool = src.fs().pool().unwrap_or_default().to_string();
+            by_pool
+                .entry(pool)
+                .or_default()
+                .extend([src.to_string(), bm.to_string()]);
+            want.insert(bm.to_string(), (bm.clone(), *guid));
+        }
+        let mut out = BTreeMap::new();
+        for (pool, ops) in by_pool {
+            DatasetPath::parse(&pool).map_err(|e| ZfsError::invalid_name(&pool, e))?;
+            let prefix = args!["program", "-j", pool, "/dev/stdin"];
+            let prefix_len: usize = prefix.iter().map(|a| a.len() + 1).sum();
+            let limit = self
+                .inner
+                .config
+                .argv_batch_limit
+                .saturating_sub(prefix_len)
+                .max(1);
+            for batch in split_batches(
+                &ops.chunks(2).map(|c| c.join("\0")).collect::<Vec<_>>(),
+                limit,
+            ) {
+                let mut a = prefix.clone();
+                a.extend(batch.iter().flat_map(|p| p.split('\0').map(str::to_string)));
+                let o = self
+                    .run_with_stdin(crate::Binary::Zfs, &a, BOOKMARK_PROGRAM.as_bytes())
+                    .await?
+                    .check()?;
+                let results = crate::parse::parse_program_return(&o.stdout).map_err(|reason| {
+                    ZfsError::UnexpectedOutput {
+                        argv: o.argv.clone(),
+                        reason,
+                        output: o.stdout.clone(),
+                    }
+                })?;
+                for pair in batch {
+                    let name = pair.split('\0').nth(1).unwrap_or_default().to_string();
+                    let r = match results.get(name.as_str()) {
+                        Some(0) => Ok(()),
+                        Some(17) => {
+                            // EEXIST: fine if it is a bookmark of the same snapshot.
+                            let (bm, guid) = &want[&name];
+                            match self.guid(bm).await {
+                                Ok(g) if g == *guid => Ok(()),
+                                _ => Err(17),
+                            }
+                        }
+                        Some(e) => Err(*e),
+                        None => {
+                            return Err(ZfsError::UnexpectedOutput {
+                                argv: o.argv.clone(),
+                                reason: format!("no result for {name}"),
+                                output: o.stdout.clone(),
+                            })
+                        }
+                    };
+                    out.insert(name, r);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The channel program of [`Zfs::create_bookmarks`]: arguments are pairs `<source> <bookmark>`;
+/// returns `{bookmark = errno}`.
+const BOOKMARK_PROGRAM: &str = r#"
+local argv = (...)["argv"]
+local out = {}
+for i = 1, #argv, 2 do
+    out[argv[i + 1]] = zfs.sync.bookmark(argv[i], argv[i + 1])
+end
+return out
+"#;

@@ -76,6 +76,13 @@ impl Sender for MockSender {
         self.completed.lock().unwrap().push(r.to.name.clone());
         Ok(())
     }
+    async fn prepare_sends(&self, reqs: &[SendRequest]) -> zrepl_protocol::Result<()> {
+        self.completed
+            .lock()
+            .unwrap()
+            .push(format!("prepared {}", reqs.len()));
+        Ok(())
+    }
     async fn replication_cursor(
         &self,
         _: &DatasetPath,
@@ -108,13 +115,13 @@ impl tokio::io::AsyncRead for Failing {
     }
 }
 
-/// One receive: the request and the stream's bytes (or why reading it failed).
-type Received = (ReceiveRequest, Result<Vec<u8>, String>);
+type Received = Vec<(ReceiveRequest, Result<Vec<u8>, String>)>;
 
 /// A receiver recording what it got.
 #[derive(Default)]
 struct MockReceiver {
-    got: Mutex<Vec<Received>>,
+    got: Mutex<Received>,
+    completed: Mutex<Vec<ReceiveRequest>>,
 }
 
 impl Receiver for MockReceiver {
@@ -137,6 +144,21 @@ impl Receiver for MockReceiver {
         let out = r.clone();
         self.got.lock().unwrap().push((req, r));
         out.map(|_| ()).map_err(EndpointError::zfs)
+    }
+    async fn receives_completed(
+        &self,
+        reqs: &[ReceiveRequest],
+    ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<()>>> {
+        self.completed.lock().unwrap().extend(reqs.iter().cloned());
+        Ok(reqs
+            .iter()
+            .map(|r| match r.to.name.as_str() {
+                "bad" => Err(EndpointError::invalid(
+                    "received snapshot has the wrong guid",
+                )),
+                _ => Ok(()),
+            })
+            .collect())
     }
     async fn destroy_snapshots(
         &self,
@@ -226,6 +248,8 @@ fn recv_req() -> ReceiveRequest {
         to: snap("s2", 2),
         clear_resume_token: false,
         replication: ReplicationConfig::default(),
+        from: None,
+        deferred: false,
     }
 }
 
@@ -272,6 +296,54 @@ async fn control_rpcs_round_trip() {
         .await
         .unwrap_err();
     assert!(e.message.contains("unknown method"), "{e}");
+}
+
+#[tokio::test]
+async fn batched_round_rpcs_round_trip() {
+    let (c, ep) = sender_client(vec![1, 2, 3], false, Compression::Off);
+    // One entry per filesystem; a refused filesystem is its own error, not the call's.
+    let got = Sender::list_versions_many(&c, &[fs("pool/a"), fs("pool/b")])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got[0].as_ref().unwrap(),
+        &vec![snap("s1", 1), snap("s2", 2)]
+    );
+    assert_eq!(got[1].as_ref().unwrap_err().kind, ErrorKind::InvalidRequest);
+    let cursors = Sender::replication_cursors(&c, &[fs("pool/a"), fs("pool/b")])
+        .await
+        .unwrap();
+    assert_eq!(cursors.len(), 2);
+    assert_eq!(cursors[0].as_ref().unwrap(), &Some(snap("cursor", 7)));
+    let mut second = send_req();
+    second.from = Some(snap("s2", 2));
+    second.to = snap("s3", 3);
+    let reqs = vec![send_req(), second];
+    Sender::prepare_sends(&c, &reqs).await.unwrap();
+    // The server's endpoint has no batched completion: the default completes step by step.
+    let done = Sender::sends_completed(&c, &reqs).await.unwrap();
+    assert_eq!(done.len(), 2);
+    assert!(done.iter().all(Result::is_ok));
+    assert_eq!(*ep.completed.lock().unwrap(), ["prepared 2", "s2", "s3"]);
+
+    let (rc, rep) = receiver_client(Compression::Off);
+    let got = Receiver::list_versions_many(&rc, &[fs("pool/a")])
+        .await
+        .unwrap();
+    assert_eq!(got[0].as_ref().unwrap_err().kind, ErrorKind::NotFound);
+    let mut good = recv_req();
+    good.from = Some(snap("s1", 1));
+    good.deferred = true;
+    let mut bad = good.clone();
+    bad.to = snap("bad", 3);
+    let res = Receiver::receives_completed(&rc, &[good.clone(), bad.clone()])
+        .await
+        .unwrap();
+    assert!(res[0].is_ok());
+    assert_eq!(res[1].as_ref().unwrap_err().kind, ErrorKind::InvalidRequest);
+    // The new fields cross the wire.
+    assert_eq!(*rep.completed.lock().unwrap(), [good, bad]);
 }
 
 #[tokio::test]
