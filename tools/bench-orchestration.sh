@@ -11,5 +11,5 @@ stage=$repo/.vm-bench
 rm -rf --one-file-system "$stage"
 mkdir -p "$stage"
 cp "${CARGO_TARGET_DIR:-$repo/target}/release/zrepl" tools/bench/orchestration-guest.sh "$stage/"
-ZREPL_VM_PATH_PREPEND=/mnt/host ZREPL_VM_PASS_ENV="ZREPL_BENCH_FILESYSTEMS ZREPL_BENCH_STEPS ZREPL_BENCH_DEBUG" \
+ZREPL_VM_PATH_PREPEND=/mnt/host ZREPL_VM_PASS_ENV="ZREPL_BENCH_FILESYSTEMS ZREPL_BENCH_STEPS ZREPL_BENCH_DEBUG ZREPL_BENCH_EXPERIMENTS" \
     exec bash tools/vm/run-in-vm.sh "$stage" ./orchestration-guest.sh

@@ -6,6 +6,7 @@
 # last-received holds) against the minimal shell loop `zfs send -i @a fs@b | zfs recv` per
 # filesystem, measured in the same VM run. Prints wall times, the ratio and zfs command counts.
 set -euo pipefail
+OLDPWD_BENCH=$PWD
 N=${ZREPL_BENCH_FILESYSTEMS:-40}
 # Run zrepl from the guest's tmpfs, as an installed binary would run from a local disk: run
 # from the 9p share, every start of `zrepl status` (polled below) reads the binary over 9p,
@@ -40,7 +41,7 @@ jobs:
   pruning: {keep_sender: [{type: regex, regex: ".*"}], keep_receiver: [{type: regex, regex: ".*"}]}
 YML
 if [ -n "${ZREPL_BENCH_DEBUG:-}" ]; then
-    printf 'global:\n  logging: [{type: stdout, level: debug, format: human, time: true}]\n' >> /etc/zrepl/zrepl.yml
+    printf 'global:\n  logging: [{type: stdout, level: debug, format: logfmt, time: true}]\n' >> /etc/zrepl/zrepl.yml
 fi
 zrepl daemon > /tmp/daemon.log 2>&1 &
 trap 'kill %1 2>/dev/null || true' EXIT
@@ -94,6 +95,7 @@ if [ -n "${ZREPL_BENCH_DEBUG:-}" ]; then
     # State transitions while the measured round ran.
     awk '{k = $2 " " $3} k != last {print; last = k}' /tmp/bench-trace | tail -n 20 || true
     tail -n 40 /tmp/daemon.log || true
+    cp /tmp/daemon.log /tmp/bench-trace "$OLDPWD_BENCH/" 2>/dev/null || true
 fi
 for i in $(seq -w 1 "$N"); do
     a=$(zfs get -Hp -o value guid "bench/src/fs$i@b")
@@ -110,3 +112,35 @@ awk -v t0="$t0" -v t1="$t1" -v t2="$t2" -v t3="$t3" -v lc="$loop_cmds" -v zc="$z
     for (v in after) if (after[v] - before[v] > 0) printf "    %s: %d\n", v, after[v] - before[v]
     printf "  ratio zrepl / loop: %.2f (target <= 1.5)\n", z / l
 }'
+if [ -n "${ZREPL_BENCH_EXPERIMENTS:-}" ]; then
+    kill %1 2>/dev/null || true
+    sleep 1
+    t() { local s e; s=$(date +%s%N); "$@" > /dev/null; e=$(date +%s%N); echo "$(( (e - s) / 1000000 )) ms: $*"; }
+    zfs get -H -o name,value mounted,canmount,mountpoint bench/sink/c/bench/src/fs01 bench/loop/fs01 bench/src/fs01
+    t zfs list -H -p -o name,guid,createtxg,creation,userrefs -r -t filesystem,volume,snapshot,bookmark -s createtxg bench/src
+    t zfs list -H -p -o name,guid,createtxg,creation,userrefs -r -t filesystem,volume,snapshot,bookmark -s createtxg bench/sink/c/bench/src
+    t zfs list -H -p -o name,guid,createtxg,creation,userrefs -r -t filesystem,volume,snapshot,bookmark -s createtxg bench/loop
+    t zfs list -H -p -o name -r -t filesystem,volume bench/src
+    t zfs list -H -p -o name -r -t filesystem,volume bench/sink
+    t zfs list -H -p -o name -r -t filesystem,volume bench/loop
+    t zfs list -H -p -o name -r -t snapshot bench/sink
+    t zfs list -H -p -o name -r -t snapshot bench/loop
+    t zfs get -Hp -o name,property,value,source -r -t filesystem,volume zrepl:placeholder,receive_resume_token bench/sink/c
+    t zfs get -Hp -o name,property,value,source -r -t filesystem,volume zrepl:placeholder bench/src
+    t zfs list -H -p -o name,zrepl:placeholder,receive_resume_token -r -t filesystem,volume bench/sink/c
+    t zfs list -H -p -o name,zrepl:placeholder -r -t filesystem,volume bench/src
+    snaps=$(for i in $(seq -w 1 "$N"); do echo "bench/src/fs$i@b"; done)
+    t zfs hold exp1 $snaps
+    t zfs release exp1 $snaps
+    par() { # run "$@" SNAP... in 8 parallel chunks
+        local cmd=$1 tag=$2; shift 2
+        printf '%s\n' "$@" | xargs -n $(( ($# + 7) / 8 )) -P 8 zfs "$cmd" "$tag"
+    }
+    t par hold exp2 $snaps
+    t par release exp2 $snaps
+    t zfs program -j bench /dev/stdin < /dev/null
+    echo 'return 0' > /tmp/p.lua
+    t zfs program -j bench /tmp/p.lua
+    t zfs list -H -o name bench
+    t zfs get -H -o value guid bench
+fi

@@ -60,7 +60,18 @@ pub fn zfs_observer() -> Arc<dyn CommandObserver> {
 }
 
 impl CommandObserver for ZfsCommandMetrics {
-    fn finished(&self, cmd: &CommandInfo, _result: CommandResult, elapsed: Duration) {
+    fn started(&self, cmd: &CommandInfo) {
+        // zrepl logs every zfs command at debug level too (its zfscmd package).
+        tracing::debug!(cmd = %cmd.argv.join(" "), "zfs command started");
+    }
+
+    fn finished(&self, cmd: &CommandInfo, result: CommandResult, elapsed: Duration) {
+        tracing::debug!(
+            cmd = %cmd.argv.join(" "),
+            ?result,
+            ms = elapsed.as_millis() as u64,
+            "zfs command finished"
+        );
         self.runtime
             .with_label_values(&[cmd.binary.as_str(), cmd.verb.as_str()])
             .observe(elapsed.as_secs_f64());

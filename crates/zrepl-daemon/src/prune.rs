@@ -88,7 +88,7 @@ impl FsPrune {
 const NO_CURSOR: &str =
     "replication cursor bookmark does not exist (one successful replication is required before pruning works)";
 
-/// Prunes the sender, then the receiver. With `dry_run`, only decides.
+/// Prunes the sender and the receiver (at the same time). With `dry_run`, only decides.
 pub async fn prune<S: Sender, R: Receiver>(
     sender: &S,
     receiver: &R,
@@ -109,69 +109,78 @@ pub async fn prune<S: Sender, R: Receiver>(
     // (one listing on a local endpoint), not one per filesystem.
     let all: Vec<DatasetPath> = sfs.iter().map(|f| f.path.clone()).collect();
     let cursors = fetch(sender.replication_cursors(&all).await, &all);
-    let s_paths: Vec<DatasetPath> = sfs
-        .iter()
-        .filter(|f| !f.is_placeholder)
-        .map(|f| f.path.clone())
-        .collect();
-    let mut s_versions = fetch(sender.list_versions_many(&s_paths).await, &s_paths);
-    for fs in &s_paths {
-        let r = prune_fs(
-            Fetched {
-                cursor: peek(&cursors, fs, "cannot get replication cursor"),
-                versions: take(&mut s_versions, fs, "cannot list snapshots"),
-                sender_side: true,
-            },
-            &Side::<S, R>::Sender(sender),
-            fs,
-            keep_sender,
-            dry_run,
-        )
-        .await;
-        report.sender.filesystems.push(r);
-    }
-    let rfs = match receiver.list_filesystems().await {
-        Ok(l) => l,
-        Err(e) => {
-            report.receiver.error = Some(e.to_string());
-            return report;
+    // The two sides are independent from here on: prune them at the same time.
+    let sender_side = async {
+        let mut side = Vec::new();
+        let s_paths: Vec<DatasetPath> = sfs
+            .iter()
+            .filter(|f| !f.is_placeholder)
+            .map(|f| f.path.clone())
+            .collect();
+        let mut s_versions = fetch(sender.list_versions_many(&s_paths).await, &s_paths);
+        for fs in &s_paths {
+            let r = prune_fs(
+                Fetched {
+                    cursor: peek(&cursors, fs, "cannot get replication cursor"),
+                    versions: take(&mut s_versions, fs, "cannot list snapshots"),
+                    sender_side: true,
+                },
+                &Side::<S, R>::Sender(sender),
+                fs,
+                keep_sender,
+                dry_run,
+            )
+            .await;
+            side.push(r);
         }
+        side
     };
-    let mut todo = Vec::new();
-    for fs in rfs {
-        if fs.is_placeholder {
-            report
-                .receiver
-                .filesystems
-                .push(FsPrune::skipped(&fs.path, "filesystem is placeholder"));
-            continue;
+    let receiver_side = async {
+        let mut side = Vec::new();
+        let rfs = match receiver.list_filesystems().await {
+            Ok(l) => l,
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut todo = Vec::new();
+        for fs in rfs {
+            if fs.is_placeholder {
+                side.push(FsPrune::skipped(&fs.path, "filesystem is placeholder"));
+                continue;
+            }
+            if !sfs.iter().any(|s| s.path == fs.path) {
+                side.push(FsPrune::skipped(
+                    &fs.path,
+                    "filesystem has no correspondence on sender",
+                ));
+                continue;
+            }
+            todo.push(fs.path);
         }
-        if !sfs.iter().any(|s| s.path == fs.path) {
-            report.receiver.filesystems.push(FsPrune::skipped(
-                &fs.path,
-                "filesystem has no correspondence on sender",
-            ));
-            continue;
+        let mut r_versions = fetch(receiver.list_versions_many(&todo).await, &todo);
+        for fs in &todo {
+            // The sender's cursor was fetched above; the receiver side needs it too.
+            let cursor = peek(&cursors, fs, "cannot get replication cursor");
+            let r = prune_fs(
+                Fetched {
+                    cursor,
+                    versions: take(&mut r_versions, fs, "cannot list snapshots"),
+                    sender_side: false,
+                },
+                &Side::<S, R>::Receiver(receiver),
+                fs,
+                keep_receiver,
+                dry_run,
+            )
+            .await;
+            side.push(r);
         }
-        todo.push(fs.path);
-    }
-    let mut r_versions = fetch(receiver.list_versions_many(&todo).await, &todo);
-    for fs in &todo {
-        // The sender's cursor was fetched above; the receiver side needs it too.
-        let cursor = peek(&cursors, fs, "cannot get replication cursor");
-        let r = prune_fs(
-            Fetched {
-                cursor,
-                versions: take(&mut r_versions, fs, "cannot list snapshots"),
-                sender_side: false,
-            },
-            &Side::<S, R>::Receiver(receiver),
-            fs,
-            keep_receiver,
-            dry_run,
-        )
-        .await;
-        report.receiver.filesystems.push(r);
+        Ok(side)
+    };
+    let (s_side, r_side) = futures::future::join(sender_side, receiver_side).await;
+    report.sender.filesystems = s_side;
+    match r_side {
+        Ok(fss) => report.receiver.filesystems = fss,
+        Err(e) => report.receiver.error = Some(e),
     }
     report
 }

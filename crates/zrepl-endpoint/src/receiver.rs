@@ -50,6 +50,10 @@ pub struct LocalReceiver {
     root: DatasetPath,
     /// Serializes placeholder creation (zrepl's per-receiver mutex).
     create_lock: Arc<Mutex<()>>,
+    /// Per local filesystem, the snapshots that had holds (`userrefs > 0`) in the last full
+    /// listing of it: where older last-received holds may be, so that completing a receive
+    /// looks only at those snapshots instead of listing the filesystem again.
+    held: Arc<std::sync::Mutex<std::collections::HashMap<DatasetPath, Vec<String>>>>,
 }
 
 impl LocalReceiver {
@@ -71,6 +75,7 @@ impl LocalReceiver {
             cfg: Arc::new(cfg),
             root,
             create_lock: Arc::new(Mutex::new(())),
+            held: Arc::default(),
         })
     }
 
@@ -317,9 +322,21 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                 Err(e) => out.push(Err(e)),
             }
         }
-        let mut listed = crate::sender::list_versions_many(&self.zfs, &local)
-            .await?
-            .into_iter();
+        let listed = crate::sender::list_versions_many(&self.zfs, &local).await?;
+        {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            for (lp, vs) in local.iter().zip(&listed) {
+                if let Ok(vs) = vs {
+                    let names = vs
+                        .iter()
+                        .filter(|v| v.typ == VersionType::Snapshot && v.userrefs.unwrap_or(0) > 0)
+                        .map(|v| v.name.clone())
+                        .collect();
+                    held.insert(lp.clone(), names);
+                }
+            }
+        }
+        let mut listed = listed.into_iter();
         for o in out.iter_mut().filter(|o| o.is_ok()) {
             *o = listed
                 .next()
@@ -456,14 +473,61 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         if fss.is_empty() {
             return Ok(results);
         }
-        let listed: std::collections::BTreeMap<
-            DatasetPath,
-            Result<Vec<FilesystemVersion>, EndpointError>,
-        > = fss
+        // The GUID check of every step and the search for older last-received holds. Where
+        // the last full listing of a filesystem told which of its snapshots have holds, only
+        // the named snapshots are looked at (received, `from`, held before: one command for
+        // all); a filesystem not listed before is listed whole.
+        let cached: std::collections::HashMap<DatasetPath, Vec<String>> = {
+            let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            fss.iter()
+                .filter_map(|f| held.get(f).map(|h| (f.clone(), h.clone())))
+                .collect()
+        };
+        let mut named: std::collections::BTreeSet<VersionPath> = std::collections::BTreeSet::new();
+        for (r, lp) in reqs.iter().zip(&locals) {
+            let Some(lp) = lp
+                .as_ref()
+                .filter(|l| r.deferred && cached.contains_key(*l))
+            else {
+                continue;
+            };
+            let from = r.from.as_ref().filter(|f| f.typ == VersionType::Snapshot);
+            for name in std::iter::once(&r.to.name).chain(from.map(|f| &f.name)) {
+                if let Ok(v) = VersionPath::snapshot(lp, name) {
+                    named.insert(v);
+                }
+            }
+        }
+        for (lp, names) in &cached {
+            named.extend(
+                names
+                    .iter()
+                    .filter_map(|n| VersionPath::snapshot(lp, n).ok()),
+            );
+        }
+        let mut listed: std::collections::BTreeMap<DatasetPath, Vec<FilesystemVersion>> =
+            if named.is_empty() {
+                std::collections::BTreeMap::new()
+            } else {
+                let named: Vec<VersionPath> = named.into_iter().collect();
+                self.zfs
+                    .get_versions(&named)
+                    .await
+                    .map_err(|e| zfs_err("cannot list the received snapshots", e))?
+            };
+        let uncached: Vec<DatasetPath> = fss
             .iter()
+            .filter(|f| !cached.contains_key(*f))
             .cloned()
-            .zip(crate::sender::list_versions_many(&self.zfs, &fss).await?)
             .collect();
+        if !uncached.is_empty() {
+            let whole = crate::sender::list_versions_many(&self.zfs, &uncached).await?;
+            for (f, vs) in uncached.into_iter().zip(whole) {
+                if let Ok(vs) = vs {
+                    listed.insert(f, vs);
+                }
+            }
+        }
         // Per filesystem, the newest checked `to` that gets the last-received hold.
         let mut newest: std::collections::BTreeMap<DatasetPath, (&ReceiveRequest, bool)> =
             std::collections::BTreeMap::new();
@@ -476,7 +540,7 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             }
             let target = format!("{lp}@{}", r.to.name);
             let got = match listed.get(lp) {
-                Some(Ok(vs)) => vs
+                Some(vs) => vs
                     .iter()
                     .find(|v| v.typ == VersionType::Snapshot && v.name == r.to.name)
                     .map(|v| v.guid),
@@ -525,7 +589,7 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         let others: Vec<VersionPath> = newest
             .iter()
             .filter_map(|(lp, (r, _))| {
-                let vs = listed.get(lp)?.as_ref().ok()?;
+                let vs = listed.get(lp)?;
                 Some(
                     vs.iter()
                         .filter(|v| v.typ == VersionType::Snapshot)
@@ -537,21 +601,9 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             .flatten()
             .collect();
         if !others.is_empty() {
-            let released = async {
-                let holds = self.zfs.holds(&others).await?;
-                let stale: Vec<VersionPath> = holds
-                    .into_iter()
-                    .filter(|(_, tags)| {
-                        tags.iter()
-                            .any(|t| parse_last_received_hold_tag(t) == Some(self.cfg.job.as_str()))
-                    })
-                    .map(|(v, _)| v)
-                    .collect();
-                if !stale.is_empty() {
-                    self.zfs.release(&tag, &stale).await?;
-                }
-                Ok::<(), ZfsError>(())
-            };
+            // `zfs release` of a tag a snapshot does not have is a no-op for us (idempotent),
+            // so no `zfs holds` first: the candidates are few (usually the step's `from`).
+            let released = self.zfs.release(&tag, &others);
             if let Err(e) = released.await {
                 tracing::warn!(error = %e, "cannot release older last-received holds");
             }

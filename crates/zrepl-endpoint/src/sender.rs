@@ -431,27 +431,51 @@ impl LocalSender {
 
 impl zrepl_protocol::Sender for LocalSender {
     async fn list_filesystems(&self) -> Result<Vec<FilesystemInfo>, EndpointError> {
-        let all = self
-            .zfs
-            .list_filesystems(None)
-            .await
-            .map_err(|e| zfs_err("cannot list filesystems", e))?;
-        let accepted: Vec<DatasetPath> = all
+        // Sender-side placeholders (chained replication) are replicated as "nothing to do".
+        // Usually the filter names its subtrees: then one recursive `zfs get` of the
+        // placeholder property per subtree lists the filesystems and their placeholder state
+        // together, without visiting the rest of the pools.
+        let states = match self.cfg.filesystems.roots() {
+            Some(roots) => {
+                let mut out = std::collections::BTreeMap::new();
+                for root in roots {
+                    match self
+                        .zfs
+                        .get_properties_recursive(&root, None, &[PLACEHOLDER_PROPERTY])
+                        .await
+                    {
+                        Ok(props) => out.extend(props.into_iter().map(|(path, p)| {
+                            let ph = is_placeholder(&path, &p);
+                            (path, ph)
+                        })),
+                        Err(zrepl_zfs::ZfsError::DatasetDoesNotExist { .. }) => {}
+                        Err(e) => {
+                            return Err(zfs_err(format!("cannot list filesystems below {root}"), e))
+                        }
+                    }
+                }
+                out
+            }
+            None => {
+                let all = self
+                    .zfs
+                    .list_filesystems(None)
+                    .await
+                    .map_err(|e| zfs_err("cannot list filesystems", e))?;
+                let accepted: Vec<DatasetPath> = all
+                    .into_iter()
+                    .filter(|p| self.cfg.filesystems.accepts(p))
+                    .collect();
+                placeholder_map(&self.zfs, &accepted).await?
+            }
+        };
+        Ok(states
             .into_iter()
-            .filter(|p| self.cfg.filesystems.accepts(p))
-            .collect();
-        // Sender-side placeholders (chained replication) are replicated as "nothing to do";
-        // their property comes from one recursive `zfs get` per pool, not one per filesystem.
-        let placeholders = placeholder_map(&self.zfs, &accepted).await?;
-        Ok(accepted
-            .into_iter()
-            .filter_map(|p| {
-                let is_placeholder = *placeholders.get(&p)?;
-                Some(FilesystemInfo {
-                    path: p,
-                    is_placeholder,
-                    resume_token: None,
-                })
+            .filter(|(p, _)| self.cfg.filesystems.accepts(p))
+            .map(|(path, is_placeholder)| FilesystemInfo {
+                path,
+                is_placeholder,
+                resume_token: None,
             })
             .collect())
     }
@@ -831,8 +855,8 @@ impl LocalSender {
                 }
             });
         }
-        while tasks.join_next().await.is_some() {}
-        // Release this round's step holds: `to` and a snapshot `from` of every step.
+        // Release this round's step holds (`to` and a snapshot `from` of every step) while the
+        // replaced cursors are destroyed: both only clean up after the new cursors exist.
         let tag = step_hold_tag(job);
         let mut ours = std::collections::BTreeSet::new();
         for r in reqs
@@ -856,6 +880,7 @@ impl LocalSender {
                 tracing::warn!(error = %e, "cannot release step holds after the round");
             }
         }
+        while tasks.join_next().await.is_some() {}
         // Stale step holds of earlier attempts on other held snapshots.
         let others: Vec<VersionPath> = listed
             .iter()
@@ -921,14 +946,19 @@ pub(crate) async fn placeholder_map(
             }
         };
         for (path, p) in props {
-            let is_placeholder = p.get(PLACEHOLDER_PROPERTY).is_some_and(|v| {
-                v.source == zrepl_zfs::PropertySource::Local
-                    && zrepl_zfs::is_placeholder_value(&path, &v.value)
-            });
-            out.insert(path, is_placeholder);
+            let ph = is_placeholder(&path, &p);
+            out.insert(path, ph);
         }
     }
     Ok(out)
+}
+
+/// zrepl's rule: a placeholder has `zrepl:placeholder` set locally to `on` (or the legacy hash).
+fn is_placeholder(path: &DatasetPath, p: &zrepl_zfs::Properties) -> bool {
+    p.get(PLACEHOLDER_PROPERTY).is_some_and(|v| {
+        v.source == zrepl_zfs::PropertySource::Local
+            && zrepl_zfs::is_placeholder_value(path, &v.value)
+    })
 }
 
 /// The newest v2 cursor of `job` among `bookmarks` whose embedded GUID is its real GUID

@@ -124,6 +124,32 @@ impl DatasetFilter {
             .unwrap_or(false)
     }
 
+    /// The smallest set of datasets whose subtrees (each root included) hold every dataset the
+    /// filter can accept, sorted; `None` if it may accept a dataset of any pool (a `<` rule
+    /// with an empty path). Lets a caller list only those subtrees instead of every pool.
+    pub fn roots(&self) -> Option<Vec<DatasetPath>> {
+        let mut accepting: Vec<&DatasetPath> = self
+            .exact
+            .iter()
+            .filter(|(_, accept)| **accept)
+            .map(|(p, _)| p)
+            .chain(self.subtree.iter().filter(|r| r.accept).map(|r| &r.path))
+            .collect();
+        if accepting.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        // Shorter paths first, so that a root is kept before anything below it is considered.
+        accepting.sort_by_key(|p| (p.len(), p.to_string()));
+        let mut roots: Vec<DatasetPath> = Vec::new();
+        for p in accepting {
+            if !roots.iter().any(|r| p.has_prefix(r)) {
+                roots.push(p.clone());
+            }
+        }
+        roots.sort();
+        Some(roots)
+    }
+
     /// The patterns as written, in order.
     pub fn patterns(&self) -> &[(String, bool)] {
         &self.source
@@ -190,6 +216,51 @@ mod tests {
         let f = DatasetFilter::new(rules.iter().copied()).unwrap();
         for (ds, want) in cases {
             assert_eq!(f.accepts(&p(ds)), *want, "rules {rules:?} dataset {ds}");
+        }
+    }
+
+    #[test]
+    fn roots_cover_every_accepted_dataset() {
+        type Case<'a> = (&'a [(&'a str, bool)], Option<&'a [&'a str]>);
+        let cases: &[Case] = &[
+            (&[("tank<", true)], Some(&["tank"])),
+            (&[("tank<", true), ("tank/tmp", false)], Some(&["tank"])),
+            (
+                &[("tank/a<", true), ("tank/a/b", true), ("tank/c", true)],
+                Some(&["tank/a", "tank/c"]),
+            ),
+            (&[("tank/a/b<", true), ("tank/a", true)], Some(&["tank/a"])),
+            (
+                &[("tank/ab<", true), ("tank/a", true)],
+                Some(&["tank/a", "tank/ab"]),
+            ),
+            (
+                &[("tank<", false), ("pool/x", true), ("other<", true)],
+                Some(&["other", "pool/x"]),
+            ),
+            (&[("tank<", false)], Some(&[])),
+            (&[("<", true), ("tank<", false)], None),
+            (&[("<", false), ("tank<", true)], Some(&["tank"])),
+        ];
+        for (rules, want) in cases {
+            let f = DatasetFilter::new(rules.iter().copied()).unwrap();
+            let got = f.roots();
+            let want: Option<Vec<DatasetPath>> = want.map(|w| w.iter().map(|s| p(s)).collect());
+            assert_eq!(got, want, "rules {rules:?}");
+            // Property: every dataset the filter accepts lies below a root.
+            if let Some(roots) = got {
+                for ds in [
+                    "tank", "tank/a", "tank/a/b", "tank/ab", "tank/c/d", "pool/x", "pool/x/y",
+                    "other/z",
+                ] {
+                    if f.accepts(&p(ds)) {
+                        assert!(
+                            roots.iter().any(|r| p(ds).has_prefix(r)),
+                            "{ds} not covered by {roots:?} ({rules:?})"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -56,6 +56,14 @@ fn main() {
     let raw = run("raw-tcp", n, &dir, &[]);
     let rpc_tcp = run("rpc-tcp", n, &dir, &[]);
     let rpc_tls = run("rpc-tls", n, &dir, &[]);
+    if std::env::var_os("ZREPL_BENCH_RAW_TLS").is_some() {
+        let raw_tls = run("raw-tls", n, &dir, &[]);
+        println!(
+            "tls transport alone:   {:8.1} MB/s  ratio {:.3}",
+            n as f64 / raw_tls.secs / 1e6,
+            raw_tls.secs.recip() * raw.secs
+        );
+    }
     let mbs = |r: &Outcome| n as f64 / r.secs / 1e6;
     println!("plain TCP socket pair: {:8.1} MB/s", mbs(&raw));
     println!(
@@ -359,7 +367,7 @@ async fn child(role: &str, args: &[String]) {
                 while s.read(&mut buf).unwrap() > 0 {}
                 s.write_all(b"k").unwrap();
             } else {
-                let serve = if mode == "rpc-tls" {
+                let serve = if mode == "rpc-tls" || mode == "raw-tls" {
                     zrepl_config::Serve::Tls {
                         listen: "127.0.0.1:0".into(),
                         listen_freebind: false,
@@ -375,7 +383,16 @@ async fn child(role: &str, args: &[String]) {
                 let mut l = zrepl_transport::Listener::bind(&serve, dir).await.unwrap();
                 println!("PORT {}", l.local_addr().unwrap().port());
                 std::io::stdout().flush().unwrap();
-                let (io, _) = l.accept().await.unwrap().authenticate().await.unwrap();
+                let (mut io, _) = l.accept().await.unwrap().authenticate().await.unwrap();
+                if mode == "raw-tls" {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = vec![0u8; 1 << 20];
+                    while io.read(&mut buf).await.unwrap() > 0 {}
+                    io.write_all(b"k").await.unwrap();
+                    io.flush().await.unwrap();
+                    println!("RSS {}", vm_hwm_kib());
+                    return;
+                }
                 zrepl_rpc::serve_receiver(
                     io,
                     Arc::new(Discard),
@@ -409,7 +426,7 @@ async fn child(role: &str, args: &[String]) {
                 let mut ack = [0u8; 1];
                 s.read_exact(&mut ack).unwrap();
             } else {
-                let connect = if mode == "rpc-tls" {
+                let connect = if mode == "rpc-tls" || mode == "raw-tls" {
                     zrepl_config::Connect::Tls {
                         address: addr,
                         ca: format!("{dir}/ca.crt"),
@@ -425,6 +442,25 @@ async fn child(role: &str, args: &[String]) {
                     }
                 };
                 let c = Arc::new(zrepl_transport::Connector::from_config(&connect).unwrap());
+                if mode == "raw-tls" {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut io = c.connect().await.unwrap();
+                    let mut src = Synthetic::new(n, false);
+                    let mut buf = vec![0u8; 1 << 20];
+                    loop {
+                        let k = src.read(&mut buf).await.unwrap();
+                        if k == 0 {
+                            break;
+                        }
+                        io.write_all(&buf[..k]).await.unwrap();
+                    }
+                    io.shutdown().await.unwrap();
+                    let mut ack = [0u8; 1];
+                    io.read_exact(&mut ack).await.unwrap();
+                    println!("ELAPSED {}", start.elapsed().as_secs_f64());
+                    println!("RSS {}", vm_hwm_kib());
+                    return;
+                }
                 let dial: zrepl_rpc::Dialer = Arc::new(move || {
                     let c = c.clone();
                     Box::pin(async move {

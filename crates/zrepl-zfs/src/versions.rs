@@ -28,6 +28,11 @@ fn require_snapshots(vs: &[VersionPath]) -> Result<(), ZfsError> {
     }
 }
 
+/// At most this many commands of one [`Zfs::run_parallel`] call run at once.
+const PARALLEL_COMMANDS: usize = 8;
+/// ... and each gets at least this many arguments (a few snapshots are not worth a process).
+const MIN_ITEMS_PER_PARALLEL_COMMAND: usize = 5;
+
 impl Zfs {
     /// Runs `prefix + batch` for batches of `items` within the argv limit; on `E2BIG` the batch
     /// is halved and retried. `check` sees every command's output and decides whether it failed.
@@ -61,6 +66,29 @@ impl Zfs {
             }
         }
         Ok(())
+    }
+
+    /// Like [`Self::run_batched`], but splits `items` into up to [`PARALLEL_COMMANDS`] commands
+    /// that run at the same time. For verbs whose CLI issues one ioctl (and so one sync task
+    /// waiting for a transaction group) per argument, as `zfs hold` and `zfs release` do, the
+    /// sync tasks of concurrent commands share transaction groups.
+    async fn run_parallel(
+        &self,
+        prefix: &[String],
+        items: &[String],
+        check: impl Fn(Output, &[String]) -> Result<(), ZfsError> + Clone,
+    ) -> Result<(), ZfsError> {
+        let per = items
+            .len()
+            .div_ceil(PARALLEL_COMMANDS)
+            .max(MIN_ITEMS_PER_PARALLEL_COMMAND);
+        let results = futures::future::join_all(
+            items
+                .chunks(per.max(1))
+                .map(|chunk| self.run_batched(prefix, chunk, check.clone())),
+        )
+        .await;
+        results.into_iter().collect()
     }
 
     /// Creates the given snapshots. Snapshots of the same pool are created by one
@@ -158,7 +186,7 @@ impl Zfs {
         check_tag(tag)?;
         require_snapshots(snapshots)?;
         let names: Vec<String> = snapshots.iter().map(ToString::to_string).collect();
-        self.run_batched(&args!["hold", tag], &names, |out, batch| {
+        self.run_parallel(&args!["hold", tag], &names, |out, batch| {
             tolerate_lines(out, batch, is_hold_tag_exists)
         })
         .await
@@ -170,10 +198,68 @@ impl Zfs {
         check_tag(tag)?;
         require_snapshots(snapshots)?;
         let names: Vec<String> = snapshots.iter().map(ToString::to_string).collect();
-        self.run_batched(&args!["release", tag], &names, |out, batch| {
+        self.run_parallel(&args!["release", tag], &names, |out, batch| {
             tolerate_lines(out, batch, is_release_no_such_tag)
         })
         .await
+    }
+
+    /// Versions of explicitly named snapshots and bookmarks, batched:
+    /// `zfs list -H -p -o name,guid,createtxg,creation,userrefs -t snapshot,bookmark <v>...`.
+    /// A version that does not exist is missing from the result. Much cheaper than a recursive
+    /// listing when the filesystems are not mounted (each visit opens the dataset).
+    pub async fn get_versions(
+        &self,
+        versions: &[VersionPath],
+    ) -> Result<crate::parse::VersionsByFilesystem, ZfsError> {
+        let names: Vec<String> = versions.iter().map(ToString::to_string).collect();
+        let mut all = crate::parse::VersionsByFilesystem::new();
+        self.run_batched(
+            &args![
+                "list",
+                "-H",
+                "-p",
+                "-o",
+                "name,guid,createtxg,creation,userrefs",
+                "-t",
+                "snapshot,bookmark"
+            ],
+            &names,
+            |out, batch| {
+                // Missing versions are reported on stderr; everything else is an error.
+                let missing_only = out.stderr.lines().all(|l| {
+                    l.trim().is_empty()
+                        || crate::parse::dataset_does_not_exist_path(l)
+                            .is_some_and(|p| batch.iter().any(|b| b == p))
+                });
+                if !out.success() && !missing_only {
+                    return Err(out.into_error());
+                }
+                let m = crate::parse::parse_versions_listing(&out.stdout).map_err(|e| {
+                    ZfsError::UnexpectedOutput {
+                        argv: out.argv.clone(),
+                        reason: e.to_string(),
+                        output: e.line.clone(),
+                    }
+                })?;
+                for (fs, vs) in m {
+                    for v in vs {
+                        let full = format!("{fs}{}", v.relative_name());
+                        if !batch.contains(&full) {
+                            return Err(ZfsError::UnexpectedOutput {
+                                argv: out.argv.clone(),
+                                reason: format!("listed {full}, which was not asked for"),
+                                output: String::new(),
+                            });
+                        }
+                        all.entry(fs.clone()).or_default().push(v);
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(all)
     }
 
     /// Hold tags of many snapshots: `zfs holds -H <snap>...`, batched. Every requested snapshot

@@ -383,25 +383,28 @@ esac"#,
     zfs.hold("my tag", &snaps).await.unwrap();
     zfs.release("my tag", &snaps).await.unwrap();
     let calls = m.calls();
-    // "hold" + "my tag" = 12 bytes of prefix; each snapshot 12 bytes: 4 per batch.
-    assert_eq!(calls.len(), 4, "{calls:?}");
-    assert_eq!(
-        calls[0],
-        v(&[
-            "hold",
-            "my tag",
-            "pool/fs x@s0",
-            "pool/fs x@s1",
-            "pool/fs x@s2",
-            "pool/fs x@s3"
-        ])
-    );
-    assert_eq!(
-        calls[1],
-        v(&["hold", "my tag", "pool/fs x@s4", "pool/fs x@s5"])
-    );
-    assert_eq!(zfs.zfs_commands_started("hold"), 2);
-    assert_eq!(zfs.zfs_commands_started("release"), 2);
+    // Up to 8 concurrent commands of at least 5 snapshots each: [s0..s4] and [s5]. Each is
+    // further split by the argv limit of 64 bytes: "hold" + "my tag" take 12 bytes of prefix
+    // and each snapshot 13, so 4 per hold command ("release": 3). The concurrent commands may
+    // run in any order.
+    let s = |i: usize| format!("pool/fs x@s{i}");
+    for (verb, batches) in [
+        ("hold", vec![vec![0, 1, 2, 3], vec![4], vec![5]]),
+        ("release", vec![vec![0, 1, 2], vec![3, 4], vec![5]]),
+    ] {
+        let mut got: Vec<Vec<String>> = calls.iter().filter(|c| c[1] == verb).cloned().collect();
+        got.sort();
+        let want: Vec<Vec<String>> = batches
+            .iter()
+            .map(|b| {
+                let mut c = v(&[verb, "my tag"]);
+                c.extend(b.iter().map(|i| s(*i)));
+                c
+            })
+            .collect();
+        assert_eq!(got, want, "{calls:?}");
+        assert_eq!(zfs.zfs_commands_started(verb), 3);
+    }
 }
 
 #[tokio::test]
@@ -813,4 +816,50 @@ async fn recursive_get_argv_and_grouping() {
             "pool/a"
         ])]
     );
+}
+
+#[tokio::test]
+async fn get_versions_of_named_versions() {
+    let m = Mock::new(
+        r#"printf 'pool/a@s1\t11\t5\t1700000000\t1\npool/b#m\t22\t6\t1700000001\t-\n'
+echo "cannot open 'pool/c@gone': dataset does not exist" >&2; exit 1"#,
+    );
+    let zfs = m.zfs();
+    let got = zfs
+        .get_versions(&[
+            snap("pool/a", "s1"),
+            VersionPath::bookmark(&p("pool/b"), "m").unwrap(),
+            snap("pool/c", "gone"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let a = &got[&p("pool/a")][0];
+    assert_eq!((a.name.as_str(), a.guid, a.userrefs), ("s1", 11, Some(1)));
+    let b = &got[&p("pool/b")][0];
+    assert_eq!(
+        (b.name.as_str(), b.guid, b.typ),
+        ("m", 22, VersionType::Bookmark)
+    );
+    assert_eq!(
+        m.calls(),
+        [v(&[
+            "list",
+            "-H",
+            "-p",
+            "-o",
+            "name,guid,createtxg,creation,userrefs",
+            "-t",
+            "snapshot,bookmark",
+            "pool/a@s1",
+            "pool/b#m",
+            "pool/c@gone"
+        ])]
+    );
+
+    // Any other failure, or a row that was not asked for, is an error.
+    let m = Mock::new(r#"echo "internal error: out of memory" >&2; exit 1"#);
+    assert!(m.zfs().get_versions(&[snap("pool/a", "s1")]).await.is_err());
+    let m = Mock::new(r#"printf 'pool/x@evil\t1\t1\t1\t0\n'"#);
+    assert!(m.zfs().get_versions(&[snap("pool/a", "s1")]).await.is_err());
 }
