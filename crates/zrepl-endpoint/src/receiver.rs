@@ -54,7 +54,14 @@ pub struct LocalReceiver {
     /// listing of it: where older last-received holds may be, so that completing a receive
     /// looks only at those snapshots instead of listing the filesystem again.
     held: Arc<std::sync::Mutex<std::collections::HashMap<DatasetPath, Vec<String>>>>,
+    /// The versions listed together with the filesystems by the last `list_filesystems`, for
+    /// the `list_versions_many` that follows it (taken once, and only while fresh).
+    prefetched:
+        Arc<std::sync::Mutex<Option<(std::time::Instant, zrepl_zfs::VersionsByFilesystem)>>>,
 }
+
+/// How long versions listed by `list_filesystems` may stand in for a new listing.
+const PREFETCH_FRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl LocalReceiver {
     /// Fails if the client identity is not a single valid dataset name component.
@@ -76,6 +83,7 @@ impl LocalReceiver {
             root,
             create_lock: Arc::new(Mutex::new(())),
             held: Arc::default(),
+            prefetched: Arc::default(),
         })
     }
 
@@ -254,17 +262,21 @@ impl LocalReceiver {
 impl zrepl_protocol::Receiver for LocalReceiver {
     async fn list_filesystems(&self) -> Result<Vec<FilesystemInfo>, EndpointError> {
         self.check_root_fs().await?;
-        // One command for names, placeholder state and resume tokens of the whole subtree.
+        // One command for names, placeholder state, resume tokens and all versions of the
+        // whole subtree; the versions serve the `list_versions_many` that usually follows.
         let props = match self
             .zfs
-            .get_properties_recursive(
+            .list_subtree_with_properties(
                 &self.root,
-                None,
                 &[PLACEHOLDER_PROPERTY, "receive_resume_token"],
             )
             .await
         {
-            Ok(p) => p,
+            Ok((props, versions)) => {
+                *self.prefetched.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((std::time::Instant::now(), versions));
+                props
+            }
             // The client's dataset does not exist yet: nothing received so far.
             Err(ZfsError::DatasetDoesNotExist { .. }) => return Ok(Vec::new()),
             Err(e) => {
@@ -322,7 +334,21 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                 Err(e) => out.push(Err(e)),
             }
         }
-        let listed = crate::sender::list_versions_many(&self.zfs, &local).await?;
+        let prefetched = self
+            .prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .filter(|(at, m)| {
+                at.elapsed() < PREFETCH_FRESH && local.iter().all(|l| m.contains_key(l))
+            });
+        let listed = match prefetched {
+            Some((_, m)) => local
+                .iter()
+                .map(|l| Ok(m.get(l).cloned().unwrap_or_default()))
+                .collect(),
+            None => crate::sender::list_versions_many(&self.zfs, &local).await?,
+        };
         {
             let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
             for (lp, vs) in local.iter().zip(&listed) {

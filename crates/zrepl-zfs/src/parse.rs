@@ -320,6 +320,83 @@ pub fn parse_get(text: &str) -> Result<BTreeMap<String, Properties>, ParseError>
     Ok(out)
 }
 
+/// The properties of filesystems and volumes, and the versions of each, from one
+/// `zfs get -Hp -o name,property,value,source -r -t filesystem,volume,snapshot,bookmark
+/// guid,createtxg,creation,userrefs,<props>` (see [`parse_get`] for the rows). Versions are in
+/// zrepl's order (createtxg, bookmarks first); every filesystem has an entry, maybe empty.
+pub fn split_get_listing(
+    rows: BTreeMap<String, Properties>,
+    fs_props: &[&str],
+) -> Result<(BTreeMap<DatasetPath, Properties>, VersionsByFilesystem), ParseError> {
+    let err = |name: &str, reason: String| ParseError {
+        line_no: 0,
+        line: name.to_string(),
+        reason,
+    };
+    let mut props = BTreeMap::new();
+    let mut versions = VersionsByFilesystem::new();
+    for (name, mut p) in rows {
+        let (fs, version) = match name.find(['@', '#']) {
+            None => (name.as_str(), None),
+            Some(i) => (&name[..i], Some((name.as_bytes()[i], &name[i + 1..]))),
+        };
+        let path = DatasetPath::parse(fs).map_err(|e| err(&name, format!("invalid name: {e}")))?;
+        let Some((delim, short)) = version else {
+            let mut mine = Properties::new();
+            for k in fs_props {
+                let v = p
+                    .remove(*k)
+                    .ok_or_else(|| err(&name, format!("property {k} missing")))?;
+                mine.insert(k.to_string(), v);
+            }
+            props.insert(path.clone(), mine);
+            versions.entry(path).or_default();
+            continue;
+        };
+        check_component(short).map_err(|e| err(&name, format!("invalid version name: {e}")))?;
+        let mut num = |k: &str| -> Result<Option<u64>, ParseError> {
+            let v = p
+                .remove(k)
+                .ok_or_else(|| err(&name, format!("property {k} missing")))?;
+            if v.value == "-" {
+                return Ok(None);
+            }
+            v.value
+                .parse()
+                .map(Some)
+                .map_err(|_| err(&name, format!("invalid {k} {:?}", v.value)))
+        };
+        let guid = num("guid")?.ok_or_else(|| err(&name, "no guid".into()))?;
+        let createtxg = num("createtxg")?.ok_or_else(|| err(&name, "no createtxg".into()))?;
+        let creation = num("creation")?.ok_or_else(|| err(&name, "no creation".into()))?;
+        let userrefs = num("userrefs")?;
+        let typ = if delim == b'@' {
+            if userrefs.is_none() {
+                return Err(err(&name, "snapshot without userrefs".into()));
+            }
+            VersionType::Snapshot
+        } else {
+            VersionType::Bookmark
+        };
+        versions.entry(path).or_default().push(FilesystemVersion {
+            typ,
+            name: short.to_string(),
+            guid,
+            createtxg,
+            creation: i64::try_from(creation).unwrap_or(i64::MAX),
+            userrefs: if typ == VersionType::Snapshot {
+                userrefs
+            } else {
+                None
+            },
+        });
+    }
+    for vs in versions.values_mut() {
+        vs.sort_by_key(|v| v.order_key());
+    }
+    Ok((props, versions))
+}
+
 /// Parses `zfs holds -H`: `NAME\tTAG\tTIMESTAMP` lines into snapshot name → tags. The tag is
 /// everything between the first and the last tab.
 pub fn parse_holds(text: &str) -> Result<Vec<(String, String)>, ParseError> {
@@ -774,5 +851,42 @@ mod tests {
         assert!(is_recv_abort_nothing_to_abort(
             "'pool/a' does not have any resumable receive state to abort\n"
         ));
+    }
+
+    #[test]
+    fn get_listing_splits_into_properties_and_versions() {
+        let text = "p/u\tguid\t1\t-\np/u\tcreatetxg\t9\t-\np/u\tcreation\t100\t-\n\
+                    p/u\tuserrefs\t-\t-\np/u\tzrepl:placeholder\ton\tlocal\n\
+                    p/u/a\tguid\t2\t-\np/u/a\tcreatetxg\t10\t-\np/u/a\tcreation\t101\t-\n\
+                    p/u/a\tuserrefs\t-\t-\np/u/a\tzrepl:placeholder\ton\tinherited from p/u\n\
+                    p/u/a@s2\tguid\t5\t-\np/u/a@s2\tcreatetxg\t30\t-\np/u/a@s2\tcreation\t200\t-\n\
+                    p/u/a@s2\tuserrefs\t1\t-\np/u/a@s2\tzrepl:placeholder\ton\tinherited from p/u\n\
+                    p/u/a#b\tguid\t4\t-\np/u/a#b\tcreatetxg\t20\t-\np/u/a#b\tcreation\t150\t-\n\
+                    p/u/a#b\tuserrefs\t-\t-\np/u/a#b\tzrepl:placeholder\t-\t-\n";
+        let rows = parse_get(text).unwrap();
+        let (props, versions) = split_get_listing(rows, &["zrepl:placeholder"]).unwrap();
+        let u = DatasetPath::parse("p/u").unwrap();
+        let a = DatasetPath::parse("p/u/a").unwrap();
+        assert_eq!(props[&u]["zrepl:placeholder"].source, PropertySource::Local);
+        assert_eq!(props[&a]["zrepl:placeholder"].value, "on");
+        assert_eq!(props[&a].len(), 1);
+        assert!(versions[&u].is_empty());
+        let names: Vec<_> = versions[&a].iter().map(|v| v.relative_name()).collect();
+        assert_eq!(names, ["#b", "@s2"]);
+        assert_eq!(versions[&a][1].userrefs, Some(1));
+        assert_eq!(versions[&a][0].userrefs, None);
+
+        // Missing or malformed values are errors, not defaults.
+        for bad in [
+            "p/u@s\tguid\tx\t-\np/u@s\tcreatetxg\t1\t-\np/u@s\tcreation\t1\t-\np/u@s\tuserrefs\t0\t-\n",
+            "p/u@s\tcreatetxg\t1\t-\np/u@s\tcreation\t1\t-\np/u@s\tuserrefs\t0\t-\n",
+            "p/u@s\tguid\t1\t-\np/u@s\tcreatetxg\t1\t-\np/u@s\tcreation\t1\t-\np/u@s\tuserrefs\t-\t-\n",
+            "p/u@b@d\tguid\t1\t-\np/u@b@d\tcreatetxg\t1\t-\np/u@b@d\tcreation\t1\t-\np/u@b@d\tuserrefs\t0\t-\n",
+        ] {
+            let rows = parse_get(bad).unwrap();
+            assert!(split_get_listing(rows, &[]).is_err(), "{bad:?}");
+        }
+        let rows = parse_get("p/u\tguid\t1\t-\n").unwrap();
+        assert!(split_get_listing(rows, &["zrepl:placeholder"]).is_err());
     }
 }
