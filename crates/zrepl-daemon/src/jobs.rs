@@ -466,6 +466,7 @@ fn connection(
                 zstd_level: r.compression_level,
                 local_send_compressible,
                 dial_timeout: connector.dial_timeout(),
+                stream_connections: true,
             };
             Connection::Remote {
                 connector: Arc::new(connector),

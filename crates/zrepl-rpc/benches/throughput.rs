@@ -57,6 +57,8 @@ fn main() {
     let raw = run("raw-tcp", n, &dir, &[]);
     let rpc_tcp = run("rpc-tcp", n, &dir, &[]);
     let rpc_tls = run("rpc-tls", n, &dir, &[]);
+    let h2_tcp = run("rpc-tcp", n, &dir, &["h2"]);
+    let h2_tls = run("rpc-tls", n, &dir, &["h2"]);
     // The ceiling of any protocol over tls here: the same bytes through the tls transport alone
     // (rustls, 1 MiB writes, no framing at all).
     let raw_tls = run("raw-tls", n, &dir, &[]);
@@ -77,6 +79,13 @@ fn main() {
         mbs(&rpc_tls),
         mbs(&rpc_tls) / mbs(&raw),
         mbs(&rpc_tls) / mbs(&raw_tls)
+    );
+    println!(
+        "  (the stream inside the HTTP/2 connection instead: tcp {:.1} MB/s ({:.3}), tls {:.1} MB/s ({:.3}))",
+        mbs(&h2_tcp),
+        mbs(&h2_tcp) / mbs(&raw),
+        mbs(&h2_tls),
+        mbs(&h2_tls) / mbs(&raw)
     );
     for (name, r) in [("tcp", &rpc_tcp), ("tls", &rpc_tls)] {
         println!(
@@ -190,7 +199,10 @@ fn dur(s: &str) -> zrepl_config::units::GoDuration {
 }
 
 /// A receiver that discards the stream (a `zfs recv` with an infinitely fast disk).
-struct Discard;
+/// Reads every stream to the end; `done` fires after the first complete one.
+struct Discard {
+    done: Arc<tokio::sync::Notify>,
+}
 
 impl Receiver for Discard {
     async fn list_filesystems(&self) -> zrepl_protocol::Result<Vec<FilesystemInfo>> {
@@ -206,7 +218,10 @@ impl Receiver for Discard {
         let mut buf = vec![0u8; 1 << 20];
         loop {
             match s.read(&mut buf).await {
-                Ok(0) => return Ok(()),
+                Ok(0) => {
+                    self.done.notify_one();
+                    return Ok(());
+                }
                 Ok(_) => {}
                 Err(e) => return Err(zrepl_protocol::EndpointError::zfs(e.to_string())),
             }
@@ -385,8 +400,8 @@ async fn child(role: &str, args: &[String]) {
                 let mut l = zrepl_transport::Listener::bind(&serve, dir).await.unwrap();
                 println!("PORT {}", l.local_addr().unwrap().port());
                 std::io::stdout().flush().unwrap();
-                let (mut io, _) = l.accept().await.unwrap().authenticate().await.unwrap();
                 if mode == "raw-tls" {
+                    let (mut io, _) = l.accept().await.unwrap().authenticate().await.unwrap();
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let mut buf = vec![0u8; 1 << 20];
                     while io.read(&mut buf).await.unwrap() > 0 {}
@@ -395,13 +410,29 @@ async fn child(role: &str, args: &[String]) {
                     println!("RSS {}", vm_hwm_kib());
                     return;
                 }
-                zrepl_rpc::serve_receiver(
-                    io,
-                    Arc::new(Discard),
-                    zrepl_rpc::ServeOptions::default(),
-                )
-                .await
-                .unwrap();
+                // The client opens a control connection and, with stream connections, one more
+                // for the stream: serve every connection until a stream was received whole.
+                let done = Arc::new(tokio::sync::Notify::new());
+                let ep = Arc::new(Discard { done: done.clone() });
+                tokio::spawn(async move {
+                    loop {
+                        let Ok(inc) = l.accept().await else { return };
+                        let ep = ep.clone();
+                        tokio::spawn(async move {
+                            if let Ok((io, _)) = inc.authenticate().await {
+                                let _ = zrepl_rpc::serve_receiver(
+                                    io,
+                                    ep,
+                                    zrepl_rpc::ServeOptions::default(),
+                                )
+                                .await;
+                            }
+                        });
+                    }
+                });
+                done.notified().await;
+                // Time for the reply to go out before this process ends.
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             println!("RSS {}", vm_hwm_kib());
         }
@@ -491,6 +522,7 @@ async fn child(role: &str, args: &[String]) {
                         zstd_level: 3,
                         local_send_compressible: true,
                         dial_timeout: Duration::from_secs(10),
+                        stream_connections: !args.iter().any(|a| a == "h2"),
                     },
                 );
                 let req = ReceiveRequest {

@@ -48,6 +48,9 @@ pub struct ClientOptions {
     pub local_send_compressible: bool,
     /// Dial plus version handshake must complete within this (zero: no limit).
     pub dial_timeout: Duration,
+    /// Carry each zfs stream on a connection of its own (PROTOCOL.md §5) when the peer offers
+    /// it, instead of inside the HTTP/2 connection.
+    pub stream_connections: bool,
 }
 
 impl Default for ClientOptions {
@@ -57,6 +60,7 @@ impl Default for ClientOptions {
             zstd_level: 3,
             local_send_compressible: false,
             dial_timeout: Duration::from_secs(10),
+            stream_connections: true,
         }
     }
 }
@@ -197,6 +201,142 @@ impl Client {
         }
     }
 
+    /// Whether the zfs streams of this connection's peer go on stream connections.
+    async fn use_stream_connections(&self) -> Result<bool, EndpointError> {
+        if !self.opts.stream_connections {
+            return Ok(false);
+        }
+        let (_, banner) = self.connection().await?;
+        Ok(banner.has(handshake::EXT_STREAM_CONN))
+    }
+
+    /// A new stream connection (PROTOCOL.md §5): dial, handshake, the magic and the request.
+    async fn stream_connection(
+        &self,
+        req: &crate::streamconn::StreamRequest,
+    ) -> Result<Box<dyn Conn>, EndpointError> {
+        use tokio::io::AsyncWriteExt;
+        let establish = async {
+            let mut io = (self.dial)().await.map_err(|e| conn_err(&self.peer, e))?;
+            let banner = handshake::exchange(&mut io, Duration::ZERO)
+                .await
+                .map_err(|e| conn_err(&self.peer, e))?;
+            if !banner.has(handshake::EXT_STREAM_CONN) {
+                return Err(EndpointError::new(
+                    ErrorKind::Internal,
+                    format!("{}: peer stopped offering stream connections", self.peer),
+                ));
+            }
+            io.write_all(crate::streamconn::MAGIC)
+                .await
+                .map_err(|e| conn_err(&self.peer, e))?;
+            let m = serde_json::to_vec(req).expect("requests serialize");
+            crate::streamconn::write_frame(&mut io, crate::streamconn::REQUEST, &m)
+                .await
+                .map_err(|e| conn_err(&self.peer, e))?;
+            Ok::<_, EndpointError>(io)
+        };
+        let t = self.opts.dial_timeout;
+        if t.is_zero() {
+            establish.await
+        } else {
+            tokio::time::timeout(t, establish).await.map_err(|_| {
+                conn_err(
+                    &self.peer,
+                    format!("connect and handshake timed out after {t:?}"),
+                )
+            })?
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, m: &[u8]) -> Result<T, EndpointError> {
+        serde_json::from_slice(m).map_err(|e| {
+            EndpointError::new(
+                ErrorKind::Internal,
+                format!("{}: malformed reply: {e}", self.peer),
+            )
+        })
+    }
+
+    /// `send` on a stream connection.
+    async fn send_on_stream_connection(
+        &self,
+        req: &SendReq,
+    ) -> Result<(SendResponse, ByteStream), EndpointError> {
+        use crate::streamconn::{heartbeat, read_reply, AbortOnDrop, FrameReader, SendReply};
+        let sreq = crate::streamconn::StreamRequest {
+            method: method::SEND.into(),
+            message: serde_json::to_value(req).expect("requests serialize"),
+            encoding: None,
+            accept_zstd: match self.opts.compression {
+                Compression::Off => None,
+                Compression::Auto => Some("auto".into()),
+                Compression::Always => Some("always".into()),
+            },
+            zstd_level: Some(self.opts.zstd_level),
+        };
+        let io = self.stream_connection(&sreq).await?;
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let m = read_reply(&mut rd, wire::MAX_REPLY)
+            .await
+            .map_err(|e| self.io_err(e))?;
+        let r: SendReply = self.decode(&m)?;
+        let res = Result::from(r.result)?;
+        // While the stream is read, keepalives tell the sender that we are still there.
+        let hb = tokio::spawn(async move {
+            heartbeat(&mut wr).await;
+        });
+        let frames: ByteStream =
+            Box::pin(FrameReader::new(rd, Some(AbortOnDrop(hb.abort_handle()))));
+        let stream = match r.encoding.as_str() {
+            "identity" => frames,
+            "zstd" => crate::zstd_decode(frames),
+            other => {
+                return Err(EndpointError::new(
+                    ErrorKind::Internal,
+                    format!("{}: unknown stream encoding {other:?}", self.peer),
+                ))
+            }
+        };
+        Ok((res, stream))
+    }
+
+    /// `receive` on a stream connection.
+    async fn receive_on_stream_connection(
+        &self,
+        req: &ReceiveRequest,
+        stream: ByteStream,
+        encoding: &str,
+    ) -> Result<(), EndpointError> {
+        use crate::streamconn::{pump, read_reply};
+        let sreq = crate::streamconn::StreamRequest {
+            method: method::RECEIVE.into(),
+            message: serde_json::to_value(req).expect("requests serialize"),
+            encoding: Some(encoding.into()),
+            accept_zstd: None,
+            zstd_level: None,
+        };
+        let io = self.stream_connection(&sreq).await?;
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let replied = read_reply(&mut rd, wire::MAX_REPLY);
+        tokio::pin!(replied);
+        let m = tokio::select! {
+            // The receiver answers before the stream ended only to refuse it.
+            r = &mut replied => r.map_err(|e| self.io_err(e))?,
+            p = pump(stream, &mut wr) => match p {
+                Ok(()) => replied.await.map_err(|e| self.io_err(e))?,
+                // Our producer failed (the receiver was told why) or the connection broke:
+                // the receiver's reply, if it can still give one, says what happened there.
+                Err(e) => match replied.await {
+                    Ok(m) => m,
+                    Err(_) => return Err(self.io_err(e)),
+                },
+            },
+        };
+        let r: Reply<()> = self.decode(&m)?;
+        r.into()
+    }
+
     /// A control RPC: message in, message out.
     async fn call<Q: Serialize, T: DeserializeOwned>(
         &self,
@@ -291,6 +431,9 @@ impl Sender for Client {
         self.call(method::SEND_DRY, req).await
     }
     async fn send(&self, req: SendReq) -> zrepl_protocol::Result<(SendResponse, ByteStream)> {
+        if self.use_stream_connections().await? {
+            return self.send_on_stream_connection(&req).await;
+        }
         let m = serde_json::to_vec(&req).expect("requests serialize");
         let mut h = Vec::new();
         match self.opts.compression {
@@ -425,6 +568,9 @@ impl Receiver for Client {
         } else {
             (stream, "identity")
         };
+        if self.use_stream_connections().await? {
+            return self.receive_on_stream_connection(&req, stream, enc).await;
+        }
         let m = serde_json::to_vec(&req).expect("requests serialize");
         let (mut body, _) = self
             .request(

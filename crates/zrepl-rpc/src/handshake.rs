@@ -16,6 +16,8 @@ pub const PROTOCOL_VERSION: u32 = 100;
 pub const MAX_BANNER: usize = 64 << 10;
 /// Extension: the peer decodes zstd-compressed zfs streams.
 pub const EXT_ZSTD: &str = "zstd";
+/// Extension: the peer serves `send` and `receive` on stream connections (PROTOCOL.md §5).
+pub const EXT_STREAM_CONN: &str = "stream-conn";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Banner {
@@ -27,7 +29,7 @@ impl Banner {
     pub fn ours() -> Self {
         Banner {
             version: PROTOCOL_VERSION,
-            extensions: vec![EXT_ZSTD.to_string()],
+            extensions: vec![EXT_ZSTD.to_string(), EXT_STREAM_CONN.to_string()],
         }
     }
 

@@ -14,6 +14,7 @@ mod body;
 mod client;
 pub mod handshake;
 mod server;
+mod streamconn;
 pub mod wire;
 
 use std::time::Duration;

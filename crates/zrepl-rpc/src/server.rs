@@ -10,7 +10,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use zrepl_protocol::{EndpointError, ReceiveRequest, Receiver, SendRequest, Sender};
 
 use crate::body::{InStream, OutBody};
@@ -39,13 +39,48 @@ fn builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
     b
 }
 
-async fn serve<S, H, F>(mut io: S, opts: ServeOptions, handler: H) -> Result<(), RpcError>
+/// What a connection turned out to be after the handshake.
+enum Opened<S> {
+    /// HTTP/2: every RPC of a job invocation.
+    Http2(crate::streamconn::Prefixed<S>),
+    /// One `send` or `receive` with its zfs stream (PROTOCOL.md §5).
+    Stream(S),
+    /// The peer closed the connection after the handshake.
+    Closed,
+}
+
+/// The version handshake, then the first 8 bytes tell a stream connection from HTTP/2.
+async fn open_conn<S>(mut io: S, opts: &ServeOptions) -> Result<Opened<S>, RpcError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    handshake::exchange(&mut io, opts.handshake_timeout).await?;
+    let limit = if opts.handshake_timeout.is_zero() {
+        crate::streamconn::IDLE_LIMIT
+    } else {
+        opts.handshake_timeout
+    };
+    let mut first = [0u8; 8];
+    match tokio::time::timeout(limit, io.read_exact(&mut first)).await {
+        Err(_) => Err(RpcError::Connection(format!(
+            "nothing sent within {limit:?} after the handshake"
+        ))),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Opened::Closed),
+        Ok(Err(e)) => Err(RpcError::Connection(e.to_string())),
+        Ok(Ok(_)) if &first == crate::streamconn::MAGIC => Ok(Opened::Stream(io)),
+        Ok(Ok(_)) => Ok(Opened::Http2(crate::streamconn::Prefixed::new(
+            first.to_vec(),
+            io,
+        ))),
+    }
+}
+
+async fn serve_http2<S, H, F>(io: S, handler: H) -> Result<(), RpcError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<OutBody>> + Send + 'static,
 {
-    handshake::exchange(&mut io, opts.handshake_timeout).await?;
     let svc = hyper::service::service_fn(move |req| {
         let fut = handler(req);
         async move { Ok::<_, Infallible>(fut.await) }
@@ -62,7 +97,13 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     E: Sender + 'static,
 {
-    serve(io, opts, move |req| sender_dispatch(ep.clone(), opts, req)).await
+    match open_conn(io, &opts).await? {
+        Opened::Http2(io) => {
+            serve_http2(io, move |req| sender_dispatch(ep.clone(), opts, req)).await
+        }
+        Opened::Stream(io) => stream_send(io, ep, opts).await,
+        Opened::Closed => Ok(()),
+    }
 }
 
 /// Serves `receiver` (a sink job's endpoint for this peer's identity) on one connection.
@@ -71,7 +112,172 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     E: Receiver + 'static,
 {
-    serve(io, opts, move |req| receiver_dispatch(ep.clone(), req)).await
+    match open_conn(io, &opts).await? {
+        Opened::Http2(io) => serve_http2(io, move |req| receiver_dispatch(ep.clone(), req)).await,
+        Opened::Stream(io) => stream_receive(io, ep).await,
+        Opened::Closed => Ok(()),
+    }
+}
+
+fn conn(e: std::io::Error) -> RpcError {
+    RpcError::Connection(e.to_string())
+}
+
+/// Reads the `REQUEST` frame of a stream connection.
+async fn stream_request<R: AsyncRead + Unpin>(
+    rd: &mut R,
+) -> Result<Result<crate::streamconn::StreamRequest, EndpointError>, RpcError> {
+    let (kind, m) = tokio::time::timeout(
+        crate::streamconn::IDLE_LIMIT,
+        crate::streamconn::read_control(rd, wire::MAX_REQUEST),
+    )
+    .await
+    .map_err(|_| RpcError::Connection("no request on the stream connection".into()))?
+    .map_err(conn)?;
+    if kind != crate::streamconn::REQUEST {
+        return Err(RpcError::Connection(format!(
+            "stream connection: frame kind {kind} instead of a request"
+        )));
+    }
+    Ok(parse(&m))
+}
+
+async fn stream_reply<W: AsyncWrite + Unpin, T: Serialize>(
+    wr: &mut W,
+    reply: &T,
+) -> Result<(), RpcError> {
+    let m = serde_json::to_vec(reply).expect("replies serialize");
+    crate::streamconn::write_frame(wr, crate::streamconn::REPLY, &m)
+        .await
+        .map_err(conn)
+}
+
+/// Refuses a stream request with the reply its method's client reads.
+async fn stream_refuse<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    method: &str,
+    e: EndpointError,
+) -> Result<(), RpcError> {
+    if method == method::SEND {
+        stream_reply(
+            wr,
+            &crate::streamconn::SendReply {
+                result: Reply::Err(e),
+                encoding: "identity".into(),
+            },
+        )
+        .await
+    } else {
+        stream_reply(wr, &Reply::<()>::Err(e)).await
+    }
+}
+
+/// A `send` on a stream connection: the reply, then the zfs stream, while the client's
+/// keepalives say it still reads.
+async fn stream_send<S, E>(io: S, ep: Arc<E>, opts: ServeOptions) -> Result<(), RpcError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    E: Sender + 'static,
+{
+    use crate::streamconn::{heartbeat, pump, watch_keepalives, SendReply};
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let req = match stream_request(&mut rd).await? {
+        Ok(r) if r.method == method::SEND => r,
+        Ok(r) => {
+            let e = EndpointError::invalid(format!(
+                "unknown method {:?} on a stream connection (this peer is a sender)",
+                r.method
+            ));
+            return stream_refuse(&mut wr, &r.method, e).await;
+        }
+        Err(e) => return stream_refuse(&mut wr, "", e).await,
+    };
+    let send: SendRequest = match serde_json::from_value(req.message) {
+        Ok(r) => r,
+        Err(e) => {
+            let e = EndpointError::invalid(format!("malformed request: {e}"));
+            return stream_refuse(&mut wr, method::SEND, e).await;
+        }
+    };
+    let started = tokio::select! {
+        r = ep.send(send) => r,
+        e = heartbeat(&mut wr) => return Err(conn(e)),
+    };
+    let (res, stream) = match started {
+        Ok(x) => x,
+        Err(e) => return stream_refuse(&mut wr, method::SEND, e).await,
+    };
+    let zstd = match req.accept_zstd.as_deref() {
+        Some("always") => true,
+        Some("auto") => opts.send_compressible,
+        _ => false,
+    };
+    let (stream, encoding) = if zstd {
+        (
+            crate::zstd_encode(stream, req.zstd_level.unwrap_or(3)),
+            "zstd",
+        )
+    } else {
+        (stream, "identity")
+    };
+    stream_reply(
+        &mut wr,
+        &SendReply {
+            result: Reply::Ok(res),
+            encoding: encoding.into(),
+        },
+    )
+    .await?;
+    tokio::select! {
+        r = pump(stream, &mut wr) => r.map_err(conn),
+        r = watch_keepalives(&mut rd) => Err(match r {
+            Ok(()) => RpcError::Connection("the client closed the stream connection mid-stream".into()),
+            Err(e) => conn(e),
+        }),
+    }
+}
+
+/// A `receive` on a stream connection: the zfs stream into the endpoint, keepalives back while
+/// it runs, then the reply.
+async fn stream_receive<S, E>(io: S, ep: Arc<E>) -> Result<(), RpcError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    E: Receiver + 'static,
+{
+    use crate::streamconn::{heartbeat, FrameReader};
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let req = match stream_request(&mut rd).await? {
+        Ok(r) if r.method == method::RECEIVE => r,
+        Ok(r) => {
+            let e = EndpointError::invalid(format!(
+                "unknown method {:?} on a stream connection (this peer is a receiver)",
+                r.method
+            ));
+            return stream_refuse(&mut wr, &r.method, e).await;
+        }
+        Err(e) => return stream_reply(&mut wr, &Reply::<()>::Err(e)).await,
+    };
+    let recv: ReceiveRequest = match serde_json::from_value(req.message) {
+        Ok(r) => r,
+        Err(e) => {
+            let e = EndpointError::invalid(format!("malformed request: {e}"));
+            return stream_reply(&mut wr, &Reply::<()>::Err(e)).await;
+        }
+    };
+    let frames: zrepl_protocol::ByteStream = Box::pin(FrameReader::new(rd, None));
+    let stream = match req.encoding.as_deref() {
+        None | Some("identity") => frames,
+        Some("zstd") => crate::zstd_decode(frames),
+        Some(other) => {
+            let e = EndpointError::invalid(format!("unknown stream encoding {other:?}"));
+            return stream_reply(&mut wr, &Reply::<()>::Err(e)).await;
+        }
+    };
+    let result = tokio::select! {
+        r = ep.receive(recv, stream) => r,
+        e = heartbeat(&mut wr) => return Err(conn(e)),
+    };
+    stream_reply(&mut wr, &Reply::from(result)).await
 }
 
 fn reply<T: Serialize>(r: Result<T, EndpointError>) -> Response<OutBody> {

@@ -175,6 +175,7 @@ fn opts(c: Compression) -> ClientOptions {
         zstd_level: 3,
         local_send_compressible: true,
         dial_timeout: Duration::from_secs(5),
+        stream_connections: true,
     }
 }
 
@@ -402,41 +403,52 @@ async fn a_failing_producer_is_an_error_on_the_consumer_not_a_short_stream() {
 
 #[tokio::test]
 async fn many_concurrent_rpcs_share_one_connection() {
-    let dials = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let d2 = dials.clone();
-    let ep = Arc::new(MockSender {
-        data: data(1 << 20, false),
-        fail_after: false,
-        completed: Mutex::new(vec![]),
-    });
-    let c = Arc::new(Client::new(
-        "mock",
-        Arc::new(move || {
-            d2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let (a, b) = tokio::io::duplex(1 << 20);
-            let ep = ep.clone();
-            tokio::spawn(async move {
-                let _ = serve_sender(b, ep, ServeOptions::default()).await;
-            });
-            Box::pin(async move { Ok(Box::new(a) as Box<dyn zrepl_rpc::ClientConn>) })
-        }),
-        opts(Compression::Off),
-    ));
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            let (_, mut s) = c.send(send_req()).await.unwrap();
-            let mut n = Vec::new();
-            s.read_to_end(&mut n).await.unwrap();
-            Sender::list_versions(&*c, &fs("pool/a")).await.unwrap();
-            n.len()
-        }));
+    // Control RPCs share one HTTP/2 connection; each zfs stream gets a stream connection of its
+    // own (or, without them, shares the HTTP/2 connection too).
+    for (stream_connections, want_dials) in [(true, 17), (false, 1)] {
+        let dials = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let d2 = dials.clone();
+        let ep = Arc::new(MockSender {
+            data: data(1 << 20, false),
+            fail_after: false,
+            completed: Mutex::new(vec![]),
+        });
+        let c = Arc::new(Client::new(
+            "mock",
+            Arc::new(move || {
+                d2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (a, b) = tokio::io::duplex(1 << 20);
+                let ep = ep.clone();
+                tokio::spawn(async move {
+                    let _ = serve_sender(b, ep, ServeOptions::default()).await;
+                });
+                Box::pin(async move { Ok(Box::new(a) as Box<dyn zrepl_rpc::ClientConn>) })
+            }),
+            ClientOptions {
+                stream_connections,
+                ..opts(Compression::Off)
+            },
+        ));
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                let (_, mut s) = c.send(send_req()).await.unwrap();
+                let mut n = Vec::new();
+                s.read_to_end(&mut n).await.unwrap();
+                Sender::list_versions(&*c, &fs("pool/a")).await.unwrap();
+                n.len()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 1 << 20);
+        }
+        assert_eq!(
+            dials.load(std::sync::atomic::Ordering::SeqCst),
+            want_dials,
+            "stream connections: {stream_connections}"
+        );
     }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 1 << 20);
-    }
-    assert_eq!(dials.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 /// Serves raw bytes of our choosing after the handshake (a hostile or broken peer).
@@ -596,6 +608,143 @@ async fn a_frozen_peer_is_detected_by_keepalive() {
     };
     let start = tokio::time::Instant::now();
     let e = c.ping("x").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Connectivity, "{e}");
+    let took = start.elapsed();
+    assert!(took <= Duration::from_secs(30), "detected after {took:?}");
+}
+
+/// A raw stream connection to `serve_receiver`: handshake, magic, then `frames`; returns what
+/// the server wrote back after its banner.
+async fn raw_stream_connection(frames: Vec<u8>) -> (Vec<u8>, Arc<MockReceiver>) {
+    let ep = Arc::new(MockReceiver::default());
+    let (mut a, b) = tokio::io::duplex(1 << 20);
+    let server = tokio::spawn(serve_receiver(b, ep.clone(), ServeOptions::default()));
+    a.write_all(&zrepl_rpc::handshake::Banner::ours().encode())
+        .await
+        .unwrap();
+    let mut h = [0u8; 11];
+    a.read_exact(&mut h).await.unwrap();
+    let mut body = vec![0u8; zrepl_rpc::handshake::decode_header(&h).unwrap()];
+    a.read_exact(&mut body).await.unwrap();
+    a.write_all(b"ZRSTRM01").await.unwrap();
+    a.write_all(&frames).await.unwrap();
+    let mut back = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), a.read_to_end(&mut back)).await;
+    drop(a);
+    let _ = server.await;
+    (back, ep)
+}
+
+fn frame(kind: u8, p: &[u8]) -> Vec<u8> {
+    let mut v = vec![kind];
+    v.extend_from_slice(&(p.len() as u32).to_be_bytes());
+    v.extend_from_slice(p);
+    v
+}
+
+fn stream_request(method: &str, message: serde_json::Value) -> Vec<u8> {
+    frame(
+        1,
+        &serde_json::to_vec(&serde_json::json!({
+            "method": method, "message": message, "encoding": "identity"
+        }))
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn stream_connections_refuse_malformed_frames_clearly() {
+    let recv = serde_json::to_value(recv_req()).unwrap();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        // A stream that is not framed as it must be: the endpoint sees an error, never a
+        // short stream, and the reply says why.
+        (
+            [
+                stream_request("receive", recv.clone()),
+                frame(2, b"abc"),
+                vec![2, 0xff, 0xff, 0xff, 0xff],
+            ]
+            .concat(),
+            "DATA of",
+        ),
+        (
+            [
+                stream_request("receive", recv.clone()),
+                frame(2, b"abc"),
+                frame(7, b""),
+            ]
+            .concat(),
+            "unexpected frame kind 7",
+        ),
+        (
+            [
+                stream_request("receive", recv.clone()),
+                frame(5, b"zfs send died"),
+            ]
+            .concat(),
+            "zfs send died",
+        ),
+        // Requests that make no sense.
+        (
+            stream_request("destroy_snapshots", recv.clone()),
+            "unknown method",
+        ),
+        (
+            stream_request("receive", serde_json::json!({"evil": 1})),
+            "malformed request",
+        ),
+        (frame(1, b"{not json"), "malformed request"),
+    ];
+    for (frames, want) in cases {
+        let (back, ep) = raw_stream_connection(frames.clone()).await;
+        let text = String::from_utf8_lossy(&back);
+        assert!(text.contains(want), "{frames:?}: server wrote {text:?}");
+        for (_, got) in ep.got.lock().unwrap().iter() {
+            assert!(
+                got.is_err(),
+                "a broken stream must not arrive as data: {got:?}"
+            );
+        }
+    }
+    // Oversized request frames and a wrong first frame end the connection without a reply.
+    for frames in [vec![1, 0x7f, 0xff, 0xff, 0xff], frame(2, b"data first")] {
+        let (back, ep) = raw_stream_connection(frames).await;
+        assert!(back.is_empty(), "{back:?}");
+        assert!(ep.got.lock().unwrap().is_empty());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_frozen_stream_connection_peer_is_detected() {
+    // The peer serves control RPCs normally, but its stream connections go silent after the
+    // handshake: the receive must fail within seconds, not hang.
+    let ep = Arc::new(MockReceiver::default());
+    let dials = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = Client::new(
+        "mock",
+        Arc::new(move || {
+            let n = dials.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (a, mut b) = tokio::io::duplex(1 << 20);
+            let ep = ep.clone();
+            tokio::spawn(async move {
+                if n == 0 {
+                    let _ = serve_receiver(b, ep, ServeOptions::default()).await;
+                } else {
+                    b.write_all(&zrepl_rpc::handshake::Banner::ours().encode())
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    drop(b);
+                }
+            });
+            Box::pin(async move { Ok(Box::new(a) as Box<dyn zrepl_rpc::ClientConn>) })
+        }),
+        opts(Compression::Off),
+    );
+    // A producer that never ends, so only the peer's silence can end the receive.
+    let endless: ByteStream = Box::pin(tokio::io::repeat(7).take(u64::MAX));
+    let start = tokio::time::Instant::now();
+    let e = c.receive(recv_req(), endless).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Connectivity, "{e}");
     let took = start.elapsed();
     assert!(took <= Duration::from_secs(30), "detected after {took:?}");
