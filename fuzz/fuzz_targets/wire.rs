@@ -4,9 +4,10 @@
 //! From `fuzz/`: `cargo +nightly fuzz run wire -- -max_total_time=60`.
 //!
 //! The first input byte selects the mode: even = the bytes are the peer's banner (parsed
-//! directly); odd = a valid banner and the HTTP/2 client preface are sent, then the rest of the
-//! input, to a real `serve_receiver`; it must end with an error or cleanly, never panic, and
-//! never reach the endpoint with a message that did not parse.
+//! directly); odd = a valid banner, then the HTTP/2 client preface (byte % 4 == 1) or the
+//! stream-connection magic (byte % 4 == 3, PROTOCOL.md §4a), then the rest of the input, to a
+//! real `serve_receiver`; it must end with an error or cleanly, never panic, and never reach
+//! the endpoint with a message that did not parse.
 
 #![no_main]
 
@@ -75,7 +76,11 @@ fuzz_target!(|data: &[u8]| {
             },
         ));
         let _ = client.write_all(&Banner::ours().encode()).await;
-        let _ = client.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        if mode % 4 == 1 {
+            let _ = client.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        } else {
+            let _ = client.write_all(b"ZRSTRM01").await;
+        }
         let _ = client.write_all(rest).await;
         let _ = client.shutdown().await;
         let drain = async {

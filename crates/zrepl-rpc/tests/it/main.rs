@@ -749,3 +749,61 @@ async fn a_frozen_stream_connection_peer_is_detected() {
     let took = start.elapsed();
     assert!(took <= Duration::from_secs(30), "detected after {took:?}");
 }
+
+#[tokio::test]
+async fn mutated_stream_connections_never_panic_the_server() {
+    // A cheap in-tree fuzz pass over the stream-connection decoder (the `wire` fuzz target goes
+    // further): valid frame sequences with random bytes flipped, cut or appended.
+    let recv = serde_json::to_value(recv_req()).unwrap();
+    let valid = [
+        stream_request("receive", recv),
+        frame(2, b"some stream bytes"),
+        frame(3, b""),
+        frame(2, &[0u8; 300]),
+        frame(4, b""),
+    ]
+    .concat();
+    let mut x: u64 = 0x9E3779B97F4A7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..300 {
+        let mut input = valid.clone();
+        match next() % 3 {
+            0 => {
+                for _ in 0..=(next() % 4) {
+                    let i = (next() as usize) % input.len();
+                    input[i] = next() as u8;
+                }
+            }
+            1 => input.truncate((next() as usize) % input.len()),
+            _ => input.extend((0..(next() % 64)).map(|_| next() as u8)),
+        }
+        let ep = Arc::new(MockReceiver::default());
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        let server = tokio::spawn(serve_receiver(b, ep.clone(), ServeOptions::default()));
+        a.write_all(&zrepl_rpc::handshake::Banner::ours().encode())
+            .await
+            .unwrap();
+        let mut h = [0u8; 11];
+        a.read_exact(&mut h).await.unwrap();
+        let mut body = vec![0u8; zrepl_rpc::handshake::decode_header(&h).unwrap()];
+        a.read_exact(&mut body).await.unwrap();
+        a.write_all(b"ZRSTRM01").await.unwrap();
+        a.write_all(&input).await.unwrap();
+        drop(a);
+        let joined = tokio::time::timeout(Duration::from_secs(20), server)
+            .await
+            .expect("the server ends when the peer is gone");
+        assert!(joined.is_ok(), "server panicked on {input:?}");
+        for (_, got) in ep.got.lock().unwrap().iter() {
+            if let Ok(data) = got {
+                // Whatever arrived as a complete stream was framed as one.
+                assert!(data.len() <= 317, "{data:?}");
+            }
+        }
+    }
+}
