@@ -63,7 +63,7 @@ pub(crate) async fn serve(
                     return;
                 }
             };
-            tracing::info!(job = %job, peer = %peer, client = %identity, "client connected");
+            tracing::debug!(job = %job, peer = %peer, client = %identity, "client connected");
             let result = match endpoint {
                 Endpoint::Sink(mut rc) => {
                     rc.client_identity = Some(identity.clone());
@@ -85,7 +85,7 @@ pub(crate) async fn serve(
                     let send_compressible = !(sc.encrypted || sc.raw || sc.compressed);
                     zrepl_rpc::serve_sender(
                         io,
-                        Arc::new(LocalSender::new(zfs, sc)),
+                        Arc::new(LocalSender::shared(zfs, sc, &identity)),
                         zrepl_rpc::ServeOptions {
                             send_compressible,
                             handshake_timeout,
@@ -96,7 +96,7 @@ pub(crate) async fn serve(
                 }
             };
             match result {
-                Ok(()) => tracing::info!(job = %job, client = %identity, "client disconnected"),
+                Ok(()) => tracing::debug!(job = %job, client = %identity, "client disconnected"),
                 Err(e) => {
                     tracing::warn!(job = %job, client = %identity, error = %e, "connection ended")
                 }

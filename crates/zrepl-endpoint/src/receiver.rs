@@ -48,7 +48,9 @@ pub struct LocalReceiver {
     zfs: Zfs,
     cfg: Arc<ReceiverConfig>,
     root: DatasetPath,
-    /// Serializes placeholder creation (zrepl's per-receiver mutex).
+    /// Serializes placeholder creation (zrepl's per-receiver mutex), shared by every receiver
+    /// of the same root in this process: a peer's concurrent streams arrive on connections of
+    /// their own, each served by its own `LocalReceiver`.
     create_lock: Arc<Mutex<()>>,
     /// Per local filesystem, the snapshots that had holds (`userrefs > 0`) in the last full
     /// listing of it: where older last-received holds may be, so that completing a receive
@@ -58,6 +60,21 @@ pub struct LocalReceiver {
     /// the `list_versions_many` that follows it (taken once, and only while fresh).
     prefetched:
         Arc<std::sync::Mutex<Option<(std::time::Instant, zrepl_zfs::VersionsByFilesystem)>>>,
+}
+
+/// The placeholder-creation lock of the receivers of `root` (see `LocalReceiver::create_lock`).
+fn create_lock_for(root: &DatasetPath) -> Arc<Mutex<()>> {
+    type Locks = std::collections::HashMap<DatasetPath, std::sync::Weak<Mutex<()>>>;
+    static LOCKS: std::sync::LazyLock<std::sync::Mutex<Locks>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut locks = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(l) = locks.get(root).and_then(std::sync::Weak::upgrade) {
+        return l;
+    }
+    locks.retain(|_, w| w.strong_count() > 0);
+    let l = Arc::new(Mutex::new(()));
+    locks.insert(root.clone(), Arc::downgrade(&l));
+    l
 }
 
 /// How long versions listed by `list_filesystems` may stand in for a new listing.
@@ -80,8 +97,8 @@ impl LocalReceiver {
         Ok(LocalReceiver {
             zfs,
             cfg: Arc::new(cfg),
+            create_lock: create_lock_for(&root),
             root,
-            create_lock: Arc::new(Mutex::new(())),
             held: Arc::default(),
             prefetched: Arc::default(),
         })

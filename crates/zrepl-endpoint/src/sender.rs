@@ -1,6 +1,6 @@
 //! The sending endpoint.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use zrepl_filters::DatasetFilter;
@@ -154,6 +154,31 @@ impl LocalSender {
             zfs,
             cfg: Arc::new(cfg),
             prepared: Arc::default(),
+        }
+    }
+
+    /// A sender that shares its prepared steps with every other sender created with the same
+    /// `peer` key in this process: a peer's control RPCs (`prepare_sends`) and its streams
+    /// (`send`) arrive on different connections, each served by its own `LocalSender`.
+    pub fn shared(zfs: Zfs, cfg: SenderConfig, peer: &str) -> Self {
+        type Shared = HashMap<String, std::sync::Weak<std::sync::Mutex<HashSet<String>>>>;
+        static PREPARED: std::sync::LazyLock<std::sync::Mutex<Shared>> =
+            std::sync::LazyLock::new(Default::default);
+        let mut all = lock(&PREPARED);
+        let key = format!("{}\0{peer}", cfg.job);
+        let prepared = match all.get(&key).and_then(std::sync::Weak::upgrade) {
+            Some(p) => p,
+            None => {
+                all.retain(|_, w| w.strong_count() > 0);
+                let p = Arc::new(std::sync::Mutex::new(HashSet::new()));
+                all.insert(key, Arc::downgrade(&p));
+                p
+            }
+        };
+        LocalSender {
+            zfs,
+            cfg: Arc::new(cfg),
+            prepared,
         }
     }
 
