@@ -1,7 +1,9 @@
 //! `send.bandwidth_limit` / `recv.bandwidth_limit`: a token bucket on a zfs stream.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -17,33 +19,94 @@ pub struct BandwidthLimit {
 }
 
 impl BandwidthLimit {
-    /// Wraps `s` so it is read no faster than the limit.
+    /// Wraps `s` so it is read no faster than the limit (a bucket of its own).
     pub fn apply(self, s: ByteStream) -> ByteStream {
-        Box::pin(Limited {
-            inner: s,
-            rate: self.bytes_per_sec.max(1.0),
-            cap: (self.bucket_capacity.max(1)) as f64,
-            tokens: (self.bucket_capacity.max(1)) as f64,
-            last: Instant::now(),
-            sleep: None,
-        })
+        Arc::new(Bucket::new(self)).apply(s)
     }
 }
 
+/// A token bucket that any number of streams draw from together: zrepl's limit holds for all
+/// concurrent steps of a job, not for each stream.
+#[derive(Debug)]
+pub struct Bucket {
+    rate: f64,
+    cap: f64,
+    /// Tokens and when they were last refilled.
+    state: std::sync::Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    pub fn new(l: BandwidthLimit) -> Self {
+        let cap = l.bucket_capacity.max(1) as f64;
+        Bucket {
+            rate: l.bytes_per_sec.max(1.0),
+            cap,
+            state: std::sync::Mutex::new((cap, Instant::now())),
+        }
+    }
+
+    /// Wraps `s` so that it draws from this bucket.
+    pub fn apply(self: &Arc<Self>, s: ByteStream) -> ByteStream {
+        Box::pin(Limited {
+            inner: s,
+            bucket: self.clone(),
+            sleep: None,
+        })
+    }
+
+    /// Takes up to `want` tokens, or says how long to wait for one.
+    fn take(&self, want: usize) -> Result<usize, Duration> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let dt = now.duration_since(st.1).as_secs_f64();
+        st.1 = now;
+        st.0 = (st.0 + dt * self.rate).min(self.cap);
+        if st.0 < 1.0 {
+            let wait = (1.0 - st.0).max(self.cap.min(self.rate) / 4.0) / self.rate;
+            return Err(Duration::from_secs_f64(wait));
+        }
+        let n = (st.0 as usize).min(want);
+        st.0 -= n as f64;
+        Ok(n)
+    }
+
+    fn give_back(&self, n: usize) {
+        if n > 0 {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.0 = (st.0 + n as f64).min(self.cap);
+        }
+    }
+}
+
+/// The bucket shared by every endpoint of `key` (a job and side) in this process, created with
+/// `limit` on first use.
+pub(crate) fn shared_bucket(key: &str, limit: BandwidthLimit) -> Arc<Bucket> {
+    type Buckets = HashMap<String, std::sync::Weak<Bucket>>;
+    static BUCKETS: std::sync::LazyLock<std::sync::Mutex<Buckets>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut all = BUCKETS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = all.get(key).and_then(std::sync::Weak::upgrade) {
+        if b.rate == limit.bytes_per_sec.max(1.0) && b.cap == limit.bucket_capacity.max(1) as f64 {
+            return b;
+        }
+    }
+    all.retain(|_, w| w.strong_count() > 0);
+    let b = Arc::new(Bucket::new(limit));
+    all.insert(key.to_string(), Arc::downgrade(&b));
+    b
+}
+
 /// Optional limit on a stream.
-pub(crate) fn limit(l: Option<BandwidthLimit>, s: ByteStream) -> ByteStream {
-    match l {
-        Some(l) => l.apply(s),
+pub(crate) fn limit(b: Option<&Arc<Bucket>>, s: ByteStream) -> ByteStream {
+    match b {
+        Some(b) => b.apply(s),
         None => s,
     }
 }
 
 struct Limited {
     inner: ByteStream,
-    rate: f64,
-    cap: f64,
-    tokens: f64,
-    last: Instant,
+    bucket: Arc<Bucket>,
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
@@ -54,30 +117,39 @@ impl AsyncRead for Limited {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        loop {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let allowed = loop {
             if let Some(s) = this.sleep.as_mut() {
                 ready!(s.as_mut().poll(cx));
                 this.sleep = None;
             }
-            let now = Instant::now();
-            let dt = now.duration_since(this.last).as_secs_f64();
-            this.last = now;
-            this.tokens = (this.tokens + dt * this.rate).min(this.cap);
-            if this.tokens >= 1.0 {
-                break;
+            match this.bucket.take(buf.remaining()) {
+                Ok(n) => break n,
+                Err(wait) => this.sleep = Some(Box::pin(tokio::time::sleep(wait))),
             }
-            let wait = (1.0 - this.tokens).max(this.cap.min(this.rate) / 4.0) / this.rate;
-            this.sleep = Some(Box::pin(tokio::time::sleep(Duration::from_secs_f64(wait))));
-        }
-        let allowed = (this.tokens as usize).min(buf.remaining());
-        // Read into an initialized window of at most `allowed` bytes, then mark it filled.
+        };
+        // Read into an initialized window of at most `allowed` bytes, then mark it filled;
+        // tokens not used (or not used now) go back to the bucket.
         let window = buf.initialize_unfilled_to(allowed);
         let mut sub = ReadBuf::new(window);
-        ready!(this.inner.as_mut().poll_read(cx, &mut sub))?;
-        let n = sub.filled().len();
-        buf.advance(n);
-        this.tokens -= n as f64;
-        Poll::Ready(Ok(()))
+        match this.inner.as_mut().poll_read(cx, &mut sub) {
+            Poll::Pending => {
+                this.bucket.give_back(allowed);
+                Poll::Pending
+            }
+            Poll::Ready(Err(e)) => {
+                this.bucket.give_back(allowed);
+                Poll::Ready(Err(e))
+            }
+            Poll::Ready(Ok(())) => {
+                let n = sub.filled().len();
+                buf.advance(n);
+                this.bucket.give_back(allowed - n);
+                Poll::Ready(Ok(()))
+            }
+        }
     }
 }
 
@@ -115,5 +187,31 @@ mod tests {
             let n = s.read(&mut buf).await.unwrap();
             assert!(n <= 100, "read {n}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_streams_share_one_bucket() {
+        let l = BandwidthLimit {
+            bytes_per_sec: 100_000.0,
+            bucket_capacity: 10_000,
+        };
+        let b = shared_bucket("test\0shared", l);
+        assert!(Arc::ptr_eq(&b, &shared_bucket("test\0shared", l)));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let mut s = b.apply(Box::pin(std::io::Cursor::new(vec![1u8; 250_000])));
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.unwrap();
+                got.len()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 250_000);
+        }
+        // 4 x 250 kB together at 100 kB/s: about 10 s, not 2.5 s.
+        let secs = start.elapsed().as_secs_f64();
+        assert!((9.5..=10.5).contains(&secs), "took {secs}s");
     }
 }

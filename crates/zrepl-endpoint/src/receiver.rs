@@ -60,6 +60,8 @@ pub struct LocalReceiver {
     /// the `list_versions_many` that follows it (taken once, and only while fresh).
     prefetched:
         Arc<std::sync::Mutex<Option<(std::time::Instant, zrepl_zfs::VersionsByFilesystem)>>>,
+    /// `recv.bandwidth_limit`, shared by all streams of the job in this process.
+    bucket: Option<Arc<crate::ratelimit::Bucket>>,
 }
 
 /// The placeholder-creation lock of the receivers of `root` (see `LocalReceiver::create_lock`).
@@ -94,6 +96,9 @@ impl LocalReceiver {
                 })?
             }
         };
+        let bucket = cfg
+            .bandwidth_limit
+            .map(|l| crate::ratelimit::shared_bucket(&format!("recv\0{}", cfg.job), l));
         Ok(LocalReceiver {
             zfs,
             cfg: Arc::new(cfg),
@@ -101,6 +106,7 @@ impl LocalReceiver {
             root,
             held: Arc::default(),
             prefetched: Arc::default(),
+            bucket,
         })
     }
 
@@ -444,7 +450,7 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         rr.save_partial = resumable;
         rr.exclude_props = self.cfg.inherit.clone();
         rr.override_props = self.cfg.override_.clone();
-        let stream = crate::ratelimit::limit(self.cfg.bandwidth_limit, stream);
+        let stream = crate::ratelimit::limit(self.bucket.as_ref(), stream);
         let result = self.zfs.receive(&rr, stream).await;
         if let Err(e) = result {
             if cleared_placeholder {

@@ -79,6 +79,8 @@ pub struct LocalSender {
     /// (`prepare_sends`): their `send` skips the per-step listing and holds. Cleared by every
     /// `prepare_sends`, and an entry is used once.
     prepared: Arc<std::sync::Mutex<HashSet<String>>>,
+    /// `send.bandwidth_limit`, shared by all streams of the job in this process.
+    bucket: Option<Arc<crate::ratelimit::Bucket>>,
 }
 
 /// The identity of a request for [`LocalSender::prepared`].
@@ -148,9 +150,15 @@ pub(crate) async fn list_versions_many(
         .collect())
 }
 
+fn send_bucket(cfg: &SenderConfig) -> Option<Arc<crate::ratelimit::Bucket>> {
+    cfg.bandwidth_limit
+        .map(|l| crate::ratelimit::shared_bucket(&format!("send\0{}", cfg.job), l))
+}
+
 impl LocalSender {
     pub fn new(zfs: Zfs, cfg: SenderConfig) -> Self {
         LocalSender {
+            bucket: send_bucket(&cfg),
             zfs,
             cfg: Arc::new(cfg),
             prepared: Arc::default(),
@@ -176,6 +184,7 @@ impl LocalSender {
             }
         };
         LocalSender {
+            bucket: send_bucket(&cfg),
             zfs,
             cfg: Arc::new(cfg),
             prepared,
@@ -675,7 +684,7 @@ impl zrepl_protocol::Sender for LocalSender {
                 used_resume_token: req.resume_token.is_some(),
                 expected_size: 0,
             },
-            crate::ratelimit::limit(self.cfg.bandwidth_limit, Box::pin(stream)),
+            crate::ratelimit::limit(self.bucket.as_ref(), Box::pin(stream)),
         ))
     }
 
