@@ -466,7 +466,10 @@ fn connection(
                 zstd_level: r.compression_level,
                 local_send_compressible,
                 dial_timeout: connector.dial_timeout(),
-                stream_connections: true,
+                // A stream connection over ssh costs an ssh session (process, key exchange)
+                // per step, and ssh's own cipher caps throughput below what HTTP/2 framing
+                // costs: over ssh, streams share the one connection.
+                stream_connections: !matches!(other, config::Connect::Ssh { .. }),
             };
             Connection::Remote {
                 connector: Arc::new(connector),
