@@ -209,9 +209,22 @@ async fn attempt<S: Sender, R: Receiver>(
             filesystems: Vec::new(),
         })
     });
-    let listed =
-        futures::future::try_join(sender.list_filesystems(), receiver.list_filesystems()).await;
-    let (mut sfs, rfs) = match listed {
+    // The sender lists its filesystems and then their versions while the receiver lists its
+    // filesystems (one listing per side for every filesystem that needs its versions, not one
+    // per filesystem: the planner's input for the whole attempt).
+    let sender_side = async {
+        let mut sfs = sender.list_filesystems().await?;
+        sfs.sort_by(|a, b| a.path.cmp(&b.path));
+        let s_need: Vec<DatasetPath> = sfs
+            .iter()
+            .filter(|f| !f.is_placeholder)
+            .map(|f| f.path.clone())
+            .collect();
+        let s_versions = sender.list_versions_many(&s_need).await?;
+        Ok::<_, EndpointError>((sfs, s_need, s_versions))
+    };
+    let listed = futures::future::try_join(sender_side, receiver.list_filesystems()).await;
+    let ((sfs, s_need, s_versions), rfs) = match listed {
         Ok(x) => x,
         Err(e) => {
             let msg = e.to_string();
@@ -223,7 +236,6 @@ async fn attempt<S: Sender, R: Receiver>(
             return Err(TimedError::now(e));
         }
     };
-    sfs.sort_by(|a, b| a.path.cmp(&b.path));
     if sfs.is_empty() {
         tracing::warn!("no filesystems were considered for replication");
     }
@@ -237,26 +249,14 @@ async fn attempt<S: Sender, R: Receiver>(
             .collect();
     });
 
-    // One listing per side for every filesystem that needs its versions (not one per
-    // filesystem): the planner's input for the whole attempt.
-    let s_need: Vec<DatasetPath> = sfs
-        .iter()
-        .filter(|f| !f.is_placeholder)
-        .map(|f| f.path.clone())
-        .collect();
     let r_need: Vec<DatasetPath> = sfs
         .iter()
         .filter(|f| !f.is_placeholder)
         .filter(|f| rmap.get(&f.path).is_some_and(|r| !r.is_placeholder))
         .map(|f| f.path.clone())
         .collect();
-    let listed = futures::future::try_join(
-        sender.list_versions_many(&s_need),
-        receiver.list_versions_many(&r_need),
-    )
-    .await;
-    let (s_versions, r_versions) = match listed {
-        Ok((a, b)) if a.len() == s_need.len() && b.len() == r_need.len() => (a, b),
+    let (s_versions, r_versions) = match receiver.list_versions_many(&r_need).await {
+        Ok(b) if s_versions.len() == s_need.len() && b.len() == r_need.len() => (s_versions, b),
         Ok(_) => {
             return Err(plan_failed(
                 report,
