@@ -1,6 +1,7 @@
 //! `ssh+stdinserver` connect: the system's OpenSSH client, whose stdin/stdout are the connection.
 //! On the server, `authorized_keys` forces `zrepl stdinserver IDENTITY` (see `stdinserver.rs`).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -78,10 +79,11 @@ impl SshConnector {
             }
         });
         Ok(SshIo {
-            _child: child,
+            child,
             stdin,
             stdout,
             errors,
+            exit_wait: None,
         })
     }
 }
@@ -99,11 +101,16 @@ fn resolve(program: &str) -> Option<std::path::PathBuf> {
 
 /// The ssh child as a byte stream. Dropping it kills ssh.
 pub struct SshIo {
-    _child: Child,
+    child: Child,
     stdin: ChildStdin,
     stdout: ChildStdout,
     errors: Arc<Mutex<String>>,
+    /// At EOF: polling for ssh's exit status, until this deadline.
+    exit_wait: Option<(tokio::time::Instant, Pin<Box<tokio::time::Sleep>>)>,
 }
+
+/// How long EOF waits for ssh to exit before its stderr is taken as the reason.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 impl AsyncRead for SshIo {
     fn poll_read(
@@ -111,22 +118,60 @@ impl AsyncRead for SshIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.stdout).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            if buf.filled().len() == before {
-                // EOF: if ssh said why, that is the error the user needs.
-                let e = self
-                    .errors
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                if !e.is_empty() {
-                    return Poll::Ready(Err(std::io::Error::other(format!("ssh: {e}"))));
-                }
-            }
+        let r = Pin::new(&mut this.stdout).poll_read(cx, buf);
+        if !matches!(r, Poll::Ready(Ok(()))) || buf.filled().len() != before {
+            return r;
         }
-        r
+        // EOF. ssh writes warnings too ("Permanently added ... to the list of known hosts"), so
+        // what it wrote to stderr is the error only if it failed: wait (briefly) for its exit
+        // status, and after a failure for its last words to be read.
+        let stderr = || {
+            this.errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        };
+        loop {
+            let now = tokio::time::Instant::now();
+            let status = match this.child.try_wait() {
+                Ok(s) => s,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            let (deadline, sleep) = this.exit_wait.get_or_insert_with(|| {
+                (
+                    now + EXIT_GRACE,
+                    Box::pin(tokio::time::sleep(Duration::from_millis(10))),
+                )
+            });
+            let late = now >= *deadline;
+            match status {
+                Some(st) if st.success() => return Poll::Ready(Ok(())),
+                Some(st) => {
+                    let e = stderr();
+                    if !e.is_empty() || late {
+                        return Poll::Ready(Err(std::io::Error::other(format!(
+                            "ssh exited ({st}): {e}"
+                        ))));
+                    }
+                }
+                None if late => {
+                    // Still running although its output ended: what it said is all we know.
+                    let e = stderr();
+                    return Poll::Ready(if e.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::other(format!("ssh: {e}")))
+                    });
+                }
+                None => {}
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            sleep.as_mut().reset(now + Duration::from_millis(10));
+        }
     }
 }
 

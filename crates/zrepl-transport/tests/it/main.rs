@@ -348,3 +348,54 @@ fn ssh_command_line_is_zrepls() {
         "ssh -p 2222 -T -i /etc/zrepl/ssh/identity -o BatchMode=yes -o Compression=yes root@prod.example.com"
     );
 }
+
+/// A fake `ssh` (a shell script) as the connector's ssh command.
+fn fake_ssh(dir: &std::path::Path, name: &str, script: &str) -> zrepl_transport::Connector {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    zrepl_transport::Connector::Ssh(zrepl_transport::SshConnector {
+        ssh_command: p.to_string_lossy().into_owned(),
+        host: "backup.example.com".into(),
+        user: "root".into(),
+        port: 22,
+        identity_file: "/nonexistent".into(),
+        options: vec![],
+        dial_timeout: Duration::from_secs(5),
+    })
+}
+
+#[tokio::test]
+async fn ssh_warnings_do_not_turn_a_clean_close_into_an_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ok = fake_ssh(
+        dir.path(),
+        "ssh-ok",
+        "echo \"Warning: Permanently added 'backup.example.com' (ED25519) to the list of known hosts.\" >&2\nhead -c 5\nexit 0",
+    );
+    let mut io = ok.connect().await.unwrap();
+    io.write_all(b"hello").await.unwrap();
+    io.flush().await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), io.read_to_end(&mut got))
+        .await
+        .expect("ssh's exit ends the stream")
+        .unwrap();
+    assert_eq!(got, b"hello");
+
+    // A failing ssh: its stderr is the error, with the exit status.
+    let bad = fake_ssh(
+        dir.path(),
+        "ssh-bad",
+        "echo 'root@backup.example.com: Permission denied (publickey).' >&2\nexit 255",
+    );
+    let mut io = bad.connect().await.unwrap();
+    let mut got = Vec::new();
+    let e = tokio::time::timeout(Duration::from_secs(10), io.read_to_end(&mut got))
+        .await
+        .expect("ssh's exit ends the stream")
+        .unwrap_err();
+    assert!(e.to_string().contains("Permission denied"), "{e}");
+}
