@@ -369,7 +369,12 @@ pub fn split_get_listing(
         let guid = num("guid")?.ok_or_else(|| err(&name, "no guid".into()))?;
         let createtxg = num("createtxg")?.ok_or_else(|| err(&name, "no createtxg".into()))?;
         let creation = num("creation")?.ok_or_else(|| err(&name, "no creation".into()))?;
-        let userrefs = num("userrefs")?;
+        // Bookmarks have no holds: their userrefs ('-') is not needed, nor required.
+        let userrefs = if delim == b'@' {
+            num("userrefs")?
+        } else {
+            None
+        };
         let typ = if delim == b'@' {
             if userrefs.is_none() {
                 return Err(err(&name, "snapshot without userrefs".into()));
