@@ -267,3 +267,53 @@ pub async fn repl_bookmark_channel_program(t: Ctx) -> TestResult {
     ensure!(out[&format!("{a}#x")] == Ok(()), "idempotent: {out:?}");
     Ok(())
 }
+
+/// The receiver completes a round from the named snapshots, not a relisting: a stale
+/// last-received hold on an older snapshot (a crash between the new hold and the release of the
+/// old one, in an earlier round) must still be found and released, while a user's own hold on a
+/// snapshot is left alone.
+pub async fn repl_stale_last_received_holds_released(t: Ctx) -> TestResult {
+    let fs = create(&t, "src/a")?;
+    let s = sender(&t, &[("src/a", true)]);
+    let r = receiver(&t, "client", PlaceholderPolicy::Inherit)?;
+    // @1 by a full send, then @2 and @3 incrementally: all three on the receiver.
+    write(&fs, "f1", 1)?;
+    snapshot(&format!("{fs}@1"))?;
+    must_succeed(&replicate(&s, &r, &one_attempt()).await)?;
+    for i in 2..=3 {
+        write(&fs, &format!("f{i}"), 1)?;
+        snapshot(&format!("{fs}@{i}"))?;
+    }
+    must_succeed(&replicate(&s, &r, &one_attempt()).await)?;
+    let rfs = recv_path(&t, "a");
+    let tag = last_received_hold_tag(RECEIVER_JOB);
+    ensure!(
+        holds(&format!("{rfs}@3"))? == [tag.clone()],
+        "last-received hold on @3: {:?}",
+        holds(&format!("{rfs}@3"))?
+    );
+    // As if an earlier round had died between holding @3 and releasing @1 and @2.
+    zfs(&["hold", &tag, &format!("{rfs}@1"), &format!("{rfs}@2")])?;
+    zfs(&["hold", "users-own", &format!("{rfs}@2")])?;
+    write(&fs, "f4", 1)?;
+    snapshot(&format!("{fs}@4"))?;
+    must_succeed(&replicate(&s, &r, &one_attempt()).await)?;
+    ensure!(
+        holds(&format!("{rfs}@4"))? == [tag.clone()],
+        "last-received hold on @4: {:?}",
+        holds(&format!("{rfs}@4"))?
+    );
+    for old in ["1", "3"] {
+        ensure!(
+            holds(&format!("{rfs}@{old}"))?.is_empty(),
+            "@{old} still held: {:?}",
+            holds(&format!("{rfs}@{old}"))?
+        );
+    }
+    ensure!(
+        holds(&format!("{rfs}@2"))? == ["users-own"],
+        "@2: {:?}",
+        holds(&format!("{rfs}@2"))?
+    );
+    Ok(())
+}
