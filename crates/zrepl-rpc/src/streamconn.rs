@@ -107,21 +107,25 @@ pub(crate) async fn read_control<R: AsyncRead + Unpin>(
     Ok((h[0], p))
 }
 
+/// `fut`'s result, or a `TimedOut` error if the peer stays silent for [`IDLE_LIMIT`].
+async fn within_idle_limit<T>(fut: impl Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+    tokio::time::timeout(IDLE_LIMIT, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("peer silent for {IDLE_LIMIT:?}"),
+            ))
+        })
+}
+
 /// Reads `KEEPALIVE` frames until a `REPLY` (returned) within [`IDLE_LIMIT`] of each other.
 pub(crate) async fn read_reply<R: AsyncRead + Unpin>(
     r: &mut R,
     limit: usize,
 ) -> std::io::Result<Vec<u8>> {
     loop {
-        let f = tokio::time::timeout(IDLE_LIMIT, read_control(r, limit))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("peer silent for {IDLE_LIMIT:?}"),
-                )
-            })?;
-        match f? {
+        match within_idle_limit(read_control(r, limit)).await? {
             (KEEPALIVE, p) if p.is_empty() => continue,
             (REPLY, p) => return Ok(p),
             (k, _) => return Err(invalid(format!("unexpected frame kind {k} (want a reply)"))),
@@ -133,15 +137,7 @@ pub(crate) async fn read_reply<R: AsyncRead + Unpin>(
 /// sends something else or breaks it (`Err`).
 pub(crate) async fn watch_keepalives<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<()> {
     loop {
-        let f = tokio::time::timeout(IDLE_LIMIT, read_control(r, 0))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("peer silent for {IDLE_LIMIT:?}"),
-                )
-            })?;
-        match f {
+        match within_idle_limit(read_control(r, 0)).await {
             Ok((KEEPALIVE, _)) => continue,
             Ok((k, _)) => return Err(invalid(format!("unexpected frame kind {k}"))),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),

@@ -613,9 +613,13 @@ async fn a_frozen_peer_is_detected_by_keepalive() {
     assert!(took <= Duration::from_secs(30), "detected after {took:?}");
 }
 
-/// A raw stream connection to `serve_receiver`: handshake, magic, then `frames`; returns what
-/// the server wrote back after its banner.
-async fn raw_stream_connection(frames: Vec<u8>) -> (Vec<u8>, Arc<MockReceiver>) {
+/// A `serve_receiver` on a new in-memory connection, after the handshake and the
+/// stream-connection magic: the client's end, the server task and its endpoint.
+async fn open_stream_connection() -> (
+    tokio::io::DuplexStream,
+    tokio::task::JoinHandle<Result<(), zrepl_rpc::RpcError>>,
+    Arc<MockReceiver>,
+) {
     let ep = Arc::new(MockReceiver::default());
     let (mut a, b) = tokio::io::duplex(1 << 20);
     let server = tokio::spawn(serve_receiver(b, ep.clone(), ServeOptions::default()));
@@ -627,6 +631,13 @@ async fn raw_stream_connection(frames: Vec<u8>) -> (Vec<u8>, Arc<MockReceiver>) 
     let mut body = vec![0u8; zrepl_rpc::handshake::decode_header(&h).unwrap()];
     a.read_exact(&mut body).await.unwrap();
     a.write_all(b"ZRSTRM01").await.unwrap();
+    (a, server, ep)
+}
+
+/// A raw stream connection to `serve_receiver`: handshake, magic, then `frames`; returns what
+/// the server wrote back after its banner.
+async fn raw_stream_connection(frames: Vec<u8>) -> (Vec<u8>, Arc<MockReceiver>) {
+    let (mut a, server, ep) = open_stream_connection().await;
     a.write_all(&frames).await.unwrap();
     let mut back = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), a.read_to_end(&mut back)).await;
@@ -782,17 +793,7 @@ async fn mutated_stream_connections_never_panic_the_server() {
             1 => input.truncate((next() as usize) % input.len()),
             _ => input.extend((0..(next() % 64)).map(|_| next() as u8)),
         }
-        let ep = Arc::new(MockReceiver::default());
-        let (mut a, b) = tokio::io::duplex(1 << 20);
-        let server = tokio::spawn(serve_receiver(b, ep.clone(), ServeOptions::default()));
-        a.write_all(&zrepl_rpc::handshake::Banner::ours().encode())
-            .await
-            .unwrap();
-        let mut h = [0u8; 11];
-        a.read_exact(&mut h).await.unwrap();
-        let mut body = vec![0u8; zrepl_rpc::handshake::decode_header(&h).unwrap()];
-        a.read_exact(&mut body).await.unwrap();
-        a.write_all(b"ZRSTRM01").await.unwrap();
+        let (mut a, server, ep) = open_stream_connection().await;
         a.write_all(&input).await.unwrap();
         drop(a);
         let joined = tokio::time::timeout(Duration::from_secs(20), server)
