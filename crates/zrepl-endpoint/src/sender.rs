@@ -75,15 +75,26 @@ impl SenderConfig {
 pub struct LocalSender {
     zfs: Zfs,
     cfg: Arc<SenderConfig>,
-    /// Requests whose step holds exist and whose `from`/`to` GUIDs were checked while held
-    /// (`prepare_sends`): their `send` skips the per-step listing and holds. Cleared by every
-    /// `prepare_sends`, and an entry is used once.
-    prepared: Arc<std::sync::Mutex<HashSet<String>>>,
+    /// What `prepare_sends` established for the round. Cleared by every `prepare_sends`.
+    prepared: Arc<std::sync::Mutex<Prepared>>,
     /// `send.bandwidth_limit`, shared by all streams of the job in this process.
     bucket: Option<Arc<crate::ratelimit::Bucket>>,
 }
 
-/// The identity of a request for [`LocalSender::prepared`].
+/// The state `prepare_sends` leaves for the round's `send`s and `sends_completed`.
+#[derive(Default)]
+struct Prepared {
+    /// Requests whose step holds exist and whose `from`/`to` GUIDs were checked while held:
+    /// their `send` skips the per-step listing and holds. An entry is used once.
+    steps: HashSet<String>,
+    /// The listing taken while those holds existed, of each filesystem all of whose requests
+    /// were prepared; `sends_completed` uses it (once) instead of listing again. It stays
+    /// exact for what completion reads: the held `from`/`to` cannot be destroyed, and this
+    /// job's cursors change only in this job's completion.
+    listing: BTreeMap<DatasetPath, Vec<FilesystemVersion>>,
+}
+
+/// The identity of a request for [`Prepared::steps`].
 fn prepared_key(req: &SendRequest) -> String {
     format!(
         "{}\0{:?}\0{}\0{}\0{:?}\0{:?}",
@@ -169,7 +180,7 @@ impl LocalSender {
     /// `peer` key in this process: a peer's control RPCs (`prepare_sends`) and its streams
     /// (`send`) arrive on different connections, each served by its own `LocalSender`.
     pub fn shared(zfs: Zfs, cfg: SenderConfig, peer: &str) -> Self {
-        type Shared = HashMap<String, std::sync::Weak<std::sync::Mutex<HashSet<String>>>>;
+        type Shared = HashMap<String, std::sync::Weak<std::sync::Mutex<Prepared>>>;
         static PREPARED: std::sync::LazyLock<std::sync::Mutex<Shared>> =
             std::sync::LazyLock::new(Default::default);
         let mut all = lock(&PREPARED);
@@ -178,7 +189,7 @@ impl LocalSender {
             Some(p) => p,
             None => {
                 all.retain(|_, w| w.strong_count() > 0);
-                let p = Arc::new(std::sync::Mutex::new(HashSet::new()));
+                let p = Arc::new(std::sync::Mutex::new(Prepared::default()));
                 all.insert(key, Arc::downgrade(&p));
                 p
             }
@@ -552,7 +563,7 @@ impl zrepl_protocol::Sender for LocalSender {
     }
 
     async fn prepare_sends(&self, reqs: &[SendRequest]) -> Result<(), EndpointError> {
-        lock(&self.prepared).clear();
+        *lock(&self.prepared) = Prepared::default();
         // Step holds (guarantee_resumability) on every `from` and `to` of the round in one
         // command, then one listing: what is held cannot be destroyed or replaced, so GUIDs
         // checked now stay valid until `send`.
@@ -594,16 +605,31 @@ impl zrepl_protocol::Sender for LocalSender {
         let mut used = std::collections::BTreeSet::new();
         {
             let mut prepared = lock(&self.prepared);
-            for r in cands {
+            let mut unprepared = std::collections::BTreeSet::new();
+            for r in &cands {
                 if let Some(Ok(versions)) = listed.get(&r.filesystem) {
                     if check_request(r, versions).is_ok() {
-                        prepared.insert(prepared_key(r));
+                        prepared.steps.insert(prepared_key(r));
                         for v in std::iter::once(&r.to).chain(r.from.as_ref()) {
                             used.extend(VersionPath::of(&r.filesystem, v).ok());
                         }
+                        continue;
                     }
                 }
+                unprepared.insert(&r.filesystem);
             }
+            // Filesystems with a request of another protection level (not held) are listed
+            // again at completion.
+            for r in reqs {
+                if !cands.iter().any(|c| std::ptr::eq(*c, r)) {
+                    unprepared.insert(&r.filesystem);
+                }
+            }
+            prepared.listing = listed
+                .into_iter()
+                .filter(|(fs, _)| !unprepared.contains(fs))
+                .filter_map(|(fs, v)| Some((fs, v.ok()?)))
+                .collect();
         }
         // Requests that do not match what exists (their `send` fails) keep no holds of ours.
         let unused: Vec<VersionPath> = snaps.into_iter().filter(|p| !used.contains(p)).collect();
@@ -662,7 +688,7 @@ impl zrepl_protocol::Sender for LocalSender {
 
     async fn send(&self, req: SendRequest) -> Result<(SendResponse, ByteStream), EndpointError> {
         self.check_allowed(&req.filesystem)?;
-        if lock(&self.prepared).remove(&prepared_key(&req)) {
+        if lock(&self.prepared).steps.remove(&prepared_key(&req)) {
             // Held and checked by `prepare_sends`.
             self.validate_send(&req).await?;
         } else {
@@ -791,11 +817,26 @@ impl LocalSender {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> = fss
+        // The listing `prepare_sends` took under this round's holds where it covers a
+        // filesystem; the others are listed now.
+        let mut listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> = {
+            let mut p = lock(&self.prepared);
+            fss.iter()
+                .filter_map(|f| Some((f.clone(), Ok(p.listing.remove(f)?))))
+                .collect()
+        };
+        let rest: Vec<DatasetPath> = fss
             .iter()
+            .filter(|f| !listed.contains_key(*f))
             .cloned()
-            .zip(list_versions_many(&self.zfs, &fss).await?)
             .collect();
+        if !rest.is_empty() {
+            listed.extend(
+                rest.iter()
+                    .cloned()
+                    .zip(list_versions_many(&self.zfs, &rest).await?),
+            );
+        }
         for (r, res) in reqs.iter().zip(results.iter_mut()) {
             if res.is_ok() {
                 *res = match listed.get(&r.filesystem) {
@@ -865,9 +906,8 @@ impl LocalSender {
                 }
             }
         }
-        // Older cursors and tentative cursors go only where the new cursor exists. Channel
-        // programs cannot destroy bookmarks and `zfs destroy` takes one bookmark: many at once,
-        // so that their transaction-group syncs overlap.
+        // Older cursors and tentative cursors go only where the new cursor exists (channel
+        // programs cannot destroy bookmarks: `Zfs::destroy_bookmarks` batches them).
         let doomed: Vec<VersionPath> = destroy
             .into_iter()
             .filter(|(guard, _)| {
@@ -877,18 +917,6 @@ impl LocalSender {
             })
             .map(|(_, bm)| bm)
             .collect();
-        let limit = Arc::new(tokio::sync::Semaphore::new(16));
-        let mut tasks = tokio::task::JoinSet::new();
-        for bm in doomed {
-            let zfs = self.zfs.clone();
-            let limit = limit.clone();
-            tasks.spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                if let Err(e) = zfs.destroy_version_idempotent(&bm).await {
-                    tracing::warn!(bookmark = %bm, error = %e, "cannot destroy stale cursor");
-                }
-            });
-        }
         // Release this round's step holds (`to` and a snapshot `from` of every step) while the
         // replaced cursors are destroyed: both only clean up after the new cursors exist.
         let tag = step_hold_tag(job);
@@ -909,12 +937,17 @@ impl LocalSender {
             }
         }
         let ours: Vec<VersionPath> = ours.into_iter().collect();
-        if !ours.is_empty() {
-            if let Err(e) = self.zfs.release(&tag, &ours).await {
-                tracing::warn!(error = %e, "cannot release step holds after the round");
+        let release = async {
+            if !ours.is_empty() {
+                if let Err(e) = self.zfs.release(&tag, &ours).await {
+                    tracing::warn!(error = %e, "cannot release step holds after the round");
+                }
             }
+        };
+        let (failed, ()) = tokio::join!(self.zfs.destroy_bookmarks(&doomed), release);
+        for (bm, e) in failed {
+            tracing::warn!(bookmark = %bm, error = %e, "cannot destroy stale cursor");
         }
-        while tasks.join_next().await.is_some() {}
         // Stale step holds of earlier attempts on other held snapshots.
         let others: Vec<VersionPath> = listed
             .iter()
@@ -949,7 +982,7 @@ impl LocalSender {
         }
         for (r, res) in reqs.iter().zip(&results) {
             if res.is_ok() {
-                lock(&self.prepared).remove(&prepared_key(r));
+                lock(&self.prepared).steps.remove(&prepared_key(r));
             }
         }
         Ok(results)

@@ -114,6 +114,7 @@ fn main() {
         multi_dataset_snapshot_is_one_command,
         bookmark_idempotent_and_exists_error,
         idempotent_hold_and_release,
+        destroy_bookmarks_batched_and_idempotent,
         holds_block_destroy,
         destroy_refuses_when_guid_changed,
         batched_destroy_reports_exactly_the_held_snapshot,

@@ -25,10 +25,18 @@ fn zfs_verb(t: &Ctx, verb: &str) -> u64 {
     t.zfs.zfs_commands_started(verb)
 }
 
-/// An incremental round of N filesystems runs N sends, N receives, N destroys of the old cursor
-/// bookmarks (channel programs cannot destroy bookmarks, `zfs destroy` takes one) and a constant
-/// number of other commands (listings, holds, the cursor program), and leaves zrepl's
-/// abstractions exactly as step-by-step replication does.
+/// libzfs_core calls of `verb` started so far.
+fn lzc_verb(t: &Ctx, verb: &str) -> u64 {
+    t.zfs
+        .command_stats()
+        .get(&(zrepl_zfs::Binary::LibzfsCore, verb.to_string()))
+        .map_or(0, |s| s.started)
+}
+
+/// An incremental round of N filesystems runs N sends, N receives and a constant number of
+/// other commands (listings, the cursor program) and libzfs_core calls (holds, releases, the
+/// destruction of the old cursors), and leaves zrepl's abstractions exactly as step-by-step
+/// replication does.
 pub async fn repl_batched_round_commands_per_filesystem(t: Ctx) -> TestResult {
     const N: usize = 6;
     let names: Vec<String> = (1..=N).map(|i| format!("f{i}")).collect();
@@ -48,9 +56,25 @@ pub async fn repl_batched_round_commands_per_filesystem(t: Ctx) -> TestResult {
     let before = t.zfs.total_commands_started();
     let (sends, recvs) = (zfs_verb(&t, "send"), zfs_verb(&t, "recv"));
     let programs = zfs_verb(&t, "program");
+    ensure!(
+        t.zfs.uses_libzfs_core(),
+        "libzfs_core must load where OpenZFS is installed"
+    );
     let destroys = zfs_verb(&t, "destroy");
     let holds_releases = zfs_verb(&t, "hold") + zfs_verb(&t, "release");
+    let lzc_hr = lzc_verb(&t, "hold") + lzc_verb(&t, "release");
+    let lzc_destroys = lzc_verb(&t, "destroy");
+    let listings = zfs_verb(&t, "list") + zfs_verb(&t, "get");
     must_succeed(&replicate(&s, &r, &one_attempt()).await)?;
+    // Listings: the sender's filesystems and versions for planning and once more under the
+    // step holds (which completion reuses); the receiver's root, its subtree, and the
+    // received snapshots by name.
+    let listings = zfs_verb(&t, "list") + zfs_verb(&t, "get") - listings;
+    ensure!(
+        listings <= 6,
+        "{listings} listings for {N} filesystems: {:?}",
+        t.zfs.command_stats()
+    );
     let total = t.zfs.total_commands_started() - before;
     ensure!(
         zfs_verb(&t, "send") - sends == N as u64,
@@ -64,23 +88,26 @@ pub async fn repl_batched_round_commands_per_filesystem(t: Ctx) -> TestResult {
         zfs_verb(&t, "program") - programs == 1,
         "one channel program moves all cursors"
     );
+    // The old cursors: one libzfs_core call for all of them, no `zfs destroy`.
     ensure!(
-        zfs_verb(&t, "destroy") - destroys == N as u64,
-        "one destroy per old cursor"
-    );
-    // Holds and releases: step holds, last-received holds, the old last-received holds and the
-    // step holds again, each split over at most 8 concurrent commands (the CLI takes one
-    // transaction group per snapshot; concurrent commands share them), whatever N is.
-    let hr = zfs_verb(&t, "hold") + zfs_verb(&t, "release") - holds_releases;
-    ensure!(
-        hr <= 4 * 8,
-        "{hr} hold/release commands for {N} filesystems: {:?}",
+        zfs_verb(&t, "destroy") == destroys && lzc_verb(&t, "destroy") - lzc_destroys == 1,
+        "old cursors destroyed in one call: {:?}",
         t.zfs.command_stats()
     );
-    let other = total - 3 * N as u64 - hr;
+    // Holds and releases: step holds, last-received holds, the old last-received holds and the
+    // step holds again: one libzfs_core call each (one transaction group), whatever N is, and no
+    // `zfs hold`/`zfs release` (the CLI takes one transaction group per snapshot).
+    let hr = zfs_verb(&t, "hold") + zfs_verb(&t, "release") - holds_releases;
+    let lzc = lzc_verb(&t, "hold") + lzc_verb(&t, "release") - lzc_hr;
+    ensure!(
+        hr == 0 && lzc <= 4,
+        "{hr} hold/release commands and {lzc} libzfs_core calls for {N} filesystems: {:?}",
+        t.zfs.command_stats()
+    );
+    let other = total - 2 * N as u64;
     ensure!(
         other <= 12,
-        "{other} commands besides sends, receives, cursor destroys, holds and releases for {N} filesystems: {:?}",
+        "{other} commands besides sends and receives for {N} filesystems: {:?}",
         t.zfs.command_stats()
     );
     for n in &names {

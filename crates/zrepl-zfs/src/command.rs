@@ -26,6 +26,8 @@ use crate::features::{FeatureOverrides, Features, PoolFeatureCache};
 pub enum Binary {
     Zfs,
     Zpool,
+    /// A call into libzfs_core (no process; see `lzc.rs`), accounted like a command.
+    LibzfsCore,
 }
 
 impl Binary {
@@ -33,6 +35,7 @@ impl Binary {
         match self {
             Binary::Zfs => "zfs",
             Binary::Zpool => "zpool",
+            Binary::LibzfsCore => "libzfs_core",
         }
     }
 }
@@ -109,6 +112,11 @@ pub struct ZfsConfig {
     /// How long a negative pool feature check stays cached.
     pub pool_feature_negative_recheck: Duration,
     pub observer: Option<Arc<dyn CommandObserver>>,
+    /// Hold, release and destroy bookmarks of many snapshots through libzfs_core (one ioctl,
+    /// one transaction group per pool and batch) when it can be loaded. Only ever used with the
+    /// system's `zfs` (`zfs_binary` = `zfs`): a handle running another binary (a mock) never
+    /// talks to the kernel behind its back. Default on.
+    pub libzfs_core: bool,
 }
 
 impl Default for ZfsConfig {
@@ -125,6 +133,7 @@ impl Default for ZfsConfig {
             feature_overrides: FeatureOverrides::default(),
             pool_feature_negative_recheck: Duration::from_secs(30),
             observer: None,
+            libzfs_core: true,
         }
     }
 }
@@ -139,6 +148,7 @@ impl std::fmt::Debug for ZfsConfig {
             .field("destroy_max_batch", &self.destroy_max_batch)
             .field("feature_overrides", &self.feature_overrides)
             .field("observer", &self.observer.is_some())
+            .field("libzfs_core", &self.libzfs_core)
             .finish_non_exhaustive()
     }
 }
@@ -320,7 +330,11 @@ impl Zfs {
 
     /// Number of processes (`zfs` and `zpool`) spawned so far.
     pub fn total_commands_started(&self) -> u64 {
-        lock(&self.inner.stats).values().map(|s| s.started).sum()
+        lock(&self.inner.stats)
+            .iter()
+            .filter(|((b, _), _)| *b != Binary::LibzfsCore)
+            .map(|(_, s)| s.started)
+            .sum()
     }
 
     /// Commands running right now, oldest first (zrepl status `ZFSCmds.Active`).
@@ -332,6 +346,7 @@ impl Zfs {
         match b {
             Binary::Zfs => &self.inner.config.zfs_binary,
             Binary::Zpool => &self.inner.config.zpool_binary,
+            Binary::LibzfsCore => Path::new("libzfs_core"),
         }
     }
 
@@ -374,11 +389,17 @@ impl Zfs {
                 }
             }
         })?;
+        Ok((child, self.begin(binary, verb, argv.0)))
+    }
+
+    /// Registers a started command (or libzfs_core call): counters, the running list, the
+    /// observer. The returned tracker records its end.
+    pub(crate) fn begin(&self, binary: Binary, verb: String, argv: Vec<String>) -> Tracker {
         let info = CommandInfo {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             binary,
             verb,
-            argv: argv.0,
+            argv,
             started_at: SystemTime::now(),
         };
         lock(&self.inner.stats)
@@ -389,15 +410,27 @@ impl Zfs {
         if let Some(o) = &self.inner.config.observer {
             o.started(&info);
         }
-        Ok((
-            child,
-            Tracker {
-                inner: self.inner.clone(),
-                info,
-                start: Instant::now(),
-                done: false,
-            },
-        ))
+        Tracker {
+            inner: self.inner.clone(),
+            info,
+            start: Instant::now(),
+            done: false,
+        }
+    }
+
+    /// libzfs_core, if this handle may use it (see [`ZfsConfig::libzfs_core`]) and it loads.
+    pub(crate) fn lzc(&self) -> Option<&'static crate::lzc::Lzc> {
+        let c = &self.inner.config;
+        if c.libzfs_core && c.zfs_binary == Path::new("zfs") {
+            crate::lzc::get()
+        } else {
+            None
+        }
+    }
+
+    /// Whether hold, release and bookmark destruction go through libzfs_core.
+    pub fn uses_libzfs_core(&self) -> bool {
+        self.lzc().is_some()
     }
 
     /// Runs a non-streaming command to completion and captures its output. A non-zero exit is

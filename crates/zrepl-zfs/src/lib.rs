@@ -26,6 +26,7 @@ pub mod command;
 pub mod datasets;
 pub mod error;
 pub mod features;
+mod lzc;
 pub mod names;
 pub mod parse;
 mod pipe;

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use zrepl_zfs_types::{DatasetPath, FilesystemVersion, VersionType};
 
-use crate::command::{args, split_batches, Output, Zfs};
+use crate::command::{args, split_batches, Binary, CommandResult, Output, Zfs};
 use crate::error::ZfsError;
+use crate::lzc::{Lzc, LzcFailure};
 use crate::names::{check_tag, dataset_arg, VersionPath};
 use crate::parse::{
     dataset_does_not_exist_path, is_bookmark_does_not_exist, is_bookmark_exists,
@@ -181,24 +182,31 @@ impl Zfs {
 
     /// `zfs hold <tag> <snap>...`, batched. Idempotent: `tag already exists on this dataset`
     /// is success. `zfs hold` handles each snapshot separately, so a failure on one does not
-    /// prevent the others from being held.
+    /// prevent the others from being held. Through libzfs_core where possible (one call per
+    /// pool: see [`Zfs::via_lzc`]), with the same outcome.
     pub async fn hold(&self, tag: &str, snapshots: &[VersionPath]) -> Result<(), ZfsError> {
         check_tag(tag)?;
         require_snapshots(snapshots)?;
         let names: Vec<String> = snapshots.iter().map(ToString::to_string).collect();
-        self.run_parallel(&args!["hold", tag], &names, |out, batch| {
+        let rest = self.via_lzc("hold", Some(tag), &names, |l, n, t| l.hold(&with_tag(n, t)));
+        let rest = rest.await;
+        self.run_parallel(&args!["hold", tag], &rest, |out, batch| {
             tolerate_lines(out, batch, is_hold_tag_exists)
         })
         .await
     }
 
     /// `zfs release <tag> <snap>...`, batched. Idempotent: `no such tag on this dataset` is
-    /// success.
+    /// success. Through libzfs_core where possible, with the same outcome.
     pub async fn release(&self, tag: &str, snapshots: &[VersionPath]) -> Result<(), ZfsError> {
         check_tag(tag)?;
         require_snapshots(snapshots)?;
         let names: Vec<String> = snapshots.iter().map(ToString::to_string).collect();
-        self.run_parallel(&args!["release", tag], &names, |out, batch| {
+        let rest = self.via_lzc("release", Some(tag), &names, |l, n, t| {
+            l.release(&with_tag(n, t))
+        });
+        let rest = rest.await;
+        self.run_parallel(&args!["release", tag], &rest, |out, batch| {
             tolerate_lines(out, batch, is_release_no_such_tag)
         })
         .await
@@ -522,6 +530,100 @@ fn tolerate_lines(
         }
     }
     Err(out.into_error())
+}
+
+/// The pool of a validated dataset, snapshot or bookmark name.
+fn pool_of(name: &str) -> &str {
+    name.split(['/', '@', '#']).next().unwrap_or(name)
+}
+
+/// Pairs every name with `tag` (hold and release take (snapshot, tag) pairs).
+fn with_tag(names: &[String], tag: Option<&str>) -> Vec<(String, String)> {
+    let tag = tag.unwrap_or_default();
+    names.iter().map(|n| (n.clone(), tag.to_string())).collect()
+}
+
+/// At most this many names per libzfs_core call (one transaction group each).
+const LZC_BATCH: usize = 1024;
+
+type LzcOp = fn(&Lzc, &[String], Option<&str>) -> Result<(), LzcFailure>;
+
+impl Zfs {
+    /// Runs `op` through libzfs_core, one call per pool and batch of at most [`LZC_BATCH`]
+    /// names, each accounted as a `libzfs_core <verb>` command. Returns the names of every
+    /// batch that did not succeed cleanly (all of them without libzfs_core): the caller redoes
+    /// those with the command line, whose rules (idempotency, error messages) then decide. A
+    /// failed libzfs_core batch has changed nothing (hold, release) or only what the command
+    /// line would also do (destroying bookmarks), so redoing it is safe.
+    async fn via_lzc(
+        &self,
+        verb: &'static str,
+        tag: Option<&str>,
+        names: &[String],
+        op: LzcOp,
+    ) -> Vec<String> {
+        let Some(lzc) = self.lzc() else {
+            return names.to_vec();
+        };
+        let mut by_pool: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for n in names {
+            by_pool.entry(pool_of(n)).or_default().push(n.clone());
+        }
+        let mut rest = Vec::new();
+        for chunk in by_pool.values().flat_map(|v| v.chunks(LZC_BATCH)) {
+            let mut argv = vec!["libzfs_core".to_string(), verb.to_string()];
+            argv.extend(tag.map(str::to_string));
+            argv.extend(chunk.iter().cloned());
+            let tracker = self.begin(Binary::LibzfsCore, verb.to_string(), argv);
+            let (items, t) = (chunk.to_vec(), tag.map(str::to_string));
+            let r = tokio::task::spawn_blocking(move || op(lzc, &items, t.as_deref())).await;
+            if matches!(r, Ok(Ok(()))) {
+                tracker.finish(CommandResult::Success);
+            } else {
+                tracker.finish(CommandResult::Failure);
+                rest.extend_from_slice(chunk);
+            }
+        }
+        rest
+    }
+
+    /// Destroys bookmarks, idempotently (one that does not exist counts as destroyed): one
+    /// libzfs_core call per pool and batch where possible, else (and for a batch it did not
+    /// complete) one `zfs destroy` per bookmark, up to 16 at once so that their
+    /// transaction-group syncs overlap. Returns the bookmarks that could not be destroyed.
+    pub async fn destroy_bookmarks(
+        &self,
+        bookmarks: &[VersionPath],
+    ) -> Vec<(VersionPath, ZfsError)> {
+        if let Some(b) = bookmarks.iter().find(|b| !b.is_bookmark()) {
+            return vec![(
+                b.clone(),
+                ZfsError::InvalidArgument(format!("{b} is not a bookmark")),
+            )];
+        }
+        let names: Vec<String> = bookmarks.iter().map(ToString::to_string).collect();
+        let rest = self
+            .via_lzc("destroy", None, &names, |l, n, _| l.destroy_bookmarks(n))
+            .await;
+        let rest: std::collections::HashSet<String> = rest.into_iter().collect();
+        let rest: Vec<&VersionPath> = bookmarks
+            .iter()
+            .filter(|b| rest.contains(&b.to_string()))
+            .collect();
+        let limit = Arc::new(tokio::sync::Semaphore::new(16));
+        let results = futures::future::join_all(rest.into_iter().map(|bm| {
+            let limit = limit.clone();
+            async move {
+                let _permit = limit.acquire().await;
+                self.destroy_version_idempotent(bm)
+                    .await
+                    .err()
+                    .map(|e| (bm.clone(), e))
+            }
+        }))
+        .await;
+        results.into_iter().flatten().collect()
+    }
 }
 
 impl Zfs {

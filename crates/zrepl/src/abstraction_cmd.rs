@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::CommandFactory;
 use zrepl_endpoint::abstractions::{self, Abstraction, Query};
 use zrepl_filters::DatasetFilter;
-use zrepl_zfs::{DatasetPath, VersionPath, VersionType, VersionTypes, Zfs, ZfsConfig, ZfsError};
+use zrepl_zfs::{DatasetPath, VersionPath, VersionType, VersionTypes, Zfs, ZfsError};
 use zrepl_zfs_types::abstraction::{cursor_bookmark_name, AbstractionType, V1_CURSOR_NAME};
 
 use crate::cli::{
@@ -17,7 +17,7 @@ use crate::cli::{
 use crate::control_client::block_on;
 
 fn zfs() -> Zfs {
-    Zfs::new(ZfsConfig::default())
+    Zfs::new(crate::zfs_config())
 }
 
 /// Maps "zfs not installed" to a clear message.

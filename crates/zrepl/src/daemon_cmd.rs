@@ -47,7 +47,7 @@ pub fn daemon(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         });
         let zfs = zrepl_zfs::Zfs::new(zrepl_zfs::ZfsConfig {
             observer: Some(zrepl_daemon::metrics::zfs_observer()),
-            ..zrepl_zfs::ZfsConfig::default()
+            ..crate::zfs_config()
         });
         zrepl_daemon::run(cfg, zfs, crate::version::version_info(), shutdown)
             .await
@@ -173,7 +173,7 @@ pub fn prune(config: Option<&Path>, args: PruneArgs) -> anyhow::Result<ExitCode>
         );
     }
     let cfg = crate::cli::load_config(config)?;
-    let zfs = zrepl_zfs::Zfs::new(zrepl_zfs::ZfsConfig::default());
+    let zfs = zrepl_zfs::Zfs::new(crate::zfs_config());
     let report = block_on(zrepl_daemon::prune_dry_run(&cfg, &args.job, &zfs))??;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

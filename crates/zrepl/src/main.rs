@@ -12,6 +12,22 @@ mod status_text;
 mod test_cmd;
 mod version;
 
+/// The zrepl-zfs settings of every subcommand, with the environment applied:
+/// `ZREPL_LIBZFS_CORE=off` (or `0`, `false`) makes hold, release and bookmark destruction use
+/// the `zfs` command line only.
+pub(crate) fn zfs_config() -> zrepl_zfs::ZfsConfig {
+    let off = std::env::var("ZREPL_LIBZFS_CORE").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "0" | "off" | "false" | "no"
+        )
+    });
+    zrepl_zfs::ZfsConfig {
+        libzfs_core: !off,
+        ..zrepl_zfs::ZfsConfig::default()
+    }
+}
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -45,7 +45,7 @@ fn filesystems(config: Option<&Path>, args: TestFilesystemsArgs) -> anyhow::Resu
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            let zfs = zrepl_zfs::Zfs::new(zrepl_zfs::ZfsConfig::default());
+            let zfs = zrepl_zfs::Zfs::new(crate::zfs_config());
             let list = match rt.block_on(zfs.list_filesystems(None)) {
                 Ok(l) => l,
                 Err(zrepl_zfs::ZfsError::Spawn { binary, source })
