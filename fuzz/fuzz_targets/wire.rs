@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use zrepl_protocol::{
-    ByteStream, DestroyResult, FilesystemInfo, ReceiveRequest, Receiver, Result,
-};
+use zrepl_protocol::{ByteStream, DestroyResult, FilesystemInfo, ReceiveRequest, Receiver, Result};
 use zrepl_rpc::handshake::{decode_body, decode_header, Banner};
 use zrepl_zfs_types::{DatasetPath, FilesystemVersion};
 

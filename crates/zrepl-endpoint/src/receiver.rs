@@ -1,5 +1,6 @@
 //! The receiving endpoint.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
@@ -51,7 +52,8 @@ pub struct LocalReceiver {
     /// Serializes placeholder creation (zrepl's per-receiver mutex), shared by every receiver
     /// of the same root in this process: a peer's concurrent streams arrive on connections of
     /// their own, each served by its own `LocalReceiver`.
-    create_lock: Arc<Mutex<()>>,
+    /// State shared by every receiver of the same root in this process (see [`RootShared`]).
+    shared: Arc<RootShared>,
     /// Per local filesystem, the snapshots that had holds (`userrefs > 0`) in the last full
     /// listing of it: where older last-received holds may be, so that completing a receive
     /// looks only at those snapshots instead of listing the filesystem again.
@@ -64,18 +66,30 @@ pub struct LocalReceiver {
     bucket: Option<Arc<crate::ratelimit::Bucket>>,
 }
 
-/// The placeholder-creation lock of the receivers of `root` (see `LocalReceiver::create_lock`).
-fn create_lock_for(root: &DatasetPath) -> Arc<Mutex<()>> {
-    type Locks = std::collections::HashMap<DatasetPath, std::sync::Weak<Mutex<()>>>;
-    static LOCKS: std::sync::LazyLock<std::sync::Mutex<Locks>> =
+/// What the receivers of one root in this process share: a peer's control RPCs and its
+/// streams arrive on different connections, each served by its own `LocalReceiver`.
+#[derive(Default)]
+struct RootShared {
+    /// Serializes placeholder creation (zrepl's per-receiver mutex).
+    create_lock: Mutex<()>,
+    /// Receives whose stream was checked (its BEGIN record names the requested GUIDs) and
+    /// that `zfs recv` completed into the requested snapshot: (local filesystem, snapshot
+    /// name, guid). `receives_completed` needs no listing to check those (used once).
+    verified: std::sync::Mutex<HashSet<(DatasetPath, String, u64)>>,
+}
+
+/// The [`RootShared`] of the receivers of `root`.
+fn shared_for(root: &DatasetPath) -> Arc<RootShared> {
+    type All = std::collections::HashMap<DatasetPath, std::sync::Weak<RootShared>>;
+    static ALL: std::sync::LazyLock<std::sync::Mutex<All>> =
         std::sync::LazyLock::new(Default::default);
-    let mut locks = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(l) = locks.get(root).and_then(std::sync::Weak::upgrade) {
+    let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(l) = all.get(root).and_then(std::sync::Weak::upgrade) {
         return l;
     }
-    locks.retain(|_, w| w.strong_count() > 0);
-    let l = Arc::new(Mutex::new(()));
-    locks.insert(root.clone(), Arc::downgrade(&l));
+    all.retain(|_, w| w.strong_count() > 0);
+    let l = Arc::new(RootShared::default());
+    all.insert(root.clone(), Arc::downgrade(&l));
     l
 }
 
@@ -102,7 +116,7 @@ impl LocalReceiver {
         Ok(LocalReceiver {
             zfs,
             cfg: Arc::new(cfg),
-            create_lock: create_lock_for(&root),
+            shared: shared_for(&root),
             root,
             held: Arc::default(),
             prefetched: Arc::default(),
@@ -141,7 +155,7 @@ impl LocalReceiver {
 
     /// Creates every missing ancestor of `lp` between root_fs and `lp` as a placeholder.
     async fn ensure_parents(&self, lp: &DatasetPath) -> Result<(), EndpointError> {
-        let _guard = self.create_lock.lock().await;
+        let _guard = self.shared.create_lock.lock().await;
         for anc in lp.ancestors_top_down() {
             if self.cfg.root_fs.has_prefix(&anc) {
                 // root_fs itself or above: must exist, never created by us.
@@ -401,6 +415,31 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         let lp = self.local_path(&req.filesystem)?;
         let target =
             VersionPath::snapshot(&lp, &req.to.name).map_err(|e| zfs_err("invalid 'to'", e))?;
+        // What the stream really recreates, before anything changes here: a stream of another
+        // snapshot than the request names is refused.
+        let mut stream = stream;
+        let (head, begin) = zrepl_zfs::read_send_begin(&mut stream)
+            .await
+            .map_err(|e| match e {
+                zrepl_zfs::StreamHeaderError::Io(e) => EndpointError::new(
+                    zrepl_protocol::ErrorKind::Connectivity,
+                    format!("stream for {target} failed: {e}"),
+                ),
+                e @ zrepl_zfs::StreamHeaderError::Format(_) => {
+                    EndpointError::invalid(format!("stream for {target}: {e}"))
+                }
+            })?;
+        let from = req.from.as_ref().map_or(0, |f| f.guid);
+        if begin.toguid != req.to.guid || begin.fromguid != from {
+            return Err(EndpointError::invalid(format!(
+                "the stream for {target} recreates guid {:#x} from guid {:#x}, the request says guid {:#x} from guid {from:#x}; refusing to receive it",
+                begin.toguid, begin.fromguid, req.to.guid
+            )));
+        }
+        let stream: ByteStream = Box::pin(tokio::io::AsyncReadExt::chain(
+            std::io::Cursor::new(head),
+            stream,
+        ));
         // An incremental step into what the planner saw as an existing filesystem needs no
         // inspection: `zfs recv` without `-F` only applies an incremental stream on top of its
         // source snapshot, so a missing filesystem or a placeholder (which never has the
@@ -479,7 +518,13 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             return Err(zfs_err(format!("zfs recv into {target} failed"), e));
         }
         if req.deferred {
-            // The GUID check and the hold follow in `receives_completed`.
+            // The hold follows in `receives_completed`; the stream was checked, so the
+            // received snapshot has the requested GUID.
+            self.shared
+                .verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((lp.clone(), req.to.name.clone(), req.to.guid));
             return Ok(());
         }
         // The stream must have produced exactly the snapshot the planner asked for.
@@ -523,36 +568,43 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             return Ok(results);
         }
         // The GUID check of every step and the search for older last-received holds. Where
-        // the last full listing of a filesystem told which of its snapshots have holds, only
-        // the named snapshots are looked at (received, `from`, held before: one command for
-        // all); a filesystem not listed before is listed whole.
+        // the last full listing of a filesystem (this round's planning) told which of its
+        // snapshots have holds, only the received snapshots are listed (one command for all)
+        // and the older holds are looked for on those held snapshots; a filesystem not listed
+        // before is listed whole.
         let cached: std::collections::HashMap<DatasetPath, Vec<String>> = {
             let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
             fss.iter()
                 .filter_map(|f| held.get(f).map(|h| (f.clone(), h.clone())))
                 .collect()
         };
+        // Receives whose stream this process checked need no look at all.
+        let verified: Vec<bool> = {
+            let mut v = self
+                .shared
+                .verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            reqs.iter()
+                .zip(&locals)
+                .map(|(r, lp)| {
+                    lp.as_ref().is_some_and(|lp| {
+                        r.deferred && v.remove(&(lp.clone(), r.to.name.clone(), r.to.guid))
+                    })
+                })
+                .collect()
+        };
         let mut named: std::collections::BTreeSet<VersionPath> = std::collections::BTreeSet::new();
-        for (r, lp) in reqs.iter().zip(&locals) {
+        for ((r, lp), verified) in reqs.iter().zip(&locals).zip(&verified) {
             let Some(lp) = lp
                 .as_ref()
-                .filter(|l| r.deferred && cached.contains_key(*l))
+                .filter(|l| r.deferred && !verified && cached.contains_key(*l))
             else {
                 continue;
             };
-            let from = r.from.as_ref().filter(|f| f.typ == VersionType::Snapshot);
-            for name in std::iter::once(&r.to.name).chain(from.map(|f| &f.name)) {
-                if let Ok(v) = VersionPath::snapshot(lp, name) {
-                    named.insert(v);
-                }
+            if let Ok(v) = VersionPath::snapshot(lp, &r.to.name) {
+                named.insert(v);
             }
-        }
-        for (lp, names) in &cached {
-            named.extend(
-                names
-                    .iter()
-                    .filter_map(|n| VersionPath::snapshot(lp, n).ok()),
-            );
         }
         let mut listed: std::collections::BTreeMap<DatasetPath, Vec<FilesystemVersion>> =
             if named.is_empty() {
@@ -580,7 +632,7 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         // Per filesystem, the newest checked `to` that gets the last-received hold.
         let mut newest: std::collections::BTreeMap<DatasetPath, (&ReceiveRequest, bool)> =
             std::collections::BTreeMap::new();
-        for ((r, lp), res) in reqs.iter().zip(&locals).zip(results.iter_mut()) {
+        for (i, ((r, lp), res)) in reqs.iter().zip(&locals).zip(results.iter_mut()).enumerate() {
             let Some(lp) = lp.as_ref().filter(|_| r.deferred) else {
                 continue;
             };
@@ -589,6 +641,7 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             }
             let target = format!("{lp}@{}", r.to.name);
             let got = match listed.get(lp) {
+                _ if verified[i] => Some(r.to.guid),
                 Some(vs) => vs
                     .iter()
                     .find(|v| v.typ == VersionType::Snapshot && v.name == r.to.name)
@@ -637,17 +690,22 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         // Older last-received holds of this job: best effort, as after a single receive.
         let others: Vec<VersionPath> = newest
             .iter()
-            .filter_map(|(lp, (r, _))| {
-                let vs = listed.get(lp)?;
-                Some(
-                    vs.iter()
-                        .filter(|v| v.typ == VersionType::Snapshot)
-                        .filter(|v| v.name != r.to.name && v.userrefs.unwrap_or(0) > 0)
-                        .filter_map(|v| VersionPath::of(lp, v).ok())
-                        .collect::<Vec<_>>(),
-                )
+            .flat_map(|(lp, (r, _))| {
+                let held: Vec<&String> = match cached.get(lp) {
+                    Some(names) => names.iter().collect(),
+                    None => listed
+                        .get(lp)
+                        .into_iter()
+                        .flatten()
+                        .filter(|v| v.typ == VersionType::Snapshot && v.userrefs.unwrap_or(0) > 0)
+                        .map(|v| &v.name)
+                        .collect(),
+                };
+                held.into_iter()
+                    .filter(|n| **n != r.to.name)
+                    .filter_map(|n| VersionPath::snapshot(lp, n).ok())
+                    .collect::<Vec<_>>()
             })
-            .flatten()
             .collect();
         if !others.is_empty() {
             // `zfs release` of a tag a snapshot does not have is a no-op for us (idempotent),

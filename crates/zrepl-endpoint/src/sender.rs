@@ -87,11 +87,15 @@ struct Prepared {
     /// Requests whose step holds exist and whose `from`/`to` GUIDs were checked while held:
     /// their `send` skips the per-step listing and holds. An entry is used once.
     steps: HashSet<String>,
-    /// The listing taken while those holds existed, of each filesystem all of whose requests
-    /// were prepared; `sends_completed` uses it (once) instead of listing again. It stays
-    /// exact for what completion reads: the held `from`/`to` cannot be destroyed, and this
+    /// The listing the round's requests were checked against, of each filesystem all of whose
+    /// requests were prepared; `sends_completed` uses it (once) instead of listing again. What
+    /// completion reads from it stays exact: the held `from`/`to` cannot be destroyed, and this
     /// job's cursors change only in this job's completion.
     listing: BTreeMap<DatasetPath, Vec<FilesystemVersion>>,
+    /// The last `list_versions_many` (the one the round was planned on), for the next
+    /// `prepare_sends` (taken once). Requests are checked against it; GUIDs are checked again,
+    /// race-free, on the stream `zfs send` produces ([`check_stream_begin`]).
+    planned: BTreeMap<DatasetPath, Vec<FilesystemVersion>>,
 }
 
 /// The identity of a request for [`Prepared::steps`].
@@ -264,6 +268,30 @@ fn check_request(req: &SendRequest, versions: &[FilesystemVersion]) -> Result<()
         }
         Ok(())
     }
+}
+
+/// Reads the first record of the stream `zfs send` produces for `req` and checks that it
+/// recreates exactly the requested `to` from the requested `from` (by GUID): whatever happened
+/// to the names since the request was checked, no byte of another snapshot leaves this host.
+/// Returns the whole stream, the record included. Dropping `stream` on an error kills
+/// `zfs send`.
+async fn check_stream_begin(
+    req: &SendRequest,
+    mut stream: zrepl_zfs::SendStream,
+) -> Result<zrepl_protocol::ByteStream, EndpointError> {
+    use tokio::io::AsyncReadExt;
+    let what = format!("zfs send of {}", req.to.full_path(&req.filesystem));
+    let (head, begin) = zrepl_zfs::read_send_begin(&mut stream)
+        .await
+        .map_err(|e| EndpointError::zfs(format!("{what}: {e}")))?;
+    let from = req.from.as_ref().map_or(0, |f| f.guid);
+    if begin.toguid != req.to.guid || begin.fromguid != from {
+        return Err(EndpointError::invalid(format!(
+            "{what} produces a stream of {} (guid {:#x}, from guid {:#x}), the request expected guid {:#x} from guid {from:#x}; refusing to send it",
+            begin.toname, begin.toguid, begin.fromguid, req.to.guid
+        )));
+    }
+    Ok(Box::pin(std::io::Cursor::new(head).chain(stream)))
 }
 
 impl LocalSender {
@@ -550,6 +578,10 @@ impl zrepl_protocol::Sender for LocalSender {
             .cloned()
             .zip(list_versions_many(&self.zfs, &allowed).await?)
             .collect();
+        lock(&self.prepared).planned = listed
+            .iter()
+            .filter_map(|(f, v)| Some((f.clone(), v.as_ref().ok()?.clone())))
+            .collect();
         Ok(fss
             .iter()
             .map(|f| {
@@ -563,10 +595,12 @@ impl zrepl_protocol::Sender for LocalSender {
     }
 
     async fn prepare_sends(&self, reqs: &[SendRequest]) -> Result<(), EndpointError> {
-        *lock(&self.prepared) = Prepared::default();
+        let planned = std::mem::take(&mut *lock(&self.prepared)).planned;
         // Step holds (guarantee_resumability) on every `from` and `to` of the round in one
-        // command, then one listing: what is held cannot be destroyed or replaced, so GUIDs
-        // checked now stay valid until `send`.
+        // command; the requests are checked against the listing the round was planned on (a
+        // filesystem without one is listed now, under the holds). What is held cannot be
+        // destroyed; that the held names still carry the planned GUIDs is checked by `send`
+        // on the stream itself.
         let cands: Vec<&SendRequest> = reqs
             .iter()
             .filter(|r| self.check_allowed(&r.filesystem).is_ok())
@@ -597,11 +631,23 @@ impl zrepl_protocol::Sender for LocalSender {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> = fss
+        let mut listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> = fss
             .iter()
-            .cloned()
-            .zip(list_versions_many(&self.zfs, &fss).await?)
+            .filter_map(|f| Some((f.clone(), Ok(planned.get(f)?.clone()))))
             .collect();
+        let unplanned: Vec<DatasetPath> = fss
+            .iter()
+            .filter(|f| !listed.contains_key(*f))
+            .cloned()
+            .collect();
+        if !unplanned.is_empty() {
+            listed.extend(
+                unplanned
+                    .iter()
+                    .cloned()
+                    .zip(list_versions_many(&self.zfs, &unplanned).await?),
+            );
+        }
         let mut used = std::collections::BTreeSet::new();
         {
             let mut prepared = lock(&self.prepared);
@@ -705,12 +751,13 @@ impl zrepl_protocol::Sender for LocalSender {
             .send(&src)
             .await
             .map_err(|e| zfs_err(format!("cannot start zfs send of {}", req.filesystem), e))?;
+        let stream = check_stream_begin(&req, stream).await?;
         Ok((
             SendResponse {
                 used_resume_token: req.resume_token.is_some(),
                 expected_size: 0,
             },
-            crate::ratelimit::limit(self.bucket.as_ref(), Box::pin(stream)),
+            crate::ratelimit::limit(self.bucket.as_ref(), stream),
         ))
     }
 

@@ -7,8 +7,8 @@ use zrepl_zfs::{FilesystemVersion, VersionPath, VersionType};
 use zrepl_zfs_types::abstraction::{cursor_bookmark_name, last_received_hold_tag};
 
 use crate::replication::{
-    all_holds, create, dp, guid, holds, must_succeed, one_attempt, receiver, recv_path, replicate,
-    sender, snapshot, versions, write, zfs, RECEIVER_JOB, SENDER_JOB,
+    all_holds, create, dp, exists, guid, holds, must_succeed, one_attempt, receiver, recv_path,
+    replicate, sender, snapshot, versions, write, zfs, RECEIVER_JOB, SENDER_JOB,
 };
 use crate::{Ctx, TestResult};
 use zrepl_endpoint::PlaceholderPolicy;
@@ -66,12 +66,13 @@ pub async fn repl_batched_round_commands_per_filesystem(t: Ctx) -> TestResult {
     let lzc_destroys = lzc_verb(&t, "destroy");
     let listings = zfs_verb(&t, "list") + zfs_verb(&t, "get");
     must_succeed(&replicate(&s, &r, &one_attempt()).await)?;
-    // Listings: the sender's filesystems and versions for planning and once more under the
-    // step holds (which completion reuses); the receiver's root, its subtree, and the
-    // received snapshots by name.
+    // Listings: the sender's filesystems and versions, the receiver's root and its subtree,
+    // all for planning. Nothing is listed again: the step holds keep what the plan names, the
+    // streams' first records prove the GUIDs on both sides, and completion reuses the
+    // planning listings.
     let listings = zfs_verb(&t, "list") + zfs_verb(&t, "get") - listings;
     ensure!(
-        listings <= 6,
+        listings <= 4,
         "{listings} listings for {N} filesystems: {:?}",
         t.zfs.command_stats()
     );
@@ -240,6 +241,156 @@ pub async fn repl_batched_round_still_checks_guids(t: Ctx) -> TestResult {
         holds(&format!("{}@2", recv_path(&t, "a")))? == [last_received_hold_tag(RECEIVER_JOB)],
         "last-received hold"
     );
+    Ok(())
+}
+
+/// The race between planning and the step holds: a snapshot destroyed and created again under
+/// the same name after the sender was listed. `prepare_sends` checks the requests against that
+/// listing (no second listing) and holds the new snapshot; `send` reads the stream's first
+/// record, sees another GUID and refuses before a byte leaves; an unchanged request still
+/// sends.
+pub async fn repl_send_checks_the_stream_guids(t: Ctx) -> TestResult {
+    let fs = create(&t, "src/a")?;
+    write(&fs, "a", 1)?;
+    snapshot(&format!("{fs}@1"))?;
+    write(&fs, "b", 1)?;
+    snapshot(&format!("{fs}@2"))?;
+    let s = sender(&t, &[("src/a", true)]);
+    let planned = s
+        .list_versions_many(&[dp(&fs)])
+        .await
+        .map_err(|e| e.to_string())?
+        .remove(0)
+        .map_err(|e| e.to_string())?;
+    let find = |name: &str| {
+        planned
+            .iter()
+            .find(|v| v.typ == VersionType::Snapshot && v.name == name)
+            .cloned()
+            .ok_or_else(|| format!("@{name} not planned"))
+    };
+    let (from, to) = (find("1")?, find("2")?);
+    zfs(&["destroy", &format!("{fs}@2")])?;
+    write(&fs, "c", 1)?;
+    snapshot(&format!("{fs}@2"))?;
+    let req = SendRequest {
+        filesystem: dp(&fs),
+        from: Some(from.clone()),
+        to: to.clone(),
+        resume_token: None,
+        replication: ReplicationConfig::default(),
+    };
+    let listings = zfs_verb(&t, "list") + zfs_verb(&t, "get");
+    s.prepare_sends(std::slice::from_ref(&req))
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        zfs_verb(&t, "list") + zfs_verb(&t, "get") == listings,
+        "prepare_sends listed again although the round was planned on a listing"
+    );
+    match s.send(req.clone()).await {
+        Err(e) => ensure!(
+            e.kind == ErrorKind::InvalidRequest
+                && e.message.contains("refusing")
+                && e.message.contains(&format!("{:#x}", to.guid)),
+            "{e:?}"
+        ),
+        Ok(_) => return Err("a stream of a re-created snapshot was sent".into()),
+    }
+    // The same request for what exists now is sent, and its stream starts with the record.
+    let mut now = req;
+    now.to.guid = guid(&format!("{fs}@2"))?;
+    let (_, mut stream) = s.send(now).await.map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut head).await?;
+    let begin = zrepl_zfs::parse_send_begin(&head)?;
+    ensure!(
+        begin.toguid == guid(&format!("{fs}@2"))? && begin.fromguid == from.guid,
+        "{begin:?}"
+    );
+    Ok(())
+}
+
+/// The receiver reads the stream's first record before it changes anything: a stream of
+/// another snapshot than the request names, and bytes that are no zfs stream, are refused and
+/// leave nothing behind (no received snapshot, no placeholder, no filesystem).
+pub async fn repl_receive_checks_the_stream_guids(t: Ctx) -> TestResult {
+    let fs = create(&t, "src/a")?;
+    write(&fs, "a", 1)?;
+    snapshot(&format!("{fs}@1"))?;
+    write(&fs, "b", 1)?;
+    snapshot(&format!("{fs}@2"))?;
+    let s = sender(&t, &[("src<", true)]);
+    let r = receiver(&t, "client", PlaceholderPolicy::Inherit)?;
+    let (from, to) = (listed(&s, &fs, "1").await?, listed(&s, &fs, "2").await?);
+    let req = |from: Option<FilesystemVersion>, to: FilesystemVersion| SendRequest {
+        filesystem: dp(&fs),
+        from,
+        to,
+        resume_token: None,
+        replication: ReplicationConfig::default(),
+    };
+    let recv_req = |to: FilesystemVersion, from: Option<FilesystemVersion>| ReceiveRequest {
+        filesystem: dp(&fs),
+        to,
+        clear_resume_token: false,
+        replication: ReplicationConfig::default(),
+        from,
+        deferred: true,
+    };
+    let rfs = recv_path(&t, "a");
+    // A full stream of @1 offered as @2 into a filesystem the receiver does not have.
+    let (_, stream) = s
+        .send(req(None, from.clone()))
+        .await
+        .map_err(|e| e.to_string())?;
+    match r.receive(recv_req(to.clone(), None), stream).await {
+        Err(e) => ensure!(
+            e.kind == ErrorKind::InvalidRequest && e.message.contains("refusing to receive"),
+            "{e:?}"
+        ),
+        Ok(()) => return Err("a stream of another snapshot was received".into()),
+    }
+    let sink = format!("{}/sink", t.pool);
+    ensure!(
+        zfs(&["list", "-H", "-o", "name", "-r", &sink])?.trim() == sink,
+        "something was created below {sink}"
+    );
+    // Bytes that are no zfs stream.
+    let garbage: zrepl_protocol::ByteStream = Box::pin(std::io::Cursor::new(vec![0x5au8; 4096]));
+    match r.receive(recv_req(from.clone(), None), garbage).await {
+        Err(e) => ensure!(
+            e.kind == ErrorKind::InvalidRequest && e.message.contains("unexpected stream"),
+            "{e:?}"
+        ),
+        Ok(()) => return Err("garbage was received".into()),
+    }
+    ensure!(!exists(&rfs), "{rfs} exists");
+    // The real full stream, then an incremental stream offered with the wrong `from`.
+    let (_, stream) = s
+        .send(req(None, from.clone()))
+        .await
+        .map_err(|e| e.to_string())?;
+    r.receive(recv_req(from.clone(), None), stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, stream) = s
+        .send(req(Some(from.clone()), to.clone()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut wrong_from = from.clone();
+    wrong_from.guid ^= 1;
+    match r
+        .receive(recv_req(to.clone(), Some(wrong_from)), stream)
+        .await
+    {
+        Err(e) => ensure!(
+            e.kind == ErrorKind::InvalidRequest && e.message.contains("refusing to receive"),
+            "{e:?}"
+        ),
+        Ok(()) => return Err("an incremental stream from another snapshot was received".into()),
+    }
+    ensure!(versions(&rfs)? == ["@1"], "{:?}", versions(&rfs)?);
     Ok(())
 }
 

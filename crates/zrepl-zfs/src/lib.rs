@@ -16,7 +16,9 @@
 //!   string; a rejected name spawns nothing (observable through [`Zfs::total_commands_started`]).
 //! * **Few commands**: a whole subtree with all snapshots and bookmarks is listed with one
 //!   `zfs list` ([`Zfs::list_subtree_versions`]); snapshot, hold, release, holds and destroy take
-//!   many names per command, split only at the argv limit.
+//!   many names per command, split only at the argv limit. Hold, release and the destruction
+//!   of bookmarks go through libzfs_core where it loads (`lzc.rs`, the crate's only FFI): one
+//!   ioctl and one transaction group per pool and batch instead of one per snapshot.
 //! * **Cancellation kills**: every child has `kill_on_drop`, so dropping a future or a
 //!   [`SendStream`] kills the process; stderr is always captured into the error.
 //! * **Pure parsers**: [`parse`] works on text only and is unit-tested on captured output; the
@@ -43,10 +45,12 @@ pub use error::{Argv, Undestroyable, ZfsError};
 pub use features::{FeatureOverrides, Features};
 pub use names::VersionPath;
 pub use parse::{
-    DryRunKind, Properties, PropertySource, PropertyValue, SendDryRunInfo, VersionsByFilesystem,
-    ZfsVersion,
+    parse_send_begin, send_record_type, DryRunKind, Properties, PropertySource, PropertyValue,
+    SendBegin, SendDryRunInfo, VersionsByFilesystem, ZfsVersion, SEND_BEGIN_LEN,
 };
 pub use recv::RecvRequest;
-pub use send::{SendFlags, SendRequest, SendSource, SendStream};
+pub use send::{
+    read_send_begin, SendFlags, SendRequest, SendSource, SendStream, StreamHeaderError,
+};
 pub use versions::DestroyOutcome;
 pub use zrepl_zfs_types::{DatasetPath, FilesystemVersion, VersionType};

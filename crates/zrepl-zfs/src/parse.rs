@@ -637,6 +637,93 @@ pub fn is_release_no_such_tag(line: &str) -> bool {
     line.contains("no such tag on this dataset")
 }
 
+/// The first record of every `zfs send` stream (`DRR_BEGIN`), as far as zrepl checks it: what
+/// the stream really contains, whatever was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendBegin {
+    /// GUID of the snapshot the stream recreates.
+    pub toguid: u64,
+    /// GUID of the incremental source (snapshot or bookmark); 0 for a full stream.
+    pub fromguid: u64,
+    /// `pool/fs@snap` as the sender named it.
+    pub toname: String,
+    /// A compound stream (`zfs send -p`, `-b`, `-R`): this record carries the properties
+    /// (a payload of `payload_len` bytes, then an END record) and the snapshot's own stream
+    /// (a substream with its own BEGIN record and the real GUIDs; 0 here) follows.
+    pub compound: bool,
+    /// Bytes of payload following this record.
+    pub payload_len: u32,
+}
+
+/// Length of the `DRR_BEGIN` record (`sizeof (dmu_replay_record_t)`).
+pub const SEND_BEGIN_LEN: usize = 312;
+
+/// `DMU_BACKUP_MAGIC`.
+const BACKUP_MAGIC: u64 = 0x2_f5ba_cbac;
+
+/// Parses the `DRR_BEGIN` record at the start of a `zfs send` stream: `drr_type` (u32, 0 =
+/// BEGIN) and `drr_payloadlen` (u32), then `drr_magic`, `drr_versioninfo`,
+/// `drr_creation_time` (u64 each), the objset type and `drr_flags` (u32 each), `drr_toguid`,
+/// `drr_fromguid` (u64 each) and `drr_toname` (256 bytes, NUL-padded). The sender's byte order
+/// is told by the magic.
+pub fn parse_send_begin(b: &[u8]) -> Result<SendBegin, String> {
+    let Some(b) = b.get(..SEND_BEGIN_LEN) else {
+        return Err(format!(
+            "stream shorter than its first record ({} of {SEND_BEGIN_LEN} bytes)",
+            b.len()
+        ));
+    };
+    let u64_at = |at: usize, little: bool| {
+        let a: [u8; 8] = b[at..at + 8].try_into().unwrap_or_default();
+        if little {
+            u64::from_le_bytes(a)
+        } else {
+            u64::from_be_bytes(a)
+        }
+    };
+    let little = match (u64_at(8, true), u64_at(8, false)) {
+        (BACKUP_MAGIC, _) => true,
+        (_, BACKUP_MAGIC) => false,
+        _ => return Err("not a zfs send stream (no DRR_BEGIN magic)".into()),
+    };
+    let head = u64_at(0, little);
+    let (typ, payload_len) = if little {
+        (head & 0xffff_ffff, head >> 32)
+    } else {
+        (head >> 32, head & 0xffff_ffff)
+    };
+    if typ != 0 {
+        return Err(format!("first record has type {typ}, not DRR_BEGIN"));
+    }
+    let name = &b[56..SEND_BEGIN_LEN];
+    let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+    // DMU_GET_STREAM_HDRTYPE(drr_versioninfo): 1 = substream, 2 = compound stream.
+    let compound = match u64_at(16, little) & 0x3 {
+        1 => false,
+        2 => true,
+        other => return Err(format!("unknown stream header type {other}")),
+    };
+    Ok(SendBegin {
+        toguid: u64_at(40, little),
+        fromguid: u64_at(48, little),
+        toname: String::from_utf8_lossy(&name[..end]).into_owned(),
+        compound,
+        payload_len: payload_len as u32,
+    })
+}
+
+/// `drr_type` of the record in `b` (in the byte order of a stream whose BEGIN record is
+/// `begin`): the END record that closes a compound stream's header must have type 5.
+pub fn send_record_type(begin: &[u8], b: &[u8]) -> Option<u32> {
+    let magic: [u8; 8] = begin.get(8..16)?.try_into().ok()?;
+    let t: [u8; 4] = b.get(..4)?.try_into().ok()?;
+    Some(if u64::from_le_bytes(magic) == BACKUP_MAGIC {
+        u32::from_le_bytes(t)
+    } else {
+        u32::from_be_bytes(t)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -893,5 +980,149 @@ mod tests {
         }
         let rows = parse_get("p/u\tguid\t1\t-\n").unwrap();
         assert!(split_get_listing(rows, &["zrepl:placeholder"]).is_err());
+    }
+
+    /// A `DRR_BEGIN` record as OpenZFS writes it, in the given byte order.
+    fn begin_record(little: bool, typ: u32, magic: u64, to: u64, from: u64, name: &str) -> Vec<u8> {
+        begin_record_hdr(little, typ, magic, 1, 0, to, from, name)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn begin_record_hdr(
+        little: bool,
+        typ: u32,
+        magic: u64,
+        hdrtype: u64,
+        payload: u32,
+        to: u64,
+        from: u64,
+        name: &str,
+    ) -> Vec<u8> {
+        let mut b = vec![0u8; SEND_BEGIN_LEN];
+        let put32 = |b: &mut Vec<u8>, at: usize, v: u32| {
+            let x = if little {
+                v.to_le_bytes()
+            } else {
+                v.to_be_bytes()
+            };
+            b[at..at + 4].copy_from_slice(&x);
+        };
+        let put64 = |b: &mut Vec<u8>, at: usize, v: u64| {
+            let x = if little {
+                v.to_le_bytes()
+            } else {
+                v.to_be_bytes()
+            };
+            b[at..at + 8].copy_from_slice(&x);
+        };
+        put32(&mut b, 0, typ);
+        put32(&mut b, 4, payload);
+        put64(&mut b, 8, magic);
+        put64(&mut b, 16, (0x4 << 2) | hdrtype); // versioninfo: feature flags, header type
+        put64(&mut b, 24, 1_700_000_000);
+        put32(&mut b, 32, 2); // DMU_OST_ZFS
+        put32(&mut b, 36, 0x4);
+        put64(&mut b, 40, to);
+        put64(&mut b, 48, from);
+        b[56..56 + name.len()].copy_from_slice(name.as_bytes());
+        b
+    }
+
+    #[test]
+    fn send_begin_records() {
+        let ok = |to: u64, from: u64, name: &str| {
+            Ok(SendBegin {
+                toguid: to,
+                fromguid: from,
+                toname: name.to_string(),
+                compound: false,
+                payload_len: 0,
+            })
+        };
+        let long_name = "p/".to_string() + &"x".repeat(254);
+        let cases: Vec<(&str, Vec<u8>, Result<SendBegin, &str>)> = vec![
+            (
+                "little-endian incremental",
+                begin_record(
+                    true,
+                    0,
+                    BACKUP_MAGIC,
+                    0xdead_beef_0000_0001,
+                    42,
+                    "pool/fs@b",
+                ),
+                ok(0xdead_beef_0000_0001, 42, "pool/fs@b"),
+            ),
+            (
+                "big-endian sender, full",
+                begin_record(false, 0, BACKUP_MAGIC, u64::MAX, 0, "pool/a b@s 1"),
+                ok(u64::MAX, 0, "pool/a b@s 1"),
+            ),
+            (
+                "name fills the field (no NUL)",
+                begin_record(true, 0, BACKUP_MAGIC, 1, 2, &long_name),
+                ok(1, 2, &long_name),
+            ),
+            (
+                "wrong magic",
+                begin_record(true, 0, 0x1234, 1, 2, "p/f@s"),
+                Err("not a zfs send stream (no DRR_BEGIN magic)"),
+            ),
+            (
+                "first record is not BEGIN",
+                begin_record(true, 5, BACKUP_MAGIC, 1, 2, "p/f@s"),
+                Err("first record has type 5, not DRR_BEGIN"),
+            ),
+            (
+                "big-endian, not BEGIN",
+                begin_record(false, 1, BACKUP_MAGIC, 1, 2, "p/f@s"),
+                Err("first record has type 1, not DRR_BEGIN"),
+            ),
+            (
+                "short",
+                vec![0u8; 100],
+                Err("stream shorter than its first record (100 of 312 bytes)"),
+            ),
+            (
+                "empty",
+                Vec::new(),
+                Err("stream shorter than its first record (0 of 312 bytes)"),
+            ),
+            (
+                "compound stream (zfs send -p), big-endian",
+                begin_record_hdr(false, 0, BACKUP_MAGIC, 2, 1234, 0, 0, "p/f@s"),
+                Ok(SendBegin {
+                    toguid: 0,
+                    fromguid: 0,
+                    toname: "p/f@s".into(),
+                    compound: true,
+                    payload_len: 1234,
+                }),
+            ),
+            (
+                "unknown header type",
+                begin_record_hdr(true, 0, BACKUP_MAGIC, 3, 0, 1, 2, "p/f@s"),
+                Err("unknown stream header type 3"),
+            ),
+        ];
+        for (what, bytes, want) in cases {
+            let got = parse_send_begin(&bytes);
+            match (&got, &want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{what}"),
+                (Err(g), Err(w)) => assert_eq!(g, w, "{what}"),
+                _ => panic!("{what}: got {got:?}, want {want:?}"),
+            }
+        }
+        // Trailing bytes (the rest of the stream) are not looked at.
+        let mut b = begin_record(true, 0, BACKUP_MAGIC, 7, 0, "p/f@s");
+        b.extend_from_slice(&[0xff; 1000]);
+        assert_eq!(parse_send_begin(&b).ok(), ok(7, 0, "p/f@s").ok());
+        // The END record's type, in either byte order.
+        for little in [true, false] {
+            let begin = begin_record(little, 0, BACKUP_MAGIC, 1, 0, "p/f@s");
+            let end = begin_record(little, 5, 0, 0, 0, "");
+            assert_eq!(send_record_type(&begin, &end), Some(5));
+        }
+        assert_eq!(send_record_type(&[], &[0; 312]), None);
     }
 }

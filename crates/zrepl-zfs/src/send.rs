@@ -378,3 +378,52 @@ impl Zfs {
         })
     }
 }
+/// Why the header of a `zfs send` stream could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamHeaderError {
+    /// The stream failed or ended (for a [`SendStream`], with `zfs send`'s error).
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The bytes are not the start of a `zfs send` stream as OpenZFS writes it.
+    #[error("unexpected stream: {0}")]
+    Format(String),
+}
+
+/// Properties of one filesystem in a compound stream's header (`-p`, `-b`) are far below this.
+const MAX_HEADER_PAYLOAD: usize = 16 << 20;
+
+/// Reads the header of a `zfs send` stream: its first BEGIN record and, for a compound stream
+/// (`-p`, `-b`), the properties, the END record and the substream's BEGIN record. Returns the
+/// bytes read, to be put back in front of the rest of the stream, and the BEGIN record with
+/// the stream's real GUIDs: what the stream recreates, whatever it was asked or said to be.
+pub async fn read_send_begin<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<(Vec<u8>, crate::parse::SendBegin), StreamHeaderError> {
+    use crate::parse::{parse_send_begin, send_record_type, SEND_BEGIN_LEN as LEN};
+    use tokio::io::AsyncReadExt;
+    let mut head = vec![0u8; LEN];
+    r.read_exact(&mut head).await?;
+    let mut begin = parse_send_begin(&head).map_err(StreamHeaderError::Format)?;
+    if begin.compound {
+        let payload = begin.payload_len as usize;
+        if payload > MAX_HEADER_PAYLOAD {
+            return Err(StreamHeaderError::Format(format!(
+                "{payload} bytes of stream header"
+            )));
+        }
+        let at = head.len();
+        head.resize(at + payload + 2 * LEN, 0);
+        r.read_exact(&mut head[at..]).await?;
+        let end = at + payload;
+        if send_record_type(&head[..LEN], &head[end..end + LEN]) != Some(5) {
+            return Err(StreamHeaderError::Format(
+                "no END record after the stream header".into(),
+            ));
+        }
+        begin = parse_send_begin(&head[end + LEN..]).map_err(StreamHeaderError::Format)?;
+        if begin.compound {
+            return Err(StreamHeaderError::Format("nested compound stream".into()));
+        }
+    }
+    Ok((head, begin))
+}

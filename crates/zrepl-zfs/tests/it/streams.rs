@@ -395,3 +395,94 @@ esac"#,
     let count = std::fs::read_to_string(m.dir().join("count")).unwrap();
     assert_eq!(count.trim(), "5000000");
 }
+
+/// A little-endian stream record: BEGIN (`typ` 0) of header type `hdrtype` (1 substream,
+/// 2 compound) with `payload` bytes announced, or any other record type.
+fn record(typ: u32, hdrtype: u64, payload: u32, to: u64, from: u64) -> Vec<u8> {
+    let mut b = vec![0u8; zrepl_zfs::SEND_BEGIN_LEN];
+    b[0..4].copy_from_slice(&typ.to_le_bytes());
+    b[4..8].copy_from_slice(&payload.to_le_bytes());
+    if typ == 0 {
+        b[8..16].copy_from_slice(&0x2_f5ba_cbac_u64.to_le_bytes());
+        b[16..24].copy_from_slice(&((0x4 << 2) | hdrtype).to_le_bytes());
+        b[40..48].copy_from_slice(&to.to_le_bytes());
+        b[48..56].copy_from_slice(&from.to_le_bytes());
+        b[56..61].copy_from_slice(b"p/f@s");
+    }
+    b
+}
+
+#[tokio::test]
+async fn send_stream_headers() {
+    let props = vec![7u8; 100];
+    let compound = [
+        record(0, 2, props.len() as u32, 0, 0),
+        props.clone(),
+        record(5, 0, 0, 0, 0),
+        record(0, 1, 0, 11, 10),
+    ]
+    .concat();
+    let data = [record(0, 1, 0, 11, 10), vec![1, 2, 3]].concat();
+    let mut compound_stream = compound.clone();
+    compound_stream.extend_from_slice(&[9; 50]);
+    // Ok(bytes consumed, toguid, fromguid) or Err(substring of the error).
+    type Want = Result<(usize, u64, u64), &'static str>;
+    let cases: Vec<(&str, Vec<u8>, Want)> = vec![
+        ("plain stream", data.clone(), Ok((312, 11, 10))),
+        (
+            "compound stream (-p)",
+            compound_stream,
+            Ok((compound.len(), 11, 10)),
+        ),
+        (
+            "truncated compound header",
+            compound[..500].to_vec(),
+            Err("early eof"),
+        ),
+        ("short stream", data[..100].to_vec(), Err("early eof")),
+        (
+            "compound header without END",
+            [
+                record(0, 2, 4, 0, 0),
+                vec![0; 4],
+                record(3, 0, 0, 0, 0),
+                record(0, 1, 0, 1, 2),
+            ]
+            .concat(),
+            Err("no END record"),
+        ),
+        (
+            "nested compound",
+            [
+                record(0, 2, 0, 0, 0),
+                record(5, 0, 0, 0, 0),
+                record(0, 2, 0, 0, 0),
+            ]
+            .concat(),
+            Err("nested compound"),
+        ),
+        (
+            "oversized header",
+            record(0, 2, u32::MAX, 0, 0),
+            Err("bytes of stream header"),
+        ),
+        ("garbage", vec![0x5a; 1000], Err("not a zfs send stream")),
+    ];
+    for (what, input, want) in cases {
+        let mut r = std::io::Cursor::new(input.clone());
+        let got = zrepl_zfs::read_send_begin(&mut r).await;
+        match (got, want) {
+            (Ok((head, b)), Ok((n, to, from))) => {
+                assert_eq!((head.len(), b.toguid, b.fromguid), (n, to, from), "{what}");
+                assert_eq!(
+                    head[..],
+                    input[..n],
+                    "{what}: the bytes read are the prefix"
+                );
+                assert_eq!(r.position() as usize, n, "{what}: nothing read beyond");
+            }
+            (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{what}: {e}"),
+            (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
+        }
+    }
+}
