@@ -106,9 +106,38 @@ pub async fn prune<S: Sender, R: Receiver>(
         }
     };
     // The cursors of every sender filesystem and the versions of each side: one request each
-    // (one listing on a local endpoint), not one per filesystem.
+    // (one listing on a local endpoint), not one per filesystem. The receiver is listed while
+    // the sender's cursors are fetched (an unmounted receiver lists slowly).
     let all: Vec<DatasetPath> = sfs.iter().map(|f| f.path.clone()).collect();
-    let cursors = fetch(sender.replication_cursors(&all).await, &all);
+    let receiver_listing = async {
+        let rfs = receiver
+            .list_filesystems()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut skipped = Vec::new();
+        let mut todo = Vec::new();
+        for fs in rfs {
+            if fs.is_placeholder {
+                skipped.push(FsPrune::skipped(&fs.path, "filesystem is placeholder"));
+                continue;
+            }
+            if !sfs.iter().any(|s| s.path == fs.path) {
+                skipped.push(FsPrune::skipped(
+                    &fs.path,
+                    "filesystem has no correspondence on sender",
+                ));
+                continue;
+            }
+            todo.push(fs.path);
+        }
+        let r_versions = fetch(receiver.list_versions_many(&todo).await, &todo);
+        Ok::<_, String>((skipped, todo, r_versions))
+    };
+    let (cursors, r_listed) = futures::future::join(
+        async { fetch(sender.replication_cursors(&all).await, &all) },
+        receiver_listing,
+    )
+    .await;
     // The two sides are independent from here on: prune them at the same time.
     let sender_side = async {
         let mut side = Vec::new();
@@ -136,27 +165,7 @@ pub async fn prune<S: Sender, R: Receiver>(
         side
     };
     let receiver_side = async {
-        let mut side = Vec::new();
-        let rfs = match receiver.list_filesystems().await {
-            Ok(l) => l,
-            Err(e) => return Err(e.to_string()),
-        };
-        let mut todo = Vec::new();
-        for fs in rfs {
-            if fs.is_placeholder {
-                side.push(FsPrune::skipped(&fs.path, "filesystem is placeholder"));
-                continue;
-            }
-            if !sfs.iter().any(|s| s.path == fs.path) {
-                side.push(FsPrune::skipped(
-                    &fs.path,
-                    "filesystem has no correspondence on sender",
-                ));
-                continue;
-            }
-            todo.push(fs.path);
-        }
-        let mut r_versions = fetch(receiver.list_versions_many(&todo).await, &todo);
+        let (mut side, todo, mut r_versions) = r_listed?;
         for fs in &todo {
             // The sender's cursor was fetched above; the receiver side needs it too.
             let cursor = peek(&cursors, fs, "cannot get replication cursor");
@@ -174,7 +183,7 @@ pub async fn prune<S: Sender, R: Receiver>(
             .await;
             side.push(r);
         }
-        Ok(side)
+        Ok::<_, String>(side)
     };
     let (s_side, r_side) = futures::future::join(sender_side, receiver_side).await;
     report.sender.filesystems = s_side;
