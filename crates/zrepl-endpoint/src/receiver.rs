@@ -78,6 +78,9 @@ struct RootShared {
     verified: std::sync::Mutex<HashSet<(DatasetPath, String, u64)>>,
 }
 
+/// At most this many [`RootShared::verified`] entries are kept.
+const MAX_VERIFIED: usize = 1 << 16;
+
 /// The [`RootShared`] of the receivers of `root`.
 fn shared_for(root: &DatasetPath) -> Arc<RootShared> {
     type All = std::collections::HashMap<DatasetPath, std::sync::Weak<RootShared>>;
@@ -421,10 +424,10 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         let (head, begin) = zrepl_zfs::read_send_begin(&mut stream)
             .await
             .map_err(|e| match e {
-                zrepl_zfs::StreamHeaderError::Io(e) => EndpointError::new(
-                    zrepl_protocol::ErrorKind::Connectivity,
-                    format!("stream for {target} failed: {e}"),
-                ),
+                // As if `zfs recv` had failed reading it (nothing was received yet).
+                zrepl_zfs::StreamHeaderError::Io(e) => {
+                    EndpointError::zfs(format!("stream for {target} failed: {e}"))
+                }
                 e @ zrepl_zfs::StreamHeaderError::Format(_) => {
                     EndpointError::invalid(format!("stream for {target}: {e}"))
                 }
@@ -520,11 +523,17 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         if req.deferred {
             // The hold follows in `receives_completed`; the stream was checked, so the
             // received snapshot has the requested GUID.
-            self.shared
+            let mut v = self
+                .shared
                 .verified
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert((lp.clone(), req.to.name.clone(), req.to.guid));
+                .unwrap_or_else(|e| e.into_inner());
+            // Entries of rounds that never completed stay; bound them (losing only the
+            // shortcut: `receives_completed` then lists).
+            if v.len() >= MAX_VERIFIED {
+                v.clear();
+            }
+            v.insert((lp.clone(), req.to.name.clone(), req.to.guid));
             return Ok(());
         }
         // The stream must have produced exactly the snapshot the planner asked for.

@@ -84,8 +84,9 @@ pub struct LocalSender {
 /// The state `prepare_sends` leaves for the round's `send`s and `sends_completed`.
 #[derive(Default)]
 struct Prepared {
-    /// Requests whose step holds exist and whose `from`/`to` GUIDs were checked while held:
-    /// their `send` skips the per-step listing and holds. An entry is used once.
+    /// Requests whose step holds exist and that were checked against a listing (`planned`,
+    /// or one taken under the holds): their `send` skips the per-step listing and holds (the
+    /// GUIDs are proven by the stream itself). An entry is used once.
     steps: HashSet<String>,
     /// The listing the round's requests were checked against, of each filesystem all of whose
     /// requests were prepared; `sends_completed` uses it (once) instead of listing again. What
@@ -94,7 +95,8 @@ struct Prepared {
     listing: BTreeMap<DatasetPath, Vec<FilesystemVersion>>,
     /// The last `list_versions_many` (the one the round was planned on), for the next
     /// `prepare_sends` (taken once). Requests are checked against it; GUIDs are checked again,
-    /// race-free, on the stream `zfs send` produces ([`check_stream_begin`]).
+    /// race-free, on the stream `zfs send` produces ([`check_stream_begin`]). Dropped when a
+    /// completion moves cursors, so that it never shows cursors that are gone.
     planned: BTreeMap<DatasetPath, Vec<FilesystemVersion>>,
 }
 
@@ -765,6 +767,8 @@ impl zrepl_protocol::Sender for LocalSender {
         self.check_allowed(&req.filesystem)?;
         let fs = &req.filesystem;
         let versions = self.resolve(req).await?;
+        // The cursors change: a kept planning listing would show gone ones.
+        lock(&self.prepared).planned.clear();
         let level = req.replication.for_step(req.from.is_some());
         let mut keep = Vec::new();
         if level != Protection::GuaranteeNothing {
@@ -864,7 +868,7 @@ impl LocalSender {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        // The listing `prepare_sends` took under this round's holds where it covers a
+        // The listing `prepare_sends` checked this round against, where it covers a
         // filesystem; the others are listed now.
         let mut listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> = {
             let mut p = lock(&self.prepared);
@@ -1027,10 +1031,14 @@ impl LocalSender {
                 }
             }
         }
-        for (r, res) in reqs.iter().zip(&results) {
-            if res.is_ok() {
-                lock(&self.prepared).steps.remove(&prepared_key(r));
+        {
+            let mut p = lock(&self.prepared);
+            for (r, res) in reqs.iter().zip(&results) {
+                if res.is_ok() {
+                    p.steps.remove(&prepared_key(r));
+                }
             }
+            p.planned.clear();
         }
         Ok(results)
     }
