@@ -684,16 +684,52 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             .collect();
         if !new_holds.is_empty() {
             if let Err(e) = self.zfs.hold(&tag, &new_holds).await {
+                // Which received snapshots are not there (destroyed since, or a receive that
+                // `zfs recv` reported done without creating it)? Those fail alone; the others
+                // are held again (idempotently) and complete.
                 let e = zfs_err("cannot create last-received holds", e);
+                let present: Option<HashSet<String>> =
+                    self.zfs.get_versions(&new_holds).await.ok().map(|m| {
+                        let mut p = HashSet::new();
+                        for (fs, vs) in &m {
+                            let Some((r, _)) = newest.get(fs) else {
+                                continue;
+                            };
+                            for v in vs.iter().filter(|v| v.guid == r.to.guid) {
+                                p.insert(format!("{fs}{}", v.relative_name()));
+                            }
+                        }
+                        p
+                    });
+                let retry: Vec<VersionPath> = new_holds
+                    .iter()
+                    .filter(|h| present.as_ref().is_some_and(|p| p.contains(&h.to_string())))
+                    .cloned()
+                    .collect();
+                let held_now = !retry.is_empty() && self.zfs.hold(&tag, &retry).await.is_ok();
+                let mut failed: HashSet<DatasetPath> = HashSet::new();
                 for ((r, lp), res) in reqs.iter().zip(&locals).zip(results.iter_mut()) {
-                    if r.deferred
-                        && lp.as_ref().is_some_and(|l| newest.contains_key(l))
-                        && res.is_ok()
-                    {
+                    let Some(l) = lp.as_ref().filter(|_| r.deferred) else {
+                        continue;
+                    };
+                    let Some((nr, true)) = newest.get(l) else {
+                        continue;
+                    };
+                    if res.is_err() {
+                        continue;
+                    }
+                    let snap = format!("{l}@{}", nr.to.name);
+                    if present.as_ref().is_some_and(|p| !p.contains(&snap)) {
+                        *res = Err(EndpointError::not_found(format!(
+                            "received snapshot {snap} not found"
+                        )));
+                        failed.insert(l.clone());
+                    } else if !held_now {
                         *res = Err(e.clone());
+                        failed.insert(l.clone());
                     }
                 }
-                return Ok(results);
+                newest.retain(|l, _| !failed.contains(l));
             }
         }
         // Older last-received holds of this job: best effort, as after a single receive.

@@ -950,10 +950,19 @@ impl LocalSender {
             }
             if let Some(name) = cursor_of.get(&r.filesystem) {
                 if let Some(Err(errno)) = outcome.get(name) {
-                    *res = Err(EndpointError::zfs(format!(
-                        "cannot move replication cursor of {}: creating {name} failed with errno {errno}",
-                        r.filesystem
-                    )));
+                    *res = Err(if *errno == 3 {
+                        EndpointError::invalid(format!(
+                            "cannot move replication cursor of {}: {} is no longer the snapshot that was sent (guid {:#x}; renamed?)",
+                            r.filesystem,
+                            r.to.full_path(&r.filesystem),
+                            r.to.guid
+                        ))
+                    } else {
+                        EndpointError::zfs(format!(
+                            "cannot move replication cursor of {}: creating {name} failed with errno {errno}",
+                            r.filesystem
+                        ))
+                    });
                 }
             }
         }

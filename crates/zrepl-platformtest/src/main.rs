@@ -160,7 +160,8 @@ fn main() {
     ]);
     trials.extend(trials![orch: repl_batched_round_commands_per_filesystem, repl_batched_round_still_checks_guids,
         repl_send_checks_the_stream_guids,
-        repl_receive_checks_the_stream_guids, repl_bookmark_channel_program, repl_stale_last_received_holds_released]);
+        repl_receive_checks_the_stream_guids,
+        repl_completion_failure_stays_with_its_filesystem, repl_bookmark_channel_program, repl_stale_last_received_holds_released]);
     if !args.list && !std::path::Path::new("/dev/zfs").exists() {
         eprintln!(
             "FATAL: /dev/zfs does not exist: the zfs kernel module is not loaded here.\n\

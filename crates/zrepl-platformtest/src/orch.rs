@@ -394,6 +394,60 @@ pub async fn repl_receive_checks_the_stream_guids(t: Ctx) -> TestResult {
     Ok(())
 }
 
+/// A received snapshot that is gone when the round completes (destroyed since, or a receive
+/// that `zfs recv` reported done without creating it) fails its own step only: the other
+/// filesystems of the batch get their last-received holds and complete.
+pub async fn repl_completion_failure_stays_with_its_filesystem(t: Ctx) -> TestResult {
+    let s = sender(&t, &[("src<", true)]);
+    let r = receiver(&t, "client", PlaceholderPolicy::Inherit)?;
+    let mut reqs = Vec::new();
+    for n in ["a", "b"] {
+        let fs = create(&t, &format!("src/{n}"))?;
+        write(&fs, "a", 1)?;
+        snapshot(&format!("{fs}@1"))?;
+        let v = listed(&s, &fs, "1").await?;
+        let (_, stream) = s
+            .send(SendRequest {
+                filesystem: dp(&fs),
+                from: None,
+                to: v.clone(),
+                resume_token: None,
+                replication: ReplicationConfig::default(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = ReceiveRequest {
+            filesystem: dp(&fs),
+            to: v,
+            clear_resume_token: false,
+            replication: ReplicationConfig::default(),
+            from: None,
+            deferred: true,
+        };
+        r.receive(req.clone(), stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        reqs.push(req);
+    }
+    let gone = format!("{}@1", recv_path(&t, "b"));
+    zfs(&["destroy", &gone])?;
+    let res = r
+        .receives_completed(&reqs)
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(res[0].is_ok(), "a: {:?}", res[0]);
+    ensure!(
+        matches!(&res[1], Err(e) if e.kind == ErrorKind::NotFound && e.message.contains(&gone)),
+        "b: {:?}",
+        res[1]
+    );
+    ensure!(
+        holds(&format!("{}@1", recv_path(&t, "a")))? == [last_received_hold_tag(RECEIVER_JOB)],
+        "a's last-received hold"
+    );
+    Ok(())
+}
+
 /// `Zfs::create_bookmarks`: bookmarks of several filesystems in one `zfs program` per pool,
 /// idempotent re-creation, and a conflicting existing bookmark reported as EEXIST.
 pub async fn repl_bookmark_channel_program(t: Ctx) -> TestResult {
@@ -443,6 +497,27 @@ pub async fn repl_bookmark_channel_program(t: Ctx) -> TestResult {
         .await
         .map_err(|e| e.to_string())?;
     ensure!(out[&format!("{a}#x")] == Ok(()), "idempotent: {out:?}");
+    // A source that is no longer the snapshot of the given guid (one renamed into its name)
+    // is not bookmarked, nor is a missing one; checked in the program's transaction group.
+    let wrong = [
+        (
+            vp(&format!("{a}@1"))?,
+            vp(&format!("{a}#y"))?,
+            guid(&format!("{a}@1"))? ^ 1,
+        ),
+        (vp(&format!("{a}@nope"))?, vp(&format!("{a}#z"))?, 5),
+    ];
+    let out = t
+        .zfs
+        .create_bookmarks(&wrong)
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(out[&format!("{a}#y")] == Err(3), "guid mismatch: {out:?}");
+    ensure!(out[&format!("{a}#z")] == Err(2), "missing source: {out:?}");
+    ensure!(
+        !exists(&format!("{a}#y")) && !exists(&format!("{a}#z")),
+        "bookmarks were created"
+    );
     Ok(())
 }
 

@@ -215,7 +215,17 @@ impl Lzc {
         let mut errs: *mut RawNvList = std::ptr::null_mut();
         // SAFETY: FFI contract 1, 3, 4.
         let rc = unsafe { (self.lzc_release)(list.ptr, &mut errs) };
-        self.outcome(rc, errs)
+        // A tag the snapshot does not have is reported as `<snapshot>#<tag>` ENOENT while the
+        // others are released: success for us, as the CLI's "no such tag" is.
+        self.outcome(rc, errs).or_else(|f| {
+            let only_missing_tags =
+                f.errno == 0 && f.errors.iter().all(|(n, e)| is_missing_tag(n, *e));
+            if only_missing_tags {
+                Ok(())
+            } else {
+                Err(f)
+            }
+        })
     }
 
     /// One `lzc_destroy_bookmarks`: full bookmark names, all in one pool. Bookmarks that do not
@@ -290,6 +300,12 @@ impl Drop for NvList<'_> {
     }
 }
 
+/// An `lzc_release` error-list entry for a hold tag that does not exist (ENOENT, named
+/// `<snapshot>#<tag>`); a missing snapshot is named without `#`.
+fn is_missing_tag(name: &str, errno: i32) -> bool {
+    errno == 2 && name.contains('#')
+}
+
 fn failure(errno: i32) -> LzcFailure {
     LzcFailure {
         errno,
@@ -321,6 +337,13 @@ mod tests {
             errors: vec![("p/a@s".into(), 17), ("p/b@s".into(), 2)],
         };
         assert_eq!(f.to_string(), "errno 17; p/a@s: errno 17; p/b@s: errno 2");
+    }
+
+    #[test]
+    fn release_tolerates_only_missing_tags() {
+        assert!(is_missing_tag("p/f@s#zrepl_STEP_J_a", 2));
+        assert!(!is_missing_tag("p/f@s", 2));
+        assert!(!is_missing_tag("p/f@s#tag", 16));
     }
 
     #[test]

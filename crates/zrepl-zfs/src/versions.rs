@@ -632,8 +632,10 @@ impl Zfs {
     /// per pool, batched by argv size. Each item is a source snapshot (or bookmark), the new
     /// bookmark of the same filesystem and the source's guid. Idempotent like
     /// [`Zfs::bookmark`]: an existing bookmark with that guid is success (checked with one
-    /// `zfs get` per such bookmark). Returns every bookmark's outcome by full name (`Err` with
-    /// the errno of the failed creation). Channel programs cannot destroy bookmarks.
+    /// `zfs get` per such bookmark). A snapshot source is checked against its guid in the same
+    /// transaction group (a snapshot renamed into its name since it was listed is not
+    /// bookmarked: `Err(3)`). Returns every bookmark's outcome by full name (`Err` with the
+    /// errno of the failed creation). Channel programs cannot destroy bookmarks.
     pub async fn create_bookmarks(
         &self,
         create: &[(VersionPath, VersionPath, u64)],
@@ -647,10 +649,19 @@ impl Zfs {
                 )));
             }
             let pool = src.fs().pool().unwrap_or_default().to_string();
+            // A snapshot source is checked against its guid in the same transaction group
+            // (`nocheck`: a bookmark source, whose guid a channel program cannot read). The
+            // guid is the signed integer channel programs see, behind a `g` (an argument
+            // starting with `-` would be taken for an option).
+            let check = if src.is_snapshot() {
+                format!("g{}", *guid as i64)
+            } else {
+                "nocheck".to_string()
+            };
             by_pool
                 .entry(pool)
                 .or_default()
-                .extend([src.to_string(), bm.to_string()]);
+                .extend([src.to_string(), bm.to_string(), check]);
             want.insert(bm.to_string(), (bm.clone(), *guid));
         }
         let mut out = BTreeMap::new();
@@ -665,7 +676,7 @@ impl Zfs {
                 .saturating_sub(prefix_len)
                 .max(1);
             for batch in split_batches(
-                &ops.chunks(2).map(|c| c.join("\0")).collect::<Vec<_>>(),
+                &ops.chunks(3).map(|c| c.join("\0")).collect::<Vec<_>>(),
                 limit,
             ) {
                 let mut a = prefix.clone();
@@ -710,13 +721,22 @@ impl Zfs {
     }
 }
 
-/// The channel program of [`Zfs::create_bookmarks`]: arguments are pairs `<source> <bookmark>`;
-/// returns `{bookmark = errno}`.
+/// The channel program of [`Zfs::create_bookmarks`]: arguments are triples `<source>
+/// <bookmark> <check>` (`g` and the guid as a signed 64-bit integer, as channel programs see
+/// it, or `nocheck`); returns `{bookmark = errno}`, ENOENT (2) for a missing source snapshot
+/// and ESRCH (3) for one that is not the snapshot of that guid any more (renamed in its place).
 const BOOKMARK_PROGRAM: &str = r#"
 local argv = (...)["argv"]
 local out = {}
-for i = 1, #argv, 2 do
-    out[argv[i + 1]] = zfs.sync.bookmark(argv[i], argv[i + 1])
+for i = 1, #argv, 3 do
+    local src, bm, guid = argv[i], argv[i + 1], argv[i + 2]
+    if guid ~= "nocheck" and not zfs.exists(src) then
+        out[bm] = 2
+    elseif guid ~= "nocheck" and "g" .. tostring(zfs.get_prop(src, "guid")) ~= guid then
+        out[bm] = 3
+    else
+        out[bm] = zfs.sync.bookmark(src, bm)
+    end
 end
 return out
 "#;
