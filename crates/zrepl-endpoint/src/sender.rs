@@ -580,11 +580,7 @@ impl zrepl_protocol::Sender for LocalSender {
             .cloned()
             .zip(list_versions_many(&self.zfs, &allowed).await?)
             .collect();
-        lock(&self.prepared).planned = listed
-            .iter()
-            .filter_map(|(f, v)| Some((f.clone(), v.as_ref().ok()?.clone())))
-            .collect();
-        Ok(fss
+        let out = fss
             .iter()
             .map(|f| {
                 self.check_allowed(f)?;
@@ -593,11 +589,17 @@ impl zrepl_protocol::Sender for LocalSender {
                     .cloned()
                     .unwrap_or_else(|| Err(EndpointError::not_found(format!("{f} not listed"))))
             })
-            .collect())
+            .collect();
+        // Kept for `prepare_sends` (moved, not copied again: listings can be large).
+        lock(&self.prepared).planned = listed
+            .into_iter()
+            .filter_map(|(f, v)| Some((f, v.ok()?)))
+            .collect();
+        Ok(out)
     }
 
     async fn prepare_sends(&self, reqs: &[SendRequest]) -> Result<(), EndpointError> {
-        let planned = std::mem::take(&mut *lock(&self.prepared)).planned;
+        let mut planned = std::mem::take(&mut *lock(&self.prepared)).planned;
         // Step holds (guarantee_resumability) on every `from` and `to` of the round in one
         // command; the requests are checked against the listing the round was planned on (a
         // filesystem without one is listed now, under the holds). What is held cannot be
@@ -635,7 +637,7 @@ impl zrepl_protocol::Sender for LocalSender {
             .collect();
         let mut listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> = fss
             .iter()
-            .filter_map(|f| Some((f.clone(), Ok(planned.get(f)?.clone()))))
+            .filter_map(|f| Some((f.clone(), Ok(planned.remove(f)?))))
             .collect();
         let unplanned: Vec<DatasetPath> = fss
             .iter()

@@ -33,6 +33,38 @@ fn lzc_verb(t: &Ctx, verb: &str) -> u64 {
         .map_or(0, |s| s.started)
 }
 
+/// `<pool>/<rel>` with snapshots `@1` and `@2`, each after new data.
+fn two_snapshots(t: &Ctx, rel: &str) -> Result<String, String> {
+    let fs = create(t, rel)?;
+    write(&fs, "a", 1)?;
+    snapshot(&format!("{fs}@1"))?;
+    write(&fs, "b", 1)?;
+    snapshot(&format!("{fs}@2"))?;
+    Ok(fs)
+}
+
+fn send_req(fs: &str, from: Option<FilesystemVersion>, to: FilesystemVersion) -> SendRequest {
+    SendRequest {
+        filesystem: dp(fs),
+        from,
+        to,
+        resume_token: None,
+        replication: ReplicationConfig::default(),
+    }
+}
+
+/// A deferred receive (completed by `receives_completed`), as the batched driver sends it.
+fn recv_req(fs: &str, from: Option<FilesystemVersion>, to: FilesystemVersion) -> ReceiveRequest {
+    ReceiveRequest {
+        filesystem: dp(fs),
+        to,
+        clear_resume_token: false,
+        replication: ReplicationConfig::default(),
+        from,
+        deferred: true,
+    }
+}
+
 /// An incremental round of N filesystems runs N sends, N receives and a constant number of
 /// other commands (listings, the cursor program) and libzfs_core calls (holds, releases, the
 /// destruction of the old cursors), and leaves zrepl's abstractions exactly as step-by-step
@@ -166,23 +198,13 @@ async fn listed(s: &impl Sender, fs: &str, name: &str) -> Result<FilesystemVersi
 /// after `prepare_sends` (which keeps no hold for it), and `receives_completed` detects a
 /// received snapshot with a GUID other than the planned one.
 pub async fn repl_batched_round_still_checks_guids(t: Ctx) -> TestResult {
-    let fs = create(&t, "src/a")?;
-    write(&fs, "a", 1)?;
-    snapshot(&format!("{fs}@1"))?;
-    write(&fs, "b", 1)?;
-    snapshot(&format!("{fs}@2"))?;
+    let fs = two_snapshots(&t, "src/a")?;
     let s = sender(&t, &[("src/a", true)]);
     let from = listed(&s, &fs, "1").await?;
     let to = listed(&s, &fs, "2").await?;
     let mut wrong_to = to.clone();
     wrong_to.guid ^= 1;
-    let req = SendRequest {
-        filesystem: dp(&fs),
-        from: Some(from.clone()),
-        to: wrong_to,
-        resume_token: None,
-        replication: ReplicationConfig::default(),
-    };
+    let req = send_req(&fs, Some(from.clone()), wrong_to);
     s.prepare_sends(std::slice::from_ref(&req))
         .await
         .map_err(|e| e.to_string())?;
@@ -250,11 +272,7 @@ pub async fn repl_batched_round_still_checks_guids(t: Ctx) -> TestResult {
 /// record, sees another GUID and refuses before a byte leaves; an unchanged request still
 /// sends.
 pub async fn repl_send_checks_the_stream_guids(t: Ctx) -> TestResult {
-    let fs = create(&t, "src/a")?;
-    write(&fs, "a", 1)?;
-    snapshot(&format!("{fs}@1"))?;
-    write(&fs, "b", 1)?;
-    snapshot(&format!("{fs}@2"))?;
+    let fs = two_snapshots(&t, "src/a")?;
     let s = sender(&t, &[("src/a", true)]);
     let planned = s
         .list_versions_many(&[dp(&fs)])
@@ -273,13 +291,7 @@ pub async fn repl_send_checks_the_stream_guids(t: Ctx) -> TestResult {
     zfs(&["destroy", &format!("{fs}@2")])?;
     write(&fs, "c", 1)?;
     snapshot(&format!("{fs}@2"))?;
-    let req = SendRequest {
-        filesystem: dp(&fs),
-        from: Some(from.clone()),
-        to: to.clone(),
-        resume_token: None,
-        replication: ReplicationConfig::default(),
-    };
+    let req = send_req(&fs, Some(from.clone()), to.clone());
     let listings = zfs_verb(&t, "list") + zfs_verb(&t, "get");
     s.prepare_sends(std::slice::from_ref(&req))
         .await
@@ -315,36 +327,17 @@ pub async fn repl_send_checks_the_stream_guids(t: Ctx) -> TestResult {
 /// another snapshot than the request names, and bytes that are no zfs stream, are refused and
 /// leave nothing behind (no received snapshot, no placeholder, no filesystem).
 pub async fn repl_receive_checks_the_stream_guids(t: Ctx) -> TestResult {
-    let fs = create(&t, "src/a")?;
-    write(&fs, "a", 1)?;
-    snapshot(&format!("{fs}@1"))?;
-    write(&fs, "b", 1)?;
-    snapshot(&format!("{fs}@2"))?;
+    let fs = two_snapshots(&t, "src/a")?;
     let s = sender(&t, &[("src<", true)]);
     let r = receiver(&t, "client", PlaceholderPolicy::Inherit)?;
     let (from, to) = (listed(&s, &fs, "1").await?, listed(&s, &fs, "2").await?);
-    let req = |from: Option<FilesystemVersion>, to: FilesystemVersion| SendRequest {
-        filesystem: dp(&fs),
-        from,
-        to,
-        resume_token: None,
-        replication: ReplicationConfig::default(),
-    };
-    let recv_req = |to: FilesystemVersion, from: Option<FilesystemVersion>| ReceiveRequest {
-        filesystem: dp(&fs),
-        to,
-        clear_resume_token: false,
-        replication: ReplicationConfig::default(),
-        from,
-        deferred: true,
-    };
     let rfs = recv_path(&t, "a");
     // A full stream of @1 offered as @2 into a filesystem the receiver does not have.
     let (_, stream) = s
-        .send(req(None, from.clone()))
+        .send(send_req(&fs, None, from.clone()))
         .await
         .map_err(|e| e.to_string())?;
-    match r.receive(recv_req(to.clone(), None), stream).await {
+    match r.receive(recv_req(&fs, None, to.clone()), stream).await {
         Err(e) => ensure!(
             e.kind == ErrorKind::InvalidRequest && e.message.contains("refusing to receive"),
             "{e:?}"
@@ -358,7 +351,7 @@ pub async fn repl_receive_checks_the_stream_guids(t: Ctx) -> TestResult {
     );
     // Bytes that are no zfs stream.
     let garbage: zrepl_protocol::ByteStream = Box::pin(std::io::Cursor::new(vec![0x5au8; 4096]));
-    match r.receive(recv_req(from.clone(), None), garbage).await {
+    match r.receive(recv_req(&fs, None, from.clone()), garbage).await {
         Err(e) => ensure!(
             e.kind == ErrorKind::InvalidRequest && e.message.contains("unexpected stream"),
             "{e:?}"
@@ -368,20 +361,20 @@ pub async fn repl_receive_checks_the_stream_guids(t: Ctx) -> TestResult {
     ensure!(!exists(&rfs), "{rfs} exists");
     // The real full stream, then an incremental stream offered with the wrong `from`.
     let (_, stream) = s
-        .send(req(None, from.clone()))
+        .send(send_req(&fs, None, from.clone()))
         .await
         .map_err(|e| e.to_string())?;
-    r.receive(recv_req(from.clone(), None), stream)
+    r.receive(recv_req(&fs, None, from.clone()), stream)
         .await
         .map_err(|e| e.to_string())?;
     let (_, stream) = s
-        .send(req(Some(from.clone()), to.clone()))
+        .send(send_req(&fs, Some(from.clone()), to.clone()))
         .await
         .map_err(|e| e.to_string())?;
     let mut wrong_from = from.clone();
     wrong_from.guid ^= 1;
     match r
-        .receive(recv_req(to.clone(), Some(wrong_from)), stream)
+        .receive(recv_req(&fs, Some(wrong_from), to.clone()), stream)
         .await
     {
         Err(e) => ensure!(
@@ -407,23 +400,10 @@ pub async fn repl_completion_failure_stays_with_its_filesystem(t: Ctx) -> TestRe
         snapshot(&format!("{fs}@1"))?;
         let v = listed(&s, &fs, "1").await?;
         let (_, stream) = s
-            .send(SendRequest {
-                filesystem: dp(&fs),
-                from: None,
-                to: v.clone(),
-                resume_token: None,
-                replication: ReplicationConfig::default(),
-            })
+            .send(send_req(&fs, None, v.clone()))
             .await
             .map_err(|e| e.to_string())?;
-        let req = ReceiveRequest {
-            filesystem: dp(&fs),
-            to: v,
-            clear_resume_token: false,
-            replication: ReplicationConfig::default(),
-            from: None,
-            deferred: true,
-        };
+        let req = recv_req(&fs, None, v);
         r.receive(req.clone(), stream)
             .await
             .map_err(|e| e.to_string())?;
