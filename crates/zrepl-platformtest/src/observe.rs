@@ -194,7 +194,10 @@ pub async fn observe_status_tui_mid_replication(t: Ctx) -> TestResult {
     let fs_a = format!("{}/src/a", t.pool);
     let res: TestResult = (|| {
         zrepl(&cfg, &["signal", "wakeup", SENDER_JOB])?;
-        wait_bytes(&cfg, &fs_a, 0)?;
+        // Past the stream's first record: the receiver reads that before it prepares the
+        // target (several zfs commands, slow while the daemon is throttled), and the transfer
+        // proper starts after.
+        wait_bytes(&cfg, &fs_a, 64 << 10)?;
         let cmd =
             format!("TERM=xterm-256color zrepl --config {cfg} status --job {SENDER_JOB} -d 500ms");
         tmux(&[
