@@ -455,6 +455,12 @@ impl Receiver for NoReceiver {
     ) -> zrepl_protocol::Result<()> {
         match *self {}
     }
+    async fn converge(
+        &self,
+        _reqs: &[zrepl_protocol::ConvergeRequest],
+    ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<()>>> {
+        match *self {}
+    }
     async fn destroy_snapshots(
         &self,
         _fs: &DatasetPath,

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 use zrepl_protocol::{
-    ByteStream, DestroyResult, EndpointError, FilesystemInfo, Protection, ReceiveRequest,
+    ByteStream, ConvergeRequest, DestroyResult, EndpointError, FilesystemInfo, Protection,
+    ReceiveRequest,
 };
 use zrepl_zfs::{
     DatasetPath, FilesystemVersion, PlaceholderEncryption, RecvRequest, VersionPath, VersionType,
@@ -487,6 +488,10 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             cleared_placeholder = true;
             force = true;
         }
+        if cleared_placeholder {
+            zrepl_failpoint::hit("receiver.receive.after_placeholder_cleared")
+                .map_err(|e| EndpointError::zfs(e.to_string()))?;
+        }
         let mut rr = RecvRequest::new(target.clone());
         rr.force_rollback = force;
         rr.save_partial = resumable;
@@ -732,6 +737,8 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                 newest.retain(|l, _| !failed.contains(l));
             }
         }
+        zrepl_failpoint::hit("receiver.complete.after_new_hold")
+            .map_err(|e| EndpointError::zfs(e.to_string()))?;
         // Older last-received holds of this job: best effort, as after a single receive.
         let others: Vec<VersionPath> = newest
             .iter()
@@ -758,6 +765,68 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             let released = self.zfs.release(&tag, &others);
             if let Err(e) = released.await {
                 tracing::warn!(error = %e, "cannot release older last-received holds");
+            }
+        }
+        Ok(results)
+    }
+
+    /// Plans every request with [`crate::plan::receiver_converge`], then puts the new holds in
+    /// place (one batch) before it releases the old ones (one batch): a crash in between leaves
+    /// two holds, which the next run releases.
+    async fn converge(
+        &self,
+        reqs: &[ConvergeRequest],
+    ) -> Result<Vec<Result<(), EndpointError>>, EndpointError> {
+        let tag = last_received_hold_tag(&self.cfg.job);
+        let mut results = Vec::with_capacity(reqs.len());
+        let mut hold: Vec<(usize, VersionPath)> = Vec::new();
+        let mut release = Vec::new();
+        for (i, r) in reqs.iter().enumerate() {
+            let lp = match self.local_path(&r.filesystem) {
+                Ok(lp) => lp,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            results.push(Ok(()));
+            let plan = crate::plan::receiver_converge(r);
+            if let Some(h) = &plan.hold {
+                match VersionPath::of(&lp, h) {
+                    Ok(v) => hold.push((i, v)),
+                    Err(e) => results[i] = Err(zfs_err("converge", e)),
+                }
+            }
+            release.push((i, lp, plan.release));
+        }
+        if !hold.is_empty() {
+            let snaps: Vec<VersionPath> = hold.iter().map(|(_, v)| v.clone()).collect();
+            if let Err(e) = self.zfs.hold(&tag, &snaps).await {
+                // One by one, so that a snapshot destroyed meanwhile fails alone.
+                tracing::debug!(error = %e, "converge: batched hold failed, holding one by one");
+                for (i, v) in &hold {
+                    if let Err(e) = self.zfs.hold(&tag, std::slice::from_ref(v)).await {
+                        results[*i] = Err(zfs_err(
+                            format!("cannot create last-received hold on {v}"),
+                            e,
+                        ));
+                    }
+                }
+            }
+        }
+        zrepl_failpoint::hit("converge.receiver.after_new_hold")
+            .map_err(|e| EndpointError::zfs(e.to_string()))?;
+        let old: Vec<VersionPath> = release
+            .into_iter()
+            .filter(|(i, _, _)| results[*i].is_ok())
+            .flat_map(|(_, lp, vs)| {
+                vs.into_iter()
+                    .filter_map(move |v| VersionPath::of(&lp, &v).ok())
+            })
+            .collect();
+        if !old.is_empty() {
+            if let Err(e) = self.zfs.release(&tag, &old).await {
+                tracing::warn!(error = %e, "converge: cannot release older last-received holds");
             }
         }
         Ok(results)

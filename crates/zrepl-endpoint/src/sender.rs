@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use zrepl_filters::DatasetFilter;
 use zrepl_protocol::{
-    ByteStream, DestroyResult, EndpointError, FilesystemInfo, Protection, SendRequest, SendResponse,
+    ByteStream, ConvergeRequest, DestroyResult, EndpointError, FilesystemInfo, Protection,
+    SendRequest, SendResponse,
 };
 use zrepl_zfs::{
     DatasetPath, FilesystemVersion, SendFlags, SendSource, VersionPath, VersionType, VersionTypes,
@@ -629,6 +630,8 @@ impl zrepl_protocol::Sender for LocalSender {
             .hold(&step_hold_tag(&self.cfg.job), &snaps)
             .await
             .map_err(|e| zfs_err("cannot create the step holds of this round", e))?;
+        zrepl_failpoint::hit("sender.prepare_sends.after_holds")
+            .map_err(|e| EndpointError::zfs(e.to_string()))?;
         let fss: Vec<DatasetPath> = cands
             .iter()
             .map(|r| r.filesystem.clone())
@@ -711,6 +714,13 @@ impl zrepl_protocol::Sender for LocalSender {
                 Ok(out)
             }
         }
+    }
+
+    async fn converge(
+        &self,
+        reqs: &[ConvergeRequest],
+    ) -> Result<Vec<Result<(), EndpointError>>, EndpointError> {
+        self.converge_(reqs).await
     }
 
     async fn send_dry(&self, req: &SendRequest) -> Result<u64, EndpointError> {
@@ -946,6 +956,8 @@ impl LocalSender {
             .create_bookmarks(&create)
             .await
             .map_err(|e| zfs_err("cannot move the replication cursors", e))?;
+        zrepl_failpoint::hit("sender.complete.after_new_cursor")
+            .map_err(|e| EndpointError::zfs(e.to_string()))?;
         for (r, res) in reqs.iter().zip(results.iter_mut()) {
             if res.is_err() {
                 continue;
@@ -1050,6 +1062,136 @@ impl LocalSender {
                 }
             }
             p.planned.clear();
+        }
+        Ok(results)
+    }
+}
+
+impl LocalSender {
+    /// [`zrepl_protocol::Sender::converge`]: plans every request with
+    /// [`crate::plan::sender_converge`] and applies the plans in a crash-safe order: the new
+    /// cursors (one channel program, which checks each source's GUID), then, only where the
+    /// cursor exists, the destruction of older cursors and tentative cursors, and the release of
+    /// the job's step holds. A crash anywhere in between leaves what the next run converges from.
+    async fn converge_(
+        &self,
+        reqs: &[ConvergeRequest],
+    ) -> Result<Vec<Result<(), EndpointError>>, EndpointError> {
+        let job = self.cfg.job.as_str();
+        let mut results: Vec<Result<(), EndpointError>> = reqs
+            .iter()
+            .map(|r| self.check_allowed(&r.filesystem))
+            .collect();
+        let plans: Vec<Option<crate::plan::SenderConverge>> = reqs
+            .iter()
+            .zip(&results)
+            .map(|(r, ok)| ok.is_ok().then(|| crate::plan::sender_converge(job, r)))
+            .collect();
+        // 1. The cursors: snapshots in one channel program; a bookmark source (the common
+        // version is a bookmark) needs `zfs bookmark`'s bookmark copying.
+        let mut by_program = Vec::new();
+        let mut one_by_one = Vec::new();
+        for (i, (r, p)) in reqs.iter().zip(&plans).enumerate() {
+            let Some((src, name)) = p.as_ref().and_then(|p| p.create_cursor.as_ref()) else {
+                continue;
+            };
+            let fs = &r.filesystem;
+            match (VersionPath::of(fs, src), VersionPath::bookmark(fs, name)) {
+                (Ok(sp), Ok(bm)) if src.typ == VersionType::Snapshot => {
+                    by_program.push((i, (sp, bm, src.guid)))
+                }
+                (Ok(_), Ok(_)) => one_by_one.push(i),
+                (Err(e), _) | (_, Err(e)) => results[i] = Err(zfs_err("converge", e)),
+            }
+        }
+        let mut failed: BTreeMap<usize, String> = BTreeMap::new();
+        if !by_program.is_empty() {
+            let create: Vec<_> = by_program.iter().map(|(_, c)| c.clone()).collect();
+            match self.zfs.create_bookmarks(&create).await {
+                Ok(outcome) => {
+                    for (i, (_, bm, _)) in &by_program {
+                        if let Some(Err(errno)) = outcome.get(&bm.to_string()) {
+                            failed.insert(
+                                *i,
+                                if *errno == 3 {
+                                    "the common snapshot no longer has that name and guid"
+                                        .to_string()
+                                } else {
+                                    format!("errno {errno}")
+                                },
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    // No channel programs here: one `zfs bookmark` each.
+                    tracing::debug!(error = %e, "converge: channel program unavailable");
+                    one_by_one.extend(by_program.iter().map(|(i, _)| *i));
+                }
+            }
+        }
+        for i in one_by_one {
+            let r = &reqs[i];
+            let Some((src, name)) = plans[i].as_ref().and_then(|p| p.create_cursor.as_ref()) else {
+                continue;
+            };
+            if let Err(e) = self.zfs.bookmark(&r.filesystem, src, name).await {
+                failed.insert(i, e.to_string());
+            }
+        }
+        for (i, why) in failed {
+            results[i] = Err(EndpointError::zfs(format!(
+                "cannot move replication cursor of {} to {}: {why}",
+                reqs[i].filesystem,
+                reqs[i].common.relative_name()
+            )));
+        }
+        zrepl_failpoint::hit("converge.sender.after_new_cursor")
+            .map_err(|e| EndpointError::zfs(e.to_string()))?;
+        // 2. Cleanup where the cursor is in place (or none is kept).
+        let mut doomed = Vec::new();
+        let mut check = Vec::new();
+        for ((r, p), res) in reqs.iter().zip(&plans).zip(&results) {
+            let (Some(p), Ok(())) = (p, res) else {
+                continue;
+            };
+            for b in &p.destroy {
+                if let Ok(v) = VersionPath::of(&r.filesystem, b) {
+                    doomed.push(v);
+                }
+            }
+            for s in &p.check_holds {
+                if let Ok(v) = VersionPath::of(&r.filesystem, s) {
+                    check.push(v);
+                }
+            }
+        }
+        let release = async {
+            if check.is_empty() {
+                return;
+            }
+            match self.zfs.holds(&check).await {
+                Ok(holds) => {
+                    let stale: Vec<VersionPath> = crate::plan::stale_step_holds(job, holds.iter())
+                        .into_iter()
+                        .cloned()
+                        .collect();
+                    if !stale.is_empty() {
+                        if let Err(e) = self.zfs.release(&step_hold_tag(job), &stale).await {
+                            tracing::warn!(error = %e, "converge: cannot release stale step holds");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "converge: cannot list holds"),
+            }
+        };
+        let (failed, ()) = tokio::join!(self.zfs.destroy_bookmarks(&doomed), release);
+        for (bm, e) in failed {
+            tracing::warn!(bookmark = %bm, error = %e, "converge: cannot destroy stale cursor");
+        }
+        if reqs.iter().zip(&results).any(|(_, r)| r.is_ok()) {
+            // The cursors changed: a kept planning listing would show gone ones.
+            lock(&self.prepared).planned.clear();
         }
         Ok(results)
     }

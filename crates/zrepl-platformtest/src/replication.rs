@@ -250,6 +250,12 @@ impl Sender for CuttingSender {
     async fn send_completed(&self, req: &SendRequest) -> zrepl_protocol::Result<()> {
         self.inner.send_completed(req).await
     }
+    async fn converge(
+        &self,
+        reqs: &[zrepl_protocol::ConvergeRequest],
+    ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<()>>> {
+        self.inner.converge(reqs).await
+    }
     async fn replication_cursor(
         &self,
         fs: &DatasetPath,

@@ -92,6 +92,33 @@ pub struct ReceiveRequest {
     pub deferred: bool,
 }
 
+/// `converge`: bring one filesystem's replication abstractions of this side's job to the version
+/// both sides have in common, for a filesystem the round had nothing to send for (its steps, if
+/// it had any, are completed by `sends_completed`/`receives_completed`). This is what makes a run
+/// converge after a crash lost a completion: a quiet filesystem gets no new step, so nothing else
+/// would ever move its cursor or release its stale holds.
+///
+/// The evidence is what this side's own listing showed when the round was planned (the driver
+/// passes it back), so converging lists nothing; every operation it leads to is idempotent and
+/// touches only this side's job's abstractions, and the cursor is created only on a snapshot
+/// whose GUID is still `common`'s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvergeRequest {
+    /// On a receiver, relative to its root.
+    pub filesystem: DatasetPath,
+    /// The newest version both sides have, as this side lists it: on a sender its snapshot (or
+    /// bookmark) with that GUID, on a receiver its newest snapshot.
+    pub common: FilesystemVersion,
+    /// This side's snapshots that had holds (`userrefs > 0`) in its listing.
+    #[serde(default)]
+    pub held: Vec<FilesystemVersion>,
+    /// This side's bookmarks named like zrepl's cursors (of any job) in its listing.
+    #[serde(default)]
+    pub bookmarks: Vec<FilesystemVersion>,
+    pub replication: ReplicationConfig,
+}
+
 /// The outcome of destroying one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestroyResult {
@@ -188,6 +215,12 @@ pub trait Sender: Send + Sync {
             Ok(out)
         }
     }
+    /// [`ConvergeRequest`]: move this job's cursor to `common`, release its stale step holds and
+    /// destroy its stale cursors and tentative cursors; one result per request.
+    fn converge(
+        &self,
+        reqs: &[ConvergeRequest],
+    ) -> impl Future<Output = Result<Vec<Result<()>>>> + Send;
     /// Size estimate of a send, in bytes.
     fn send_dry(&self, req: &SendRequest) -> impl Future<Output = Result<u64>> + Send;
     fn send(
@@ -257,6 +290,12 @@ pub trait Receiver: Send + Sync {
         let n = reqs.len();
         async move { Ok((0..n).map(|_| Ok(())).collect()) }
     }
+    /// [`ConvergeRequest`]: the last-received hold of this job on `common` (unless the protection
+    /// is `guarantee_nothing`) and on no other snapshot; one result per request.
+    fn converge(
+        &self,
+        reqs: &[ConvergeRequest],
+    ) -> impl Future<Output = Result<Vec<Result<()>>>> + Send;
     fn destroy_snapshots(
         &self,
         fs: &DatasetPath,

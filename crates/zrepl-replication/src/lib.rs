@@ -12,6 +12,7 @@
 //!   scratch, so it includes snapshots made meanwhile (zrepl 0.7 instead truncates the new plan
 //!   to the previous attempt's steps).
 
+pub mod converge;
 mod queue;
 pub mod report;
 
@@ -26,11 +27,12 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use zrepl_planner::{Policy, ReceiverFs, SenderFs, Step};
 use zrepl_protocol::{
-    ByteStream, EndpointError, FilesystemInfo, ReceiveRequest, Receiver, ReplicationConfig,
-    SendRequest, Sender,
+    ByteStream, ConvergeRequest, EndpointError, FilesystemInfo, ReceiveRequest, Receiver,
+    ReplicationConfig, SendRequest, Sender,
 };
 use zrepl_zfs_types::DatasetPath;
 
+use converge::Converge;
 use queue::StepQueue;
 pub use report::{
     AttemptReport, AttemptState, BlockedOn, Counter, FilesystemReport, FsState, ReportHandle,
@@ -288,6 +290,21 @@ async fn attempt<S: Sender, R: Receiver>(
         ctx.plan(fs, rmap.get(&fs.path), sv, rv)
     }))
     .await;
+    // Up-to-date filesystems whose listings show what a lost completion leaves: converged
+    // after the steps (below).
+    let mut converges: Vec<(usize, Converge)> = Vec::new();
+    let plans: Vec<Result<Vec<(Step, u64)>, EndpointError>> = plans
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            p.map(|(steps, c)| {
+                if c != Converge::default() {
+                    converges.push((i, c));
+                }
+                steps
+            })
+        })
+        .collect();
     // Protect every step of the attempt at once (step holds on all of them in one go).
     let all_reqs: Vec<SendRequest> = sfs
         .iter()
@@ -340,6 +357,7 @@ async fn attempt<S: Sender, R: Receiver>(
     let mut errors: Vec<TimedError> = results.into_iter().filter_map(Result::err).collect();
     let done = std::mem::take(&mut *completed.lock().unwrap_or_else(|e| e.into_inner()));
     errors.extend(ctx.complete(done).await);
+    errors.extend(ctx.converge(converges).await);
     errors.sort_by_key(|e| e.at);
     let state = if errors.is_empty() {
         AttemptState::Done
@@ -499,7 +517,7 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
         rcv: Option<&FilesystemInfo>,
         s_versions: Option<Result<Vec<zrepl_zfs_types::FilesystemVersion>, EndpointError>>,
         r_versions: Option<Result<Vec<zrepl_zfs_types::FilesystemVersion>, EndpointError>>,
-    ) -> Result<Vec<(Step, u64)>, EndpointError> {
+    ) -> Result<(Vec<(Step, u64)>, Converge), EndpointError> {
         let sender_fs = SenderFs {
             is_placeholder: fs.is_placeholder,
             versions: s_versions.transpose()?.unwrap_or_default(),
@@ -515,6 +533,15 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
         };
         let steps = zrepl_planner::plan(&sender_fs, &receiver_fs, &self.cfg.policy)
             .map_err(|e| EndpointError::new(zrepl_protocol::ErrorKind::Internal, e.to_string()))?;
+        if steps.is_empty() {
+            let c = converge::converge_requests(
+                &fs.path,
+                &sender_fs,
+                &receiver_fs,
+                self.cfg.replication,
+            );
+            return Ok((Vec::new(), c));
+        }
         // Size estimates, concurrently but bounded; a failure here (e.g. the encryption policy)
         // fails the planning of this filesystem, as in zrepl. Only full and resumed steps are
         // estimated before they run: an incremental step's estimate would cost a `zfs send -n`
@@ -527,7 +554,7 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
             self.sender.send_dry(&self.request(&fs.path, s)).await
         });
         let sizes = futures::future::try_join_all(estimates).await?;
-        Ok(steps.into_iter().zip(sizes).collect())
+        Ok((steps.into_iter().zip(sizes).collect(), Converge::default()))
     }
 
     fn request(&self, fs: &DatasetPath, s: &Step) -> SendRequest {
@@ -565,6 +592,8 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
             deferred: true,
         };
         self.receiver.receive(recv.clone(), counted).await?;
+        zrepl_failpoint::hit("driver.step.after_receive")
+            .map_err(|e| EndpointError::new(zrepl_protocol::ErrorKind::Internal, e.to_string()))?;
         // A step that was not estimated beforehand: its size is what went through.
         set_fs(self.report, idx, |f| {
             if let Some(s) = f.steps.get_mut(step_no) {
@@ -632,6 +661,15 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
                 }
             }
         }
+        if let Err(e) = zrepl_failpoint::hit("driver.complete.after_receives_completed") {
+            let e = EndpointError::new(zrepl_protocol::ErrorKind::Internal, e.to_string());
+            for d in ok {
+                if failed_fs.insert(d.idx) {
+                    fail(d.idx, step_name(&d.send), e.clone());
+                }
+            }
+            return errors;
+        }
         let sends: Vec<SendRequest> = ok.iter().map(|d| d.send.clone()).collect();
         let sres = match self.sender.sends_completed(&sends).await {
             Ok(r) if r.len() == ok.len() => r,
@@ -650,6 +688,64 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
             if let Err(e) = r {
                 if failed_fs.insert(d.idx) {
                     fail(d.idx, step_name(&d.send), e);
+                }
+            }
+        }
+        errors
+    }
+}
+
+impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
+    /// Converges the up-to-date filesystems that need it, both sides at once (each side's
+    /// requests in one batch). A side that cannot converge a filesystem fails that filesystem
+    /// (its stale holds block pruning until a run converges it); a peer that cannot converge
+    /// at all (the call itself fails) is only logged: the replicated data is complete.
+    async fn converge(&self, converges: Vec<(usize, Converge)>) -> Vec<TimedError> {
+        if converges.is_empty() {
+            return Vec::new();
+        }
+        let (sidx, sreqs): (Vec<usize>, Vec<ConvergeRequest>) = converges
+            .iter()
+            .filter_map(|(i, c)| Some((*i, c.sender.clone()?)))
+            .unzip();
+        let (ridx, rreqs): (Vec<usize>, Vec<ConvergeRequest>) = converges
+            .iter()
+            .filter_map(|(i, c)| Some((*i, c.receiver.clone()?)))
+            .unzip();
+        tracing::debug!(
+            sender = sreqs.len(),
+            receiver = rreqs.len(),
+            "converging up-to-date filesystems"
+        );
+        async fn side<F: std::future::Future>(empty: bool, fut: F) -> Option<F::Output> {
+            if empty {
+                return None;
+            }
+            Some(fut.await)
+        }
+        let (sres, rres) = tokio::join!(
+            side(sreqs.is_empty(), self.sender.converge(&sreqs)),
+            side(rreqs.is_empty(), self.receiver.converge(&rreqs)),
+        );
+        let mut errors = Vec::new();
+        for (who, idx, res) in [("sender", &sidx, sres), ("receiver", &ridx, rres)] {
+            match res {
+                None => {}
+                Some(Err(e)) => {
+                    tracing::warn!(side = who, err = %e, "cannot converge up-to-date filesystems")
+                }
+                Some(Ok(results)) => {
+                    for (i, r) in idx.iter().zip(results) {
+                        if let Err(e) = r {
+                            tracing::error!(side = who, err = %e, "cannot converge filesystem");
+                            let msg = format!("converging the {who}: {e}");
+                            set_fs(self.report, *i, |f| {
+                                f.state = FsState::StepError;
+                                f.step_error = Some(msg);
+                            });
+                            errors.push(TimedError::now(e));
+                        }
+                    }
                 }
             }
         }
@@ -680,6 +776,9 @@ fn step_report(s: &Step, expected: u64) -> StepReport {
     }
 }
 
+/// Where the `driver.step.mid_stream` failpoint sits in a step's stream.
+const MID_STREAM: u64 = 256 << 10;
+
 /// Counts the bytes flowing through a send stream.
 struct CountingReader {
     inner: ByteStream,
@@ -695,7 +794,14 @@ impl AsyncRead for CountingReader {
         let before = buf.filled().len();
         let r = self.inner.as_mut().poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &r {
-            self.counter.add((buf.filled().len() - before) as u64);
+            let n = (buf.filled().len() - before) as u64;
+            let total = self.counter.get();
+            self.counter.add(n);
+            if total < MID_STREAM && total + n >= MID_STREAM {
+                if let Err(e) = zrepl_failpoint::hit("driver.step.mid_stream") {
+                    return Poll::Ready(Err(std::io::Error::other(e)));
+                }
+            }
         }
         r
     }

@@ -31,6 +31,8 @@ struct FakeSender {
     /// `list_filesystems` fails with a connectivity error this many times.
     flaky_lists: AtomicUsize,
     completed: Mutex<Vec<String>>,
+    /// `converge` requests: filesystem and common version.
+    converged: Mutex<Vec<String>>,
 }
 
 impl Sender for FakeSender {
@@ -82,6 +84,16 @@ impl Sender for FakeSender {
         ));
         Ok(())
     }
+    async fn converge(
+        &self,
+        reqs: &[ConvergeRequest],
+    ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<()>>> {
+        let mut c = self.converged.lock().unwrap();
+        for r in reqs {
+            c.push(format!("{}{}", r.filesystem, r.common.relative_name()));
+        }
+        Ok(reqs.iter().map(|_| Ok(())).collect())
+    }
     async fn replication_cursor(
         &self,
         _fs: &DatasetPath,
@@ -106,6 +118,8 @@ struct FakeReceiver {
     order: Mutex<Vec<String>>,
     /// Filesystems that are replicated too: their children must not arrive before them.
     replicated: Mutex<HashSet<DatasetPath>>,
+    /// `converge` requests: filesystem and common version.
+    converged: Mutex<Vec<String>>,
 }
 
 impl Receiver for FakeReceiver {
@@ -165,6 +179,16 @@ impl Receiver for FakeReceiver {
             .or_default()
             .push(req.to);
         Ok(())
+    }
+    async fn converge(
+        &self,
+        reqs: &[ConvergeRequest],
+    ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<()>>> {
+        let mut c = self.converged.lock().unwrap();
+        for r in reqs {
+            c.push(format!("{}{}", r.filesystem, r.common.relative_name()));
+        }
+        Ok(reqs.iter().map(|_| Ok(())).collect())
     }
     async fn destroy_snapshots(
         &self,
@@ -416,4 +440,38 @@ async fn step_events_carry_subsystem_fs_and_step() {
     assert_eq!(failed["fs"], "pool/bad");
     assert_eq!(failed["step"], "full send of @1");
     assert!(failed["err"].as_str().unwrap().contains("injected failure"));
+}
+
+/// A run with nothing to send still converges what a lost completion left behind (zrepl's
+/// `ReplicationStepCompletedLostBehavior`): the held sender snapshot and the receiver's unheld
+/// newest are reported to both sides; converged filesystems are left alone.
+#[tokio::test]
+async fn up_to_date_filesystems_with_leftovers_are_converged() {
+    let mut s = sender(&[
+        ("pool/quiet", &[("1", 1), ("2", 2)]),
+        ("pool/clean", &[("1", 3)]),
+    ]);
+    // A step hold survived on pool/quiet@2 (userrefs 1), as after a crash before completion.
+    s.fs.get_mut(&p("pool/quiet")).unwrap()[1].userrefs = Some(1);
+    // The clean filesystem has its cursor.
+    let cursor = FilesystemVersion {
+        typ: VersionType::Bookmark,
+        name: zrepl_zfs_types::abstraction::cursor_bookmark_name(3000, "push"),
+        userrefs: None,
+        ..snap("x", 3)
+    };
+    s.fs.get_mut(&p("pool/clean")).unwrap().push(cursor);
+    let r = FakeReceiver::default();
+    {
+        let mut fs = r.fs.lock().unwrap();
+        fs.insert(p("pool/quiet"), vec![snap("1", 1), snap("2", 2)]);
+        let mut held = snap("1", 3);
+        held.userrefs = Some(1);
+        fs.insert(p("pool/clean"), vec![held]);
+    }
+    let rep = run_once(&s, &r, &DriverConfig::default()).await;
+    assert_eq!(rep.state, RunState::Done, "{rep:#?}");
+    assert!(r.order.lock().unwrap().is_empty(), "nothing was to be sent");
+    assert_eq!(*s.converged.lock().unwrap(), ["pool/quiet@2"]);
+    assert_eq!(*r.converged.lock().unwrap(), ["pool/quiet@2"]);
 }

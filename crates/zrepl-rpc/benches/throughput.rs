@@ -256,6 +256,12 @@ impl Receiver for Discard {
             }
         }
     }
+    async fn converge(
+        &self,
+        reqs: &[zrepl_protocol::ConvergeRequest],
+    ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<()>>> {
+        Ok(reqs.iter().map(|_| Ok(())).collect())
+    }
     async fn destroy_snapshots(
         &self,
         _: &DatasetPath,

@@ -401,6 +401,18 @@ impl Client {
         )
         .await
     }
+    async fn converge_(
+        &self,
+        reqs: &[zrepl_protocol::ConvergeRequest],
+    ) -> Result<wire::Results<()>, EndpointError> {
+        self.call(
+            method::CONVERGE,
+            &wire::ConvergeReq {
+                requests: reqs.to_vec(),
+            },
+        )
+        .await
+    }
     async fn destroy_(
         &self,
         fs: &DatasetPath,
@@ -506,6 +518,12 @@ impl Sender for Client {
         )
         .await
     }
+    async fn converge(
+        &self,
+        reqs: &[zrepl_protocol::ConvergeRequest],
+    ) -> zrepl_protocol::Result<wire::Results<()>> {
+        self.converge_(reqs).await
+    }
     async fn replication_cursor(
         &self,
         fs: &DatasetPath,
@@ -554,6 +572,12 @@ impl Receiver for Client {
             },
         )
         .await
+    }
+    async fn converge(
+        &self,
+        reqs: &[zrepl_protocol::ConvergeRequest],
+    ) -> zrepl_protocol::Result<wire::Results<()>> {
+        self.converge_(reqs).await
     }
     async fn receive(&self, req: ReceiveRequest, stream: ByteStream) -> zrepl_protocol::Result<()> {
         let (_, banner) = self.connection().await?;

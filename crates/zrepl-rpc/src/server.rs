@@ -386,6 +386,10 @@ async fn sender_dispatch<E: Sender + 'static>(
             Ok(r) => reply(ep.sends_completed(&r.requests).await),
             Err(e) => reply::<()>(Err(e)),
         },
+        method::CONVERGE => match parse::<wire::ConvergeReq>(&msg) {
+            Ok(r) => reply(Sender::converge(&*ep, &r.requests).await),
+            Err(e) => reply::<()>(Err(e)),
+        },
         method::SEND => {
             let r = match parse::<SendRequest>(&msg) {
                 Ok(r) => r,
@@ -456,6 +460,12 @@ async fn receiver_dispatch<E: Receiver + 'static>(
     if method == method::RECEIVES_COMPLETED {
         return match parse::<wire::ReceivesReq>(&msg) {
             Ok(r) => reply(ep.receives_completed(&r.requests).await),
+            Err(e) => reply::<()>(Err(e)),
+        };
+    }
+    if method == method::CONVERGE {
+        return match parse::<wire::ConvergeReq>(&msg) {
+            Ok(r) => reply(Receiver::converge(&*ep, &r.requests).await),
             Err(e) => reply::<()>(Err(e)),
         };
     }

@@ -32,6 +32,7 @@ pub mod method {
     pub const SENDS_COMPLETED: &str = "sends_completed";
     pub const RECEIVES_COMPLETED: &str = "receives_completed";
     pub const REPLICATION_CURSORS: &str = "replication_cursors";
+    pub const CONVERGE: &str = "converge";
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,6 +69,13 @@ pub struct SendsReq {
 #[serde(deny_unknown_fields)]
 pub struct ReceivesReq {
     pub requests: Vec<zrepl_protocol::ReceiveRequest>,
+}
+
+/// `converge` (sender and receiver): the filesystems the round had no step for.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvergeReq {
+    pub requests: Vec<zrepl_protocol::ConvergeRequest>,
 }
 
 /// One result per item of a batched request.

@@ -83,6 +83,23 @@ impl Sender for MockSender {
             .push(format!("prepared {}", reqs.len()));
         Ok(())
     }
+    async fn converge(
+        &self,
+        reqs: &[zrepl_protocol::ConvergeRequest],
+    ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<()>>> {
+        let mut c = self.completed.lock().unwrap();
+        Ok(reqs
+            .iter()
+            .map(|r| {
+                c.push(format!("converge {}@{}", r.filesystem, r.common.name));
+                if r.filesystem.to_string() == "pool/a" {
+                    Ok(())
+                } else {
+                    Err(EndpointError::invalid("not allowed"))
+                }
+            })
+            .collect())
+    }
     async fn replication_cursor(
         &self,
         _: &DatasetPath,
@@ -122,6 +139,7 @@ type Received = Vec<(ReceiveRequest, Result<Vec<u8>, String>)>;
 struct MockReceiver {
     got: Mutex<Received>,
     completed: Mutex<Vec<ReceiveRequest>>,
+    converged: Mutex<Vec<zrepl_protocol::ConvergeRequest>>,
 }
 
 impl Receiver for MockReceiver {
@@ -144,6 +162,13 @@ impl Receiver for MockReceiver {
         let out = r.clone();
         self.got.lock().unwrap().push((req, r));
         out.map(|_| ()).map_err(EndpointError::zfs)
+    }
+    async fn converge(
+        &self,
+        reqs: &[zrepl_protocol::ConvergeRequest],
+    ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<()>>> {
+        self.converged.lock().unwrap().extend(reqs.iter().cloned());
+        Ok(reqs.iter().map(|_| Ok(())).collect())
     }
     async fn receives_completed(
         &self,
@@ -345,6 +370,28 @@ async fn batched_round_rpcs_round_trip() {
     assert_eq!(res[1].as_ref().unwrap_err().kind, ErrorKind::InvalidRequest);
     // The new fields cross the wire.
     assert_eq!(*rep.completed.lock().unwrap(), [good, bad]);
+
+    // `converge` on both sides: one result per request, a refused filesystem is its own error,
+    // and every field crosses the wire.
+    let creq = |f: &str| zrepl_protocol::ConvergeRequest {
+        filesystem: fs(f),
+        common: snap("s2", 2),
+        held: vec![snap("s1", 1)],
+        bookmarks: vec![snap("cursor", 7)],
+        replication: Default::default(),
+    };
+    let res = Sender::converge(&c, &[creq("pool/a"), creq("pool/b")])
+        .await
+        .unwrap();
+    assert!(res[0].is_ok());
+    assert_eq!(res[1].as_ref().unwrap_err().kind, ErrorKind::InvalidRequest);
+    assert!(ep.completed.lock().unwrap().ends_with(&[
+        "converge pool/a@s2".to_string(),
+        "converge pool/b@s2".to_string()
+    ]));
+    let res = Receiver::converge(&rc, &[creq("pool/a")]).await.unwrap();
+    assert_eq!(res.len(), 1);
+    assert_eq!(*rep.converged.lock().unwrap(), [creq("pool/a")]);
 }
 
 #[tokio::test]
