@@ -147,7 +147,17 @@ pub async fn prune<S: Sender, R: Receiver>(
             .map(|f| f.path.clone())
             .collect();
         let mut s_versions = fetch(sender.list_versions_many(&s_paths).await, &s_paths);
-        for fs in &s_paths {
+        for (n, fs) in s_paths.iter().enumerate() {
+            if n > 0 && !dry_run {
+                if let Err(e) = zrepl_failpoint::hit("prune.sender.after_destroy") {
+                    side.extend(
+                        s_paths[n..]
+                            .iter()
+                            .map(|f| FsPrune::skipped(f, &e.to_string())),
+                    );
+                    break;
+                }
+            }
             let r = prune_fs(
                 Fetched {
                     cursor: peek(&cursors, fs, "cannot get replication cursor"),

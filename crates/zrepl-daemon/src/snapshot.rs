@@ -214,6 +214,9 @@ impl Snapshotter {
         if !snaps.is_empty() {
             if self.zfs.snapshot(&snaps).await.is_ok() {
                 report.filesystems = snaps.iter().map(|v| v.fs().to_string()).collect();
+                if let Err(e) = zrepl_failpoint::hit("snapshot.after_create") {
+                    errors.push(e.to_string());
+                }
             } else {
                 for v in &snaps {
                     match self.zfs.snapshot(std::slice::from_ref(v)).await {

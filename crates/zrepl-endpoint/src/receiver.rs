@@ -314,9 +314,26 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             .await
         {
             Ok((props, versions)) => {
+                // A placeholder whose replacement was started but left no snapshot and no
+                // partial receive (a crash before `zfs recv` took over) is still one.
+                let unreplaced: HashSet<DatasetPath> = props
+                    .iter()
+                    .filter(|(path, p)| {
+                        p.get(PLACEHOLDER_PROPERTY).is_some_and(|v| {
+                            v.source == zrepl_zfs::PropertySource::Local
+                                && v.value == zrepl_zfs::PLACEHOLDER_REPLACING
+                        }) && p
+                            .get("receive_resume_token")
+                            .is_none_or(|v| v.value.is_empty() || v.value == "-")
+                            && !versions
+                                .get(*path)
+                                .is_some_and(|vs| vs.iter().any(|v| v.typ == VersionType::Snapshot))
+                    })
+                    .map(|(path, _)| path.clone())
+                    .collect();
                 *self.prefetched.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some((std::time::Instant::now(), versions));
-                props
+                (props, unreplaced)
             }
             // The client's dataset does not exist yet: nothing received so far.
             Err(ZfsError::DatasetDoesNotExist { .. }) => return Ok(Vec::new()),
@@ -327,15 +344,17 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                 ))
             }
         };
+        let (props, unreplaced) = props;
         let mut out = Vec::new();
         for (path, p) in props {
             let Some(rel) = path.strip_prefix(&self.root).filter(|r| !r.is_empty()) else {
                 continue;
             };
-            let is_placeholder = p.get(PLACEHOLDER_PROPERTY).is_some_and(|v| {
-                v.source == zrepl_zfs::PropertySource::Local
-                    && zrepl_zfs::is_placeholder_value(&path, &v.value)
-            });
+            let is_placeholder = unreplaced.contains(&path)
+                || p.get(PLACEHOLDER_PROPERTY).is_some_and(|v| {
+                    v.source == zrepl_zfs::PropertySource::Local
+                        && zrepl_zfs::is_placeholder_value(&path, &v.value)
+                });
             let resume_token = p
                 .get("receive_resume_token")
                 .map(|v| v.value.clone())
@@ -479,12 +498,20 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         }
         let mut force = false;
         let mut cleared_placeholder = false;
-        if st.exists && st.is_placeholder {
+        // A placeholder whose replacement an earlier receive started (and a crash cut short
+        // before `zfs recv` took over) is replaced like any placeholder.
+        let replacing = req.from.is_none()
+            && st.raw_local_value.as_deref() == Some(zrepl_zfs::PLACEHOLDER_REPLACING);
+        if st.exists && (st.is_placeholder || replacing) {
             self.clear_placeholder_snapshots(&lp).await?;
+            // Marked, not cleared: until the receive succeeds the filesystem still counts as a
+            // placeholder (`list_filesystems`), whatever happens to this process.
             self.zfs
-                .set_placeholder(&lp, false)
+                .mark_placeholder_replacing(&lp)
                 .await
-                .map_err(|e| zfs_err(format!("cannot clear placeholder flag of {lp}"), e))?;
+                .map_err(|e| {
+                    zfs_err(format!("cannot mark placeholder {lp} as being replaced"), e)
+                })?;
             cleared_placeholder = true;
             force = true;
         }
@@ -499,6 +526,14 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         rr.override_props = self.cfg.override_.clone();
         let stream = crate::ratelimit::limit(self.bucket.as_ref(), stream);
         let result = self.zfs.receive(&rr, stream).await;
+        if cleared_placeholder && result.is_ok() {
+            // Real data replaced the placeholder: now the flag goes (`recv -F` keeps the
+            // filesystem's local properties). Should this fail, the filesystem has snapshots,
+            // so it is no placeholder any more either.
+            if let Err(e) = self.zfs.set_placeholder(&lp, false).await {
+                tracing::warn!(fs = %lp, error = %e, "cannot clear the placeholder flag after receiving");
+            }
+        }
         if let Err(e) = result {
             if cleared_placeholder {
                 // Without resumable state the filesystem is still the empty placeholder: say so.
@@ -509,10 +544,10 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                     .ok()
                     .flatten()
                     .is_some();
-                if !partial {
-                    if let Err(e2) = self.zfs.set_placeholder(&lp, true).await {
-                        tracing::warn!(fs = %lp, error = %e2, "cannot restore placeholder flag");
-                    }
+                // With a partial receive the filesystem is being received (resumed later
+                // without `-F`); without one it is still the empty placeholder.
+                if let Err(e2) = self.zfs.set_placeholder(&lp, !partial).await {
+                    tracing::warn!(fs = %lp, error = %e2, "cannot restore placeholder flag");
                 }
             }
             if matches!(e, ZfsError::RecvDestroyOrOverwriteEncrypted { .. }) && cleared_placeholder

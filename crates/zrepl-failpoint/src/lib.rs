@@ -50,7 +50,7 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (
         "receiver.receive.after_placeholder_cleared",
-        "a placeholder's zrepl:placeholder flag was cleared, `zfs recv -F` has not started",
+        "a placeholder was marked as being replaced (zrepl:placeholder=replacing), `zfs recv -F` has not started",
     ),
     (
         "converge.sender.after_new_cursor",

@@ -99,6 +99,13 @@ pub fn legacy_placeholder_value(fs: &DatasetPath) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The `zrepl:placeholder` value of a placeholder whose replacement by a received filesystem
+/// has started (zrepl-rs only; zrepl 0.7 reads it as "not a placeholder"). Until the receive
+/// succeeded (then the value becomes `off`), such a filesystem without snapshots and without a
+/// partial receive is still a placeholder: a crash between marking and receiving must never
+/// leave an empty filesystem that planning takes for real data.
+pub const PLACEHOLDER_REPLACING: &str = "replacing";
+
 /// Whether a `zrepl:placeholder` value whose source is `local` marks a placeholder.
 pub fn is_placeholder_value(fs: &DatasetPath, local_value: &str) -> bool {
     local_value == "on" || local_value == legacy_placeholder_value(fs)
@@ -546,6 +553,12 @@ impl Zfs {
             props.push(("encryption", "off"));
         }
         self.create_filesystem(fs, &props, false).await
+    }
+
+    /// `zfs set zrepl:placeholder=replacing <fs>` ([`PLACEHOLDER_REPLACING`]).
+    pub async fn mark_placeholder_replacing(&self, fs: &DatasetPath) -> Result<(), ZfsError> {
+        self.set_properties(fs, &[(PLACEHOLDER_PROPERTY, PLACEHOLDER_REPLACING)])
+            .await
     }
 
     /// `zfs set zrepl:placeholder=on|off <fs>`.

@@ -39,7 +39,7 @@ pub mod versions;
 pub use command::{Binary, CommandInfo, CommandObserver, CommandResult, VerbStats, Zfs, ZfsConfig};
 pub use datasets::{
     is_placeholder_value, legacy_placeholder_value, PlaceholderEncryption, PlaceholderState,
-    Target, VersionTypes, PLACEHOLDER_PROPERTY,
+    Target, VersionTypes, PLACEHOLDER_PROPERTY, PLACEHOLDER_REPLACING,
 };
 pub use error::{Argv, Undestroyable, ZfsError};
 pub use features::{FeatureOverrides, Features};

@@ -34,6 +34,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // A bad ZREPL_FAILPOINTS (tests only) fails here, before any work.
+    if zrepl_failpoint::init() {
+        eprintln!("zrepl: failpoints enabled by ZREPL_FAILPOINTS (testing only)");
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
