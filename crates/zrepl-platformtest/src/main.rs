@@ -10,6 +10,7 @@
 //! Without `/dev/zfs` the binary fails loudly instead of skipping: a platform test run that tests
 //! nothing must never look green.
 
+mod crash;
 mod dbhooks;
 mod logging;
 mod network;
@@ -162,6 +163,29 @@ fn main() {
         repl_send_checks_the_stream_guids,
         repl_receive_checks_the_stream_guids,
         repl_completion_failure_stays_with_its_filesystem, repl_bookmark_channel_program, repl_stale_last_received_holds_released]);
+    trials.extend(trials![crash:
+        crash_lost_completion_converges_guarantee_resumability,
+        crash_lost_completion_converges_guarantee_incremental,
+        crash_after_step_holds,
+        crash_mid_stream,
+        crash_after_receive_before_completion,
+        crash_after_receives_completed,
+        crash_between_new_cursor_and_old_cursor,
+        crash_during_last_received_hold_move,
+        crash_after_placeholder_marked_before_recv,
+        crash_in_convergence_after_new_cursor,
+        crash_in_convergence_after_new_hold,
+        crash_in_pruning_after_sender_destroys,
+        crash_after_snapshotting,
+        crash_kill_anywhere_campaign,
+    ]);
+    // Every failpoint has its crash test.
+    for (fp, _) in zrepl_failpoint::ALL {
+        assert!(
+            crash::COVERED.contains(fp),
+            "failpoint {fp} has no crash test in crash.rs"
+        );
+    }
     if !args.list && !std::path::Path::new("/dev/zfs").exists() {
         eprintln!(
             "FATAL: /dev/zfs does not exist: the zfs kernel module is not loaded here.\n\
