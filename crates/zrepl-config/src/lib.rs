@@ -46,23 +46,6 @@ pub trait SourceLoader {
     fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>>;
 }
 
-/// The file system, for the binary.
-pub struct FsLoader;
-
-impl SourceLoader for FsLoader {
-    fn read(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
-    }
-    fn is_dir(&self, path: &Path) -> io::Result<bool> {
-        std::fs::metadata(path).map(|m| m.is_dir())
-    }
-    fn list_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        std::fs::read_dir(path)?
-            .map(|e| e.map(|e| e.path()))
-            .collect()
-    }
-}
-
 /// A successfully loaded config plus anything worth warning about.
 #[derive(Debug, Clone)]
 pub struct Loaded {

@@ -333,7 +333,7 @@ pub fn resolve_config_path(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// Loads and validates the config, printing warnings to stderr. Errors list every problem.
 pub fn load_config(explicit: Option<&Path>) -> anyhow::Result<zrepl_config::Config> {
     let path = resolve_config_path(explicit)?;
-    match zrepl_config::load(&path, &zrepl_config::FsLoader) {
+    match zrepl_config::load(&path, &FsLoader) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");
@@ -358,4 +358,22 @@ fn parse_delay(s: &str) -> Result<std::time::Duration, String> {
         return Err("the delay must be positive".into());
     }
     Ok(d)
+}
+
+/// The file system as the config's [`zrepl_config::SourceLoader`] (the config crate itself
+/// touches no file).
+pub struct FsLoader;
+
+impl zrepl_config::SourceLoader for FsLoader {
+    fn read(&self, path: &std::path::Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+    fn is_dir(&self, path: &std::path::Path) -> std::io::Result<bool> {
+        std::fs::metadata(path).map(|m| m.is_dir())
+    }
+    fn list_dir(&self, path: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        std::fs::read_dir(path)?
+            .map(|e| e.map(|e| e.path()))
+            .collect()
+    }
 }

@@ -3,7 +3,24 @@
 
 use std::path::{Path, PathBuf};
 
-use zrepl_config::{load, load_str, Config, FsLoader, MemLoader};
+use zrepl_config::{load, load_str, Config, MemLoader, SourceLoader};
+
+/// The file system (the binary has its own; the config crate touches no file).
+struct FsLoader;
+
+impl SourceLoader for FsLoader {
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+    fn is_dir(&self, path: &Path) -> std::io::Result<bool> {
+        std::fs::metadata(path).map(|m| m.is_dir())
+    }
+    fn list_dir(&self, path: &Path) -> std::io::Result<Vec<PathBuf>> {
+        std::fs::read_dir(path)?
+            .map(|e| e.map(|e| e.path()))
+            .collect()
+    }
+}
 
 /// zrepl's own samples live in the shared folder beside the repository.
 fn samples_dir() -> PathBuf {

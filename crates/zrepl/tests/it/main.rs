@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod logging;
+mod tidy;
 
 fn zrepl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_zrepl"))
