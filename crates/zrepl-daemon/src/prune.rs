@@ -153,7 +153,7 @@ pub async fn prune<S: Sender, R: Receiver>(
                     side.extend(
                         s_paths[n..]
                             .iter()
-                            .map(|f| FsPrune::skipped(f, &e.to_string())),
+                            .map(|f| FsPrune::skipped(f, e.to_string())),
                     );
                     break;
                 }

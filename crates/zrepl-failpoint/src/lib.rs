@@ -213,7 +213,8 @@ mod tests {
 
     #[test]
     fn parse_table() {
-        let ok: &[(&str, &[(&str, Action, Option<u64>)])] = &[
+        type Want = &'static [(&'static str, Action, Option<u64>)];
+        let ok: &[(&str, Want)] = &[
             ("", &[]),
             (
                 "driver.step.after_receive=kill",

@@ -167,7 +167,15 @@ mod tests {
         let c = |g: u64, t: u64| bm(cursor_bookmark_name(g, "push"), g, t);
         let other = |g: u64, t: u64| bm(cursor_bookmark_name(g, "other"), g, t);
         // (what, sender versions, receiver versions, config, sender needs, receiver needs)
-        let cases: Vec<(&str, Vec<FilesystemVersion>, Vec<FilesystemVersion>, ReplicationConfig, bool, bool)> = vec![
+        type Case = (
+            &'static str,
+            Vec<FilesystemVersion>,
+            Vec<FilesystemVersion>,
+            ReplicationConfig,
+            bool,
+            bool,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "converged",
                 vec![snap("1", 1, 1, 0), snap("2", 2, 2, 0), c(2, 2)],
