@@ -34,6 +34,12 @@ impl Receiver for Mock {
         let _ = s.read_to_end(&mut sink).await;
         Ok(())
     }
+    async fn converge(
+        &self,
+        reqs: &[zrepl_protocol::ConvergeRequest],
+    ) -> Result<Vec<Result<()>>> {
+        Ok(reqs.iter().map(|_| Ok(())).collect())
+    }
     async fn destroy_snapshots(
         &self,
         _: &DatasetPath,
