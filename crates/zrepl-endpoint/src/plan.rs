@@ -103,6 +103,29 @@ pub fn receiver_converge(req: &ConvergeRequest) -> ReceiverConverge {
     ReceiverConverge { hold, release }
 }
 
+/// A filesystem marked `zrepl:placeholder=replacing` (a receive started replacing the
+/// placeholder; see `zrepl_zfs::PLACEHOLDER_REPLACING`), by what it holds now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replacing {
+    /// No snapshot and no partial receive: the receive never took over (a crash or a failure
+    /// in between). Still a placeholder: the next full receive replaces it with `-F`.
+    StillPlaceholder,
+    /// A partial receive waits: the filesystem is being received (resumed without `-F`).
+    BeingReceived,
+    /// It has snapshots: real data replaced the placeholder; the mark is a leftover of a crash
+    /// before it became `off`, and is repaired to `off`. Never replaced again.
+    Replaced,
+}
+
+/// Classifies a filesystem marked `replacing`.
+pub fn replacing_state(has_snapshots: bool, has_resume_token: bool) -> Replacing {
+    match (has_snapshots, has_resume_token) {
+        (true, _) => Replacing::Replaced,
+        (false, true) => Replacing::BeingReceived,
+        (false, false) => Replacing::StillPlaceholder,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +283,19 @@ mod tests {
         ];
         let got = stale_step_holds("j", holds.iter().map(|(k, v)| (k, v)));
         assert_eq!(got, vec!["a@1", "a@3"]);
+    }
+
+    #[test]
+    fn replacing_table() {
+        // Real data is never taken for a placeholder, whatever else is there.
+        for (snaps, token, want) in [
+            (false, false, Replacing::StillPlaceholder),
+            (false, true, Replacing::BeingReceived),
+            (true, false, Replacing::Replaced),
+            (true, true, Replacing::Replaced),
+        ] {
+            assert_eq!(replacing_state(snaps, token), want, "{snaps} {token}");
+        }
     }
 
     #[test]

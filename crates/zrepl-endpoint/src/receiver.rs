@@ -15,6 +15,7 @@ use zrepl_zfs::{
 use zrepl_zfs_types::abstraction::{last_received_hold_tag, parse_last_received_hold_tag};
 
 use crate::error::zfs_err;
+use crate::plan::Replacing;
 
 /// How to create placeholders for missing parents (`recv.placeholder.encryption`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,23 +315,42 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             .await
         {
             Ok((props, versions)) => {
-                // A placeholder whose replacement was started but left no snapshot and no
-                // partial receive (a crash before `zfs recv` took over) is still one.
-                let unreplaced: HashSet<DatasetPath> = props
-                    .iter()
-                    .filter(|(path, p)| {
-                        p.get(PLACEHOLDER_PROPERTY).is_some_and(|v| {
-                            v.source == zrepl_zfs::PropertySource::Local
-                                && v.value == zrepl_zfs::PLACEHOLDER_REPLACING
-                        }) && p
-                            .get("receive_resume_token")
-                            .is_none_or(|v| v.value.is_empty() || v.value == "-")
-                            && !versions
-                                .get(*path)
-                                .is_some_and(|vs| vs.iter().any(|v| v.typ == VersionType::Snapshot))
-                    })
-                    .map(|(path, _)| path.clone())
-                    .collect();
+                // Filesystems marked `replacing`: still placeholders, being received, or
+                // replaced (a leftover mark, repaired below).
+                let mut unreplaced = HashSet::new();
+                let mut leftover = Vec::new();
+                for (path, p) in &props {
+                    let marked = p.get(PLACEHOLDER_PROPERTY).is_some_and(|v| {
+                        v.source == zrepl_zfs::PropertySource::Local
+                            && v.value == zrepl_zfs::PLACEHOLDER_REPLACING
+                    });
+                    if !marked {
+                        continue;
+                    }
+                    let token = p
+                        .get("receive_resume_token")
+                        .is_some_and(|v| !v.value.is_empty() && v.value != "-");
+                    let snaps = versions
+                        .get(path)
+                        .is_some_and(|vs| vs.iter().any(|v| v.typ == VersionType::Snapshot));
+                    match crate::plan::replacing_state(snaps, token) {
+                        Replacing::StillPlaceholder => {
+                            unreplaced.insert(path.clone());
+                        }
+                        Replacing::BeingReceived => {}
+                        Replacing::Replaced => leftover.push(path.clone()),
+                    }
+                }
+                for path in leftover {
+                    match self.zfs.set_placeholder(&path, false).await {
+                        Ok(()) => {
+                            tracing::info!(fs = %path, "cleared the placeholder mark a crash left on a received filesystem")
+                        }
+                        Err(e) => {
+                            tracing::warn!(fs = %path, error = %e, "cannot clear a leftover placeholder mark")
+                        }
+                    }
+                }
                 *self.prefetched.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some((std::time::Instant::now(), versions));
                 (props, unreplaced)
@@ -499,9 +519,25 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         let mut force = false;
         let mut cleared_placeholder = false;
         // A placeholder whose replacement an earlier receive started (and a crash cut short
-        // before `zfs recv` took over) is replaced like any placeholder.
-        let replacing = req.from.is_none()
+        // before `zfs recv` took over) is replaced like any placeholder; one that has real
+        // data or a partial receive never is (asked only on this rare path).
+        let marked = st.exists
+            && req.from.is_none()
             && st.raw_local_value.as_deref() == Some(zrepl_zfs::PLACEHOLDER_REPLACING);
+        let replacing = marked && {
+            let snaps = self
+                .zfs
+                .list_versions(&lp, VersionTypes::Snapshots)
+                .await
+                .map_err(|e| zfs_err(format!("cannot list snapshots of {lp}"), e))?;
+            let token = self
+                .zfs
+                .receive_resume_token(&lp)
+                .await
+                .map_err(|e| zfs_err(format!("cannot inspect {lp}"), e))?;
+            crate::plan::replacing_state(!snaps.is_empty(), token.is_some())
+                == Replacing::StillPlaceholder
+        };
         if st.exists && (st.is_placeholder || replacing) {
             self.clear_placeholder_snapshots(&lp).await?;
             // Marked, not cleared: until the receive succeeds the filesystem still counts as a
@@ -526,7 +562,9 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         rr.override_props = self.cfg.override_.clone();
         let stream = crate::ratelimit::limit(self.bucket.as_ref(), stream);
         let result = self.zfs.receive(&rr, stream).await;
-        if cleared_placeholder && result.is_ok() {
+        if result.is_ok() && (cleared_placeholder || marked) {
+            zrepl_failpoint::hit("receiver.receive.after_recv_before_unmark")
+                .map_err(|e| EndpointError::zfs(e.to_string()))?;
             // Real data replaced the placeholder: now the flag goes (`recv -F` keeps the
             // filesystem's local properties). Should this fail, the filesystem has snapshots,
             // so it is no placeholder any more either.

@@ -53,6 +53,10 @@ pub const ALL: &[(&str, &str)] = &[
         "a placeholder was marked as being replaced (zrepl:placeholder=replacing), `zfs recv -F` has not started",
     ),
     (
+        "receiver.receive.after_recv_before_unmark",
+        "`zfs recv -F` replaced a placeholder, its mark is still `replacing`",
+    ),
+    (
         "converge.sender.after_new_cursor",
         "convergence created a cursor, older cursors, tentative cursors and step holds remain",
     ),

@@ -8,7 +8,7 @@
 //! filter (a user's snapshot, hold and bookmark there, and a user's bookmark on `a`, must
 //! survive everything).
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use zrepl_zfs_types::abstraction::AbstractionType;
@@ -16,7 +16,8 @@ use zrepl_zfs_types::abstraction::{last_received_hold_tag, parse_cursor_bookmark
 
 use crate::pool::sh;
 use crate::replication::{
-    all_holds, create, exists, path, recv_path, snapshot, write, zfs, RECEIVER_JOB, SENDER_JOB,
+    all_holds, create, exists, path, recv_path, snapshot, start_daemon, wait_daemon, write, zfs,
+    RECEIVER_JOB, SENDER_JOB,
 };
 use crate::{Ctx, TestResult};
 
@@ -112,42 +113,20 @@ impl Scenario {
         Ok(())
     }
 
-    /// Starts the daemon without waiting for it (it may die at once at a failpoint).
+    /// Starts the daemon without waiting for it (it may die at once at a failpoint); the log
+    /// of every start is appended to one file.
     fn daemon_raw(&self, failpoints: Option<&str>) -> Result<Child, String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .map_err(|e| e.to_string())?;
-        let mut cmd = Command::new("zrepl");
-        cmd.args(["--config", &self.cfg, "daemon"])
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .stdin(Stdio::null());
-        match failpoints {
-            Some(f) => cmd.env("ZREPL_FAILPOINTS", f),
-            None => cmd.env_remove("ZREPL_FAILPOINTS"),
-        };
-        cmd.spawn()
-            .map_err(|e| format!("cannot start zrepl daemon: {e}"))
+        start_daemon(&self.cfg, log, failpoints)
     }
 
     fn daemon(&self, failpoints: Option<&str>) -> Result<Child, String> {
         let mut child = self.daemon_raw(failpoints)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.status().is_err() {
-            if let Ok(Some(st)) = child.try_wait() {
-                return Err(format!(
-                    "daemon exited at start ({st}):\n{}",
-                    self.log_tail()
-                ));
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                return Err(format!("daemon did not answer:\n{}", self.log_tail()));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_daemon(&self.cfg, &mut child, &self.log)?;
         Ok(child)
     }
 
@@ -383,7 +362,10 @@ impl Scenario {
 /// to converge).
 fn crash_at(t: Ctx, failpoint: &str, prelude: Option<&str>) -> TestResult {
     let mut s = Scenario::new(&t)?;
-    let placeholder = failpoint == "receiver.receive.after_placeholder_cleared";
+    let placeholder = matches!(
+        failpoint,
+        "receiver.receive.after_placeholder_cleared" | "receiver.receive.after_recv_before_unmark"
+    );
     let snapshotting = failpoint == "snapshot.after_create";
     if placeholder {
         // `deep` is not replicated at first: it becomes a placeholder on the receiver.
@@ -455,6 +437,22 @@ fn crash_at(t: Ctx, failpoint: &str, prelude: Option<&str>) -> TestResult {
     s.wait_dead(&mut d, failpoint)?;
     // Orphaned `zfs recv` processes finish or save their partial state.
     std::thread::sleep(Duration::from_secs(2));
+    if placeholder {
+        // The crash left the placeholder marked as being replaced: empty (the receive never
+        // started) or with the received snapshot (the mark was not yet cleared).
+        let ph = recv_path(&t, "deep");
+        let v = zfs(&["get", "-H", "-o", "value,source", "zrepl:placeholder", &ph])?;
+        ensure!(
+            v.starts_with("replacing\tlocal"),
+            "{ph} after the crash: {v}"
+        );
+        let snaps = zfs(&["list", "-H", "-t", "snapshot", "-d", "1", "-o", "name", &ph])?;
+        let received = failpoint == "receiver.receive.after_recv_before_unmark";
+        ensure!(
+            snaps.trim().is_empty() != received,
+            "{ph} after the crash at {failpoint} has snapshots {snaps:?}"
+        );
+    }
     s.converge()?;
     // And the quiet filesystem stays converged when only the others get new snapshots.
     s.snapshots(&["a", "deep", "deep/x"], 1)?;
@@ -477,6 +475,7 @@ crash_tests! {
     crash_between_new_cursor_and_old_cursor => "sender.complete.after_new_cursor", None;
     crash_during_last_received_hold_move => "receiver.complete.after_new_hold", None;
     crash_after_placeholder_marked_before_recv => "receiver.receive.after_placeholder_cleared", None;
+    crash_after_placeholder_replaced_before_unmark => "receiver.receive.after_recv_before_unmark", None;
     crash_in_convergence_after_new_cursor => "converge.sender.after_new_cursor", Some("driver.step.after_receive");
     crash_in_convergence_after_new_hold => "converge.receiver.after_new_hold", Some("driver.step.after_receive");
     crash_in_pruning_after_sender_destroys => "prune.sender.after_destroy", None;
@@ -510,7 +509,38 @@ fn lost_completion(t: Ctx, protection: &str) -> TestResult {
             "the crash left no step hold to converge from: {src_holds:?}"
         );
     }
-    s.converge()
+    // The converging run lists exactly as much as a run with nothing to converge.
+    let mut d = s.daemon(None)?;
+    let res: TestResult = (|| {
+        let listings = || -> Result<u64, String> {
+            let st = s.status()?;
+            let started = &st["global"]["zfs_commands"]["started"];
+            Ok(["zfs list", "zfs get"]
+                .iter()
+                .map(|k| started[*k].as_u64().unwrap_or(0))
+                .sum())
+        };
+        let l0 = listings()?;
+        ensure!(
+            s.run()? == "done",
+            "the converging run failed:\n{}",
+            s.log_tail()
+        );
+        let l1 = listings()?;
+        s.check()?;
+        ensure!(s.run()? == "done", "the run after it failed");
+        let l2 = listings()?;
+        ensure!(
+            l1 - l0 == l2 - l1,
+            "converging listed more: {} listings against {} of a run with nothing to converge",
+            l1 - l0,
+            l2 - l1
+        );
+        s.check()
+    })();
+    let _ = d.kill();
+    let _ = d.wait();
+    res
 }
 
 pub async fn crash_lost_completion_converges_guarantee_resumability(t: Ctx) -> TestResult {
@@ -519,6 +549,38 @@ pub async fn crash_lost_completion_converges_guarantee_resumability(t: Ctx) -> T
 
 pub async fn crash_lost_completion_converges_guarantee_incremental(t: Ctx) -> TestResult {
     lost_completion(t, "incremental")
+}
+
+/// The `error` action: an injected failure fails the run (the daemon lives on and reports
+/// it); the next run without it converges.
+pub async fn crash_injected_error_fails_the_run_then_converges(t: Ctx) -> TestResult {
+    let mut s = Scenario::new(&t)?;
+    {
+        let mut d = s.daemon(None)?;
+        let r = s.run();
+        let _ = d.kill();
+        let _ = d.wait();
+        ensure!(r? == "done", "initial replication failed");
+    }
+    s.snapshots(REPLICATED, 1)?;
+    let mut d = s.daemon(Some("driver.step.after_receive=error"))?;
+    let res: TestResult = (|| {
+        ensure!(
+            s.run()? == "failed",
+            "the injected error did not fail the run"
+        );
+        let st = s.status()?;
+        ensure!(
+            st.to_string()
+                .contains("failpoint driver.step.after_receive injected an error"),
+            "the run's report does not name the injected error: {st:#}"
+        );
+        Ok(())
+    })();
+    let _ = d.kill();
+    let _ = d.wait();
+    res?;
+    s.converge()
 }
 
 /// The kill-anywhere campaign: rounds with fresh data (the quiet filesystem only every fourth

@@ -173,10 +173,12 @@ fn main() {
         crash_between_new_cursor_and_old_cursor,
         crash_during_last_received_hold_move,
         crash_after_placeholder_marked_before_recv,
+        crash_after_placeholder_replaced_before_unmark,
         crash_in_convergence_after_new_cursor,
         crash_in_convergence_after_new_hold,
         crash_in_pruning_after_sender_destroys,
         crash_after_snapshotting,
+        crash_injected_error_fails_the_run_then_converges,
         crash_kill_anywhere_campaign,
     ]);
     // Every failpoint has its crash test.

@@ -202,25 +202,54 @@ fn fs_report<'a>(
 /// answers.
 pub(crate) fn spawn_daemon(cfg: &str, log_path: &str) -> Result<std::process::Child, String> {
     let log = std::fs::File::create(log_path).map_err(|e| e.to_string())?;
-    let mut child = Command::new("zrepl")
-        .args(["--config", cfg, "daemon"])
+    let mut child = start_daemon(cfg, log, None)?;
+    wait_daemon(cfg, &mut child, log_path)?;
+    Ok(child)
+}
+
+/// Starts `zrepl daemon` with `cfg`, output to `log`, with `ZREPL_FAILPOINTS` set to
+/// `failpoints` (or removed); does not wait for it.
+pub(crate) fn start_daemon(
+    cfg: &str,
+    log: std::fs::File,
+    failpoints: Option<&str>,
+) -> Result<std::process::Child, String> {
+    let mut cmd = Command::new("zrepl");
+    cmd.args(["--config", cfg, "daemon"])
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start zrepl daemon (is zrepl in PATH?): {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
+        .stdin(Stdio::null());
+    match failpoints {
+        Some(f) => cmd.env("ZREPL_FAILPOINTS", f),
+        None => cmd.env_remove("ZREPL_FAILPOINTS"),
+    };
+    cmd.spawn()
+        .map_err(|e| format!("cannot start zrepl daemon (is zrepl in PATH?): {e}"))
+}
+
+/// Waits until the daemon answers on its control socket; errs (and kills it) if it exits or
+/// does not answer within 30 s.
+pub(crate) fn wait_daemon(
+    cfg: &str,
+    child: &mut std::process::Child,
+    log_path: &str,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
     while sh(&["zrepl", "--config", cfg, "status", "--mode", "raw"]).is_err() {
+        let log = || std::fs::read_to_string(log_path).unwrap_or_default();
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("daemon exited at start ({st}):\n{}", log()));
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
             return Err(format!(
                 "daemon did not answer on its control socket:\n{}",
-                std::fs::read_to_string(log_path).unwrap_or_default()
+                log()
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(child)
+    Ok(())
 }
 
 /// A sender whose streams end after `cut` bytes: the receiver sees a truncated stream, exactly

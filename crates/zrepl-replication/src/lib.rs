@@ -734,6 +734,12 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
                 Some(Err(e)) => {
                     tracing::warn!(side = who, err = %e, "cannot converge up-to-date filesystems")
                 }
+                Some(Ok(results)) if results.len() != idx.len() => {
+                    tracing::warn!(
+                        side = who,
+                        "cannot converge up-to-date filesystems: the peer answered for a different number of filesystems"
+                    )
+                }
                 Some(Ok(results)) => {
                     for (i, r) in idx.iter().zip(results) {
                         if let Err(e) = r {

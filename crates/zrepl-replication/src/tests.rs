@@ -33,6 +33,8 @@ struct FakeSender {
     completed: Mutex<Vec<String>>,
     /// `converge` requests: filesystem and common version.
     converged: Mutex<Vec<String>>,
+    /// `converge` answers with no result at all (a broken peer).
+    converge_answers_nothing: bool,
 }
 
 impl Sender for FakeSender {
@@ -88,11 +90,12 @@ impl Sender for FakeSender {
         &self,
         reqs: &[ConvergeRequest],
     ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<()>>> {
-        let mut c = self.converged.lock().unwrap();
-        for r in reqs {
-            c.push(format!("{}{}", r.filesystem, r.common.relative_name()));
-        }
-        Ok(reqs.iter().map(|_| Ok(())).collect())
+        let r = record_converge(&self.converged, reqs);
+        Ok(if self.converge_answers_nothing {
+            Vec::new()
+        } else {
+            r
+        })
     }
     async fn replication_cursor(
         &self,
@@ -107,6 +110,18 @@ impl Sender for FakeSender {
     ) -> zrepl_protocol::Result<Vec<DestroyResult>> {
         Ok(vec![])
     }
+}
+
+/// Records `converge` requests as `fs@common`; every one succeeds.
+fn record_converge(
+    log: &Mutex<Vec<String>>,
+    reqs: &[ConvergeRequest],
+) -> Vec<zrepl_protocol::Result<()>> {
+    let mut c = log.lock().unwrap();
+    for r in reqs {
+        c.push(format!("{}{}", r.filesystem, r.common.relative_name()));
+    }
+    reqs.iter().map(|_| Ok(())).collect()
 }
 
 #[derive(Default)]
@@ -184,11 +199,7 @@ impl Receiver for FakeReceiver {
         &self,
         reqs: &[ConvergeRequest],
     ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<()>>> {
-        let mut c = self.converged.lock().unwrap();
-        for r in reqs {
-            c.push(format!("{}{}", r.filesystem, r.common.relative_name()));
-        }
-        Ok(reqs.iter().map(|_| Ok(())).collect())
+        Ok(record_converge(&self.converged, reqs))
     }
     async fn destroy_snapshots(
         &self,
@@ -474,4 +485,11 @@ async fn up_to_date_filesystems_with_leftovers_are_converged() {
     assert!(r.order.lock().unwrap().is_empty(), "nothing was to be sent");
     assert_eq!(*s.converged.lock().unwrap(), ["pool/quiet@2"]);
     assert_eq!(*r.converged.lock().unwrap(), ["pool/quiet@2"]);
+
+    // A peer that answers for a different number of filesystems is not believed, and does not
+    // fail the filesystems (their data is replicated): the next run asks again.
+    s.converge_answers_nothing = true;
+    let rep = run_once(&s, &r, &DriverConfig::default()).await;
+    assert_eq!(rep.state, RunState::Done, "{rep:#?}");
+    assert_eq!(s.converged.lock().unwrap().len(), 2, "asked again");
 }

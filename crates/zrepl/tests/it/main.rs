@@ -41,6 +41,34 @@ fn sample(name: &str) -> String {
     samples().join(name).to_string_lossy().into_owned()
 }
 
+/// Failpoints are for tests; a spec that names none we know must fail loudly before any work
+/// (a typo would make a crash test pass without crashing).
+#[test]
+fn a_bad_failpoint_spec_is_refused_at_start() {
+    for (spec, want) in [
+        ("driver.step.after_recieve=kill", "unknown failpoint"),
+        ("driver.step.after_receive=explode", "unknown action"),
+        ("driver.step.after_receive", "is not NAME=ACTION"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_zrepl"))
+            .args(["version"])
+            .env("ZREPL_FAILPOINTS", spec)
+            .output()
+            .expect("run zrepl");
+        assert_eq!(o.status.code(), Some(2), "{spec}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{spec}: {}", stderr(&o));
+        assert!(stdout(&o).is_empty(), "{spec}: did work: {}", stdout(&o));
+    }
+    // A valid spec names itself on stderr and does not change the command.
+    let o = Command::new(env!("CARGO_BIN_EXE_zrepl"))
+        .args(["version"])
+        .env("ZREPL_FAILPOINTS", "driver.step.after_receive=off")
+        .output()
+        .expect("run zrepl");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("failpoints enabled"), "{}", stderr(&o));
+}
+
 #[test]
 fn configcheck_accepts_every_sample_and_rejects_invalid_ones() {
     let mut n = 0;
