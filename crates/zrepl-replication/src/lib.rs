@@ -27,8 +27,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use zrepl_planner::{Policy, ReceiverFs, SenderFs, Step};
 use zrepl_protocol::{
-    ByteStream, ConvergeRequest, EndpointError, FilesystemInfo, ReceiveRequest, Receiver,
-    ReplicationConfig, SendRequest, Sender,
+    ByteStream, EndpointError, FilesystemInfo, ReceiveRequest, Receiver, ReplicationConfig,
+    SendRequest, Sender,
 };
 use zrepl_zfs_types::DatasetPath;
 
@@ -704,14 +704,17 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
         if converges.is_empty() {
             return Vec::new();
         }
-        let (sidx, sreqs): (Vec<usize>, Vec<ConvergeRequest>) = converges
-            .iter()
-            .filter_map(|(i, c)| Some((*i, c.sender.clone()?)))
-            .unzip();
-        let (ridx, rreqs): (Vec<usize>, Vec<ConvergeRequest>) = converges
-            .iter()
-            .filter_map(|(i, c)| Some((*i, c.receiver.clone()?)))
-            .unzip();
+        let (mut sidx, mut sreqs, mut ridx, mut rreqs) = (vec![], vec![], vec![], vec![]);
+        for (i, c) in converges {
+            if let Some(r) = c.sender {
+                sidx.push(i);
+                sreqs.push(r);
+            }
+            if let Some(r) = c.receiver {
+                ridx.push(i);
+                rreqs.push(r);
+            }
+        }
         tracing::debug!(
             sender = sreqs.len(),
             receiver = rreqs.len(),

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use tokio::io::AsyncReadExt;
-use zrepl_protocol::{DestroyResult, ErrorKind, SendResponse};
+use zrepl_protocol::{ConvergeRequest, DestroyResult, ErrorKind, SendResponse};
 use zrepl_zfs_types::{FilesystemVersion, VersionType};
 
 use super::*;
