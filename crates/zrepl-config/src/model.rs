@@ -30,6 +30,30 @@ pub struct Global {
     pub monitoring: Vec<Monitoring>,
     pub control: Control,
     pub serve: GlobalServe,
+    /// Extension (not in zrepl 0.7): how the daemon runs `zfs` and `zpool`.
+    pub zfs: ZfsGlobal,
+}
+
+/// `global.zfs` (an extension of zrepl's schema; zrepl configs leave it out).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ZfsGlobal {
+    /// A `zfs`/`zpool` command that is not a send or receive stream and runs longer than this
+    /// is killed and reported (a hung command otherwise blocks its job forever). `0s`: never.
+    #[serde(serialize_with = "ser_display")]
+    pub command_timeout: GoDuration,
+}
+
+impl ZfsGlobal {
+    pub fn command_timeout(&self) -> Option<std::time::Duration> {
+        positive_duration(self.command_timeout)
+    }
+}
+
+fn positive_duration(d: GoDuration) -> Option<std::time::Duration> {
+    u64::try_from(d.as_nanos())
+        .ok()
+        .filter(|n| *n > 0)
+        .map(std::time::Duration::from_nanos)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -610,6 +634,16 @@ pub struct Replication {
     pub compression: StreamCompression,
     /// Extension: zstd level for `compression` (1..=19, default 3).
     pub compression_level: i32,
+    /// Extension: a step whose stream moves no bytes for this long is aborted and retried
+    /// (resumed where possible). `0s`: never.
+    #[serde(serialize_with = "ser_display")]
+    pub stall_timeout: GoDuration,
+}
+
+impl Replication {
+    pub fn stall_timeout(&self) -> Option<std::time::Duration> {
+        positive_duration(self.stall_timeout)
+    }
 }
 
 /// `replication.compression` (an extension of zrepl's schema; zrepl configs leave it out).

@@ -128,6 +128,13 @@ fn from_defaults<T>(
     }
 }
 
+/// `global.zfs.command_timeout` when the config leaves it out: long enough for a `zfs list` of
+/// half a million snapshots or a large batched destroy, short enough that a hung command does
+/// not block a job for days.
+pub const DEFAULT_COMMAND_TIMEOUT_SECS: i64 = 3600;
+/// `replication.stall_timeout` when the config leaves it out.
+pub const DEFAULT_STALL_TIMEOUT_SECS: i64 = 600;
+
 fn decode_global(cx: &mut Cx, node: &Node, path: &str) -> Option<Global> {
     let mut m = cx.map(node, path)?;
     let logging = match m.get("logging") {
@@ -182,12 +189,26 @@ fn decode_global(cx: &mut Cx, node: &Node, path: &str) -> Option<Global> {
             stdinserver: stdinserver?,
         })
     });
+    let zfs = from_defaults(cx, &mut m, "zfs", |cx, n, p| {
+        let mut m = cx.map(n, p)?;
+        let command_timeout = m.or(
+            cx,
+            "command_timeout",
+            GoDuration::from_secs(DEFAULT_COMMAND_TIMEOUT_SECS),
+            go_duration_nonneg,
+        );
+        m.finish(cx);
+        Some(ZfsGlobal {
+            command_timeout: command_timeout?,
+        })
+    });
     m.finish(cx);
     Some(Global {
         logging: logging?,
         monitoring: monitoring?,
         control: control?,
         serve: serve?,
+        zfs: zfs?,
     })
 }
 
@@ -1437,12 +1458,19 @@ fn decode_replication(cx: &mut Cx, node: &Node, path: &str) -> Option<Replicatio
         }
         Some(v as i32)
     });
+    let stall_timeout = m.or(
+        cx,
+        "stall_timeout",
+        GoDuration::from_secs(DEFAULT_STALL_TIMEOUT_SECS),
+        go_duration_nonneg,
+    );
     m.finish(cx);
     Some(Replication {
         protection: protection?,
         concurrency: concurrency?,
         compression: compression?,
         compression_level: compression_level?,
+        stall_timeout: stall_timeout?,
     })
 }
 

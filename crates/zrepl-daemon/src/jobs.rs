@@ -286,6 +286,7 @@ fn driver_config(r: &config::Replication, c: &config::ConflictResolution) -> Dri
             .and_then(|v| zrepl_config::units::GoDuration::parse(&v).ok())
             .map(|d| d.to_std())
             .unwrap_or(Duration::from_secs(600)),
+        stall_timeout: r.stall_timeout(),
     }
 }
 

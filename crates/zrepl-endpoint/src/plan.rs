@@ -126,6 +126,24 @@ pub fn replacing_state(has_snapshots: bool, has_resume_token: bool) -> Replacing
     }
 }
 
+/// At the end of a round's completion: the held snapshots of a filesystem whose step holds may
+/// be stale leftovers of earlier attempts. Only snapshots at or before the newest `to` that
+/// completed (`completed_txg`) qualify: a newer held snapshot may belong to a step that is still
+/// pending (a partial receive waiting to be resumed), whose holds must outlive this round.
+/// `own` (the round's own step snapshots, released anyway) are left out.
+pub fn completion_hold_candidates<'a>(
+    versions: &'a [FilesystemVersion],
+    completed_txg: u64,
+    own: impl Fn(&FilesystemVersion) -> bool,
+) -> Vec<&'a FilesystemVersion> {
+    versions
+        .iter()
+        .filter(|v| v.typ == VersionType::Snapshot && v.userrefs.unwrap_or(0) > 0)
+        .filter(|v| v.createtxg <= completed_txg)
+        .filter(|v| !own(v))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +284,61 @@ mod tests {
             want.sort();
             assert_eq!(d, want, "{}", c.what);
             assert_eq!(names(&got.check_holds), names(&c.req.held), "{}", c.what);
+        }
+    }
+
+    #[test]
+    fn completion_hold_candidates_spare_pending_steps() {
+        let held = |name: &str, txg: u64, refs: u64| FilesystemVersion {
+            userrefs: Some(refs),
+            ..snap(name, txg, txg)
+        };
+        let vs = vec![
+            held("1", 1, 1),
+            held("2", 2, 0),
+            held("3", 3, 2),
+            held("4", 4, 1),
+            held("5", 5, 1),
+            FilesystemVersion {
+                typ: VersionType::Bookmark,
+                ..held("b", 2, 1)
+            },
+        ];
+        // (what, newest completed txg, own step snapshots, candidates)
+        let cases: &[(&str, u64, &[&str], &[&str])] = &[
+            (
+                "held snapshots up to the completed step",
+                3,
+                &[],
+                &["1", "3"],
+            ),
+            (
+                "the round's own steps are released anyway",
+                3,
+                &["3"],
+                &["1"],
+            ),
+            (
+                "a pending later step keeps its holds",
+                4,
+                &["4"],
+                &["1", "3"],
+            ),
+            (
+                "everything held once the newest completed",
+                5,
+                &[],
+                &["1", "3", "4", "5"],
+            ),
+            ("nothing before the first snapshot", 0, &[], &[]),
+        ];
+        for (what, txg, own, want) in cases {
+            let got: Vec<&str> =
+                completion_hold_candidates(&vs, *txg, |v| own.contains(&v.name.as_str()))
+                    .into_iter()
+                    .map(|v| v.name.as_str())
+                    .collect();
+            assert_eq!(got, *want, "{what}");
         }
     }
 

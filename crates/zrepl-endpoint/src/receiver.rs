@@ -150,10 +150,29 @@ impl LocalReceiver {
     async fn check_root_fs(&self) -> Result<(), EndpointError> {
         match self.zfs.exists(&self.cfg.root_fs).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(EndpointError::not_found(format!(
-                "root_fs {:?} does not exist",
-                self.cfg.root_fs.to_string()
-            ))),
+            Ok(false) => {
+                // An exported (or not yet imported) pool is the usual reason: say so.
+                let pool = self
+                    .cfg
+                    .root_fs
+                    .pool()
+                    .and_then(|p| DatasetPath::parse(p).ok());
+                let imported = match &pool {
+                    Some(p) if *p != self.cfg.root_fs => self.zfs.exists(p).await.unwrap_or(true),
+                    _ => false,
+                };
+                Err(EndpointError::not_found(match (pool, imported) {
+                    (Some(p), false) => format!(
+                        "pool {:?} of root_fs {:?} is not imported; nothing was received (import it and the next run catches up)",
+                        p.to_string(),
+                        self.cfg.root_fs.to_string()
+                    ),
+                    _ => format!(
+                        "root_fs {:?} does not exist",
+                        self.cfg.root_fs.to_string()
+                    ),
+                }))
+            }
             Err(e) => Err(zfs_err("cannot check root_fs", e)),
         }
     }
@@ -596,7 +615,7 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                      replication receives the filesystem anew"
                 )));
             }
-            return Err(zfs_err(format!("zfs recv into {target} failed"), e));
+            return Err(crate::error::recv_err(&target, &lp, e));
         }
         if req.deferred {
             // The hold follows in `receives_completed`; the stream was checked, so the

@@ -1022,16 +1022,19 @@ impl LocalSender {
         for (bm, e) in failed {
             tracing::warn!(bookmark = %bm, error = %e, "cannot destroy stale cursor");
         }
-        // Stale step holds of earlier attempts on other held snapshots.
+        // Stale step holds of earlier attempts on other held snapshots, up to the newest
+        // completed step (a newer one may be held for a step still pending).
         let others: Vec<VersionPath> = listed
             .iter()
-            .filter_map(|(fs, v)| Some((fs, v.as_ref().ok()?)))
-            .flat_map(|(fs, vs)| {
-                vs.iter()
-                    .filter(|v| v.typ == VersionType::Snapshot && v.userrefs.unwrap_or(0) > 0)
-                    .filter_map(move |v| VersionPath::of(fs, v).ok())
+            .filter_map(|(fs, v)| Some((fs, v.as_ref().ok()?, newest.get(fs)?.to.createtxg)))
+            .flat_map(|(fs, vs, txg)| {
+                let ours = &ours;
+                crate::plan::completion_hold_candidates(vs, txg, move |v| {
+                    VersionPath::of(fs, v).is_ok_and(|p| ours.binary_search(&p).is_ok())
+                })
+                .into_iter()
+                .filter_map(move |v| VersionPath::of(fs, v).ok())
             })
-            .filter(|p| ours.binary_search(p).is_err())
             .collect();
         if !others.is_empty() {
             match self.zfs.holds(&others).await {

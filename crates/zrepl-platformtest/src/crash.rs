@@ -34,18 +34,28 @@ const REPLICATED: &[&str] = &["a", "quiet", "deep", "deep/x"];
 /// Keep rules: the newest `KEEP` snapshots on each side.
 const KEEP: usize = 3;
 
-struct Scenario {
-    t: Ctx,
+pub(crate) struct Scenario {
+    pub(crate) t: Ctx,
     dir: String,
     cfg: String,
-    log: String,
+    pub(crate) log: String,
     /// Snapshots made so far, per filesystem, oldest first.
-    made: std::collections::BTreeMap<String, Vec<String>>,
+    pub(crate) made: std::collections::BTreeMap<String, Vec<String>>,
     next: usize,
+    /// The sink's `root_fs` (default `<pool>/sink`).
+    pub(crate) sink: String,
+    /// Lines added to `global:` (indented by two spaces).
+    pub(crate) global_extra: String,
+    /// Entries added to the push job's `replication:` map (`, key: value`).
+    pub(crate) replication_extra: String,
+    /// Lines added to the push job (indented by two spaces).
+    pub(crate) push_extra: String,
+    /// Environment of the daemon beyond the test's own.
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Scenario {
-    fn new(t: &Ctx) -> Result<Self, String> {
+    pub(crate) fn new(t: &Ctx) -> Result<Self, String> {
         for fs in REPLICATED {
             create(t, &format!("src/{fs}"))?;
         }
@@ -67,6 +77,11 @@ impl Scenario {
             dir,
             made: Default::default(),
             next: 1,
+            sink: path(t, "sink"),
+            global_extra: String::new(),
+            replication_extra: String::new(),
+            push_extra: String::new(),
+            env: Vec::new(),
         };
         s.configure(REPLICATED, "resumability", "{type: manual}")?;
         // A first snapshot everywhere, and a user's bookmark on `a`.
@@ -77,7 +92,12 @@ impl Scenario {
     }
 
     /// Writes the config: `fss` replicated, both protection levels `guarantee_<protection>`.
-    fn configure(&self, fss: &[&str], protection: &str, snapshotting: &str) -> Result<(), String> {
+    pub(crate) fn configure(
+        &self,
+        fss: &[&str],
+        protection: &str,
+        snapshotting: &str,
+    ) -> Result<(), String> {
         let pool = &self.t.pool;
         let filter: Vec<String> = fss
             .iter()
@@ -86,19 +106,23 @@ impl Scenario {
         std::fs::write(
             &self.cfg,
             format!(
-                "global:\n  control:\n    sockpath: {dir}/run/control\n  logging:\n    - {{type: stdout, level: debug, format: human}}\n\
+                "global:\n  control:\n    sockpath: {dir}/run/control\n  logging:\n    - {{type: stdout, level: debug, format: human}}\n{global_extra}\
                  jobs:\n\
-                 - type: sink\n  name: {RECEIVER_JOB}\n  root_fs: {pool}/sink\n  serve: {{type: local, listener_name: l}}\n  recv: {{placeholder: {{encryption: inherit}}}}\n\
-                 - type: push\n  name: {SENDER_JOB}\n  connect: {{type: local, listener_name: l, client_identity: client}}\n  filesystems: {{{filter}}}\n  snapshotting: {snapshotting}\n  replication: {{protection: {{initial: guarantee_{protection}, incremental: guarantee_{protection}}}}}\n  pruning: {{keep_sender: [{{type: not_replicated}}, {{type: last_n, count: {KEEP}, regex: \"^s\"}}, {{type: regex, regex: \"^zrepl_\"}}], keep_receiver: [{{type: last_n, count: {KEEP}, regex: \"^s\"}}, {{type: regex, regex: \"^zrepl_\"}}]}}\n",
+                 - type: sink\n  name: {RECEIVER_JOB}\n  root_fs: {sink}\n  serve: {{type: local, listener_name: l}}\n  recv: {{placeholder: {{encryption: inherit}}}}\n\
+                 - type: push\n  name: {SENDER_JOB}\n  connect: {{type: local, listener_name: l, client_identity: client}}\n  filesystems: {{{filter}}}\n  snapshotting: {snapshotting}\n  replication: {{protection: {{initial: guarantee_{protection}, incremental: guarantee_{protection}}}{replication_extra}}}\n{push_extra}  pruning: {{keep_sender: [{{type: not_replicated}}, {{type: last_n, count: {KEEP}, regex: \"^s\"}}, {{type: regex, regex: \"^zrepl_\"}}], keep_receiver: [{{type: last_n, count: {KEEP}, regex: \"^s\"}}, {{type: regex, regex: \"^zrepl_\"}}]}}\n",
                 dir = self.dir,
                 filter = filter.join(", "),
+                sink = self.sink,
+                global_extra = self.global_extra,
+                replication_extra = self.replication_extra,
+                push_extra = self.push_extra,
             ),
         )
         .map_err(|e| e.to_string())
     }
 
     /// A new snapshot `s<N>` (after `mib` MiB of new data) on each of `fss`.
-    fn snapshots(&mut self, fss: &[&str], mib: usize) -> Result<(), String> {
+    pub(crate) fn snapshots(&mut self, fss: &[&str], mib: usize) -> Result<(), String> {
         let name = format!("s{}", self.next);
         self.next += 1;
         for fs in fss {
@@ -121,26 +145,26 @@ impl Scenario {
             .append(true)
             .open(&self.log)
             .map_err(|e| e.to_string())?;
-        start_daemon(&self.cfg, log, failpoints)
+        start_daemon(&self.cfg, log, failpoints, &self.env)
     }
 
-    fn daemon(&self, failpoints: Option<&str>) -> Result<Child, String> {
+    pub(crate) fn daemon(&self, failpoints: Option<&str>) -> Result<Child, String> {
         let mut child = self.daemon_raw(failpoints)?;
         wait_daemon(&self.cfg, &mut child, &self.log)?;
         Ok(child)
     }
 
-    fn zrepl(&self, args: &[&str]) -> Result<String, String> {
+    pub(crate) fn zrepl(&self, args: &[&str]) -> Result<String, String> {
         let mut v = vec!["zrepl", "--config", self.cfg.as_str()];
         v.extend_from_slice(args);
         sh(&v)
     }
 
-    fn status(&self) -> Result<serde_json::Value, String> {
+    pub(crate) fn status(&self) -> Result<serde_json::Value, String> {
         serde_json::from_str(&self.zrepl(&["status", "--mode", "raw"])?).map_err(|e| e.to_string())
     }
 
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let l = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = l.lines().collect();
         lines[lines.len().saturating_sub(60)..].join("\n")
@@ -154,7 +178,7 @@ impl Scenario {
 
     /// Wakes the push job and waits until that run (replication and pruning) is over;
     /// returns the run's state.
-    fn run(&self) -> Result<String, String> {
+    pub(crate) fn run(&self) -> Result<String, String> {
         let before = self.started_at();
         self.zrepl(&["signal", "wakeup", SENDER_JOB])?;
         self.wait_run(&before)
@@ -201,7 +225,7 @@ impl Scenario {
 
     /// Runs (with a clean daemon) until a run succeeds; then one more run, after which the
     /// invariants must hold.
-    fn converge(&self) -> TestResult {
+    pub(crate) fn converge(&self) -> TestResult {
         let mut d = self.daemon(None)?;
         let res: TestResult = (|| {
             let mut ok = false;
@@ -223,8 +247,13 @@ impl Scenario {
         res
     }
 
+    /// Where sender filesystem `<pool>/src/<fs>` lands on the receiver.
+    pub(crate) fn recv(&self, fs: &str) -> String {
+        format!("{}/client/{}/src/{fs}", self.sink, self.t.pool)
+    }
+
     /// The invariants after a converged run (ARCHITECTURE.md, "Convergence").
-    fn check(&self) -> TestResult {
+    pub(crate) fn check(&self) -> TestResult {
         let t = &self.t;
         let step_tag = step_hold_tag(SENDER_JOB);
         let lr_tag = last_received_hold_tag(RECEIVER_JOB);
@@ -235,14 +264,14 @@ impl Scenario {
                 .any(|h| h.ends_with(&format!(" {step_tag}"))),
             "step holds left on the sender: {src_holds:?}"
         );
-        let sink_holds = all_holds(&path(t, "sink"))?;
+        let sink_holds = all_holds(&self.sink)?;
         ensure!(
             !sink_holds.iter().any(|h| h.contains("zrepl_STEP")),
             "step holds on the receiver: {sink_holds:?}"
         );
         for fs in REPLICATED {
             let s = path(t, &format!("src/{fs}"));
-            let r = recv_path(t, fs);
+            let r = self.recv(fs);
             let list = |ds: &str, typ: &str| -> Result<Vec<(String, u64)>, String> {
                 Ok(zfs(&[
                     "list",
@@ -329,7 +358,7 @@ impl Scenario {
             );
         }
         // The placeholders above the replicated filesystems keep their flag.
-        let above = format!("{}/sink/client/{}/src", t.pool, t.pool);
+        let above = format!("{}/client/{}/src", self.sink, t.pool);
         let ph = zfs(&["get", "-H", "-o", "value", "zrepl:placeholder", &above])?;
         ensure!(
             ph.trim() == "on",
@@ -350,7 +379,7 @@ impl Scenario {
             "a user's bookmark on a replicated filesystem is gone"
         );
         ensure!(
-            !exists(&format!("{}/sink/client/{}/src/outside", t.pool, t.pool)),
+            !exists(&format!("{}/client/{}/src/outside", self.sink, t.pool)),
             "a filesystem outside the filter was replicated"
         );
         Ok(())

@@ -12,6 +12,7 @@
 
 mod crash;
 mod dbhooks;
+mod faults;
 mod logging;
 mod network;
 mod observe;
@@ -180,6 +181,13 @@ fn main() {
         crash_after_snapshotting,
         crash_injected_error_fails_the_run_then_converges,
         crash_kill_anywhere_campaign,
+    ]);
+    trials.extend(trials![faults:
+        fault_quota_mid_stream_then_resume,
+        fault_stalled_transfer_is_aborted_and_resumed,
+        fault_hanging_zfs_command_is_bounded,
+        fault_receiving_pool_exported_then_imported,
+        fault_modified_receiving_dataset,
     ]);
     // Every failpoint has its crash test.
     for (fp, _) in zrepl_failpoint::ALL {

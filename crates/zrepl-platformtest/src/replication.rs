@@ -202,19 +202,21 @@ fn fs_report<'a>(
 /// answers.
 pub(crate) fn spawn_daemon(cfg: &str, log_path: &str) -> Result<std::process::Child, String> {
     let log = std::fs::File::create(log_path).map_err(|e| e.to_string())?;
-    let mut child = start_daemon(cfg, log, None)?;
+    let mut child = start_daemon(cfg, log, None, &[])?;
     wait_daemon(cfg, &mut child, log_path)?;
     Ok(child)
 }
 
 /// Starts `zrepl daemon` with `cfg`, output to `log`, with `ZREPL_FAILPOINTS` set to
-/// `failpoints` (or removed); does not wait for it.
+/// `failpoints` (or removed) and `env` added; does not wait for it.
 pub(crate) fn start_daemon(
     cfg: &str,
     log: std::fs::File,
     failpoints: Option<&str>,
+    env: &[(String, String)],
 ) -> Result<std::process::Child, String> {
     let mut cmd = Command::new("zrepl");
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.args(["--config", cfg, "daemon"])
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)

@@ -52,6 +52,9 @@ pub struct DriverConfig {
     pub max_attempts: usize,
     /// How long to keep retrying after connectivity errors (zrepl: 10 minutes).
     pub reconnect_timeout: Duration,
+    /// A step whose stream moves no bytes for this long (from the send request to the end of
+    /// the receive) is aborted as a temporary error: the next attempt resumes it.
+    pub stall_timeout: Option<Duration>,
 }
 
 impl Default for DriverConfig {
@@ -63,6 +66,7 @@ impl Default for DriverConfig {
             size_estimate_concurrency: 4,
             max_attempts: 3,
             reconnect_timeout: Duration::from_secs(600),
+            stall_timeout: None,
         }
     }
 }
@@ -578,20 +582,33 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
     ) -> Result<(), EndpointError> {
         tracing::info!("replicating step");
         let req = self.request(fs, step);
-        let (res, stream) = self.sender.send(req.clone()).await?;
-        let counted: ByteStream = Box::pin(CountingReader {
-            inner: stream,
-            counter: counter.clone(),
-        });
-        let recv = ReceiveRequest {
-            filesystem: fs.clone(),
-            to: step.to.clone(),
-            clear_resume_token: partial_state && !res.used_resume_token,
-            replication: self.cfg.replication,
-            from: step.from.clone(),
-            deferred: true,
+        let transfer = async {
+            let (res, stream) = self.sender.send(req.clone()).await?;
+            let counted: ByteStream = Box::pin(CountingReader {
+                inner: stream,
+                counter: counter.clone(),
+            });
+            let recv = ReceiveRequest {
+                filesystem: fs.clone(),
+                to: step.to.clone(),
+                clear_resume_token: partial_state && !res.used_resume_token,
+                replication: self.cfg.replication,
+                from: step.from.clone(),
+                deferred: true,
+            };
+            self.receiver.receive(recv.clone(), counted).await?;
+            Ok::<_, EndpointError>((res, recv))
         };
-        self.receiver.receive(recv.clone(), counted).await?;
+        // Dropping the transfer on a stall drops both ends of the stream: a local `zfs send` or
+        // `zfs recv -s` is killed (the receiver keeps its resumable state), a network peer sees
+        // its connection close.
+        let (res, recv) = match self.cfg.stall_timeout {
+            None => transfer.await?,
+            Some(limit) => tokio::select! {
+                r = transfer => r?,
+                stalled = watch_stall(&counter, limit) => return Err(stalled),
+            },
+        };
         zrepl_failpoint::hit("driver.step.after_receive")
             .map_err(|e| EndpointError::new(zrepl_protocol::ErrorKind::Internal, e.to_string()))?;
         // A step that was not estimated beforehand: its size is what went through.
@@ -782,6 +799,49 @@ fn step_report(s: &Step, expected: u64) -> StepReport {
         bytes_expected: expected,
         bytes_replicated: Counter::default(),
         to_creation: s.to.creation,
+    }
+}
+
+/// Resolves when `counter` has not moved for `limit`; the error says so.
+async fn watch_stall(counter: &Counter, limit: Duration) -> EndpointError {
+    let tick = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut stall = StallClock::new(counter.get(), tokio::time::Instant::now());
+    loop {
+        tokio::time::sleep(tick).await;
+        if let Some(idle) = stall.observe(counter.get(), tokio::time::Instant::now(), limit) {
+            tracing::warn!(idle = ?idle, bytes = counter.get(), "transfer stalled, aborting it");
+            return EndpointError::new(
+                zrepl_protocol::ErrorKind::Connectivity,
+                format!(
+                    "transfer stalled: no data moved for {} (replication.stall_timeout) after {} bytes; aborted, the next attempt resumes it",
+                    format!("{}s", idle.as_secs()),
+                    counter.get()
+                ),
+            );
+        }
+    }
+}
+
+/// When a byte counter last moved (pure: the caller passes the time).
+#[derive(Debug, Clone, Copy)]
+struct StallClock<T> {
+    bytes: u64,
+    since: T,
+}
+
+impl<T: Copy + std::ops::Sub<T, Output = Duration>> StallClock<T> {
+    fn new(bytes: u64, now: T) -> Self {
+        StallClock { bytes, since: now }
+    }
+
+    /// Records the counter at `now`; `Some(idle)` once it has not moved for `limit` or longer.
+    fn observe(&mut self, bytes: u64, now: T, limit: Duration) -> Option<Duration> {
+        if bytes != self.bytes {
+            *self = StallClock { bytes, since: now };
+            return None;
+        }
+        let idle = now - self.since;
+        (idle >= limit).then_some(idle)
     }
 }
 

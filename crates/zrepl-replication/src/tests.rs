@@ -35,6 +35,26 @@ struct FakeSender {
     converged: Mutex<Vec<String>>,
     /// `converge` answers with no result at all (a broken peer).
     converge_answers_nothing: bool,
+    /// This many sends deliver half their stream, then nothing ever again (a hung `zfs send`).
+    stalling_sends: AtomicUsize,
+}
+
+/// Yields `head`, then stays pending forever.
+struct Stalling {
+    head: std::io::Cursor<Vec<u8>>,
+}
+
+impl AsyncRead for Stalling {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.head.position() < self.head.get_ref().len() as u64 {
+            return Pin::new(&mut self.head).poll_read(cx, buf);
+        }
+        Poll::Pending
+    }
 }
 
 impl Sender for FakeSender {
@@ -70,6 +90,22 @@ impl Sender for FakeSender {
     }
     async fn send(&self, req: SendRequest) -> zrepl_protocol::Result<(SendResponse, ByteStream)> {
         let payload = format!("{}:{}", req.filesystem, req.to.guid).into_bytes();
+        if self
+            .stalling_sends
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            let head = payload[..payload.len() / 2].to_vec();
+            return Ok((
+                SendResponse {
+                    used_resume_token: false,
+                    expected_size: 0,
+                },
+                Box::pin(Stalling {
+                    head: std::io::Cursor::new(head),
+                }),
+            ));
+        }
         Ok((
             SendResponse {
                 used_resume_token: req.resume_token.is_some(),
@@ -255,6 +291,93 @@ async fn a_cancelled_run_still_completes_the_steps_that_were_received() {
     assert_eq!(report.snapshot().state, RunState::Cancelled);
     // The sender's cursor moved for what arrived, not for what did not.
     assert_eq!(*s.completed.lock().unwrap(), ["pool/fast@1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_transfer_is_aborted_and_the_next_attempt_replicates() {
+    let s = FakeSender {
+        stalling_sends: AtomicUsize::new(1),
+        ..sender(&[("pool/a", &[("1", 1)])])
+    };
+    let r = FakeReceiver::default();
+    let cfg = DriverConfig {
+        stall_timeout: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let started = tokio::time::Instant::now();
+    let rep = run_once(&s, &r, &cfg).await;
+    assert_eq!(rep.state, RunState::Done, "{rep:#?}");
+    assert_eq!(rep.attempts.len(), 2, "{rep:#?}");
+    let err = rep.attempts[0].filesystems[0]
+        .step_error
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        err.contains("transfer stalled") && err.contains("stall_timeout"),
+        "{err}"
+    );
+    assert_eq!(*r.order.lock().unwrap(), ["pool/a@1"]);
+    // Aborted after the limit (checked every second), not long after it.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(30) && took < Duration::from_secs(40),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_stall_timeout_a_stalled_transfer_waits() {
+    let s = FakeSender {
+        stalling_sends: AtomicUsize::new(1),
+        ..sender(&[("pool/a", &[("1", 1)])])
+    };
+    let r = FakeReceiver::default();
+    let report = ReportHandle::new(Utc::now());
+    let ran = tokio::time::timeout(
+        Duration::from_secs(3600),
+        run(
+            &s,
+            &r,
+            &DriverConfig::default(),
+            &report,
+            &CancellationToken::new(),
+        ),
+    )
+    .await;
+    assert!(ran.is_err(), "the run ended: {:#?}", report.snapshot());
+}
+
+#[test]
+fn stall_clock_table() {
+    let limit = Duration::from_secs(10);
+    let t = |s: u64| Duration::from_secs(s);
+    // (bytes, now) observed in order, and whether each reports a stall.
+    let cases: &[(&str, &[(u64, u64, bool)])] = &[
+        (
+            "moving never stalls",
+            &[(1, 5, false), (2, 15, false), (3, 25, false)],
+        ),
+        ("idle below the limit", &[(0, 9, false)]),
+        ("idle at the limit", &[(0, 10, true)]),
+        (
+            "progress restarts the clock",
+            &[(0, 9, false), (5, 12, false), (5, 21, false), (5, 22, true)],
+        ),
+        (
+            "a stall goes on being reported",
+            &[(0, 10, true), (0, 11, true)],
+        ),
+    ];
+    for (name, steps) in cases {
+        let mut c = StallClock::new(0, t(0));
+        for (bytes, now, stalled) in steps.iter() {
+            assert_eq!(
+                c.observe(*bytes, t(*now), limit).is_some(),
+                *stalled,
+                "{name}: at {now}s with {bytes} bytes"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -47,6 +47,7 @@ pub fn daemon(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         });
         let zfs = zrepl_zfs::Zfs::new(zrepl_zfs::ZfsConfig {
             observer: Some(zrepl_daemon::metrics::zfs_observer()),
+            command_timeout: cfg.global.zfs.command_timeout(),
             ..crate::zfs_config()
         });
         zrepl_daemon::run(cfg, zfs, crate::version::version_info(), shutdown)

@@ -357,9 +357,48 @@ fn cases() -> Vec<Bad> {
         bad("hook timeout without unit", snap_with("    type: periodic\n    prefix: z_\n    interval: 10m\n    hooks:\n    - type: command\n      path: /x\n      timeout: 30\n", KEEP1), 12, "30", "missing unit"),
         bad("postgres hook without filesystems", snap_with("    type: periodic\n    prefix: z_\n    interval: 10m\n    hooks:\n    - type: postgres-checkpoint\n      dsn: host=x\n", KEEP1), 10, "type", "field \"filesystems\" is required"),
         bad("hook type unknown", snap_with("    type: periodic\n    prefix: z_\n    interval: 10m\n    hooks:\n    - type: webhook\n", KEEP1), 10, "webhook", "invalid type name \"webhook\""),
+        bad("stall_timeout negative", push_with(TCP, "  replication:\n    stall_timeout: -5s\n"), 13, "-5s", "must not be negative"),
+        bad("stall_timeout without unit", push_with(TCP, "  replication:\n    stall_timeout: 600\n"), 13, "600", "missing unit"),
+        bad("command_timeout negative", global("  zfs:\n    command_timeout: -1m\n"), 3, "-1m", "must not be negative"),
+        bad("unknown key in global.zfs", global("  zfs:\n    binary: /sbin/zfs\n"), 3, "binary", "unknown field \"binary\""),
         bad("include is not a list", "include: x.yml\n", 1, "x.yml", "expected a list of paths"),
         bad("global is a list", "global: []\n", 1, "[]", "expected a map"),
     ]
+}
+
+#[test]
+fn timeouts_default_and_zero_disables() {
+    use std::time::Duration;
+    let load = |src: &str| {
+        load_str(src, Path::new("/t/zrepl.yml"), &MemLoader::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .config
+    };
+    let push = |j: &Config| match &j.jobs[0] {
+        zrepl_config::Job::Push(p) => p.replication.clone(),
+        other => panic!("not a push job: {other:?}"),
+    };
+    let d = load(&push_with(TCP, ""));
+    assert_eq!(
+        d.global.zfs.command_timeout(),
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(push(&d).stall_timeout(), Some(Duration::from_secs(600)));
+    let set = load(&format!(
+        "global:\n  zfs:\n    command_timeout: 90s\n{}",
+        push_with(TCP, "  replication:\n    stall_timeout: 30s\n")
+    ));
+    assert_eq!(
+        set.global.zfs.command_timeout(),
+        Some(Duration::from_secs(90))
+    );
+    assert_eq!(push(&set).stall_timeout(), Some(Duration::from_secs(30)));
+    let off = load(&format!(
+        "global:\n  zfs:\n    command_timeout: 0s\n{}",
+        push_with(TCP, "  replication:\n    stall_timeout: 0s\n")
+    ));
+    assert_eq!(off.global.zfs.command_timeout(), None);
+    assert_eq!(push(&off).stall_timeout(), None);
 }
 
 #[test]
