@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The project's one test command (README, .ci/run): formatting, lints, every unit and integration
-# test, the fuzz targets' build, and the platform tests on real OpenZFS in the test VM.
+# test, the fuzz targets' build, the Debian package's scenario in the test VM booted with systemd
+# (tools/package-test.sh), and the platform tests on real OpenZFS in the test VM.
 #
 #   bash tools/test.sh            # everything
-#   ZREPL_SKIP_PLATFORM=1 ...     # NOT for CI: host-only tests while iterating (prints a warning)
+#   ZREPL_SKIP_PLATFORM=1 ...     # NOT for CI: host-only tests while iterating (prints a warning;
+#                                 # skips the package scenario and the platform tests)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -25,6 +27,9 @@ if [[ ${ZREPL_SKIP_PLATFORM:-0} == 1 ]]; then
     printf '\nWARNING: ZREPL_SKIP_PLATFORM=1: platform tests on real OpenZFS were NOT run\n' >&2
     exit 0
 fi
+step "Debian package: build, install, replicate, upgrade, stop, purge in the VM with systemd"
+bash tools/package-test.sh
+
 step "platform tests on real OpenZFS (VM)"
 log=$(mktemp)
 set +e

@@ -24,6 +24,14 @@
 #   ZREPL_VM_PATH_PREPEND  colon-separated guest directories put in front of the
 #                          guest PATH (e.g. /mnt/host)
 #   ZREPL_VM_APPEND        extra kernel command line arguments
+#   ZREPL_VM_SYSTEMD=1     boot the guest with systemd as PID 1 (as an installed
+#                          system boots) instead of the shell init; systemd boots
+#                          to basic.target and runs the same init script
+#                          (/sbin/zrepl-vm-init) as its only service
+#                          (systemd-run-generator), so everything above holds,
+#                          and systemctl/journalctl work. Service output goes to
+#                          the journal and the console. Only the image's basic
+#                          system units start (no sshd, databases, zfs-import)
 #   ZREPL_VM_CACHE         image cache root (see build-image.sh)
 # The guest always gets RUST_BACKTRACE=1 (unless passed in ZREPL_VM_PASS_ENV).
 #
@@ -115,7 +123,15 @@ qemu-img create -q -f qcow2 -F raw -b "$image/root.img" "$work/overlay.qcow2" ||
     vm_die "qemu-img create of the overlay failed"
 
 qesc() { printf '%s' "${1//,/,,}"; } # commas are doubled inside qemu option values
-append="console=ttyS0 root=/dev/vda rw init=/sbin/zrepl-vm-init panic=-1 quiet ${ZREPL_VM_APPEND:-}"
+append="console=ttyS0 root=/dev/vda rw init=/sbin/zrepl-vm-init panic=-1 quiet"
+if [[ ${ZREPL_VM_SYSTEMD:-0} == 1 ]]; then
+    # The last init= wins. systemd.run= makes kernel-command-line.service (Type=oneshot) the
+    # boot target; the init script powers the VM off itself when the command is done.
+    append+=" init=/lib/systemd/systemd systemd.run=/sbin/zrepl-vm-init"
+    append+=" systemd.run_success_action=poweroff systemd.run_failure_action=poweroff"
+    append+=" systemd.default_standard_output=journal+console systemd.show_status=0"
+fi
+append+=" ${ZREPL_VM_APPEND:-}"
 qemu=(
     qemu-system-x86_64
     -accel tcg,thread=multi -cpu max -m "$mem" -smp "$smp"
