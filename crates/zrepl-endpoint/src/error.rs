@@ -33,14 +33,23 @@ pub(crate) fn classify_recv_failure(stderr: &str) -> Option<RecvFailure> {
     }
 }
 
+/// Whether [`recv_err`]'s hint depends on a resume token the error does not carry.
+pub(crate) fn needs_token_check(e: &ZfsError) -> bool {
+    !matches!(e, ZfsError::RecvFailedWithResumeToken { .. })
+        && e.stderr().and_then(classify_recv_failure) == Some(RecvFailure::OutOfSpace)
+}
+
 /// The endpoint error of a failed `zfs recv` into `target` (a snapshot of `fs`), with what to do
 /// about it when the failure is one a user must act on.
+///
+/// `resumable`: the failed receive left a resume token (OpenZFS does not always print it: a
+/// quota stops a receive with partial state kept and no token on stderr).
 pub(crate) fn recv_err(
     target: impl std::fmt::Display,
     fs: impl std::fmt::Display,
     e: ZfsError,
+    resumable: bool,
 ) -> EndpointError {
-    let resumable = matches!(e, ZfsError::RecvFailedWithResumeToken { .. });
     let hint = match e.stderr().and_then(classify_recv_failure) {
         Some(RecvFailure::OutOfSpace) => Some(format!(
             "the receiving side is out of space (a quota, a reservation or a full pool): free space or raise the quota of {fs} or its parents; {}",

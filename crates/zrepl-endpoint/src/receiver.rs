@@ -615,7 +615,10 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                      replication receives the filesystem anew"
                 )));
             }
-            return Err(crate::error::recv_err(&target, &lp, e));
+            let resumable = matches!(e, ZfsError::RecvFailedWithResumeToken { .. })
+                || (crate::error::needs_token_check(&e)
+                    && matches!(self.zfs.receive_resume_token(&lp).await, Ok(Some(_))));
+            return Err(crate::error::recv_err(&target, &lp, e, resumable));
         }
         if req.deferred {
             // The hold follows in `receives_completed`; the stream was checked, so the
