@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zrepl_config as config;
-use zrepl_endpoint::{LocalSender, PlaceholderPolicy, ReceiverConfig, SenderConfig};
+use zrepl_endpoint::{LocalSender, PlaceholderPolicy, ReceiverConfig, Registry, SenderConfig};
 use zrepl_protocol::{Protection, Receiver, ReplicationConfig, Sender};
 use zrepl_replication::{DriverConfig, ReportHandle, RunReport};
 use zrepl_zfs::Zfs;
@@ -494,7 +494,12 @@ fn serving(s: &config::Serve, sockdir: &str) -> Serving {
 
 /// Builds the runnable jobs. Anything that cannot run (unreadable certificates, bad hooks) is
 /// refused up front with a clear message, instead of a daemon that silently does nothing.
-pub(crate) fn build(cfg: &config::Config, zfs: &Zfs) -> Result<Vec<Runnable>, DaemonError> {
+/// `reg`: the daemon's endpoint state, shared by every endpoint it creates.
+pub(crate) fn build(
+    cfg: &config::Config,
+    zfs: &Zfs,
+    reg: &Registry,
+) -> Result<Vec<Runnable>, DaemonError> {
     let sockdir = cfg.global.serve.stdinserver.sockdir.as_str();
     let mut out = Vec::new();
     for job in &cfg.jobs {
@@ -519,6 +524,7 @@ pub(crate) fn build(cfg: &config::Config, zfs: &Zfs) -> Result<Vec<Runnable>, Da
                     sender: LocalSender::new(
                         zfs.clone(),
                         sender_config(&p.name, &p.filesystems, &p.send),
+                        reg,
                     ),
                     snapshotter,
                 });
@@ -574,6 +580,7 @@ pub(crate) fn build(cfg: &config::Config, zfs: &Zfs) -> Result<Vec<Runnable>, Da
                     sender: LocalSender::new(
                         zfs.clone(),
                         SenderConfig::new(j.name.clone(), j.filesystems.clone()),
+                        reg,
                     ),
                     keep: crate::prune::rules(&j.pruning.keep),
                     snapshotter,
@@ -610,7 +617,9 @@ pub(crate) async fn prune_dry_run(
     job: &str,
     zfs: &Zfs,
 ) -> Result<PruneReport, DaemonError> {
-    let runnables = build(cfg, zfs)?;
+    // A dry run of its own: it shares nothing with a running daemon.
+    let reg = Registry::default();
+    let runnables = build(cfg, zfs, &reg)?;
     let mut locals = std::collections::HashMap::new();
     for r in &runnables {
         if let Runnable::Passive {
@@ -657,7 +666,7 @@ pub(crate) async fn prune_dry_run(
                             )));
                         };
                         rc.client_identity = Some(client_identity.clone());
-                        let receiver = zrepl_endpoint::LocalReceiver::new(z, rc)
+                        let receiver = zrepl_endpoint::LocalReceiver::new(z, rc, &reg)
                             .map_err(|e| err(e.to_string()))?;
                         Ok(crate::prune::prune(
                             &sender,
@@ -677,7 +686,7 @@ pub(crate) async fn prune_dry_run(
                 active, receiver, ..
             } => {
                 let a = &active;
-                let receiver = zrepl_endpoint::LocalReceiver::new(zfs.clone(), receiver)
+                let receiver = zrepl_endpoint::LocalReceiver::new(zfs.clone(), receiver, &reg)
                     .map_err(|e| err(e.to_string()))?;
                 match (&a.connection, a.connection.client()) {
                     (_, Some(remote)) => Ok(crate::prune::prune(
@@ -694,7 +703,7 @@ pub(crate) async fn prune_dry_run(
                                 "no source job serves local listener {listener:?}"
                             )));
                         };
-                        let sender = LocalSender::new(z, sc);
+                        let sender = LocalSender::new(z, sc, &reg);
                         Ok(crate::prune::prune(
                             &sender,
                             &receiver,
@@ -768,6 +777,7 @@ async fn active_loop(
     side: Side<'_>,
     zfs: &Zfs,
     listeners: &LocalListeners,
+    reg: &Registry,
     shutdown: &CancellationToken,
 ) {
     let job = a.handle.name.clone();
@@ -795,7 +805,7 @@ async fn active_loop(
                 invocation(&a, *sender, remote, &report, &run_cancel).await
             }
             (Side::Pull(rc), _, Some(remote)) => {
-                match zrepl_endpoint::LocalReceiver::new(zfs.clone(), (*rc).clone()) {
+                match zrepl_endpoint::LocalReceiver::new(zfs.clone(), (*rc).clone(), reg) {
                     Ok(receiver) => invocation(&a, remote, &receiver, &report, &run_cancel).await,
                     Err(e) => Err(e.to_string()),
                 }
@@ -824,7 +834,7 @@ async fn active_loop(
                 },
                 None,
             ) => {
-                let receiver = zrepl_endpoint::LocalReceiver::new(zfs.clone(), (*rc).clone());
+                let receiver = zrepl_endpoint::LocalReceiver::new(zfs.clone(), (*rc).clone(), reg);
                 match (
                     listeners
                         .connect_sender(listener, *dial_timeout, &run_cancel)
@@ -870,6 +880,7 @@ pub(crate) async fn run(
     job: Runnable,
     zfs: Zfs,
     listeners: LocalListeners,
+    reg: Registry,
     shutdown: CancellationToken,
 ) {
     match job {
@@ -908,7 +919,8 @@ pub(crate) async fn run(
                     }
                 }
                 Serving::Net { serve, sockdir } => {
-                    crate::serve::serve(&handle, &serve, &sockdir, &role, &zfs, &shutdown).await
+                    crate::serve::serve(&handle, &serve, &sockdir, &role, &zfs, &reg, &shutdown)
+                        .await
                 }
             };
             if let Err(e) = result {
@@ -924,7 +936,15 @@ pub(crate) async fn run(
             snapshotter,
         } => {
             spawn_snapshotter(&active.handle, snapshotter, &shutdown);
-            active_loop(active, Side::Push(&sender), &zfs, &listeners, &shutdown).await;
+            active_loop(
+                active,
+                Side::Push(&sender),
+                &zfs,
+                &listeners,
+                &reg,
+                &shutdown,
+            )
+            .await;
         }
         Runnable::Pull {
             active,
@@ -944,7 +964,15 @@ pub(crate) async fn run(
                     }
                 });
             }
-            active_loop(active, Side::Pull(&receiver), &zfs, &listeners, &shutdown).await;
+            active_loop(
+                active,
+                Side::Pull(&receiver),
+                &zfs,
+                &listeners,
+                &reg,
+                &shutdown,
+            )
+            .await;
         }
         Runnable::Snap {
             handle,

@@ -56,7 +56,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let started = chrono::Utc::now();
-    let runnables = jobs::build(&cfg, &zfs)?;
+    // The endpoints' shared state (prepared steps, receiver roots, bandwidth buckets) is the
+    // daemon's: created here, passed to every endpoint, gone with the daemon.
+    let reg = zrepl_endpoint::Registry::default();
+    let runnables = jobs::build(&cfg, &zfs, &reg)?;
     let mut prometheus = Vec::new();
     for m in &cfg.global.monitoring {
         let zrepl_config::Monitoring::Prometheus {
@@ -68,7 +71,7 @@ pub async fn run(
     let sockpath = PathBuf::from(&cfg.global.control.sockpath);
     let listener = control::bind(&sockpath).await?;
     let handles: Arc<Vec<_>> = Arc::new(runnables.iter().map(|r| r.handle().clone()).collect());
-    let listeners = local::LocalListeners::default();
+    let listeners = local::LocalListeners::new(reg.clone());
     let tracker = TaskTracker::new();
     tracker.spawn(control::serve(
         listener,
@@ -96,7 +99,13 @@ pub async fn run(
         tracing::info!(job = %r.handle().name, kind = r.handle().kind, "starting job");
         let span = tracing::info_span!("job", job = %r.handle().name, subsystem = "job");
         tracker.spawn(tracing::Instrument::instrument(
-            jobs::run(r, zfs.clone(), listeners.clone(), shutdown.clone()),
+            jobs::run(
+                r,
+                zfs.clone(),
+                listeners.clone(),
+                reg.clone(),
+                shutdown.clone(),
+            ),
             span,
         ));
     }

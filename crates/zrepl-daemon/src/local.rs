@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use zrepl_endpoint::{LocalReceiver, LocalSender, ReceiverConfig, SenderConfig};
+use zrepl_endpoint::{LocalReceiver, LocalSender, ReceiverConfig, Registry, SenderConfig};
 use zrepl_zfs::Zfs;
 
 /// What a passive job offers on its local listener.
@@ -29,12 +29,22 @@ impl LocalPeer {
     }
 }
 
+/// The daemon's local listeners; the endpoints a connection gets share the daemon's
+/// [`Registry`].
 #[derive(Clone, Default)]
 pub struct LocalListeners {
     inner: Arc<Mutex<HashMap<String, LocalPeer>>>,
+    reg: Registry,
 }
 
 impl LocalListeners {
+    pub fn new(reg: Registry) -> Self {
+        LocalListeners {
+            inner: Arc::default(),
+            reg,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LocalPeer>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -67,7 +77,7 @@ impl LocalListeners {
         match self.find(name, timeout, cancel).await? {
             LocalPeer::Sink(zfs, mut cfg) => {
                 cfg.client_identity = Some(client_identity.to_string());
-                LocalReceiver::new(zfs, cfg).map_err(|e| e.to_string())
+                LocalReceiver::new(zfs, cfg, &self.reg).map_err(|e| e.to_string())
             }
             LocalPeer::Source(_, c) => Err(format!(
                 "local listener {name:?} is served by source job {:?}, not a sink",
@@ -84,7 +94,7 @@ impl LocalListeners {
         cancel: &CancellationToken,
     ) -> Result<LocalSender, String> {
         match self.find(name, timeout, cancel).await? {
-            LocalPeer::Source(zfs, cfg) => Ok(LocalSender::new(zfs, cfg)),
+            LocalPeer::Source(zfs, cfg) => Ok(LocalSender::new(zfs, cfg, &self.reg)),
             LocalPeer::Sink(_, c) => Err(format!(
                 "local listener {name:?} is served by sink job {:?}, not a source",
                 c.job

@@ -17,6 +17,7 @@ pub(crate) async fn serve(
     sockdir: &str,
     role: &Role,
     zfs: &Zfs,
+    reg: &zrepl_endpoint::Registry,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
     let job = handle.name.clone();
@@ -51,6 +52,7 @@ pub(crate) async fn serve(
         let peer = incoming.peer();
         let job = job.clone();
         let zfs = zfs.clone();
+        let reg = reg.clone();
         let endpoint = match role {
             Role::Sink(rc) => Endpoint::Sink(rc.clone()),
             Role::Source { sender, .. } => Endpoint::Source(sender.clone()),
@@ -67,7 +69,7 @@ pub(crate) async fn serve(
             let result = match endpoint {
                 Endpoint::Sink(mut rc) => {
                     rc.client_identity = Some(identity.clone());
-                    match LocalReceiver::new(zfs, rc) {
+                    match LocalReceiver::new(zfs, rc, &reg) {
                         Ok(r) => zrepl_rpc::serve_receiver(
                             io,
                             Arc::new(r),
@@ -85,7 +87,7 @@ pub(crate) async fn serve(
                     let send_compressible = !(sc.encrypted || sc.raw || sc.compressed);
                     zrepl_rpc::serve_sender(
                         io,
-                        Arc::new(LocalSender::shared(zfs, sc, &identity)),
+                        Arc::new(LocalSender::shared(zfs, sc, &identity, &reg)),
                         zrepl_rpc::ServeOptions {
                             send_compressible,
                             handshake_timeout,

@@ -18,8 +18,10 @@ mod error;
 pub mod plan;
 mod ratelimit;
 mod receiver;
+mod registry;
 mod sender;
 
 pub use ratelimit::BandwidthLimit;
 pub use receiver::{LocalReceiver, PlaceholderPolicy, ReceiverConfig};
+pub use registry::Registry;
 pub use sender::{LocalSender, SenderConfig};

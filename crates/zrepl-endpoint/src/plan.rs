@@ -131,11 +131,11 @@ pub fn replacing_state(has_snapshots: bool, has_resume_token: bool) -> Replacing
 /// completed (`completed_txg`) qualify: a newer held snapshot may belong to a step that is still
 /// pending (a partial receive waiting to be resumed), whose holds must outlive this round.
 /// `own` (the round's own step snapshots, released anyway) are left out.
-pub fn completion_hold_candidates<'a>(
-    versions: &'a [FilesystemVersion],
+pub fn completion_hold_candidates(
+    versions: &[FilesystemVersion],
     completed_txg: u64,
     own: impl Fn(&FilesystemVersion) -> bool,
-) -> Vec<&'a FilesystemVersion> {
+) -> Vec<&FilesystemVersion> {
     versions
         .iter()
         .filter(|v| v.typ == VersionType::Snapshot && v.userrefs.unwrap_or(0) > 0)

@@ -1,6 +1,5 @@
 //! `send.bandwidth_limit` / `recv.bandwidth_limit`: a token bucket on a zfs stream.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -45,6 +44,11 @@ impl Bucket {
         }
     }
 
+    /// Whether this bucket enforces `l`.
+    pub(crate) fn has_limit(&self, l: BandwidthLimit) -> bool {
+        self.rate == l.bytes_per_sec.max(1.0) && self.cap == l.bucket_capacity.max(1) as f64
+    }
+
     /// Wraps `s` so that it draws from this bucket.
     pub fn apply(self: &Arc<Self>, s: ByteStream) -> ByteStream {
         Box::pin(Limited {
@@ -76,24 +80,6 @@ impl Bucket {
             st.0 = (st.0 + n as f64).min(self.cap);
         }
     }
-}
-
-/// The bucket shared by every endpoint of `key` (a job and side) in this process, created with
-/// `limit` on first use.
-pub(crate) fn shared_bucket(key: &str, limit: BandwidthLimit) -> Arc<Bucket> {
-    type Buckets = HashMap<String, std::sync::Weak<Bucket>>;
-    static BUCKETS: std::sync::LazyLock<std::sync::Mutex<Buckets>> =
-        std::sync::LazyLock::new(Default::default);
-    let mut all = BUCKETS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(b) = all.get(key).and_then(std::sync::Weak::upgrade) {
-        if b.rate == limit.bytes_per_sec.max(1.0) && b.cap == limit.bucket_capacity.max(1) as f64 {
-            return b;
-        }
-    }
-    all.retain(|_, w| w.strong_count() > 0);
-    let b = Arc::new(Bucket::new(limit));
-    all.insert(key.to_string(), Arc::downgrade(&b));
-    b
 }
 
 /// Optional limit on a stream.
@@ -195,8 +181,9 @@ mod tests {
             bytes_per_sec: 100_000.0,
             bucket_capacity: 10_000,
         };
-        let b = shared_bucket("test\0shared", l);
-        assert!(Arc::ptr_eq(&b, &shared_bucket("test\0shared", l)));
+        let reg = crate::Registry::default();
+        let b = reg.bucket("test\0shared", l);
+        assert!(Arc::ptr_eq(&b, &reg.bucket("test\0shared", l)));
         let start = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..4 {

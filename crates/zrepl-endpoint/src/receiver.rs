@@ -16,6 +16,7 @@ use zrepl_zfs_types::abstraction::{last_received_hold_tag, parse_last_received_h
 
 use crate::error::zfs_err;
 use crate::plan::Replacing;
+use crate::registry::Registry;
 
 /// How to create placeholders for missing parents (`recv.placeholder.encryption`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +72,7 @@ pub struct LocalReceiver {
 /// What the receivers of one root in this process share: a peer's control RPCs and its
 /// streams arrive on different connections, each served by its own `LocalReceiver`.
 #[derive(Default)]
-struct RootShared {
+pub(crate) struct RootShared {
     /// Serializes placeholder creation (zrepl's per-receiver mutex).
     create_lock: Mutex<()>,
     /// Receives whose stream was checked (its BEGIN record names the requested GUIDs) and
@@ -83,27 +84,14 @@ struct RootShared {
 /// At most this many [`RootShared::verified`] entries are kept.
 const MAX_VERIFIED: usize = 1 << 16;
 
-/// The [`RootShared`] of the receivers of `root`.
-fn shared_for(root: &DatasetPath) -> Arc<RootShared> {
-    type All = std::collections::HashMap<DatasetPath, std::sync::Weak<RootShared>>;
-    static ALL: std::sync::LazyLock<std::sync::Mutex<All>> =
-        std::sync::LazyLock::new(Default::default);
-    let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(l) = all.get(root).and_then(std::sync::Weak::upgrade) {
-        return l;
-    }
-    all.retain(|_, w| w.strong_count() > 0);
-    let l = Arc::new(RootShared::default());
-    all.insert(root.clone(), Arc::downgrade(&l));
-    l
-}
-
 /// How long versions listed by `list_filesystems` may stand in for a new listing.
 const PREFETCH_FRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl LocalReceiver {
     /// Fails if the client identity is not a single valid dataset name component.
-    pub fn new(zfs: Zfs, cfg: ReceiverConfig) -> Result<Self, EndpointError> {
+    /// State shared with the other receivers of the same root (placeholder creation, checked
+    /// receives) and the job's bandwidth bucket come from `reg`.
+    pub fn new(zfs: Zfs, cfg: ReceiverConfig, reg: &Registry) -> Result<Self, EndpointError> {
         let root = match &cfg.client_identity {
             None => cfg.root_fs.clone(),
             Some(id) => {
@@ -117,11 +105,11 @@ impl LocalReceiver {
         };
         let bucket = cfg
             .bandwidth_limit
-            .map(|l| crate::ratelimit::shared_bucket(&format!("recv\0{}", cfg.job), l));
+            .map(|l| reg.bucket(&format!("recv\0{}", cfg.job), l));
         Ok(LocalReceiver {
             zfs,
             cfg: Arc::new(cfg),
-            shared: shared_for(&root),
+            shared: reg.root(&root),
             root,
             held: Arc::default(),
             prefetched: Arc::default(),

@@ -1,6 +1,6 @@
 //! The sending endpoint.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use zrepl_filters::DatasetFilter;
@@ -19,6 +19,7 @@ use zrepl_zfs_types::abstraction::{
 use zrepl_zfs_types::resume_token;
 
 use crate::error::zfs_err;
+use crate::registry::Registry;
 
 /// What a sending job allows and how it sends.
 #[derive(Debug, Clone)]
@@ -84,7 +85,7 @@ pub struct LocalSender {
 
 /// The state `prepare_sends` leaves for the round's `send`s and `sends_completed`.
 #[derive(Default)]
-struct Prepared {
+pub(crate) struct Prepared {
     /// Requests whose step holds exist and that were checked against a listing (`planned`,
     /// or one taken under the holds): their `send` skips the per-step listing and holds (the
     /// GUIDs are proven by the stream itself). An entry is used once.
@@ -168,44 +169,32 @@ pub(crate) async fn list_versions_many(
         .collect())
 }
 
-fn send_bucket(cfg: &SenderConfig) -> Option<Arc<crate::ratelimit::Bucket>> {
+fn send_bucket(cfg: &SenderConfig, reg: &Registry) -> Option<Arc<crate::ratelimit::Bucket>> {
     cfg.bandwidth_limit
-        .map(|l| crate::ratelimit::shared_bucket(&format!("send\0{}", cfg.job), l))
+        .map(|l| reg.bucket(&format!("send\0{}", cfg.job), l))
 }
 
 impl LocalSender {
-    pub fn new(zfs: Zfs, cfg: SenderConfig) -> Self {
+    /// A sender of its own (the active side of a job): its round state is its own; the
+    /// bandwidth bucket is the job's in `reg`.
+    pub fn new(zfs: Zfs, cfg: SenderConfig, reg: &Registry) -> Self {
         LocalSender {
-            bucket: send_bucket(&cfg),
+            bucket: send_bucket(&cfg, reg),
             zfs,
             cfg: Arc::new(cfg),
             prepared: Arc::default(),
         }
     }
 
-    /// A sender that shares its prepared steps with every other sender created with the same
-    /// `peer` key in this process: a peer's control RPCs (`prepare_sends`) and its streams
+    /// A sender that shares its prepared steps with every other sender created from `reg` with
+    /// the same job and `peer`: a peer's control RPCs (`prepare_sends`) and its streams
     /// (`send`) arrive on different connections, each served by its own `LocalSender`.
-    pub fn shared(zfs: Zfs, cfg: SenderConfig, peer: &str) -> Self {
-        type Shared = HashMap<String, std::sync::Weak<std::sync::Mutex<Prepared>>>;
-        static PREPARED: std::sync::LazyLock<std::sync::Mutex<Shared>> =
-            std::sync::LazyLock::new(Default::default);
-        let mut all = lock(&PREPARED);
-        let key = format!("{}\0{peer}", cfg.job);
-        let prepared = match all.get(&key).and_then(std::sync::Weak::upgrade) {
-            Some(p) => p,
-            None => {
-                all.retain(|_, w| w.strong_count() > 0);
-                let p = Arc::new(std::sync::Mutex::new(Prepared::default()));
-                all.insert(key, Arc::downgrade(&p));
-                p
-            }
-        };
+    pub fn shared(zfs: Zfs, cfg: SenderConfig, peer: &str, reg: &Registry) -> Self {
         LocalSender {
-            bucket: send_bucket(&cfg),
+            bucket: send_bucket(&cfg, reg),
+            prepared: reg.prepared(&cfg.job, peer),
             zfs,
             cfg: Arc::new(cfg),
-            prepared,
         }
     }
 

@@ -36,6 +36,8 @@ pub struct Ctx {
     pub zfs: Zfs,
     pub pool: String,
     pub key_file: std::path::PathBuf,
+    /// The endpoints' shared state of this test (a daemon has one of its own).
+    pub reg: zrepl_endpoint::Registry,
 }
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -78,6 +80,7 @@ where
         }),
         pool: pool.name.clone(),
         key_file: pool.key_file(),
+        reg: zrepl_endpoint::Registry::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -139,7 +139,7 @@ pub(crate) fn write(fs: &str, file: &str, mib: usize) -> Result<(), String> {
 pub(crate) fn sender(t: &Ctx, filter: &[(&str, bool)]) -> LocalSender {
     let pats: Vec<(String, bool)> = filter.iter().map(|(p, b)| (path(t, p), *b)).collect();
     let f = DatasetFilter::new(pats.iter().map(|(p, b)| (p.as_str(), *b))).expect("valid filter");
-    LocalSender::new(t.zfs.clone(), SenderConfig::new(SENDER_JOB, f))
+    LocalSender::new(t.zfs.clone(), SenderConfig::new(SENDER_JOB, f), &t.reg)
 }
 
 pub(crate) fn receiver(
@@ -162,6 +162,7 @@ pub(crate) fn receiver(
             override_: vec![],
             bandwidth_limit: None,
         },
+        &t.reg,
     )
     .map_err(|e| e.to_string())
 }
@@ -517,7 +518,7 @@ pub async fn repl_encrypted_raw_to_keyless_receiver(t: Ctx) -> TestResult {
         .map_err(|e| format!("{e:?}"))?;
     let mut cfg = SenderConfig::new(SENDER_JOB, f);
     cfg.encrypted = true;
-    let s = LocalSender::new(t.zfs.clone(), cfg);
+    let s = LocalSender::new(t.zfs.clone(), cfg, &t.reg);
     let r = receiver(&t, "client", PlaceholderPolicy::Off)?;
     let rep = replicate(&s, &r, &one_attempt()).await;
     // The unencrypted filesystem is refused by policy; the encrypted one replicates.
@@ -555,7 +556,7 @@ pub async fn repl_properties_override_and_inherit(t: Ctx) -> TestResult {
     let f = DatasetFilter::new([(p.as_str(), true)]).map_err(|e| format!("{e:?}"))?;
     let mut cfg = SenderConfig::new(SENDER_JOB, f);
     cfg.send_properties = true;
-    let s = LocalSender::new(t.zfs.clone(), cfg);
+    let s = LocalSender::new(t.zfs.clone(), cfg, &t.reg);
     let root = create(&t, "sink")?;
     let r = LocalReceiver::new(
         t.zfs.clone(),
@@ -568,6 +569,7 @@ pub async fn repl_properties_override_and_inherit(t: Ctx) -> TestResult {
             override_: vec![("org.test:forced".into(), "x".into())],
             bandwidth_limit: None,
         },
+        &t.reg,
     )
     .map_err(|e| e.to_string())?;
     must_succeed(&replicate(&s, &r, &one_attempt()).await)?;
@@ -692,7 +694,11 @@ pub async fn repl_protection_levels(t: Ctx) -> TestResult {
             ..DriverConfig::default()
         };
         let f = DatasetFilter::new([(fs.as_str(), true)]).map_err(|e| format!("{e:?}"))?;
-        let s = LocalSender::new(t.zfs.clone(), SenderConfig::new(SENDER_JOB, f.clone()));
+        let s = LocalSender::new(
+            t.zfs.clone(),
+            SenderConfig::new(SENDER_JOB, f.clone()),
+            &t.reg,
+        );
         let r = receiver(&t, name, PlaceholderPolicy::Inherit)?;
         must_succeed(&replicate(&s, &r, &cfg).await)?;
         write(&fs, "g", 8)?;
@@ -700,7 +706,7 @@ pub async fn repl_protection_levels(t: Ctx) -> TestResult {
         let (g1, g2) = (guid(&format!("{fs}@1"))?, guid(&format!("{fs}@2"))?);
         // Interrupted step: what protects it?
         let cut = CuttingSender {
-            inner: LocalSender::new(t.zfs.clone(), SenderConfig::new(SENDER_JOB, f)),
+            inner: LocalSender::new(t.zfs.clone(), SenderConfig::new(SENDER_JOB, f), &t.reg),
             cut: 1 << 20,
         };
         let rep = replicate(&cut, &r, &cfg).await;

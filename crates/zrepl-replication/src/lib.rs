@@ -813,8 +813,8 @@ async fn watch_stall(counter: &Counter, limit: Duration) -> EndpointError {
             return EndpointError::new(
                 zrepl_protocol::ErrorKind::Connectivity,
                 format!(
-                    "transfer stalled: no data moved for {} (replication.stall_timeout) after {} bytes; aborted, the next attempt resumes it",
-                    format!("{}s", idle.as_secs()),
+                    "transfer stalled: no data moved for {}s (replication.stall_timeout) after {} bytes; aborted, the next attempt resumes it",
+                    idle.as_secs(),
                     counter.get()
                 ),
             );

@@ -352,7 +352,9 @@ fn stall_clock_table() {
     let limit = Duration::from_secs(10);
     let t = |s: u64| Duration::from_secs(s);
     // (bytes, now) observed in order, and whether each reports a stall.
-    let cases: &[(&str, &[(u64, u64, bool)])] = &[
+    // (bytes, now in seconds, stalled?)
+    type Observations = &'static [(u64, u64, bool)];
+    let cases: &[(&str, Observations)] = &[
         (
             "moving never stalls",
             &[(1, 5, false), (2, 15, false), (3, 25, false)],
