@@ -285,6 +285,15 @@ pub struct PushJob {
     pub pruning: PruningSenderReceiver,
     pub replication: Replication,
     pub conflict_resolution: ConflictResolution,
+    /// Extension (zrepl#397): replicate on this interval too, independent of snapshotting
+    /// (`manual`, the default: only after snapshotting and on `zrepl signal wakeup`).
+    pub interval: PullInterval,
+    /// Extension: replicate on this cron schedule too.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_display"
+    )]
+    pub cron: Option<CronSchedule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -301,6 +310,12 @@ pub struct PullJob {
     pub connect: Connect,
     pub root_fs: DatasetPath,
     pub interval: PullInterval,
+    /// Extension: replicate on this cron schedule (then `interval` may be left out).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_display"
+    )]
+    pub cron: Option<CronSchedule>,
     pub recv: RecvOptions,
     pub pruning: PruningSenderReceiver,
     pub replication: Replication,
@@ -476,6 +491,10 @@ pub enum Snapshotting {
         #[serde(serialize_with = "ser_display")]
         timestamp_location: Location,
         hooks: Vec<Hook>,
+        /// Extension (zrepl#728): a filesystem whose `written` (bytes changed since its newest
+        /// snapshot) is below this many bytes gets no snapshot in a round; 0 (the default, as in
+        /// zrepl 0.7) never skips.
+        written_threshold: u64,
     },
     Cron {
         prefix: String,
@@ -486,6 +505,10 @@ pub enum Snapshotting {
         #[serde(serialize_with = "ser_display")]
         timestamp_location: Location,
         hooks: Vec<Hook>,
+        /// Extension (zrepl#728): a filesystem whose `written` (bytes changed since its newest
+        /// snapshot) is below this many bytes gets no snapshot in a round; 0 (the default, as in
+        /// zrepl 0.7) never skips.
+        written_threshold: u64,
     },
     Manual,
 }
@@ -693,6 +716,16 @@ pub enum InitialReplication {
 
 fn ser_display<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
+}
+
+fn ser_opt_display<T: std::fmt::Display, S: Serializer>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
 }
 
 fn ser_filter<S: Serializer>(f: &DatasetFilter, s: S) -> Result<S::Ok, S::Error> {

@@ -573,6 +573,8 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
                 "conflict_resolution",
                 decode_conflict_resolution,
             );
+            let interval = m.or(cx, "interval", PullInterval::Manual, decode_interval);
+            let cron = m.or(cx, "cron", None, |cx, n, p| decode_cron(cx, n, p).map(Some));
             Some(Job::Push(PushJob {
                 name: name.clone()?,
                 connect: connect?,
@@ -582,6 +584,8 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
                 pruning: pruning?,
                 replication: replication?,
                 conflict_resolution: cr?,
+                interval: interval?,
+                cron: cron?,
             }))
         }
         Some("sink") => {
@@ -598,12 +602,13 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
         Some("pull") => {
             let connect = m.req(cx, "connect", decode_connect);
             let root_fs = m.req(cx, "root_fs", dataset_path);
-            let interval = m.req(cx, "interval", |cx, n, p| {
-                if n.as_scalar() == Some("manual") {
-                    return Some(PullInterval::Manual);
-                }
-                zrepl_duration_positive(cx, n, p).map(PullInterval::Every)
-            });
+            // With a `cron` schedule (an extension), `interval` may be left out.
+            let cron = m.or(cx, "cron", None, |cx, n, p| decode_cron(cx, n, p).map(Some));
+            let interval = if !m.has("interval") && matches!(cron, Some(Some(_))) {
+                Some(PullInterval::Manual)
+            } else {
+                m.req(cx, "interval", decode_interval)
+            };
             let recv = from_defaults(cx, &mut m, "recv", decode_recv);
             let pruning = m.req(cx, "pruning", decode_pruning_sr);
             let replication = from_defaults(cx, &mut m, "replication", decode_replication);
@@ -618,6 +623,7 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
                 connect: connect?,
                 root_fs: root_fs?,
                 interval: interval?,
+                cron: cron?,
                 recv: recv?,
                 pruning: pruning?,
                 replication: replication?,
@@ -934,6 +940,48 @@ fn parse_tcp_client(key: &str, ident: &str) -> Result<TcpClient, String> {
     })
 }
 
+/// A job's replication `interval`: `manual` or a positive duration.
+fn decode_interval(cx: &mut Cx, n: &Node, p: &str) -> Option<PullInterval> {
+    if n.as_scalar() == Some("manual") {
+        return Some(PullInterval::Manual);
+    }
+    zrepl_duration_positive(cx, n, p).map(PullInterval::Every)
+}
+
+fn decode_cron(cx: &mut Cx, n: &Node, p: &str) -> Option<CronSchedule> {
+    let s = cx.nonempty_string(n, p)?;
+    match CronSchedule::parse(&s) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            cx.err(n.mark, p, format!("invalid cron expression {s:?}: {e}"));
+            None
+        }
+    }
+}
+
+/// `written_threshold` (extension): bytes, as an integer (`1024`, the dsh2dsh fork's form) or a
+/// data size (`1 MiB`, `512 KiB`).
+fn decode_written_threshold(cx: &mut Cx, node: &Node, path: &str) -> Option<u64> {
+    let s = cx.string(node, path)?;
+    let t = s.trim();
+    let bytes = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        t.parse::<u64>().ok()
+    } else {
+        DataSize::parse(t)
+            .ok()
+            .filter(|d| d.bytes() >= 0.0 && d.bytes() < u64::MAX as f64)
+            .map(|d| d.bytes().ceil() as u64)
+    };
+    if bytes.is_none() {
+        cx.err(
+            node.mark,
+            path,
+            format!("invalid written_threshold {s:?}: expected a number of bytes (1024) or a data size (1 MiB); 0 never skips"),
+        );
+    }
+    bytes
+}
+
 fn decode_snapshotting(cx: &mut Cx, node: &Node, path: &str) -> Option<Snapshotting> {
     let mut m = cx.map(node, path)?;
     let t = m.tag(cx, &["periodic", "cron", "manual"]);
@@ -1001,7 +1049,9 @@ fn decode_snapshotting(cx: &mut Cx, node: &Node, path: &str) -> Option<Snapshott
             let hooks = m.or(cx, "hooks", Vec::new(), |cx, n, p| {
                 cx.list(n, p, decode_hook)
             });
+            let written_threshold = m.or(cx, "written_threshold", 0, decode_written_threshold);
             let (prefix, format, location, hooks) = (prefix?, format?, location?, hooks?);
+            let written_threshold = written_threshold?;
             if kind == "periodic" {
                 Some(Snapshotting::Periodic {
                     prefix,
@@ -1009,6 +1059,7 @@ fn decode_snapshotting(cx: &mut Cx, node: &Node, path: &str) -> Option<Snapshott
                     timestamp_format: format,
                     timestamp_location: location,
                     hooks,
+                    written_threshold,
                 })
             } else {
                 Some(Snapshotting::Cron {
@@ -1017,6 +1068,7 @@ fn decode_snapshotting(cx: &mut Cx, node: &Node, path: &str) -> Option<Snapshott
                     timestamp_format: format,
                     timestamp_location: location,
                     hooks,
+                    written_threshold,
                 })
             }
         }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::jobs::JobHandle;
 use crate::status::{DaemonStatus, VersionInfo};
+use crate::wakeup::WaitResult;
 use crate::DaemonError;
 
 /// `{"Name": "<job>", "Op": "wakeup"|"reset"}`, zrepl's signal request.
@@ -91,6 +92,7 @@ pub(crate) async fn serve(
         .route("/status", post(status))
         .route("/signal", post(signal))
         .route("/version", post(version))
+        .route("/wait", post(wait))
         .with_state(state);
     let r = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -127,13 +129,54 @@ async fn signal(State(st): State<ControlState>, body: axum::body::Bytes) -> Resp
         )
             .into_response();
     };
+    // zrepl answers `{}`; the run number is our addition (for `--wait`).
     let r = match req.op.as_str() {
-        "wakeup" => job.wakeup(),
-        "reset" => job.reset(),
+        "wakeup" => job.wakeup().map(|run| serde_json::json!({ "run": run })),
+        "reset" => job.reset().map(|()| serde_json::json!({})),
         op => Err(format!("operation {op:?} is invalid")),
     };
     match r {
-        Ok(()) => Json(serde_json::json!({})).into_response(),
+        Ok(v) => Json(v).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
+}
+
+/// `{"Name": "<job>", "Run": <n>, "TimeoutSecs": <s>}`: waits (at most `TimeoutSecs`, capped at
+/// [`MAX_WAIT`]) until run `n` of the job finished; answers a [`WaitResult`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WaitRequest {
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "Run")]
+    pub run: u64,
+    #[serde(rename = "TimeoutSecs", default)]
+    pub timeout_secs: u64,
+}
+
+/// The longest a `/wait` request is held open; clients ask again.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn wait(State(st): State<ControlState>, body: axum::body::Bytes) -> Response {
+    let req: WaitRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("invalid wait request: {e}"),
+            )
+                .into_response()
+        }
+    };
+    let Some(job) = st.jobs.iter().find(|j| j.name == req.name) else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Job {} does not exist", req.name),
+        )
+            .into_response();
+    };
+    let limit = std::time::Duration::from_secs(req.timeout_secs).min(MAX_WAIT);
+    let r = tokio::time::timeout(limit, job.runs.wait(req.run))
+        .await
+        .unwrap_or(WaitResult::Pending);
+    Json(r).into_response()
 }

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zrepl_config as config;
 use zrepl_endpoint::{LocalSender, PlaceholderPolicy, ReceiverConfig, Registry, SenderConfig};
@@ -15,7 +14,9 @@ use zrepl_zfs::Zfs;
 
 use crate::local::{LocalListeners, LocalPeer};
 use crate::prune::PruneReport;
+use crate::schedule::ReplicationSchedule;
 use crate::snapshot::{SharedStatus, Snapshotter, SnapshotterStatus};
+use crate::wakeup::{RunLog, RunOutcome, Trigger, Wakeups};
 use crate::DaemonError;
 
 /// What a job is doing, for `zrepl status`.
@@ -53,7 +54,9 @@ pub struct JobStatus {
 pub struct JobHandle {
     pub name: String,
     pub kind: &'static str,
-    wakeup: Option<mpsc::Sender<()>>,
+    wakeup: Option<Trigger>,
+    /// Finished runs, for `zrepl signal wakeup --wait`.
+    pub(crate) runs: RunLog,
     /// Cancels the run in progress (`zrepl signal reset`).
     current_run: Mutex<Option<CancellationToken>>,
     state: Mutex<JobStateInner>,
@@ -75,13 +78,14 @@ impl JobHandle {
     pub(crate) fn new(
         name: &str,
         kind: &'static str,
-        wakeup: Option<mpsc::Sender<()>>,
+        wakeup: Option<Trigger>,
         state: JobState,
     ) -> Self {
         JobHandle {
             name: name.to_string(),
             kind,
             wakeup,
+            runs: RunLog::default(),
             current_run: Mutex::new(None),
             state: Mutex::new(JobStateInner {
                 state,
@@ -119,14 +123,15 @@ impl JobHandle {
     }
 
     /// `zrepl signal wakeup`: never blocks; a wakeup already pending is an error, as in zrepl.
-    pub fn wakeup(&self) -> Result<(), String> {
+    /// Returns the number of the run the wakeup starts.
+    pub fn wakeup(&self) -> Result<u64, String> {
         let Some(tx) = &self.wakeup else {
             return Err(format!(
                 "job {:?} of type {} cannot be woken up",
                 self.name, self.kind
             ));
         };
-        tx.try_send(()).map_err(|_| "already woken up".to_string())
+        tx.try_send(())
     }
 
     /// `zrepl signal reset`: cancels the run in progress.
@@ -203,14 +208,14 @@ pub(crate) enum Role {
         sender: SenderConfig,
         snapshotter: Option<Box<Snapshotter>>,
         /// The snapshotter's wakeups (drained: the pulling side decides when to replicate).
-        wakeups: Option<mpsc::Receiver<()>>,
+        wakeups: Option<Wakeups>,
     },
 }
 
 /// The pieces every active (push, pull) job has.
 pub(crate) struct Active {
     pub handle: Arc<JobHandle>,
-    pub wakeups: mpsc::Receiver<()>,
+    pub wakeups: Wakeups,
     pub connection: Connection,
     pub driver: DriverConfig,
     pub keep_sender: Vec<zrepl_pruning::Rule>,
@@ -223,15 +228,16 @@ pub(crate) enum Runnable {
         active: Active,
         sender: LocalSender,
         snapshotter: Option<Snapshotter>,
+        schedule: ReplicationSchedule,
     },
     Pull {
         active: Active,
         receiver: ReceiverConfig,
-        interval: Option<Duration>,
+        schedule: ReplicationSchedule,
     },
     Snap {
         handle: Arc<JobHandle>,
-        wakeups: mpsc::Receiver<()>,
+        wakeups: Wakeups,
         sender: LocalSender,
         keep: Vec<zrepl_pruning::Rule>,
         snapshotter: Option<Snapshotter>,
@@ -297,7 +303,7 @@ fn snapshotter(
     filter: &zrepl_filters::DatasetFilter,
     zfs: &Zfs,
 ) -> Result<Option<Snapshotter>, DaemonError> {
-    let (prefix, format, location, hooks, schedule) = match s {
+    let (prefix, format, location, hooks, schedule, written_threshold) = match s {
         config::Snapshotting::Manual => return Ok(None),
         config::Snapshotting::Periodic {
             prefix,
@@ -305,6 +311,7 @@ fn snapshotter(
             timestamp_format,
             timestamp_location,
             hooks,
+            written_threshold,
         } => (
             prefix,
             timestamp_format,
@@ -313,6 +320,7 @@ fn snapshotter(
             crate::snapshot::Schedule::Periodic {
                 interval_secs: interval.as_secs(),
             },
+            *written_threshold,
         ),
         config::Snapshotting::Cron {
             prefix,
@@ -320,12 +328,14 @@ fn snapshotter(
             timestamp_format,
             timestamp_location,
             hooks,
+            written_threshold,
         } => (
             prefix,
             timestamp_format,
             timestamp_location,
             hooks,
             crate::snapshot::Schedule::Cron(cron.clone()),
+            *written_threshold,
         ),
     };
     // Database DSNs are checked here, so that `zrepl daemon` refuses a hook that cannot work.
@@ -377,6 +387,7 @@ fn snapshotter(
         location: *location,
         schedule,
         hooks: built,
+        written_threshold,
     }))
 }
 
@@ -506,7 +517,7 @@ pub(crate) fn build(
         match job {
             config::Job::Push(p) => {
                 let snapshotter = snapshotter(&p.name, &p.snapshotting, &p.filesystems, zfs)?;
-                let (tx, rx) = mpsc::channel(1);
+                let (tx, rx) = crate::wakeup::channel();
                 out.push(Runnable::Push {
                     active: Active {
                         handle: Arc::new(JobHandle::new(&p.name, "push", Some(tx), JobState::Idle)),
@@ -527,10 +538,11 @@ pub(crate) fn build(
                         reg,
                     ),
                     snapshotter,
+                    schedule: replication_schedule(&p.interval, &p.cron),
                 });
             }
             config::Job::Pull(p) => {
-                let (tx, rx) = mpsc::channel(1);
+                let (tx, rx) = crate::wakeup::channel();
                 out.push(Runnable::Pull {
                     active: Active {
                         handle: Arc::new(JobHandle::new(&p.name, "pull", Some(tx), JobState::Idle)),
@@ -541,10 +553,7 @@ pub(crate) fn build(
                         keep_receiver: crate::prune::rules(&p.pruning.keep_receiver),
                     },
                     receiver: receiver_config(&p.name, &p.root_fs, &p.recv),
-                    interval: match p.interval {
-                        config::PullInterval::Manual => None,
-                        config::PullInterval::Every(d) => Some(d.to_std()),
-                    },
+                    schedule: replication_schedule(&p.interval, &p.cron),
                 });
             }
             config::Job::Sink(s) => out.push(Runnable::Passive {
@@ -555,7 +564,7 @@ pub(crate) fn build(
             config::Job::Source(s) => {
                 let snapshotter = snapshotter(&s.name, &s.snapshotting, &s.filesystems, zfs)?;
                 // The snapshotter's rounds have nothing to wake: the pulling side decides when.
-                let (tx, rx) = mpsc::channel::<()>(1);
+                let (tx, rx) = crate::wakeup::channel();
                 out.push(Runnable::Passive {
                     handle: Arc::new(JobHandle::new(
                         &s.name,
@@ -573,7 +582,7 @@ pub(crate) fn build(
             }
             config::Job::Snap(j) => {
                 let snapshotter = snapshotter(&j.name, &j.snapshotting, &j.filesystems, zfs)?;
-                let (tx, rx) = mpsc::channel(1);
+                let (tx, rx) = crate::wakeup::channel();
                 out.push(Runnable::Snap {
                     handle: Arc::new(JobHandle::new(&j.name, "snap", Some(tx), JobState::Idle)),
                     wakeups: rx,
@@ -741,6 +750,7 @@ async fn invocation<S: Sender, R: Receiver>(
     receiver: &R,
     report: &ReportHandle,
     cancel: &CancellationToken,
+    pruned: &mut Option<PruneReport>,
 ) -> Result<(), String> {
     zrepl_replication::run(sender, receiver, &a.driver, report, cancel).await;
     if !cancel.is_cancelled() {
@@ -750,7 +760,8 @@ async fn invocation<S: Sender, R: Receiver>(
         };
         if let Some(pr) = pr {
             log_prune(&a.handle.name, &pr);
-            a.handle.inner().pruning = Some(pr);
+            a.handle.inner().pruning = Some(pr.clone());
+            *pruned = Some(pr);
         }
     }
     let r = report.snapshot();
@@ -764,6 +775,46 @@ async fn invocation<S: Sender, R: Receiver>(
         .collect();
     let plan = r.attempts.last().and_then(|a| a.plan_error.clone());
     Err(plan.unwrap_or_else(|| format!("replication {:?}: {}", r.state, failed.join("; "))))
+}
+
+fn replication_schedule(
+    interval: &config::PullInterval,
+    cron: &Option<zrepl_config::cron::CronSchedule>,
+) -> ReplicationSchedule {
+    ReplicationSchedule {
+        every: match interval {
+            config::PullInterval::Manual => None,
+            config::PullInterval::Every(d) => Some(d.to_std()),
+        },
+        cron: cron.clone(),
+    }
+}
+
+/// A pruning's failure (if any) and the number of snapshots it destroyed.
+fn prune_outcome(pr: &PruneReport) -> (Option<String>, usize) {
+    let (se, sd) = side_outcome(&pr.sender);
+    let (re, rd) = side_outcome(&pr.receiver);
+    let err = match (se, re) {
+        (None, None) => None,
+        (Some(s), None) => Some(format!("sender: {s}")),
+        (None, Some(r)) => Some(format!("receiver: {r}")),
+        (Some(s), Some(r)) => Some(format!("sender: {s}; receiver: {r}")),
+    };
+    (err, sd + rd)
+}
+
+fn side_outcome(side: &crate::prune::SideReport) -> (Option<String>, usize) {
+    let mut errors: Vec<String> = side.error.iter().cloned().collect();
+    let mut destroyed = 0;
+    for f in &side.filesystems {
+        destroyed += f.destroy.len().saturating_sub(f.errors.len());
+        errors.extend(
+            f.errors
+                .iter()
+                .map(|(snap, why)| format!("{}@{snap}: {why}", f.filesystem)),
+        );
+    }
+    ((!errors.is_empty()).then(|| errors.join("; ")), destroyed)
 }
 
 enum Side<'a> {
@@ -780,12 +831,30 @@ async fn active_loop(
     reg: &Registry,
     shutdown: &CancellationToken,
 ) {
-    let job = a.handle.name.clone();
     loop {
-        tokio::select! {
-            w = a.wakeups.recv() => if w.is_none() { return },
+        let run_id = tokio::select! {
+            w = a.wakeups.recv() => match w { Some(id) => id, None => return },
             _ = shutdown.cancelled() => return,
-        }
+        };
+        run_active(&a, &side, zfs, listeners, reg, run_id, shutdown).await;
+    }
+}
+
+/// One run of an active job (replication, then pruning); recorded in the job's status and
+/// run log, and returned.
+async fn run_active(
+    a: &Active,
+    side: &Side<'_>,
+    zfs: &Zfs,
+    listeners: &LocalListeners,
+    reg: &Registry,
+    run_id: u64,
+    shutdown: &CancellationToken,
+) -> RunOutcome {
+    let job = a.handle.name.clone();
+    {
+        let started_at = Utc::now();
+        let mut pruned = None;
         let run_cancel = shutdown.child_token();
         *a.handle
             .current_run
@@ -800,13 +869,15 @@ async fn active_loop(
         }
         tracing::info!(job = %job, "replication started");
         let client = a.connection.client();
-        let outcome = match (&side, &a.connection, &client) {
+        let outcome = match (side, &a.connection, &client) {
             (Side::Push(sender), _, Some(remote)) => {
-                invocation(&a, *sender, remote, &report, &run_cancel).await
+                invocation(a, *sender, remote, &report, &run_cancel, &mut pruned).await
             }
             (Side::Pull(rc), _, Some(remote)) => {
                 match zrepl_endpoint::LocalReceiver::new(zfs.clone(), (*rc).clone(), reg) {
-                    Ok(receiver) => invocation(&a, remote, &receiver, &report, &run_cancel).await,
+                    Ok(receiver) => {
+                        invocation(a, remote, &receiver, &report, &run_cancel, &mut pruned).await
+                    }
                     Err(e) => Err(e.to_string()),
                 }
             }
@@ -822,7 +893,9 @@ async fn active_loop(
                 .connect(listener, client_identity, *dial_timeout, &run_cancel)
                 .await
             {
-                Ok(receiver) => invocation(&a, *sender, &receiver, &report, &run_cancel).await,
+                Ok(receiver) => {
+                    invocation(a, *sender, &receiver, &report, &run_cancel, &mut pruned).await
+                }
                 Err(e) => Err(e),
             },
             (
@@ -842,7 +915,7 @@ async fn active_loop(
                     receiver,
                 ) {
                     (Ok(sender), Ok(receiver)) => {
-                        invocation(&a, &sender, &receiver, &report, &run_cancel).await
+                        invocation(a, &sender, &receiver, &report, &run_cancel, &mut pruned).await
                     }
                     (Err(e), _) => Err(e),
                     (_, Err(e)) => Err(e.to_string()),
@@ -859,7 +932,36 @@ async fn active_loop(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        a.handle.history.record_run(&report.snapshot(), Utc::now());
+        let snap = report.snapshot();
+        a.handle.history.record_run(&snap, Utc::now());
+        let (pruning_error, destroyed) = pruned.as_ref().map(prune_outcome).unwrap_or((
+            Some("pruning did not run (the run was cancelled)".into()),
+            0,
+        ));
+        let repl_state = match (&outcome, snap.state) {
+            (Err(_), zrepl_replication::RunState::Done) => "failed".to_string(),
+            (_, st) => serde_json::to_value(st)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_else(|| format!("{st:?}").to_lowercase()),
+        };
+        let run = RunOutcome {
+            run: run_id,
+            started_at,
+            finished_at: Utc::now(),
+            replication: Some(repl_state),
+            replication_error: outcome.as_ref().err().cloned(),
+            snapshot_error: None,
+            pruning_error,
+            destroyed,
+            bytes: snap
+                .attempts
+                .iter()
+                .flat_map(|a| &a.filesystems)
+                .map(|f| f.bytes_replicated())
+                .sum(),
+        };
+        a.handle.runs.record(run.clone());
         let mut s = a.handle.inner();
         s.state = JobState::Idle;
         match outcome {
@@ -872,6 +974,129 @@ async fn active_loop(
                 s.error = Some(e);
             }
         }
+        run
+    }
+}
+
+/// `zrepl run JOB`: one cycle of a push, pull or snap job without a daemon: a snapshot round (if
+/// the job snapshots), replication, pruning. `local` transports reach the passive jobs of the
+/// same config in-process; network transports their remote daemon.
+pub(crate) async fn run_once(
+    cfg: &config::Config,
+    job: &str,
+    zfs: &Zfs,
+    cancel: &CancellationToken,
+) -> Result<RunOutcome, DaemonError> {
+    let reg = Registry::default();
+    let runnables = build(cfg, zfs, &reg)?;
+    let listeners = LocalListeners::new(reg.clone());
+    for r in &runnables {
+        if let Runnable::Passive {
+            serving: Serving::Local { listener },
+            role,
+            ..
+        } = r
+        {
+            let peer = match role {
+                Role::Sink(rc) => LocalPeer::Sink(zfs.clone(), rc.clone()),
+                Role::Source { sender, .. } => LocalPeer::Source(zfs.clone(), sender.clone()),
+            };
+            listeners
+                .register(listener, peer)
+                .map_err(DaemonError::Unsupported)?;
+        }
+    }
+    let Some(r) = runnables.into_iter().find(|r| r.handle().name == job) else {
+        return Err(DaemonError::Unsupported(format!(
+            "job {job:?} does not exist in the config"
+        )));
+    };
+    let snapshot = |s: Option<Snapshotter>| async move {
+        match s {
+            Some(s) => {
+                let report = s.round(&crate::snapshot::new_status()).await;
+                if let Some(e) = &report.error {
+                    tracing::error!(job = %job, error = %e, "snapshotting failed");
+                }
+                report.error
+            }
+            None => None,
+        }
+    };
+    match r {
+        Runnable::Push {
+            active,
+            sender,
+            snapshotter,
+            ..
+        } => {
+            let snapshot_error = snapshot(snapshotter).await;
+            let mut o = run_active(
+                &active,
+                &Side::Push(&sender),
+                zfs,
+                &listeners,
+                &reg,
+                1,
+                cancel,
+            )
+            .await;
+            o.snapshot_error = snapshot_error;
+            Ok(o)
+        }
+        Runnable::Pull {
+            active, receiver, ..
+        } => Ok(run_active(
+            &active,
+            &Side::Pull(&receiver),
+            zfs,
+            &listeners,
+            &reg,
+            1,
+            cancel,
+        )
+        .await),
+        Runnable::Snap {
+            sender,
+            keep,
+            snapshotter,
+            ..
+        } => {
+            let started_at = Utc::now();
+            let snapshot_error = snapshot(snapshotter).await;
+            let pr = tokio::select! {
+                p = crate::prune::prune_local(&sender, &keep, false) => Some(p),
+                _ = cancel.cancelled() => None,
+            };
+            let (pruning_error, destroyed) = match &pr {
+                Some(pr) => {
+                    log_prune(
+                        job,
+                        &PruneReport {
+                            sender: pr.clone(),
+                            receiver: Default::default(),
+                        },
+                    );
+                    side_outcome(pr)
+                }
+                None => (Some("cancelled".into()), 0),
+            };
+            Ok(RunOutcome {
+                run: 1,
+                started_at,
+                finished_at: Utc::now(),
+                replication: None,
+                replication_error: None,
+                snapshot_error,
+                pruning_error,
+                destroyed,
+                bytes: 0,
+            })
+        }
+        Runnable::Passive { handle, .. } => Err(DaemonError::Unsupported(format!(
+            "job {job:?} is a {} job: it serves its peers; zrepl run runs push, pull and snap jobs",
+            handle.kind
+        ))),
     }
 }
 
@@ -934,8 +1159,12 @@ pub(crate) async fn run(
             active,
             sender,
             snapshotter,
+            schedule,
         } => {
             spawn_snapshotter(&active.handle, snapshotter, &shutdown);
+            if let Some(t) = active.handle.wakeup.clone() {
+                crate::schedule::spawn(&active.handle.name, schedule, t, &shutdown);
+            }
             active_loop(
                 active,
                 Side::Push(&sender),
@@ -949,20 +1178,10 @@ pub(crate) async fn run(
         Runnable::Pull {
             active,
             receiver,
-            interval,
+            schedule,
         } => {
-            if let (Some(every), Some(tx)) = (interval, active.handle.wakeup.clone()) {
-                let stop = shutdown.clone();
-                tokio::spawn(async move {
-                    loop {
-                        // A wakeup still pending means the job is busy: skip this tick.
-                        let _ = tx.try_send(());
-                        tokio::select! {
-                            _ = tokio::time::sleep(every) => {}
-                            _ = stop.cancelled() => return,
-                        }
-                    }
-                });
+            if let Some(t) = active.handle.wakeup.clone() {
+                crate::schedule::spawn(&active.handle.name, schedule, t, &shutdown);
             }
             active_loop(
                 active,
@@ -983,14 +1202,27 @@ pub(crate) async fn run(
         } => {
             spawn_snapshotter(&handle, snapshotter, &shutdown);
             loop {
-                tokio::select! {
-                    w = wakeups.recv() => if w.is_none() { return },
+                let run_id = tokio::select! {
+                    w = wakeups.recv() => match w { Some(id) => id, None => return },
                     _ = shutdown.cancelled() => return,
-                }
+                };
+                let started_at = Utc::now();
                 let pr = tokio::select! {
                     p = crate::prune::prune_local(&sender, &keep, false) => p,
                     _ = shutdown.cancelled() => return,
                 };
+                let (pruning_error, destroyed) = side_outcome(&pr);
+                handle.runs.record(RunOutcome {
+                    run: run_id,
+                    started_at,
+                    finished_at: Utc::now(),
+                    replication: None,
+                    replication_error: None,
+                    snapshot_error: None,
+                    pruning_error,
+                    destroyed,
+                    bytes: 0,
+                });
                 log_prune(
                     &handle.name,
                     &PruneReport {

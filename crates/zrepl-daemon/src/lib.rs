@@ -12,9 +12,12 @@ mod jobs;
 mod local;
 pub mod metrics;
 pub mod prune;
+mod schedule;
 mod serve;
+pub mod skip_empty;
 pub mod snapshot;
 pub mod status;
+pub mod wakeup;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +49,17 @@ pub async fn prune_dry_run(
     zfs: &Zfs,
 ) -> Result<prune::PruneReport, DaemonError> {
     jobs::prune_dry_run(cfg, job, zfs).await
+}
+
+/// `zrepl run JOB`: one snapshot-replicate-prune cycle of a push, pull or snap job, without a
+/// daemon; `cancel` aborts it (the next run resumes what was cut).
+pub async fn run_once(
+    cfg: &zrepl_config::Config,
+    job: &str,
+    zfs: &Zfs,
+    cancel: &CancellationToken,
+) -> Result<wakeup::RunOutcome, DaemonError> {
+    jobs::run_once(cfg, job, zfs, cancel).await
 }
 
 /// Runs the daemon until `shutdown` fires, then stops every job and waits for them.

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zrepl_config::cron::CronSchedule;
 use zrepl_config::timestamp::{Location, TimestampFormat};
@@ -24,6 +23,16 @@ use zrepl_filters::DatasetFilter;
 use zrepl_zfs::{DatasetPath, VersionPath, VersionType, Zfs};
 
 use crate::hooks::{run_plan, Hook};
+use crate::skip_empty::{Newest, Skipped};
+
+/// A filesystem to snapshot, from the survey.
+#[derive(Debug, Clone)]
+struct Surveyed {
+    fs: DatasetPath,
+    /// Creation time of its newest snapshot with the job's prefix.
+    newest_own: Option<i64>,
+    newest: Newest,
+}
 
 /// When rounds happen.
 #[derive(Debug, Clone)]
@@ -42,6 +51,9 @@ pub struct Snapshotter {
     pub schedule: Schedule,
     /// Snapshot hooks, in config order.
     pub hooks: Vec<Hook>,
+    /// `written_threshold`: filesystems whose newest snapshot is the job's and that changed
+    /// fewer bytes since are skipped (`skip_empty.rs`); 0 never skips.
+    pub written_threshold: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -67,6 +79,8 @@ pub struct RoundReport {
     pub started_at: DateTime<Utc>,
     pub snapshot_name: String,
     pub filesystems: Vec<String>,
+    /// Filesystems left out because they changed less than `written_threshold`.
+    pub skipped: Vec<Skipped>,
     pub error: Option<String>,
 }
 
@@ -118,8 +132,9 @@ async fn sleep_until(t: DateTime<Utc>, cancel: &CancellationToken) -> bool {
 
 impl Snapshotter {
     /// The filesystems to snapshot and, per filesystem, the creation time of its newest
-    /// snapshot with our prefix (one recursive listing per pool).
-    async fn survey(&self) -> Result<Vec<(DatasetPath, Option<i64>)>, String> {
+    /// snapshot with our prefix and whether that is its newest snapshot (one recursive listing
+    /// per pool).
+    async fn survey(&self) -> Result<Vec<Surveyed>, String> {
         let all = self
             .zfs
             .list_filesystems(None)
@@ -128,8 +143,14 @@ impl Snapshotter {
         let matching: Vec<DatasetPath> =
             all.into_iter().filter(|p| self.filter.accepts(p)).collect();
         let pools: BTreeSet<&str> = matching.iter().filter_map(|p| p.pool()).collect();
-        let mut out: Vec<(DatasetPath, Option<i64>)> =
-            matching.iter().map(|p| (p.clone(), None)).collect();
+        let mut out: Vec<Surveyed> = matching
+            .iter()
+            .map(|p| Surveyed {
+                fs: p.clone(),
+                newest_own: None,
+                newest: Newest::NoOwn,
+            })
+            .collect();
         for pool in pools {
             let root = DatasetPath::parse(pool).map_err(|e| e.to_string())?;
             let listing = self
@@ -137,19 +158,62 @@ impl Snapshotter {
                 .list_subtree_versions(&root)
                 .await
                 .map_err(|e| format!("cannot list snapshots of {pool}: {e}"))?;
-            for (p, newest) in out.iter_mut() {
-                if let Some(vs) = listing.get(p) {
-                    *newest = vs
-                        .iter()
-                        .filter(|v| {
-                            v.typ == VersionType::Snapshot && v.name.starts_with(&self.prefix)
-                        })
-                        .max_by_key(|v| v.createtxg)
-                        .map(|v| v.creation);
+            for s in out.iter_mut() {
+                if let Some(vs) = listing.get(&s.fs) {
+                    let snaps = vs.iter().filter(|v| v.typ == VersionType::Snapshot);
+                    let own = snaps
+                        .clone()
+                        .filter(|v| v.name.starts_with(&self.prefix))
+                        .max_by_key(|v| v.createtxg);
+                    let newest = snaps.max_by_key(|v| v.createtxg);
+                    s.newest_own = own.map(|v| v.creation);
+                    s.newest = match (own, newest) {
+                        (None, _) => Newest::NoOwn,
+                        (Some(o), Some(n)) if n.createtxg > o.createtxg => Newest::Foreign,
+                        (Some(_), _) => Newest::Own,
+                    };
                 }
             }
         }
         Ok(out)
+    }
+
+    /// The surveyed filesystems minus those `written_threshold` skips, which go to
+    /// `report.skipped`. `written` of all filesystems that could be skipped is read with one
+    /// `zfs get`; if that fails, nothing is skipped.
+    async fn without_unchanged(
+        &self,
+        surveyed: Vec<Surveyed>,
+        report: &mut RoundReport,
+    ) -> Vec<DatasetPath> {
+        let candidates: Vec<DatasetPath> = surveyed
+            .iter()
+            .filter(|s| self.written_threshold > 0 && s.newest == Newest::Own)
+            .map(|s| s.fs.clone())
+            .collect();
+        if candidates.is_empty() {
+            return surveyed.into_iter().map(|s| s.fs).collect();
+        }
+        let written = match self.zfs.get_properties_of(&candidates, &["written"]).await {
+            Ok(p) => crate::skip_empty::written_values(&p),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the written property; snapshotting every filesystem");
+                Default::default()
+            }
+        };
+        let fss: Vec<(DatasetPath, Newest)> =
+            surveyed.into_iter().map(|s| (s.fs, s.newest)).collect();
+        let (take, skipped) = crate::skip_empty::partition(self.written_threshold, &fss, &written);
+        for s in &skipped {
+            tracing::info!(
+                filesystem = %s.filesystem,
+                written = s.written,
+                threshold = self.written_threshold,
+                "skipping snapshot: filesystem changed less than written_threshold since its newest snapshot"
+            );
+        }
+        report.skipped = skipped;
+        take
     }
 
     fn name_at(&self, t: DateTime<Utc>) -> String {
@@ -162,7 +226,7 @@ impl Snapshotter {
     }
 
     /// One round: every matching filesystem gets `prefix + timestamp(now)`.
-    async fn round(&self, status: &SharedStatus) -> RoundReport {
+    pub(crate) async fn round(&self, status: &SharedStatus) -> RoundReport {
         let started_at = Utc::now();
         let name = self.name_at(started_at);
         set(status, |s| s.state = SnapState::Snapshotting);
@@ -170,19 +234,21 @@ impl Snapshotter {
             started_at,
             snapshot_name: name.clone(),
             filesystems: vec![],
+            skipped: vec![],
             error: None,
         };
-        let fss = match self.survey().await {
+        let surveyed = match self.survey().await {
             Ok(f) => f,
             Err(e) => {
                 report.error = Some(e);
                 return report;
             }
         };
+        let fss = self.without_unchanged(surveyed, &mut report).await;
         let mut snaps = Vec::new();
         let mut hooked: Vec<(VersionPath, Vec<&Hook>)> = Vec::new();
         let mut errors = Vec::new();
-        for (fs, _) in &fss {
+        for fs in &fss {
             match VersionPath::snapshot(fs, &name) {
                 Ok(v) => {
                     let hooks: Vec<&Hook> = self
@@ -200,11 +266,13 @@ impl Snapshotter {
             }
         }
         if snaps.is_empty() && hooked.is_empty() && errors.is_empty() {
-            tracing::warn!("no filesystem matches the snapshotting job's filter");
+            if report.skipped.is_empty() {
+                tracing::warn!("no filesystem matches the snapshotting job's filter");
+            }
             return report;
         }
         for h in &self.hooks {
-            if !fss.iter().any(|(fs, _)| h.filter().accepts(fs)) {
+            if !fss.iter().any(|fs| h.filter().accepts(fs)) {
                 tracing::warn!(hook = %h.name(), "hook did not match any snapshotted filesystems");
             }
         }
@@ -255,7 +323,7 @@ impl Snapshotter {
     /// Runs rounds until `cancel`; after every round (also a failed one) `notify` is poked.
     pub async fn run(
         self,
-        notify: mpsc::Sender<()>,
+        notify: crate::wakeup::Trigger,
         status: SharedStatus,
         cancel: CancellationToken,
     ) {
@@ -264,7 +332,7 @@ impl Snapshotter {
                 set(&status, |s| s.state = SnapState::SyncUp);
                 match self.survey().await {
                     Ok(fss) => {
-                        let newest: Vec<Option<i64>> = fss.iter().map(|(_, n)| *n).collect();
+                        let newest: Vec<Option<i64>> = fss.iter().map(|s| s.newest_own).collect();
                         let now = Utc::now().timestamp();
                         let t = periodic_sync_point(&newest, *interval_secs, now);
                         if newest.iter().any(Option::is_none) && t > now + 1 {

@@ -10,9 +10,9 @@ use crate::command::{args, Output, Zfs};
 use crate::error::ZfsError;
 use crate::names::{check_property_name, check_property_value, dataset_arg, VersionPath};
 use crate::parse::{
-    is_dataset_does_not_exist, is_recv_abort_nothing_to_abort, parse_dataset_names, parse_get,
-    parse_versions_listing, ParseError, Properties, PropertySource, PropertyValue,
-    VersionsByFilesystem,
+    dataset_does_not_exist_path, is_dataset_does_not_exist, is_recv_abort_nothing_to_abort,
+    parse_dataset_names, parse_get, parse_versions_listing, ParseError, Properties, PropertySource,
+    PropertyValue, VersionsByFilesystem,
 };
 
 /// The user property marking placeholder filesystems.
@@ -386,6 +386,70 @@ impl Zfs {
             }
             res.insert(path, p);
         }
+        Ok(res)
+    }
+
+    /// Properties of many filesystems or volumes in one command (split only at the argv limit):
+    /// `zfs get -Hp -o name,property,value,source <props> <fs>...`. A dataset that does not exist
+    /// (any more) is missing from the result instead of failing the others; every other dataset
+    /// has all of `props`.
+    pub async fn get_properties_of(
+        &self,
+        datasets: &[DatasetPath],
+        props: &[&str],
+    ) -> Result<BTreeMap<DatasetPath, Properties>, ZfsError> {
+        if props.is_empty() {
+            return Err(ZfsError::InvalidArgument("no properties requested".into()));
+        }
+        for p in props {
+            check_property_name(p)?;
+        }
+        let names = datasets
+            .iter()
+            .map(dataset_arg)
+            .collect::<Result<Vec<String>, ZfsError>>()?;
+        let mut res = BTreeMap::new();
+        if names.is_empty() {
+            return Ok(res);
+        }
+        let prefix = args![
+            "get",
+            "-Hp",
+            "-o",
+            "name,property,value,source",
+            props.join(",")
+        ];
+        self.run_batched(&prefix, &names, |out, batch| {
+            let missing_only = out.stderr.lines().all(|l| {
+                l.trim().is_empty()
+                    || dataset_does_not_exist_path(l).is_some_and(|p| batch.iter().any(|b| b == p))
+            });
+            if !out.success() && !missing_only {
+                return Err(out.into_error());
+            }
+            let by_name = parse_get(&out.stdout).map_err(|e| unexpected(&out, e))?;
+            for (name, p) in by_name {
+                if !batch.contains(&name) || p.len() != props.len() {
+                    return Err(ZfsError::UnexpectedOutput {
+                        argv: out.argv.clone(),
+                        reason: format!(
+                            "listed {name} with {} of {} properties, expected the requested datasets with all of them",
+                            p.len(),
+                            props.len()
+                        ),
+                        output: out.stdout.clone(),
+                    });
+                }
+                let path = DatasetPath::parse(&name).map_err(|e| ZfsError::UnexpectedOutput {
+                    argv: out.argv.clone(),
+                    reason: format!("invalid dataset name {name:?}: {e}"),
+                    output: String::new(),
+                })?;
+                res.insert(path, p);
+            }
+            Ok(())
+        })
+        .await?;
         Ok(res)
     }
 

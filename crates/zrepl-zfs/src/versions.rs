@@ -37,7 +37,7 @@ const MIN_ITEMS_PER_PARALLEL_COMMAND: usize = 5;
 impl Zfs {
     /// Runs `prefix + batch` for batches of `items` within the argv limit; on `E2BIG` the batch
     /// is halved and retried. `check` sees every command's output and decides whether it failed.
-    async fn run_batched(
+    pub(crate) async fn run_batched(
         &self,
         prefix: &[String],
         items: &[String],

@@ -308,6 +308,10 @@ fn cases() -> Vec<Bad> {
         bad("cron four fields", snap_with("    type: cron\n    prefix: z_\n    cron: \"*/5 * * *\"\n", KEEP1), 8, "\"", "expected 5 fields"),
         bad("cron descriptor", snap_with("    type: cron\n    prefix: z_\n    cron: \"@daily\"\n", KEEP1), 8, "\"", "descriptors"),
         bad("cron out of range", snap_with("    type: cron\n    prefix: z_\n    cron: \"61 * * * *\"\n", KEEP1), 8, "\"", "out of range"),
+        bad("written_threshold negative", snap_with("    type: periodic\n    prefix: z_\n    interval: 10m\n    written_threshold: -1\n", KEEP1), 9, "-1", "invalid written_threshold"),
+        bad("written_threshold without number", snap_with("    type: cron\n    prefix: z_\n    cron: \"* * * * *\"\n    written_threshold: MiB\n", KEEP1), 9, "MiB", "invalid written_threshold"),
+        bad("written_threshold is a list", snap_with("    type: periodic\n    prefix: z_\n    interval: 10m\n    written_threshold: [1]\n", KEEP1), 9, "[", "expected a string"),
+        bad("written_threshold on manual", snap_with("    type: manual\n    written_threshold: 1\n", KEEP1), 7, "written_threshold", "unknown field \"written_threshold\""),
         bad("manual with prefix", snap_with("    type: manual\n    prefix: z_\n", KEEP1), 7, "prefix", "unknown field \"prefix\""),
         bad("snapshotting without type", snap_with("    prefix: z_\n", KEEP1), 6, "prefix", "must specify type"),
         bad("filter misplaced wildcard", SNAP.replace("NAME", "j").replace("\"tank<\"", "\"tank<x\""), 4, "\"tank<x\"", "'<' may appear only once"),
@@ -361,9 +365,67 @@ fn cases() -> Vec<Bad> {
         bad("stall_timeout without unit", push_with(TCP, "  replication:\n    stall_timeout: 600\n"), 13, "600", "missing unit"),
         bad("command_timeout negative", global("  zfs:\n    command_timeout: -1m\n"), 3, "-1m", "must not be negative"),
         bad("unknown key in global.zfs", global("  zfs:\n    binary: /sbin/zfs\n"), 3, "binary", "unknown field \"binary\""),
+        bad("push interval without unit", push_with(TCP, "  interval: 10\n"), 12, "10", "missing unit"),
+        bad("push interval zero", push_with(TCP, "  interval: 0s\n"), 12, "0s", "must be positive"),
+        bad("push cron invalid", push_with(TCP, "  cron: \"61 * * * *\"\n"), 12, "\"", "out of range"),
+        bad("pull cron invalid", "jobs:\n- name: p\n  type: pull\n  connect: {type: tcp, address: \"h:1\"}\n  root_fs: pool/p\n  cron: \"* * *\"\n  pruning: {keep_sender: [{type: last_n, count: 1}], keep_receiver: [{type: last_n, count: 1}]}\n", 6, "\"", "expected 5 fields"),
         bad("include is not a list", "include: x.yml\n", 1, "x.yml", "expected a list of paths"),
         bad("global is a list", "global: []\n", 1, "[]", "expected a map"),
     ]
+}
+
+#[test]
+fn replication_schedules_of_push_and_pull() {
+    let load = |src: &str| {
+        load_str(src, Path::new("/t/zrepl.yml"), &MemLoader::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .config
+    };
+    let push = |c: &Config| match &c.jobs[0] {
+        zrepl_config::Job::Push(p) => p.clone(),
+        other => panic!("not a push job: {other:?}"),
+    };
+    // zrepl configs: push jobs replicate only after snapshotting and on wakeups.
+    let p = push(&load(&push_with(TCP, "")));
+    assert_eq!(p.interval, zrepl_config::PullInterval::Manual);
+    assert!(p.cron.is_none());
+    let p = push(&load(&push_with(
+        TCP,
+        "  interval: 10s\n  cron: \"*/5 * * * *\"\n",
+    )));
+    assert_eq!(
+        p.interval,
+        zrepl_config::PullInterval::Every(
+            zrepl_config::units::ZreplDuration::parse("10s").unwrap()
+        )
+    );
+    assert_eq!(
+        p.cron.map(|c| c.to_string()).as_deref(),
+        Some("*/5 * * * *")
+    );
+    let pull = "jobs:\n- name: p\n  type: pull\n  connect: {type: tcp, address: \"h:1\"}\n  root_fs: pool/p\n  cron: \"0 3 * * *\"\n  pruning: {keep_sender: [{type: last_n, count: 1}], keep_receiver: [{type: last_n, count: 1}]}\n";
+    match &load(pull).jobs[0] {
+        zrepl_config::Job::Pull(p) => {
+            assert_eq!(
+                p.interval,
+                zrepl_config::PullInterval::Manual,
+                "cron replaces interval"
+            );
+            assert!(p.cron.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without cron, a pull job still needs its interval (zrepl's rule).
+    let no_interval = pull.replace("  cron: \"0 3 * * *\"\n", "");
+    let err = load_str(
+        &no_interval,
+        Path::new("/t/zrepl.yml"),
+        &MemLoader::default(),
+    )
+    .map(|_| ())
+    .expect_err("a pull job without interval or cron is refused")
+    .to_string();
+    assert!(err.contains("\"interval\" is required"), "{err}");
 }
 
 #[test]
@@ -399,6 +461,46 @@ fn timeouts_default_and_zero_disables() {
     ));
     assert_eq!(off.global.zfs.command_timeout(), None);
     assert_eq!(push(&off).stall_timeout(), None);
+}
+
+#[test]
+fn written_threshold_bytes_or_size_default_never_skips() {
+    let threshold = |snapshotting: &str| {
+        let cfg = load_str(
+            &snap_with(snapshotting, KEEP1),
+            Path::new("/t/zrepl.yml"),
+            &MemLoader::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+        match &cfg.jobs[0] {
+            zrepl_config::Job::Snap(j) => match &j.snapshotting {
+                zrepl_config::Snapshotting::Periodic {
+                    written_threshold, ..
+                }
+                | zrepl_config::Snapshotting::Cron {
+                    written_threshold, ..
+                } => *written_threshold,
+                zrepl_config::Snapshotting::Manual => panic!("manual"),
+            },
+            other => panic!("not a snap job: {other:?}"),
+        }
+    };
+    let periodic = "    type: periodic\n    prefix: z_\n    interval: 10m\n";
+    let cron = "    type: cron\n    prefix: z_\n    cron: \"*/5 * * * *\"\n";
+    let cases: &[(&str, &str, u64)] = &[
+        (periodic, "", 0),
+        (periodic, "    written_threshold: 0\n", 0),
+        (periodic, "    written_threshold: 1024\n", 1024),
+        (periodic, "    written_threshold: 1 MiB\n", 1 << 20),
+        (periodic, "    written_threshold: \"1.5 KiB\"\n", 1536),
+        (periodic, "    written_threshold: 10 B\n", 10),
+        (cron, "", 0),
+        (cron, "    written_threshold: 64 KiB\n", 64 << 10),
+    ];
+    for (kind, key, want) in cases {
+        assert_eq!(threshold(&format!("{kind}{key}")), *want, "{kind}{key}");
+    }
 }
 
 #[test]

@@ -863,3 +863,52 @@ echo "cannot open 'pool/c@gone': dataset does not exist" >&2; exit 1"#,
     let m = Mock::new(r#"printf 'pool/x@evil\t1\t1\t1\t0\n'"#);
     assert!(m.zfs().get_versions(&[snap("pool/a", "s1")]).await.is_err());
 }
+
+#[tokio::test]
+async fn get_properties_of_many_datasets_in_one_command() {
+    // pool/gone vanished after the caller listed it: the others still get their values.
+    let m = Mock::new(
+        r#"printf 'pool/a\twritten\t0\t-\npool/b c\twritten\t4096\t-\n'
+echo "cannot open 'pool/gone': dataset does not exist" >&2; exit 1"#,
+    );
+    let zfs = m.zfs();
+    let r = zfs
+        .get_properties_of(&[p("pool/a"), p("pool/b c"), p("pool/gone")], &["written"])
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[&p("pool/b c")]["written"].value, "4096");
+    assert_eq!(
+        m.calls(),
+        [v(&[
+            "get",
+            "-Hp",
+            "-o",
+            "name,property,value,source",
+            "written",
+            "pool/a",
+            "pool/b c",
+            "pool/gone"
+        ])]
+    );
+}
+
+#[tokio::test]
+async fn get_properties_of_fails_on_other_errors() {
+    let m = Mock::new(r#"echo "cannot get property: permission denied" >&2; exit 1"#);
+    let err = m
+        .zfs()
+        .get_properties_of(&[p("pool/a")], &["written"])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    // Nothing to ask: no command.
+    let m = Mock::new("exit 1");
+    assert!(m
+        .zfs()
+        .get_properties_of(&[], &["written"])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(m.calls().is_empty());
+}
