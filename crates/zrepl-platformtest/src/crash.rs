@@ -37,7 +37,7 @@ const KEEP: usize = 3;
 pub(crate) struct Scenario {
     pub(crate) t: Ctx,
     dir: String,
-    cfg: String,
+    pub(crate) cfg: String,
     pub(crate) log: String,
     /// Snapshots made so far, per filesystem, oldest first.
     pub(crate) made: std::collections::BTreeMap<String, Vec<String>>,

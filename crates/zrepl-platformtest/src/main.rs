@@ -19,6 +19,7 @@ mod observe;
 mod orch;
 mod pool;
 mod replication;
+mod scripting;
 mod tests;
 
 use std::future::Future;
@@ -191,6 +192,11 @@ fn main() {
         fault_hanging_zfs_command_is_bounded,
         fault_receiving_pool_exported_then_imported,
         fault_modified_receiving_dataset,
+    ]);
+    trials.extend(trials![scripting:
+        script_wakeup_wait_exit_codes,
+        script_zrepl_run_to_pool_imported_for_the_run,
+        script_push_replication_interval,
     ]);
     // Every failpoint has its crash test.
     for (fp, _) in zrepl_failpoint::ALL {

@@ -185,7 +185,16 @@ pub struct SnapRound {
     pub started_at: Option<DateTime<Utc>>,
     pub snapshot_name: String,
     pub filesystems: Vec<String>,
+    /// Filesystems left out as unchanged (`written_threshold`).
+    pub skipped: Vec<SkippedFs>,
     pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SkippedFs {
+    pub filesystem: String,
+    pub written: u64,
 }
 
 #[cfg(test)]

@@ -493,8 +493,12 @@ fn snapshot_lines<'a>(
         wrapped(out, "   Error: ", e, width, Style::default().fg(Color::Red));
     }
     if let Some(r) = &s.last_round {
+        let skipped = match r.skipped.len() {
+            0 => String::new(),
+            n => format!(", {n} unchanged skipped"),
+        };
         out.push(Line::raw(format!(
-            "   Last round: {} snap name: {:?} ({} filesystems)",
+            "   Last round: {} snap name: {:?} ({} filesystems{skipped})",
             r.started_at.map(local_time).unwrap_or_default(),
             r.snapshot_name,
             r.filesystems.len()

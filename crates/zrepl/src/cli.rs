@@ -34,8 +34,15 @@ pub enum Command {
     Stdinserver(StdinserverArgs),
     /// Send a signal to a job of the running daemon.
     Signal(SignalArgs),
+    /// Run one cycle of a push, pull or snap job without a daemon (snapshot, replicate,
+    /// prune) and exit: 0 success, 3 replication failed, 4 pruning failed, 6 snapshotting
+    /// failed, 1 the job could not run.
+    Run(RunArgs),
     /// Show the running daemon's status.
     Status(StatusArgs),
+    /// Nagios/Icinga checks: snapshot age, replication lag, daemon liveness (exit 0 OK,
+    /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    Monitor(crate::monitor_cmd::MonitorArgs),
     /// Show what pruning of a job would destroy now, and which rule keeps the rest.
     Prune(PruneArgs),
     /// List and release the holds and bookmarks zrepl manages.
@@ -184,11 +191,25 @@ pub enum SignalOp {
 }
 
 #[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job's name (a push, pull or snap job of the config).
+    pub job: String,
+}
+
+#[derive(Debug, Args)]
 pub struct SignalArgs {
     #[arg(value_enum)]
     pub op: SignalOp,
     /// The job's name.
     pub job: String,
+    /// (wakeup) Wait until the run this wakeup starts has finished, replication and pruning,
+    /// print a summary and exit 0 if it succeeded, 3 if replication failed or was cancelled, 4
+    /// if pruning failed, 5 on --timeout, 1 if the run could not be started or followed.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: stop waiting after this long (e.g. 30m, 2h; the run goes on) and exit 5.
+    #[arg(long, value_parser = parse_delay, requires = "wait")]
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{PruneArgs, SignalArgs, SignalOp, StatusArgs, StatusMode};
+use crate::cli::{PruneArgs, RunArgs, SignalArgs, SignalOp, StatusArgs, StatusMode};
 use crate::control_client::{block_on, post};
+use zrepl_daemon::wakeup::WaitResult;
 
 /// `zrepl stdinserver IDENTITY`: runs as sshd's forced command; stdout is the protocol stream,
 /// so errors go to stderr only (ssh shows them to the connecting daemon's log).
@@ -57,6 +58,49 @@ pub fn daemon(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `zrepl run JOB`: one cycle without a daemon. Refused while a daemon of this config runs the
+/// job (the two would replicate the same filesystems at once): wake it up instead.
+pub fn run_job(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let cfg = crate::cli::load_config(config)?;
+    let _log = init_logging(&cfg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let outcome = rt.block_on(async {
+        let sock = PathBuf::from(&cfg.global.control.sockpath);
+        if let Ok(body) = post(&sock, "/status", &serde_json::json!({})).await {
+            let runs_it = serde_json::from_slice::<serde_json::Value>(&body)
+                .map(|v| v["jobs"].get(&args.job).is_some())
+                .unwrap_or(false);
+            if runs_it {
+                anyhow::bail!(
+                    "the zrepl daemon on {} runs job {:?}: use `zrepl signal wakeup {} --wait` instead",
+                    sock.display(),
+                    args.job,
+                    args.job
+                );
+            }
+        }
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::warn!("received termination signal, aborting the run");
+            c2.cancel();
+        });
+        let zfs = zrepl_zfs::Zfs::new(zrepl_zfs::ZfsConfig {
+            command_timeout: cfg.global.zfs.command_timeout(),
+            ..crate::zfs_config()
+        });
+        zrepl_daemon::run_once(&cfg, &args.job, &zfs, &cancel)
+            .await
+            .with_context(|| format!("cannot run job {:?}", args.job))
+    })?;
+    println!("{}", outcome.summary(&args.job));
+    Ok(ExitCode::from(outcome.exit_code()))
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (
@@ -97,13 +141,66 @@ pub fn signal(config: Option<&Path>, args: SignalArgs) -> anyhow::Result<ExitCod
         SignalOp::Wakeup => "wakeup",
         SignalOp::Reset => "reset",
     };
-    block_on(post(
+    if args.wait && args.op != SignalOp::Wakeup {
+        anyhow::bail!("--wait works with wakeup only");
+    }
+    let body = block_on(post(
         &sock,
         "/signal",
         &serde_json::json!({"Name": args.job, "Op": op}),
     ))?
     .with_context(|| format!("signal {op} to job {:?}", args.job))?;
-    Ok(ExitCode::SUCCESS)
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let run = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["run"].as_u64())
+        .context("the daemon did not say which run the wakeup starts (is it an older zrepl?)")?;
+    let deadline = args.timeout.map(|t| std::time::Instant::now() + t);
+    let outcome = block_on(async {
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Ok(None);
+            }
+            let secs = left
+                .map(|l| l.as_secs().max(1))
+                .unwrap_or(u64::MAX)
+                .min(zrepl_daemon::control::MAX_WAIT.as_secs());
+            let body = post(
+                &sock,
+                "/wait",
+                &serde_json::json!({"Name": args.job, "Run": run, "TimeoutSecs": secs}),
+            )
+            .await
+            .with_context(|| format!("waiting for run #{run} of job {:?}", args.job))?;
+            match serde_json::from_slice::<WaitResult>(&body)
+                .context("invalid answer from the daemon")?
+            {
+                WaitResult::Pending => continue,
+                WaitResult::Finished { outcome } => return Ok(Some(outcome)),
+                WaitResult::Forgotten => anyhow::bail!(
+                    "run #{run} of job {:?} finished, but the daemon no longer knows how",
+                    args.job
+                ),
+            }
+        }
+    })?;
+    match outcome {
+        Ok(Some(o)) => {
+            println!("{}", o.summary(&args.job));
+            Ok(ExitCode::from(o.exit_code()))
+        }
+        Ok(None) => {
+            eprintln!(
+                "timed out waiting for run #{run} of job {:?}; it goes on (zrepl status)",
+                args.job
+            );
+            Ok(ExitCode::from(zrepl_daemon::wakeup::exit::TIMEOUT))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 pub fn status(config: Option<&Path>, args: StatusArgs) -> anyhow::Result<ExitCode> {

@@ -8,6 +8,8 @@ mod cli;
 mod configcheck;
 mod control_client;
 mod daemon_cmd;
+mod monitor;
+mod monitor_cmd;
 mod status_text;
 mod test_cmd;
 mod version;
@@ -33,7 +35,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match cli::Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        // A monitoring plugin's usage error is UNKNOWN (3), not clap's 2 (CRITICAL).
+        Err(e) if e.use_stderr() && monitor_cmd::is_monitor_invocation(&argv) => {
+            let _ = e.print();
+            return ExitCode::from(3);
+        }
+        Err(e) => e.exit(),
+    };
     // A bad ZREPL_FAILPOINTS (tests only) fails here, before any work.
     if zrepl_failpoint::init() {
         eprintln!("zrepl: failpoints enabled by ZREPL_FAILPOINTS (testing only)");
@@ -55,7 +66,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Daemon => daemon_cmd::daemon(cli.config.as_deref()),
         cli::Command::Stdinserver(args) => daemon_cmd::stdinserver(cli.config.as_deref(), args),
         cli::Command::Signal(args) => daemon_cmd::signal(cli.config.as_deref(), args),
+        cli::Command::Run(args) => daemon_cmd::run_job(cli.config.as_deref(), args),
         cli::Command::Status(args) => daemon_cmd::status(cli.config.as_deref(), args),
+        cli::Command::Monitor(args) => monitor_cmd::run(cli.config.as_deref(), args),
         cli::Command::Prune(args) => daemon_cmd::prune(cli.config.as_deref(), args),
         cli::Command::ZfsAbstraction(args) => abstraction_cmd::run(args),
         cli::Command::Migrate(args) => abstraction_cmd::migrate(cli.config.as_deref(), args),

@@ -81,9 +81,17 @@ fn render_job(out: &mut String, name: &str, job: &Value) {
                 .get("filesystems")
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
+            let skipped = r
+                .get("skipped")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let skipped = match skipped {
+                0 => String::new(),
+                k => format!(", {k} unchanged skipped"),
+            };
             let _ = writeln!(
                 out,
-                "   Last round: {} snap name: {:?} ({n} filesystems)",
+                "   Last round: {} snap name: {:?} ({n} filesystems{skipped})",
                 s(r, "started_at"),
                 s(r, "snapshot_name")
             );
@@ -258,5 +266,18 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("snap name: \"zrepl_1\" (1 filesystems)"), "{t}");
+    }
+
+    #[test]
+    fn renders_skipped_unchanged_filesystems() {
+        let v = serde_json::json!({"jobs": {"snap": {"type": "snap", "state": "idle",
+            "snapshotting": {"state": "waiting", "error": null,
+                "last_round": {"started_at": "2025-12-31T23:00:00Z", "snapshot_name": "zrepl_1",
+                    "filesystems": ["pool/a"], "skipped": [{"filesystem": "pool/b", "written": 0}]}}}}});
+        let t = render(&v, None);
+        assert!(
+            t.contains("snap name: \"zrepl_1\" (1 filesystems, 1 unchanged skipped)"),
+            "{t}"
+        );
     }
 }

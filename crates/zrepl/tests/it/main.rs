@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod logging;
+mod monitor;
 mod tidy;
 
 fn zrepl(args: &[&str]) -> Output {
@@ -952,4 +953,157 @@ fn daemon_serves_prometheus_metrics() {
         "{}",
         stderr(&o)
     );
+}
+
+/// A `zfs` that lists nothing, or fails while a file `fail` exists next to it.
+fn switchable_zfs_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("zfs");
+    std::fs::write(
+        &p,
+        "#!/bin/sh\nif [ -e \"$(dirname \"$0\")/fail\" ]; then echo 'mock zfs: broken pool' >&2; exit 1; fi\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn snap_config(dir: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let config = dir.join("zrepl.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  control:\n    sockpath: {}/run/control\njobs:\n- type: snap\n  name: snap\n  filesystems: {{\"pool<\": true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep: [{{type: last_n, count: 1}}]}}\n- type: sink\n  name: sink\n  root_fs: pool/sink\n  serve: {{type: local, listener_name: l}}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn wakeup_wait_reports_the_run_and_its_exit_code() {
+    let zfs = switchable_zfs_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = snap_config(dir.path());
+    let cfg = config.to_str().unwrap();
+    let path = format!(
+        "{}:{}",
+        zfs.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zrepl"))
+        .args(["--config", cfg, "daemon"])
+        .env("PATH", &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = dir.path().join("run/control");
+    for _ in 0..200 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let run = |args: &[&str]| zrepl_with_path(args, &path);
+    // A good run: exit 0 and a summary.
+    let o = run(&["--config", cfg, "signal", "wakeup", "snap", "--wait"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("job \"snap\" run #1: no replication (snap job); pruning done"),
+        "{}",
+        stdout(&o)
+    );
+    // Pruning cannot list: exit 4, the summary says why.
+    std::fs::write(zfs.path().join("fail"), "").unwrap();
+    let o = run(&[
+        "--config",
+        cfg,
+        "signal",
+        "wakeup",
+        "snap",
+        "--wait",
+        "--timeout",
+        "60s",
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("run #2")
+            && stdout(&o).contains("pruning failed")
+            && stdout(&o).contains("broken pool"),
+        "{}",
+        stdout(&o)
+    );
+    // Jobs that cannot be woken up, and --wait with reset, fail with exit 1.
+    let o = run(&["--config", cfg, "signal", "wakeup", "sink", "--wait"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot be woken up"), "{}", stderr(&o));
+    let o = run(&["--config", cfg, "signal", "reset", "snap", "--wait"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--wait works with wakeup only"),
+        "{}",
+        stderr(&o)
+    );
+    // `zrepl run` refuses a job the daemon runs.
+    let o = run(&["--config", cfg, "run", "snap"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("use `zrepl signal wakeup snap --wait`"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn run_runs_one_cycle_without_a_daemon() {
+    let zfs = switchable_zfs_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = snap_config(dir.path());
+    let cfg = config.to_str().unwrap();
+    let path = format!(
+        "{}:{}",
+        zfs.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = zrepl_with_path(&["--config", cfg, "run", "snap"], &path);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("pruning done, 0 destroyed"),
+        "{}",
+        stdout(&o)
+    );
+    std::fs::write(zfs.path().join("fail"), "").unwrap();
+    let o = zrepl_with_path(&["--config", cfg, "run", "snap"], &path);
+    assert_eq!(o.status.code(), Some(4), "{}{}", stdout(&o), stderr(&o));
+    let o = zrepl_with_path(&["--config", cfg, "run", "nope"], &path);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("job \"nope\" does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    let o = zrepl_with_path(&["--config", cfg, "run", "sink"], &path);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is a sink job"), "{}", stderr(&o));
+    // --timeout needs --wait (a usage error).
+    let o = zrepl_with_path(
+        &[
+            "--config",
+            cfg,
+            "signal",
+            "wakeup",
+            "snap",
+            "--timeout",
+            "5s",
+        ],
+        &path,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
