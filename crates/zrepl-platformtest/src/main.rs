@@ -14,6 +14,7 @@ mod crash;
 mod dbhooks;
 mod faults;
 mod logging;
+mod monitor;
 mod network;
 mod observe;
 mod orch;
@@ -193,6 +194,7 @@ fn main() {
         fault_receiving_pool_exported_then_imported,
         fault_modified_receiving_dataset,
     ]);
+    trials.extend(trials![monitor: monitor_skip_empty_snapshots, monitor_checks_exit_codes]);
     trials.extend(trials![scripting:
         script_wakeup_wait_exit_codes,
         script_zrepl_run_to_pool_imported_for_the_run,
