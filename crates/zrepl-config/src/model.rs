@@ -32,6 +32,16 @@ pub struct Global {
     pub serve: GlobalServe,
     /// Extension (not in zrepl 0.7): how the daemon runs `zfs` and `zpool`.
     pub zfs: ZfsGlobal,
+    /// Extension: on SIGTERM/SIGINT, replication runs in progress may finish for this long
+    /// before they are cancelled (a second signal cancels them at once). `0s`: at once.
+    #[serde(serialize_with = "ser_display")]
+    pub shutdown_timeout: GoDuration,
+}
+
+impl Global {
+    pub fn shutdown_timeout(&self) -> std::time::Duration {
+        positive_duration(self.shutdown_timeout).unwrap_or_default()
+    }
 }
 
 /// `global.zfs` (an extension of zrepl's schema; zrepl configs leave it out).

@@ -132,6 +132,9 @@ fn from_defaults<T>(
 /// half a million snapshots or a large batched destroy, short enough that a hung command does
 /// not block a job for days.
 pub const DEFAULT_COMMAND_TIMEOUT_SECS: i64 = 3600;
+/// `global.shutdown_timeout` when the config leaves it out: below systemd's default stop
+/// timeout (90 s), after which the service is killed.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: i64 = 60;
 /// `replication.stall_timeout` when the config leaves it out.
 pub const DEFAULT_STALL_TIMEOUT_SECS: i64 = 600;
 
@@ -202,6 +205,12 @@ fn decode_global(cx: &mut Cx, node: &Node, path: &str) -> Option<Global> {
             command_timeout: command_timeout?,
         })
     });
+    let shutdown_timeout = m.or(
+        cx,
+        "shutdown_timeout",
+        GoDuration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+        go_duration_nonneg,
+    );
     m.finish(cx);
     Some(Global {
         logging: logging?,
@@ -209,6 +218,7 @@ fn decode_global(cx: &mut Cx, node: &Node, path: &str) -> Option<Global> {
         control: control?,
         serve: serve?,
         zfs: zfs?,
+        shutdown_timeout: shutdown_timeout?,
     })
 }
 

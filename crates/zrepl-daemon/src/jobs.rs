@@ -250,6 +250,11 @@ pub(crate) enum Runnable {
 }
 
 impl Runnable {
+    /// Sink and source jobs: they serve peers.
+    pub(crate) fn is_passive(&self) -> bool {
+        matches!(self, Runnable::Passive { .. })
+    }
+
     pub(crate) fn handle(&self) -> &Arc<JobHandle> {
         match self {
             Runnable::Push { active, .. } | Runnable::Pull { active, .. } => &active.handle,
@@ -829,14 +834,16 @@ async fn active_loop(
     zfs: &Zfs,
     listeners: &LocalListeners,
     reg: &Registry,
-    shutdown: &CancellationToken,
+    stop: &CancellationToken,
+    abort: &CancellationToken,
 ) {
     loop {
         let run_id = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
             w = a.wakeups.recv() => match w { Some(id) => id, None => return },
-            _ = shutdown.cancelled() => return,
         };
-        run_active(&a, &side, zfs, listeners, reg, run_id, shutdown).await;
+        run_active(&a, &side, zfs, listeners, reg, run_id, abort).await;
     }
 }
 
@@ -849,13 +856,13 @@ async fn run_active(
     listeners: &LocalListeners,
     reg: &Registry,
     run_id: u64,
-    shutdown: &CancellationToken,
+    abort: &CancellationToken,
 ) -> RunOutcome {
     let job = a.handle.name.clone();
     {
         let started_at = Utc::now();
         let mut pruned = None;
-        let run_cancel = shutdown.child_token();
+        let run_cancel = abort.child_token();
         *a.handle
             .current_run
             .lock()
@@ -1100,14 +1107,18 @@ pub(crate) async fn run_once(
     }
 }
 
-/// Runs a job until `shutdown`.
+/// Runs a job: an active job until `stop` (a run in progress goes on until it ends or `abort`
+/// cancels it), a passive one until `abort`.
 pub(crate) async fn run(
     job: Runnable,
     zfs: Zfs,
     listeners: LocalListeners,
     reg: Registry,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
+    abort: CancellationToken,
 ) {
+    // Passive jobs serve until they are aborted.
+    let shutdown = &abort;
     match job {
         Runnable::Passive {
             handle,
@@ -1121,7 +1132,7 @@ pub(crate) async fn run(
                 ..
             } = &mut role
             {
-                spawn_snapshotter(&handle, snapshotter.take().map(|s| *s), &shutdown);
+                spawn_snapshotter(&handle, snapshotter.take().map(|s| *s), &stop);
                 if let Some(mut rx) = wakeups.take() {
                     tokio::spawn(async move { while rx.recv().await.is_some() {} });
                 }
@@ -1144,7 +1155,7 @@ pub(crate) async fn run(
                     }
                 }
                 Serving::Net { serve, sockdir } => {
-                    crate::serve::serve(&handle, &serve, &sockdir, &role, &zfs, &reg, &shutdown)
+                    crate::serve::serve(&handle, &serve, &sockdir, &role, &zfs, &reg, shutdown)
                         .await
                 }
             };
@@ -1161,9 +1172,9 @@ pub(crate) async fn run(
             snapshotter,
             schedule,
         } => {
-            spawn_snapshotter(&active.handle, snapshotter, &shutdown);
+            spawn_snapshotter(&active.handle, snapshotter, &stop);
             if let Some(t) = active.handle.wakeup.clone() {
-                crate::schedule::spawn(&active.handle.name, schedule, t, &shutdown);
+                crate::schedule::spawn(&active.handle.name, schedule, t, &stop);
             }
             active_loop(
                 active,
@@ -1171,7 +1182,8 @@ pub(crate) async fn run(
                 &zfs,
                 &listeners,
                 &reg,
-                &shutdown,
+                &stop,
+                &abort,
             )
             .await;
         }
@@ -1181,7 +1193,7 @@ pub(crate) async fn run(
             schedule,
         } => {
             if let Some(t) = active.handle.wakeup.clone() {
-                crate::schedule::spawn(&active.handle.name, schedule, t, &shutdown);
+                crate::schedule::spawn(&active.handle.name, schedule, t, &stop);
             }
             active_loop(
                 active,
@@ -1189,7 +1201,8 @@ pub(crate) async fn run(
                 &zfs,
                 &listeners,
                 &reg,
-                &shutdown,
+                &stop,
+                &abort,
             )
             .await;
         }
@@ -1200,16 +1213,16 @@ pub(crate) async fn run(
             keep,
             snapshotter,
         } => {
-            spawn_snapshotter(&handle, snapshotter, &shutdown);
+            spawn_snapshotter(&handle, snapshotter, &stop);
             loop {
                 let run_id = tokio::select! {
                     w = wakeups.recv() => match w { Some(id) => id, None => return },
-                    _ = shutdown.cancelled() => return,
+                    _ = stop.cancelled() => return,
                 };
                 let started_at = Utc::now();
                 let pr = tokio::select! {
                     p = crate::prune::prune_local(&sender, &keep, false) => p,
-                    _ = shutdown.cancelled() => return,
+                    _ = abort.cancelled() => return,
                 };
                 let (pruning_error, destroyed) = side_outcome(&pr);
                 handle.runs.record(RunOutcome {

@@ -62,12 +62,22 @@ pub async fn run_once(
     jobs::run_once(cfg, job, zfs, cancel).await
 }
 
-/// Runs the daemon until `shutdown` fires, then stops every job and waits for them.
+/// How the daemon stops: `stop` (the first SIGTERM/SIGINT) ends every job's loop and
+/// snapshotting, but replication runs in progress go on (status stays available) until they
+/// end or `abort` fires (a second signal, or the shutdown timeout): then they are cancelled,
+/// their `zfs` children killed, and the next start resumes what was cut.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    pub stop: CancellationToken,
+    pub abort: CancellationToken,
+}
+
+/// Runs the daemon until it is stopped (see [`Shutdown`]).
 pub async fn run(
     cfg: zrepl_config::Config,
     zfs: Zfs,
     version: VersionInfo,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) -> Result<(), DaemonError> {
     let started = chrono::Utc::now();
     // The endpoints' shared state (prepared steps, receiver roots, bandwidth buckets) is the
@@ -86,8 +96,12 @@ pub async fn run(
     let listener = control::bind(&sockpath).await?;
     let handles: Arc<Vec<_>> = Arc::new(runnables.iter().map(|r| r.handle().clone()).collect());
     let listeners = local::LocalListeners::new(reg.clone());
-    let tracker = TaskTracker::new();
-    tracker.spawn(control::serve(
+    // Serving (control socket, metrics, passive jobs) ends once the active jobs have ended
+    // (or on abort); the active jobs end on stop, after their runs.
+    let serving_done = shutdown.abort.child_token();
+    let active = TaskTracker::new();
+    let serving = TaskTracker::new();
+    serving.spawn(control::serve(
         listener,
         sockpath,
         control::ControlState {
@@ -95,10 +109,10 @@ pub async fn run(
             zfs: zfs.clone(),
             version: version.clone(),
         },
-        shutdown.clone(),
+        serving_done.clone(),
     ));
     for l in prometheus {
-        tracker.spawn(metrics::serve(
+        serving.spawn(metrics::serve(
             l,
             metrics::MetricsState {
                 jobs: handles.clone(),
@@ -106,32 +120,54 @@ pub async fn run(
                 version: version.clone(),
                 started,
             },
-            shutdown.clone(),
+            serving_done.clone(),
         ));
     }
     for r in runnables {
         tracing::info!(job = %r.handle().name, kind = r.handle().kind, "starting job");
         let span = tracing::info_span!("job", job = %r.handle().name, subsystem = "job");
+        let (tracker, abort) = if r.is_passive() {
+            (&serving, serving_done.clone())
+        } else {
+            (&active, shutdown.abort.clone())
+        };
         tracker.spawn(tracing::Instrument::instrument(
             jobs::run(
                 r,
                 zfs.clone(),
                 listeners.clone(),
                 reg.clone(),
-                shutdown.clone(),
+                shutdown.stop.clone(),
+                abort,
             ),
             span,
         ));
     }
-    tracker.close();
+    active.close();
+    serving.close();
     tracing::info!(jobs = handles.len(), "daemon running");
-    shutdown.cancelled().await;
-    tracing::info!("shutting down");
+    shutdown.stop.cancelled().await;
+    tracing::info!(
+        "stopping: replication runs in progress finish first (a second signal aborts them)"
+    );
     loop {
         tokio::select! {
-            _ = tracker.wait() => break,
+            _ = active.wait() => break,
             _ = tokio::time::sleep(Duration::from_secs(5)) => {
-                tracing::warn!(tasks = tracker.len(), "waiting for jobs to stop");
+                tracing::warn!(
+                    jobs = active.len(),
+                    aborting = shutdown.abort.is_cancelled(),
+                    "waiting for jobs to stop"
+                );
+            }
+        }
+    }
+    serving_done.cancel();
+    loop {
+        tokio::select! {
+            _ = serving.wait() => break,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                tracing::warn!(tasks = serving.len(), "waiting for serving jobs to stop");
             }
         }
     }

@@ -199,6 +199,8 @@ fn main() {
         script_wakeup_wait_exit_codes,
         script_zrepl_run_to_pool_imported_for_the_run,
         script_push_replication_interval,
+        script_sigterm_lets_the_run_finish,
+        script_second_sigterm_aborts,
     ]);
     // Every failpoint has its crash test.
     for (fp, _) in zrepl_failpoint::ALL {

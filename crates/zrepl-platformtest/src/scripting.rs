@@ -184,3 +184,125 @@ pub(crate) async fn script_push_replication_interval(t: Ctx) -> TestResult {
     let _ = d.wait();
     res
 }
+
+/// Sends SIGTERM to the daemon.
+fn sigterm(d: &std::process::Child) -> Result<(), String> {
+    sh(&["kill", "-TERM", &d.id().to_string()]).map(|_| ())
+}
+
+/// Waits (`limit` at most) for the daemon to exit; its exit code.
+fn wait_exit(d: &mut std::process::Child, limit: Duration) -> Result<Option<i32>, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = d.try_wait().map_err(|e| e.to_string())? {
+            return Ok(Some(st.code().unwrap_or(-1)));
+        }
+        if Instant::now() > deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until a replicating `zfs send` (not a dry run) runs.
+fn wait_for_send() -> TestResult {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = sh(&["pgrep", "-f", "^zfs send"]).unwrap_or_default();
+        if found.lines().any(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| !c.split(|b| *b == 0).any(|a| a == b"-n"))
+                .unwrap_or(false)
+        }) {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "no zfs send appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM during a transfer: the run in progress finishes (within `global.shutdown_timeout`),
+/// then the daemon exits 0; nothing is left to converge.
+pub(crate) async fn script_sigterm_lets_the_run_finish(t: Ctx) -> TestResult {
+    let mut s = Scenario::new(&t)?;
+    s.push_extra = "  send: {bandwidth_limit: {max: 4 MiB}}\n".into();
+    s.configure(ALL, "resumability", "{type: manual}")?;
+    let mut d = s.daemon(None)?;
+    let res: TestResult = (|| {
+        let r = s.run()?;
+        ensure!(r == "done", "initial replication: {r}");
+        s.snapshots(&["a"], 16)?;
+        s.zrepl(&["signal", "wakeup", SENDER_JOB])?;
+        wait_for_send()?;
+        let stopped = Instant::now();
+        sigterm(&d)?;
+        let code = wait_exit(&mut d, Duration::from_secs(55))?;
+        ensure!(
+            code == Some(0),
+            "the daemon did not exit cleanly after finishing the run: {code:?}\n{}",
+            s.log_tail()
+        );
+        let took = stopped.elapsed();
+        let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+        ensure!(
+            log.contains("replication done"),
+            "the run in progress did not finish\n{}",
+            s.log_tail()
+        );
+        ensure!(
+            newest_received(&s, "a")? == s.made["a"].last().cloned(),
+            "the receiver does not have the snapshot of the finished run"
+        );
+        eprintln!("  the run finished {took:?} after SIGTERM");
+        // Nothing to converge: the next daemon's run replicates nothing and the invariants hold.
+        let mut d2 = s.daemon(None)?;
+        let r = s.run();
+        let checked = s.check();
+        let _ = d2.kill();
+        let _ = d2.wait();
+        ensure!(r? == "done", "the run after the restart failed");
+        checked
+    })();
+    let _ = d.kill();
+    let _ = d.wait();
+    res
+}
+
+/// A second SIGTERM aborts the run in progress at once; the daemon exits, the partial receive
+/// is kept and the next start converges.
+pub(crate) async fn script_second_sigterm_aborts(t: Ctx) -> TestResult {
+    let mut s = Scenario::new(&t)?;
+    s.push_extra = "  send: {bandwidth_limit: {max: 1 MiB}}\n".into();
+    s.configure(ALL, "resumability", "{type: manual}")?;
+    let mut d = s.daemon(None)?;
+    let res: TestResult = (|| {
+        let r = s.run()?;
+        ensure!(r == "done", "initial replication: {r}");
+        s.snapshots(&["a"], 32)?;
+        s.zrepl(&["signal", "wakeup", SENDER_JOB])?;
+        wait_for_send()?;
+        sigterm(&d)?;
+        std::thread::sleep(Duration::from_secs(1));
+        ensure!(
+            wait_exit(&mut d, Duration::from_millis(10))?.is_none(),
+            "the daemon exited at the first SIGTERM with a run in progress"
+        );
+        let aborted = Instant::now();
+        sigterm(&d)?;
+        let code = wait_exit(&mut d, Duration::from_secs(20))?;
+        ensure!(
+            code.is_some(),
+            "the daemon did not exit after the second SIGTERM\n{}",
+            s.log_tail()
+        );
+        ensure!(
+            aborted.elapsed() < Duration::from_secs(20),
+            "aborting took {:?}",
+            aborted.elapsed()
+        );
+        s.converge()
+    })();
+    let _ = d.kill();
+    let _ = d.wait();
+    res
+}

@@ -38,13 +38,26 @@ pub fn daemon(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let grace = cfg.global.shutdown_timeout();
     rt.block_on(async {
-        let shutdown = CancellationToken::new();
+        let shutdown = zrepl_daemon::Shutdown::default();
         let s2 = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("received termination signal");
-            s2.cancel();
+            tracing::info!(
+                timeout = ?grace,
+                "received termination signal: finishing replication runs in progress (send it again to abort them)"
+            );
+            s2.stop.cancel();
+            tokio::select! {
+                _ = wait_for_signal() => {
+                    tracing::warn!("received a second termination signal: aborting");
+                }
+                _ = tokio::time::sleep(grace) => {
+                    tracing::warn!(timeout = ?grace, "global.shutdown_timeout passed: aborting the runs in progress");
+                }
+            }
+            s2.abort.cancel();
         });
         let zfs = zrepl_zfs::Zfs::new(zrepl_zfs::ZfsConfig {
             observer: Some(zrepl_daemon::metrics::zfs_observer()),

@@ -446,6 +446,16 @@ fn timeouts_default_and_zero_disables() {
         Some(Duration::from_secs(3600))
     );
     assert_eq!(push(&d).stall_timeout(), Some(Duration::from_secs(600)));
+    assert_eq!(d.global.shutdown_timeout(), Duration::from_secs(60));
+    let g = load(&format!(
+        "global:\n  shutdown_timeout: 0s\n{}",
+        push_with(TCP, "")
+    ));
+    assert_eq!(
+        g.global.shutdown_timeout(),
+        Duration::ZERO,
+        "0s: abort at once"
+    );
     let set = load(&format!(
         "global:\n  zfs:\n    command_timeout: 90s\n{}",
         push_with(TCP, "  replication:\n    stall_timeout: 30s\n")
