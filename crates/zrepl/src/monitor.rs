@@ -306,31 +306,43 @@ pub fn receiver_lag_items(
     listing: &VersionsByFilesystem,
     placeholders: &[DatasetPath],
 ) -> Vec<(String, Observation)> {
-    let mut out = Vec::new();
-    for (fs, vs) in listing {
-        if fs == root || !fs.has_prefix(root) || placeholders.contains(fs) {
-            continue;
-        }
-        let newest = vs
-            .iter()
-            .filter(|v| v.typ == VersionType::Snapshot)
-            .max_by_key(|v| v.createtxg);
-        let obs = match newest {
-            Some(v) => Observation::Newest {
-                name: format!("@{}", v.name),
-                creation: v.creation,
-            },
-            None => {
-                let has_children = listing.keys().any(|o| o != fs && o.has_prefix(fs));
-                if has_children {
-                    continue;
-                }
-                Observation::Missing("no snapshot received yet".into())
-            }
-        };
-        out.push((fs.to_string(), obs));
-    }
-    out
+    received_filesystems(root, listing, placeholders)
+        .into_iter()
+        .map(|fs| {
+            let newest = listing[&fs]
+                .iter()
+                .filter(|v| v.typ == VersionType::Snapshot)
+                .max_by_key(|v| v.createtxg);
+            let obs = match newest {
+                Some(v) => Observation::Newest {
+                    name: format!("@{}", v.name),
+                    creation: v.creation,
+                },
+                None => Observation::Missing("no snapshot received yet".into()),
+            };
+            (fs.to_string(), obs)
+        })
+        .collect()
+}
+
+/// The filesystems below `root` that replication created: not `root`, not placeholders, and
+/// not filesystems without snapshots that only hold others.
+pub fn received_filesystems(
+    root: &DatasetPath,
+    listing: &VersionsByFilesystem,
+    placeholders: &[DatasetPath],
+) -> Vec<DatasetPath> {
+    listing
+        .iter()
+        .filter(|(fs, vs)| {
+            *fs != root
+                && fs.has_prefix(root)
+                && !placeholders.contains(fs)
+                && (vs.iter().any(|v| v.typ == VersionType::Snapshot)
+                    || !listing.keys().any(|o| o != *fs && o.has_prefix(fs)))
+        })
+        .map(|(fs, _)| fs.clone())
+        .collect()
 }
 
 /// `zrepl monitor alive`: the daemon's `/status` answer (or why there is none) and optionally

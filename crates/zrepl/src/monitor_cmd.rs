@@ -149,8 +149,11 @@ fn snapshots(config: Option<&Path>, a: SnapshotsArgs) -> Report {
         let r = match job_side(job) {
             Side::Sender(filter) => block(sender_listing(&zfs, filter))
                 .map(|(fss, listing)| monitor::snapshot_items(&fss, &listing, &matcher)),
-            Side::Receiver(root) => block(receiver_listing(&zfs, root))
-                .map(|(fss, listing)| monitor::snapshot_items(&fss, &listing, &matcher)),
+            Side::Receiver(root) => block(receiver_listing(&zfs, root)).map(|(fss, listing)| {
+                let received =
+                    monitor::received_filesystems(root, &listing, &placeholders(&fss, &listing));
+                monitor::snapshot_items(&received, &listing, &matcher)
+            }),
         };
         match r {
             Ok(i) => i,
@@ -205,12 +208,7 @@ fn replication(config: Option<&Path>, a: ReplicationArgs) -> Report {
         Side::Sender(filter) => block(sender_listing(&zfs, filter))
             .map(|(fss, listing)| monitor::sender_lag_items(&a.job, &fss, &listing)),
         Side::Receiver(root) => block(receiver_listing(&zfs, root)).map(|(fss, listing)| {
-            let placeholders: Vec<DatasetPath> = listing
-                .keys()
-                .filter(|k| !fss.contains(k))
-                .cloned()
-                .collect();
-            monitor::receiver_lag_items(root, &listing, &placeholders)
+            monitor::receiver_lag_items(root, &listing, &placeholders(&fss, &listing))
         }),
     };
     let items = match items {
@@ -292,6 +290,15 @@ fn snapshot_prefix(job: &Job) -> Option<String> {
         }
         Snapshotting::Manual => None,
     }
+}
+
+/// The listed filesystems `receiver_listing` left out (placeholders, the root).
+fn placeholders(kept: &[DatasetPath], listing: &VersionsByFilesystem) -> Vec<DatasetPath> {
+    listing
+        .keys()
+        .filter(|k| !kept.contains(k))
+        .cloned()
+        .collect()
 }
 
 /// The filter's filesystems and the versions of every pool that has one (one listing per pool).
