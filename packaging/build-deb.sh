@@ -79,9 +79,10 @@ grep -q '^\.TH zrepl' "$gen/zrepl.1" || die "$gen/zrepl.1 is not a man page"
 log "zrepl configcheck: packaging/zrepl.yml and docs/examples/*.yml"
 for cfg in packaging/zrepl.yml docs/examples/*.yml; do
     [[ -f $cfg ]] || die "no config at $cfg"
-    # TLS examples name certificate files that exist only on the reader's hosts: configcheck
-    # reports those as warnings; any error fails the build.
-    if ! msg=$("$zrepl" --config "$cfg" configcheck 2>&1); then
+    # TLS examples name certificate files that exist only on the reader's hosts: checked
+    # without them (as the daemon would refuse to start until they exist); any other problem
+    # fails the build.
+    if ! msg=$("$zrepl" --config "$cfg" configcheck --skip-cert-check 2>&1); then
         printf '%s\n' "$msg" >&2
         die "$cfg does not pass zrepl configcheck"
     fi

@@ -518,12 +518,67 @@ pub(crate) fn build(
 ) -> Result<Vec<Runnable>, DaemonError> {
     let sockdir = cfg.global.serve.stdinserver.sockdir.as_str();
     let mut out = Vec::new();
+    let mut problems = crate::compile::conflicts(cfg);
     for job in &cfg.jobs {
+        // A TLS connect or serve can only fail on its certificate files.
+        let tls = matches!(
+            job,
+            config::Job::Push(config::PushJob {
+                connect: config::Connect::Tls { .. },
+                ..
+            }) | config::Job::Pull(config::PullJob {
+                connect: config::Connect::Tls { .. },
+                ..
+            }) | config::Job::Sink(config::SinkJob {
+                serve: config::Serve::Tls { .. },
+                ..
+            }) | config::Job::Source(config::SourceJob {
+                serve: config::Serve::Tls { .. },
+                ..
+            })
+        );
+        let serve = match job {
+            config::Job::Sink(s) => Some(&s.serve),
+            config::Job::Source(s) => Some(&s.serve),
+            _ => None,
+        };
+        if let Some(serve) = serve {
+            if let Err(e) = zrepl_transport::check_serve(serve) {
+                problems.push(crate::compile::Problem {
+                    message: format!("job {:?}: serve: {e}", job.name()),
+                    tls_material: tls,
+                });
+                continue;
+            }
+        }
+        match build_job(job, zfs, reg, sockdir) {
+            Ok(r) => out.push(r),
+            Err(e) => problems.push(crate::compile::Problem {
+                message: e.to_string(),
+                tls_material: tls && e.to_string().contains(": connect: "),
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(DaemonError::Config(problems))
+    }
+}
+
+/// One job, ready to run; the first problem it has.
+fn build_job(
+    job: &config::Job,
+    zfs: &Zfs,
+    reg: &Registry,
+    sockdir: &str,
+) -> Result<Runnable, DaemonError> {
+    {
         match job {
             config::Job::Push(p) => {
                 let snapshotter = snapshotter(&p.name, &p.snapshotting, &p.filesystems, zfs)?;
                 let (tx, rx) = crate::wakeup::channel();
-                out.push(Runnable::Push {
+                Ok(Runnable::Push {
                     active: Active {
                         handle: Arc::new(JobHandle::new(&p.name, "push", Some(tx), JobState::Idle)),
                         wakeups: rx,
@@ -544,11 +599,11 @@ pub(crate) fn build(
                     ),
                     snapshotter,
                     schedule: replication_schedule(&p.interval, &p.cron),
-                });
+                })
             }
             config::Job::Pull(p) => {
                 let (tx, rx) = crate::wakeup::channel();
-                out.push(Runnable::Pull {
+                Ok(Runnable::Pull {
                     active: Active {
                         handle: Arc::new(JobHandle::new(&p.name, "pull", Some(tx), JobState::Idle)),
                         wakeups: rx,
@@ -559,9 +614,9 @@ pub(crate) fn build(
                     },
                     receiver: receiver_config(&p.name, &p.root_fs, &p.recv),
                     schedule: replication_schedule(&p.interval, &p.cron),
-                });
+                })
             }
-            config::Job::Sink(s) => out.push(Runnable::Passive {
+            config::Job::Sink(s) => Ok(Runnable::Passive {
                 handle: Arc::new(JobHandle::new(&s.name, "sink", None, JobState::Serving)),
                 serving: serving(&s.serve, sockdir),
                 role: Role::Sink(receiver_config(&s.name, &s.root_fs, &s.recv)),
@@ -570,7 +625,7 @@ pub(crate) fn build(
                 let snapshotter = snapshotter(&s.name, &s.snapshotting, &s.filesystems, zfs)?;
                 // The snapshotter's rounds have nothing to wake: the pulling side decides when.
                 let (tx, rx) = crate::wakeup::channel();
-                out.push(Runnable::Passive {
+                Ok(Runnable::Passive {
                     handle: Arc::new(JobHandle::new(
                         &s.name,
                         "source",
@@ -583,12 +638,12 @@ pub(crate) fn build(
                         snapshotter: snapshotter.map(Box::new),
                         wakeups: Some(rx),
                     },
-                });
+                })
             }
             config::Job::Snap(j) => {
                 let snapshotter = snapshotter(&j.name, &j.snapshotting, &j.filesystems, zfs)?;
                 let (tx, rx) = crate::wakeup::channel();
-                out.push(Runnable::Snap {
+                Ok(Runnable::Snap {
                     handle: Arc::new(JobHandle::new(&j.name, "snap", Some(tx), JobState::Idle)),
                     wakeups: rx,
                     sender: LocalSender::new(
@@ -598,11 +653,10 @@ pub(crate) fn build(
                     ),
                     keep: crate::prune::rules(&j.pruning.keep),
                     snapshotter,
-                });
+                })
             }
         }
     }
-    Ok(out)
 }
 
 fn log_prune(job: &str, pr: &PruneReport) {

@@ -5,6 +5,7 @@
 //! schedules and the snap job arrive with their issues; until then the daemon refuses such a
 //! config with a message naming the job, rather than running without it).
 
+pub mod compile;
 pub mod control;
 mod history;
 pub mod hooks;
@@ -39,6 +40,37 @@ pub enum DaemonError {
     ControlSocket(String),
     #[error("monitoring: {0}")]
     Monitoring(String),
+    /// Everything that keeps a config from running, all at once (see [`compile`]).
+    #[error("{}", .0.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<compile::Problem>),
+}
+
+/// The one compile step of a config that `zrepl daemon` and `zrepl configcheck` share: builds
+/// every job as the daemon would (TLS material, hooks, connections) and checks listener and
+/// connection conflicts between them; every problem is reported, not only the first.
+/// `skip_tls_material` leaves out problems of certificate and key files
+/// (`configcheck --skip-cert-check`).
+pub fn compile(
+    cfg: &zrepl_config::Config,
+    zfs: &Zfs,
+    skip_tls_material: bool,
+) -> Result<(), Vec<compile::Problem>> {
+    let reg = zrepl_endpoint::Registry::default();
+    match jobs::build(cfg, zfs, &reg) {
+        Ok(_) => Ok(()),
+        Err(DaemonError::Config(p)) => {
+            let p: Vec<_> = p
+                .into_iter()
+                .filter(|p| !(skip_tls_material && p.tls_material))
+                .collect();
+            if p.is_empty() {
+                Ok(())
+            } else {
+                Err(p)
+            }
+        }
+        Err(e) => Err(vec![compile::Problem::new(e.to_string())]),
+    }
 }
 
 /// Decides (without destroying anything) what pruning of job `job` (push, pull or snap) would

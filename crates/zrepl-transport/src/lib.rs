@@ -226,6 +226,22 @@ enum IncomingKind {
     },
 }
 
+/// Checks what binding `serve` would read, without binding: the TLS material of a `tls`
+/// listener (CA, certificate, key: readable, parseable, the key matching the certificate).
+/// `zrepl configcheck` and the daemon's start run it, so that a broken file refuses the start
+/// instead of leaving a job that cannot serve.
+pub fn check_serve(serve: &Serve) -> Result<(), TransportError> {
+    match serve {
+        Serve::Tls { ca, cert, key, .. } => tls::server(&TlsServerFiles {
+            ca: ca.into(),
+            cert: cert.into(),
+            key: key.into(),
+        })
+        .map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
 impl Listener {
     /// Binds the listener of a `serve` config. `stdinserver_sockdir` is
     /// `global.serve.stdinserver.sockdir`.

@@ -5,29 +5,37 @@ use std::process::ExitCode;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use zrepl_config::{Config, Connect, Job, LoggingOutlet, Serve};
+use zrepl_config::{Config, LoggingOutlet};
 
 use crate::cli::{ConfigcheckArgs, Format, What};
 
 pub fn run(config: Option<&Path>, args: ConfigcheckArgs) -> anyhow::Result<ExitCode> {
     let cfg = crate::cli::load_config(config)?;
+    // The daemon's own compile step: what passes here is what `zrepl daemon` runs.
+    let zfs = zrepl_zfs::Zfs::new(crate::zfs_config());
+    let mut problems: Vec<String> = match zrepl_daemon::compile(&cfg, &zfs, args.skip_cert_check) {
+        Ok(()) => Vec::new(),
+        Err(p) => p.into_iter().map(|p| p.message).collect(),
+    };
+    // Logging outlets are set up before the jobs; a TLS outlet's files must be usable too.
     if !args.skip_cert_check {
-        let problems = check_certs(&cfg);
-        let mut failed = false;
-        for p in &problems {
-            match p {
-                CertProblem::Missing(msg) => eprintln!("warning: {msg}"),
-                CertProblem::Invalid(msg) => {
-                    failed = true;
-                    eprintln!("error: {msg}")
-                }
+        problems.extend(check_outlet_certs(&cfg).into_iter().map(|p| match p {
+            CertProblem::Missing(m) | CertProblem::Invalid(m) => m,
+        }));
+    }
+    for p in &problems {
+        eprintln!("error: {p}");
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{} problem(s): zrepl daemon would refuse this config{}",
+            problems.len(),
+            if args.skip_cert_check {
+                ""
+            } else {
+                " (--skip-cert-check checks it without its certificate and key files)"
             }
-        }
-        if failed {
-            anyhow::bail!(
-                "invalid TLS material (use --skip-cert-check to check the config without it)"
-            );
-        }
+        );
     }
     if let Some(format) = args.format {
         print!("{}", render(&cfg, format, args.what));
@@ -59,7 +67,7 @@ pub fn render(cfg: &Config, format: Format, what: What) -> String {
 
 #[derive(Debug)]
 enum CertProblem {
-    /// The file does not exist: the config is fine, the daemon will refuse this job until it does.
+    /// The file does not exist.
     Missing(String),
     /// The file exists but is not usable.
     Invalid(String),
@@ -71,7 +79,7 @@ enum Kind {
     Key,
 }
 
-fn check_certs(cfg: &Config) -> Vec<CertProblem> {
+fn check_outlet_certs(cfg: &Config) -> Vec<CertProblem> {
     let mut files: Vec<(String, String, Kind)> = Vec::new();
     let mut add_tls = |owner: String, ca: Option<&str>, cert: &str, key: &str| {
         if let Some(ca) = ca {
@@ -80,32 +88,6 @@ fn check_certs(cfg: &Config) -> Vec<CertProblem> {
         files.push((owner.clone(), cert.to_string(), Kind::Certs));
         files.push((owner, key.to_string(), Kind::Key));
     };
-    for job in &cfg.jobs {
-        let owner = format!("job {:?}", job.name());
-        match job {
-            Job::Push(j) => {
-                if let Connect::Tls { ca, cert, key, .. } = &j.connect {
-                    add_tls(owner, Some(ca), cert, key);
-                }
-            }
-            Job::Pull(j) => {
-                if let Connect::Tls { ca, cert, key, .. } = &j.connect {
-                    add_tls(owner, Some(ca), cert, key);
-                }
-            }
-            Job::Sink(j) => {
-                if let Serve::Tls { ca, cert, key, .. } = &j.serve {
-                    add_tls(owner, Some(ca), cert, key);
-                }
-            }
-            Job::Source(j) => {
-                if let Serve::Tls { ca, cert, key, .. } = &j.serve {
-                    add_tls(owner, Some(ca), cert, key);
-                }
-            }
-            Job::Snap(_) => {}
-        }
-    }
     for (i, o) in cfg.global.logging.iter().enumerate() {
         if let LoggingOutlet::Tcp { tls: Some(t), .. } = o {
             add_tls(
@@ -127,7 +109,7 @@ fn check_pem(owner: &str, path: &str, kind: Kind) -> Result<(), CertProblem> {
     if let Err(e) = std::fs::metadata(p) {
         if e.kind() == std::io::ErrorKind::NotFound {
             return Err(CertProblem::Missing(format!(
-                "{owner}: {path} does not exist (the daemon will not start this job until it does)"
+                "{owner}: {path} does not exist"
             )));
         }
         return Err(CertProblem::Invalid(format!(
