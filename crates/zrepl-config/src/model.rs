@@ -304,6 +304,30 @@ pub struct PushJob {
         serialize_with = "ser_opt_display"
     )]
     pub cron: Option<CronSchedule>,
+    /// Extension (zrepl#394): commands around every replication run.
+    pub hooks: ReplicationHooks,
+}
+
+/// `hooks:` of a push or pull job (the syntax of zrepl's fork dsh2dsh): `pre` runs before a
+/// replication run, `post` after its pruning.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct ReplicationHooks {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre: Option<JobHook>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post: Option<JobHook>,
+}
+
+/// One command of [`ReplicationHooks`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobHook {
+    pub path: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// `0s`: no timeout.
+    #[serde(serialize_with = "ser_display")]
+    pub timeout: GoDuration,
+    pub err_is_fatal: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -326,6 +350,8 @@ pub struct PullJob {
         serialize_with = "ser_opt_display"
     )]
     pub cron: Option<CronSchedule>,
+    /// Extension (zrepl#394): commands around every replication run.
+    pub hooks: ReplicationHooks,
     pub recv: RecvOptions,
     pub pruning: PruningSenderReceiver,
     pub replication: Replication,

@@ -585,6 +585,7 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
             );
             let interval = m.or(cx, "interval", PullInterval::Manual, decode_interval);
             let cron = m.or(cx, "cron", None, |cx, n, p| decode_cron(cx, n, p).map(Some));
+            let hooks = m.or(cx, "hooks", ReplicationHooks::default(), decode_job_hooks);
             Some(Job::Push(PushJob {
                 name: name.clone()?,
                 connect: connect?,
@@ -596,6 +597,7 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
                 conflict_resolution: cr?,
                 interval: interval?,
                 cron: cron?,
+                hooks: hooks?,
             }))
         }
         Some("sink") => {
@@ -612,6 +614,7 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
         Some("pull") => {
             let connect = m.req(cx, "connect", decode_connect);
             let root_fs = m.req(cx, "root_fs", dataset_path);
+            let hooks = m.or(cx, "hooks", ReplicationHooks::default(), decode_job_hooks);
             // With a `cron` schedule (an extension), `interval` may be left out.
             let cron = m.or(cx, "cron", None, |cx, n, p| decode_cron(cx, n, p).map(Some));
             let interval = if !m.has("interval") && matches!(cron, Some(Some(_))) {
@@ -634,6 +637,7 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
                 root_fs: root_fs?,
                 interval: interval?,
                 cron: cron?,
+                hooks: hooks?,
                 recv: recv?,
                 pruning: pruning?,
                 replication: replication?,
@@ -1089,6 +1093,68 @@ fn decode_snapshotting(cx: &mut Cx, node: &Node, path: &str) -> Option<Snapshott
         m.finish(cx);
     }
     s
+}
+
+fn decode_job_hooks(cx: &mut Cx, node: &Node, path: &str) -> Option<ReplicationHooks> {
+    let mut m = cx.map(node, path)?;
+    let pre = m.opt(cx, "pre", decode_job_hook);
+    let post = m.opt(cx, "post", decode_job_hook);
+    m.finish(cx);
+    Some(ReplicationHooks {
+        pre: pre?,
+        post: post?,
+    })
+}
+
+fn decode_job_hook(cx: &mut Cx, node: &Node, path: &str) -> Option<JobHook> {
+    let mut m = cx.map(node, path)?;
+    let path_ = m.req(cx, "path", |cx, n, p| {
+        let s = cx.nonempty_string(n, p)?;
+        if !s.starts_with('/') {
+            cx.err(n.mark, p, format!("hook path {s:?} must be absolute"));
+            return None;
+        }
+        Some(s)
+    });
+    let args = m.or(cx, "args", Vec::new(), |cx, n, p| {
+        cx.list(n, p, |cx, n, p| cx.string(n, p))
+    });
+    let env = m.or(cx, "env", BTreeMap::new(), |cx, n, p| {
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (key, kmark, v) in cx.string_map(n, p)? {
+            let vp = format!("{p}.{key}");
+            let valid = !key.is_empty()
+                && !key.starts_with(|c: char| c.is_ascii_digit())
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                cx.err(
+                    kmark,
+                    &vp,
+                    format!("invalid environment variable name {key:?}"),
+                );
+                ok = false;
+                continue;
+            }
+            match cx.string(v, &vp) {
+                Some(val) => {
+                    out.insert(key, val);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    });
+    let timeout = m.or(cx, "timeout", GoDuration::from_secs(60), go_duration_nonneg);
+    let err_is_fatal = m.or(cx, "err_is_fatal", false, |cx, n, p| cx.bool(n, p));
+    m.finish(cx);
+    Some(JobHook {
+        path: path_?,
+        args: args?,
+        env: env?,
+        timeout: timeout?,
+        err_is_fatal: err_is_fatal?,
+    })
 }
 
 fn decode_hook(cx: &mut Cx, node: &Node, path: &str) -> Option<Hook> {

@@ -220,6 +220,8 @@ pub(crate) struct Active {
     pub driver: DriverConfig,
     pub keep_sender: Vec<zrepl_pruning::Rule>,
     pub keep_receiver: Vec<zrepl_pruning::Rule>,
+    /// Commands around every run.
+    pub hooks: config::ReplicationHooks,
 }
 
 /// A job ready to run.
@@ -591,6 +593,7 @@ fn build_job(
                         driver: driver_config(&p.replication, &p.conflict_resolution),
                         keep_sender: crate::prune::rules(&p.pruning.keep_sender),
                         keep_receiver: crate::prune::rules(&p.pruning.keep_receiver),
+                        hooks: p.hooks.clone(),
                     },
                     sender: LocalSender::new(
                         zfs.clone(),
@@ -611,6 +614,7 @@ fn build_job(
                         driver: driver_config(&p.replication, &p.conflict_resolution),
                         keep_sender: crate::prune::rules(&p.pruning.keep_sender),
                         keep_receiver: crate::prune::rules(&p.pruning.keep_receiver),
+                        hooks: p.hooks.clone(),
                     },
                     receiver: receiver_config(&p.name, &p.root_fs, &p.recv),
                     schedule: replication_schedule(&p.interval, &p.cron),
@@ -929,61 +933,83 @@ async fn run_active(
             s.report = Some(report.clone());
         }
         tracing::info!(job = %job, "replication started");
+        let prevented = match &a.hooks.pre {
+            None => None,
+            Some(h) => {
+                let env = crate::job_hooks::hook_env(&job, "pre", run_id, None);
+                match crate::job_hooks::run(h, &job, &env).await {
+                    Ok(()) => None,
+                    Err(e) if h.err_is_fatal => Some(e),
+                    Err(e) => {
+                        tracing::warn!(job = %job, error = %e, "pre hook failed (not fatal)");
+                        None
+                    }
+                }
+            }
+        };
         let client = a.connection.client();
-        let outcome = match (side, &a.connection, &client) {
-            (Side::Push(sender), _, Some(remote)) => {
-                invocation(a, *sender, remote, &report, &run_cancel, &mut pruned).await
-            }
-            (Side::Pull(rc), _, Some(remote)) => {
-                match zrepl_endpoint::LocalReceiver::new(zfs.clone(), (*rc).clone(), reg) {
+        let outcome = if let Some(e) = prevented {
+            tracing::error!(job = %job, error = %e, "the pre hook prevents this run (err_is_fatal)");
+            Err(format!("{e}: the run was prevented (err_is_fatal)"))
+        } else {
+            match (side, &a.connection, &client) {
+                (Side::Push(sender), _, Some(remote)) => {
+                    invocation(a, *sender, remote, &report, &run_cancel, &mut pruned).await
+                }
+                (Side::Pull(rc), _, Some(remote)) => {
+                    match zrepl_endpoint::LocalReceiver::new(zfs.clone(), (*rc).clone(), reg) {
+                        Ok(receiver) => {
+                            invocation(a, remote, &receiver, &report, &run_cancel, &mut pruned)
+                                .await
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                (
+                    Side::Push(sender),
+                    Connection::Local {
+                        listener,
+                        client_identity,
+                        dial_timeout,
+                    },
+                    None,
+                ) => match listeners
+                    .connect(listener, client_identity, *dial_timeout, &run_cancel)
+                    .await
+                {
                     Ok(receiver) => {
-                        invocation(a, remote, &receiver, &report, &run_cancel, &mut pruned).await
+                        invocation(a, *sender, &receiver, &report, &run_cancel, &mut pruned).await
                     }
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            (
-                Side::Push(sender),
-                Connection::Local {
-                    listener,
-                    client_identity,
-                    dial_timeout,
+                    Err(e) => Err(e),
                 },
-                None,
-            ) => match listeners
-                .connect(listener, client_identity, *dial_timeout, &run_cancel)
-                .await
-            {
-                Ok(receiver) => {
-                    invocation(a, *sender, &receiver, &report, &run_cancel, &mut pruned).await
-                }
-                Err(e) => Err(e),
-            },
-            (
-                Side::Pull(rc),
-                Connection::Local {
-                    listener,
-                    dial_timeout,
-                    ..
-                },
-                None,
-            ) => {
-                let receiver = zrepl_endpoint::LocalReceiver::new(zfs.clone(), (*rc).clone(), reg);
-                match (
-                    listeners
-                        .connect_sender(listener, *dial_timeout, &run_cancel)
-                        .await,
-                    receiver,
-                ) {
-                    (Ok(sender), Ok(receiver)) => {
-                        invocation(a, &sender, &receiver, &report, &run_cancel, &mut pruned).await
+                (
+                    Side::Pull(rc),
+                    Connection::Local {
+                        listener,
+                        dial_timeout,
+                        ..
+                    },
+                    None,
+                ) => {
+                    let receiver =
+                        zrepl_endpoint::LocalReceiver::new(zfs.clone(), (*rc).clone(), reg);
+                    match (
+                        listeners
+                            .connect_sender(listener, *dial_timeout, &run_cancel)
+                            .await,
+                        receiver,
+                    ) {
+                        (Ok(sender), Ok(receiver)) => {
+                            invocation(a, &sender, &receiver, &report, &run_cancel, &mut pruned)
+                                .await
+                        }
+                        (Err(e), _) => Err(e),
+                        (_, Err(e)) => Err(e.to_string()),
                     }
-                    (Err(e), _) => Err(e),
-                    (_, Err(e)) => Err(e.to_string()),
                 }
-            }
-            (_, Connection::Remote { .. }, None) => {
-                unreachable!("remote connections have a client")
+                (_, Connection::Remote { .. }, None) => {
+                    unreachable!("remote connections have a client")
+                }
             }
         };
         // One connection per invocation: closed here.
@@ -996,7 +1022,7 @@ async fn run_active(
         let snap = report.snapshot();
         a.handle.history.record_run(&snap, Utc::now());
         let (pruning_error, destroyed) = pruned.as_ref().map(prune_outcome).unwrap_or((
-            Some("pruning did not run (the run was cancelled)".into()),
+            Some("pruning did not run (the run was cancelled or prevented)".into()),
             0,
         ));
         let repl_state = match (&outcome, snap.state) {
@@ -1006,7 +1032,7 @@ async fn run_active(
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_else(|| format!("{st:?}").to_lowercase()),
         };
-        let run = RunOutcome {
+        let mut run = RunOutcome {
             run: run_id,
             started_at,
             finished_at: Utc::now(),
@@ -1022,6 +1048,31 @@ async fn run_active(
                 .map(|f| f.bytes_replicated())
                 .sum(),
         };
+        let mut outcome = outcome;
+        if let Some(h) = &a.hooks.post {
+            let env = crate::job_hooks::hook_env(
+                &job,
+                "post",
+                run_id,
+                Some((
+                    run.replication.as_deref().unwrap_or(""),
+                    run.replication_error.as_deref(),
+                    run.bytes,
+                )),
+            );
+            if let Err(e) = crate::job_hooks::run(h, &job, &env).await {
+                if h.err_is_fatal {
+                    run.replication = Some("failed".into());
+                    run.replication_error = Some(match &run.replication_error {
+                        Some(prev) => format!("{prev}; {e}"),
+                        None => e.clone(),
+                    });
+                    outcome = Err(run.replication_error.clone().unwrap_or_default());
+                } else {
+                    tracing::warn!(job = %job, error = %e, "post hook failed (not fatal)");
+                }
+            }
+        }
         a.handle.runs.record(run.clone());
         let mut s = a.handle.inner();
         s.state = JobState::Idle;

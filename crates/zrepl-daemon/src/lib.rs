@@ -9,6 +9,7 @@ pub mod compile;
 pub mod control;
 mod history;
 pub mod hooks;
+mod job_hooks;
 mod jobs;
 mod local;
 pub mod metrics;

@@ -201,6 +201,7 @@ fn main() {
         script_push_replication_interval,
         script_sigterm_lets_the_run_finish,
         script_second_sigterm_aborts,
+        script_replication_hooks,
     ]);
     // Every failpoint has its crash test.
     for (fp, _) in zrepl_failpoint::ALL {

@@ -306,3 +306,65 @@ pub(crate) async fn script_second_sigterm_aborts(t: Ctx) -> TestResult {
     let _ = d.wait();
     res
 }
+
+/// Replication hooks see their environment around a run; a fatal pre hook prevents the run
+/// (nothing is replicated, `wakeup --wait` exits 3) and the post hook still learns the result.
+pub(crate) async fn script_replication_hooks(t: Ctx) -> TestResult {
+    let mut s = Scenario::new(&t)?;
+    let dir = format!("/tmp/{}-hooks", t.pool);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let log = format!("{dir}/log");
+    let script = format!(
+        "#!/bin/sh\necho \"$ZREPL_HOOKTYPE run=$ZREPL_RUN job=$ZREPL_JOB_NAME result=$ZREPL_RESULT err=$ZREPL_JOB_ERR arg=$1 mine=$MINE\" >> {log}\n[ -e {dir}/fail ] && exit 9\nexit 0\n"
+    );
+    std::fs::write(format!("{dir}/hook"), script).map_err(|e| e.to_string())?;
+    sh(&["chmod", "755", &format!("{dir}/hook")])?;
+    s.push_extra = format!(
+        "  hooks:\n    pre: {{path: {dir}/hook, args: [first], env: {{MINE: yes}}, err_is_fatal: true, timeout: 30s}}\n    post: {{path: {dir}/hook, args: [after]}}\n"
+    );
+    s.configure(ALL, "resumability", "{type: manual}")?;
+    let mut d = s.daemon(None)?;
+    let res: TestResult = (|| {
+        let (code, out, err) = zrepl(&s, &["signal", "wakeup", SENDER_JOB, "--wait"])?;
+        ensure!(code == 0, "exit {code}: {out}{err}");
+        let l = std::fs::read_to_string(&log).map_err(|e| e.to_string())?;
+        let lines: Vec<&str> = l.lines().collect();
+        ensure!(
+            lines
+                == [
+                    "pre_replication run=1 job=push result= err= arg=first mine=yes",
+                    "post_replication run=1 job=push result=done err= arg=after mine=",
+                ],
+            "hook environment: {l}"
+        );
+        // A failing fatal pre hook prevents the run: the new snapshot stays on the sender.
+        std::fs::write(format!("{dir}/fail"), "").map_err(|e| e.to_string())?;
+        s.snapshots(&["a"], 1)?;
+        let (code, out, err) = zrepl(&s, &["signal", "wakeup", SENDER_JOB, "--wait"])?;
+        ensure!(code == 3, "exit {code}: {out}{err}");
+        ensure!(
+            out.contains("pre_replication hook") && out.contains("prevented"),
+            "summary: {out}"
+        );
+        ensure!(
+            newest_received(&s, "a")?.as_deref() == Some("s1"),
+            "the prevented run replicated"
+        );
+        let l = std::fs::read_to_string(&log).map_err(|e| e.to_string())?;
+        let post = l.lines().last().unwrap_or("");
+        ensure!(
+            post.starts_with(
+                "post_replication run=2 job=push result=failed err=pre_replication hook"
+            ),
+            "the post hook of the prevented run: {post}"
+        );
+        std::fs::remove_file(format!("{dir}/fail")).map_err(|e| e.to_string())?;
+        let (code, out, err) = zrepl(&s, &["signal", "wakeup", SENDER_JOB, "--wait"])?;
+        ensure!(code == 0, "exit {code}: {out}{err}");
+        s.check()
+    })();
+    let _ = d.kill();
+    let _ = d.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}

@@ -369,6 +369,9 @@ fn cases() -> Vec<Bad> {
         bad("push interval zero", push_with(TCP, "  interval: 0s\n"), 12, "0s", "must be positive"),
         bad("push cron invalid", push_with(TCP, "  cron: \"61 * * * *\"\n"), 12, "\"", "out of range"),
         bad("pull cron invalid", "jobs:\n- name: p\n  type: pull\n  connect: {type: tcp, address: \"h:1\"}\n  root_fs: pool/p\n  cron: \"* * *\"\n  pruning: {keep_sender: [{type: last_n, count: 1}], keep_receiver: [{type: last_n, count: 1}]}\n", 6, "\"", "expected 5 fields"),
+        bad("replication hook relative path", push_with(TCP, "  hooks:\n    pre: {path: hook.sh}\n"), 13, "hook.sh", "must be absolute"),
+        bad("replication hook bad env name", push_with(TCP, "  hooks:\n    post: {path: /h, env: {\"A-B\": x}}\n"), 13, "\"A-B\"", "invalid environment variable name"),
+        bad("replication hook unknown edge", push_with(TCP, "  hooks:\n    during: {path: /h}\n"), 13, "during", "unknown field \"during\""),
         bad("include is not a list", "include: x.yml\n", 1, "x.yml", "expected a list of paths"),
         bad("global is a list", "global: []\n", 1, "[]", "expected a map"),
     ]
@@ -426,6 +429,31 @@ fn replication_schedules_of_push_and_pull() {
     .expect_err("a pull job without interval or cron is refused")
     .to_string();
     assert!(err.contains("\"interval\" is required"), "{err}");
+}
+
+#[test]
+fn replication_hooks_parse_with_defaults() {
+    let cfg = load_str(
+        &push_with(
+            TCP,
+            "  hooks:\n    pre: {path: /usr/local/bin/pre, args: [a, b], env: {X: \"1\"}, err_is_fatal: true}\n    post: {path: /p, timeout: 0s}\n",
+        ),
+        Path::new("/t/zrepl.yml"),
+        &MemLoader::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .config;
+    let zrepl_config::Job::Push(p) = &cfg.jobs[0] else {
+        panic!("not a push job")
+    };
+    let pre = p.hooks.pre.as_ref().unwrap();
+    assert_eq!(pre.args, ["a", "b"]);
+    assert_eq!(pre.env.get("X").map(String::as_str), Some("1"));
+    assert!(pre.err_is_fatal);
+    assert_eq!(pre.timeout.as_nanos(), 60_000_000_000, "default 1m");
+    let post = p.hooks.post.as_ref().unwrap();
+    assert!(!post.err_is_fatal);
+    assert_eq!(post.timeout.as_nanos(), 0);
 }
 
 #[test]

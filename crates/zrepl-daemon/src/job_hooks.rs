@@ -1,0 +1,151 @@
+//! Commands around a replication run (`hooks: {pre, post}` of push and pull jobs, zrepl#394;
+//! the syntax of zrepl's fork dsh2dsh). `pre` runs before the replication; a failure with
+//! `err_is_fatal` prevents the run. `post` runs after the run's pruning, also after a failed or
+//! prevented run, and learns the result from its environment.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use zrepl_config::JobHook;
+
+/// At most this much hook output is logged.
+const MAX_OUTPUT: usize = 1 << 20;
+
+/// The environment a hook gets (besides the daemon's own and the hook's `env`), decided from
+/// the run: pure.
+pub(crate) fn hook_env(
+    job: &str,
+    edge: &str,
+    run: u64,
+    result: Option<(&str, Option<&str>, u64)>,
+) -> BTreeMap<&'static str, String> {
+    let mut env = BTreeMap::new();
+    env.insert("ZREPL_JOB_NAME", job.to_string());
+    env.insert("ZREPL_HOOKTYPE", format!("{edge}_replication"));
+    env.insert("ZREPL_RUN", run.to_string());
+    if let Some((state, err, bytes)) = result {
+        env.insert("ZREPL_RESULT", state.to_string());
+        env.insert("ZREPL_JOB_ERR", err.unwrap_or("").to_string());
+        env.insert("ZREPL_BYTES", bytes.to_string());
+    }
+    env
+}
+
+/// Runs `hook` directly (no shell) with `env`; its output is logged. `Err` says why it failed.
+pub(crate) async fn run(
+    hook: &JobHook,
+    job: &str,
+    env: &BTreeMap<&'static str, String>,
+) -> Result<(), String> {
+    let edge = env.get("ZREPL_HOOKTYPE").cloned().unwrap_or_default();
+    let mut cmd = tokio::process::Command::new(&hook.path);
+    cmd.args(&hook.args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .envs(hook.env.iter())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("{edge} hook {}: cannot run: {e}", hook.path))?;
+    let timeout = u64::try_from(hook.timeout.as_nanos())
+        .ok()
+        .filter(|n| *n > 0)
+        .map(Duration::from_nanos);
+    let wait = child.wait_with_output();
+    let out = match timeout {
+        None => wait.await,
+        // Dropping the future kills the child (kill_on_drop).
+        Some(t) => match tokio::time::timeout(t, wait).await {
+            Ok(r) => r,
+            Err(_) => return Err(format!("{edge} hook {} timed out after {t:?}", hook.path)),
+        },
+    }
+    .map_err(|e| format!("{edge} hook {}: {e}", hook.path))?;
+    let text = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(MAX_OUTPUT)]).into_owned();
+    for line in text(&out.stdout).lines() {
+        tracing::info!(job, hook = %hook.path, edge = %edge, stdout = line, "hook output");
+    }
+    for line in text(&out.stderr).lines() {
+        tracing::warn!(job, hook = %hook.path, edge = %edge, stderr = line, "hook output");
+    }
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{edge} hook {} failed: {}", hook.path, out.status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(script: &str, fatal: bool, timeout_s: i64) -> (tempfile::TempDir, JobHook) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hook.sh");
+        std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let h = JobHook {
+            path: p.display().to_string(),
+            args: vec!["one".into(), "two words".into()],
+            env: [("MY_VAR".to_string(), "mine".to_string())].into(),
+            timeout: zrepl_config::units::GoDuration::from_secs(timeout_s),
+            err_is_fatal: fatal,
+        };
+        (dir, h)
+    }
+
+    #[test]
+    fn env_table() {
+        let pre = hook_env("push", "pre", 3, None);
+        assert_eq!(pre["ZREPL_HOOKTYPE"], "pre_replication");
+        assert_eq!(pre["ZREPL_RUN"], "3");
+        assert!(!pre.contains_key("ZREPL_RESULT"));
+        let post = hook_env("push", "post", 3, Some(("failed", Some("boom"), 42)));
+        assert_eq!(post["ZREPL_RESULT"], "failed");
+        assert_eq!(post["ZREPL_JOB_ERR"], "boom");
+        assert_eq!(post["ZREPL_BYTES"], "42");
+        let ok = hook_env("push", "post", 4, Some(("done", None, 0)));
+        assert_eq!(ok["ZREPL_JOB_ERR"], "");
+    }
+
+    #[tokio::test]
+    async fn hooks_get_args_env_and_fail_or_time_out() {
+        let (dir, h) = hook(
+            "echo \"$1|$2|$MY_VAR|$ZREPL_JOB_NAME|$ZREPL_HOOKTYPE\" > \"$(dirname \"$0\")/out\"",
+            false,
+            10,
+        );
+        run(&h, "push", &hook_env("push", "pre", 1, None))
+            .await
+            .unwrap();
+        let out = std::fs::read_to_string(dir.path().join("out")).unwrap();
+        assert_eq!(out.trim(), "one|two words|mine|push|pre_replication");
+
+        let (_d, h) = hook("exit 7", true, 10);
+        let e = run(&h, "push", &hook_env("push", "pre", 1, None))
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("pre_replication hook") && e.contains("failed") && e.contains("7"),
+            "{e}"
+        );
+
+        let (_d, h) = hook("sleep 30", true, 1);
+        let t = std::time::Instant::now();
+        let e = run(&h, "push", &hook_env("push", "post", 1, None))
+            .await
+            .unwrap_err();
+        assert!(e.contains("timed out after 1s"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+
+        let mut h = h;
+        h.path = "/nonexistent/hook".into();
+        let e = run(&h, "push", &hook_env("push", "pre", 1, None))
+            .await
+            .unwrap_err();
+        assert!(e.contains("cannot run"), "{e}");
+    }
+}
