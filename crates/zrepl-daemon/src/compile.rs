@@ -71,7 +71,8 @@ pub fn conflicts(cfg: &config::Config) -> Vec<Problem> {
         }
     }
     for (addr, users) in &listen {
-        if users.len() > 1 {
+        // Port 0: each listener gets a port of its own.
+        if users.len() > 1 && !addr.ends_with(":0") {
             out.push(Problem::new(format!(
                 "listen address {addr:?} is used by more than one listener: {}",
                 users.join(", ")
@@ -177,6 +178,7 @@ mod tests {
             ("pull from a sink", format!("{}{}", sink("s", &local("l")), pull("p", &to("l"))), "", vec!["is served by sink job \"s\", not a source job"]),
             ("two tcp sinks on one port", format!("{}{}", sink("a", &tcp(":8888")), sink("b", &tcp("0.0.0.0:8888"))), "", vec!["listen address \"0.0.0.0:8888\" is used by more than one listener: job \"a\", job \"b\""]),
             ("different ports", format!("{}{}", sink("a", &tcp(":8888")), sink("b", &tcp(":8889"))), "", vec![]),
+            ("port 0 twice", format!("{}{}", sink("a", &tcp("127.0.0.1:0")), sink("b", &tcp("127.0.0.1:0"))), "", vec![]),
             ("a sink on the metrics port", sink("a", &tcp(":9811")), "global:\n  monitoring: [{type: prometheus, listen: \":9811\"}]\n", vec!["job \"a\", the prometheus endpoint"]),
             ("one stdinserver identity twice", format!("{}{}", sink("a", "{type: stdinserver, client_identities: [c1]}"), sink("b", "{type: stdinserver, client_identities: [c1, c2]}")), "", vec!["client identity \"c1\" is served by more than one job (\"a\", \"b\")"]),
         ];
