@@ -63,6 +63,10 @@ for b in zrepl-platformtest zrepl; do
     [[ -x $bindir/$b ]] || die "$bindir/$b is missing or not executable"
 done
 
+# The whole suite takes about 30 minutes of VM time on 2 busy cores; leave room for slower
+# machines (run-in-vm.sh's own default is 2400 s).
+export ZREPL_VM_TIMEOUT=${ZREPL_VM_TIMEOUT:-4200}
+
 stage=$repo/.vm-run
 # Another platform-test.sh of this checkout may be using .vm-run right now.
 lock=${TMPDIR:-/tmp}/zrepl-platform-test.$(printf '%s' "$repo" | sha256sum | cut -c1-12).lock
