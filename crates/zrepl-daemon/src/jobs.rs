@@ -950,6 +950,7 @@ async fn run_active(
         let client = a.connection.client();
         let outcome = if let Some(e) = prevented {
             tracing::error!(job = %job, error = %e, "the pre hook prevents this run (err_is_fatal)");
+            report.fail_unstarted(Utc::now());
             Err(format!("{e}: the run was prevented (err_is_fatal)"))
         } else {
             match (side, &a.connection, &client) {
@@ -1026,8 +1027,9 @@ async fn run_active(
             0,
         ));
         let repl_state = match (&outcome, snap.state) {
-            (Err(_), zrepl_replication::RunState::Done) => "failed".to_string(),
-            (_, st) => serde_json::to_value(st)
+            (Err(_), zrepl_replication::RunState::Cancelled) => "cancelled".to_string(),
+            (Err(_), _) => "failed".to_string(),
+            (Ok(()), st) => serde_json::to_value(st)
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_else(|| format!("{st:?}").to_lowercase()),

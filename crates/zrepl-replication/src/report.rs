@@ -182,6 +182,14 @@ impl ReportHandle {
         self.lock().clone()
     }
 
+    /// Ends a run that never started replicating (a hook prevented it) as failed.
+    pub fn fail_unstarted(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.update(|r| {
+            r.state = RunState::Failed;
+            r.finished_at = Some(at);
+        });
+    }
+
     pub(crate) fn update<T>(&self, f: impl FnOnce(&mut RunReport) -> T) -> T {
         f(&mut self.lock())
     }
