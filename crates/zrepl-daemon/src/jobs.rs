@@ -125,7 +125,10 @@ impl JobHandle {
     /// `zrepl signal wakeup`: never blocks; a wakeup already pending is an error, as in zrepl.
     /// Returns the number of the run the wakeup starts.
     pub fn wakeup(&self) -> Result<u64, String> {
-        let Some(tx) = &self.wakeup else {
+        // A source's trigger only tells its snapshotter's rounds apart: no run follows, so a
+        // `--wait` would never end. Its pull job decides when it replicates.
+        let tx = self.wakeup.as_ref().filter(|_| self.kind != "source");
+        let Some(tx) = tx else {
             return Err(format!(
                 "job {:?} of type {} cannot be woken up",
                 self.name, self.kind
@@ -937,7 +940,12 @@ async fn run_active(
             None => None,
             Some(h) => {
                 let env = crate::job_hooks::hook_env(&job, "pre", run_id, None);
-                match crate::job_hooks::run(h, &job, &env).await {
+                // A reset or the daemon's abort kills the hook (kill_on_drop).
+                let ran = tokio::select! {
+                    r = crate::job_hooks::run(h, &job, &env) => r,
+                    _ = run_cancel.cancelled() => Err("pre hook killed: the run was reset or the daemon is stopping".to_string()),
+                };
+                match ran {
                     Ok(()) => None,
                     Err(e) if h.err_is_fatal => Some(e),
                     Err(e) => {
@@ -1062,7 +1070,13 @@ async fn run_active(
                     run.bytes,
                 )),
             );
-            if let Err(e) = crate::job_hooks::run(h, &job, &env).await {
+            // The daemon's abort kills a post hook still running (and skips one not started).
+            let ran = tokio::select! {
+                biased;
+                _ = abort.cancelled() => Err("post hook not run or killed: the daemon is stopping".to_string()),
+                r = crate::job_hooks::run(h, &job, &env) => r,
+            };
+            if let Err(e) = ran {
                 if h.err_is_fatal {
                     run.replication = Some("failed".into());
                     run.replication_error = Some(match &run.replication_error {

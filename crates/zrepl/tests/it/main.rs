@@ -1021,7 +1021,7 @@ fn snap_config(dir: &std::path::Path) -> PathBuf {
     std::fs::write(
         &config,
         format!(
-            "global:\n  control:\n    sockpath: {}/run/control\njobs:\n- type: snap\n  name: snap\n  filesystems: {{\"pool<\": true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep: [{{type: last_n, count: 1}}]}}\n- type: sink\n  name: sink\n  root_fs: pool/sink\n  serve: {{type: local, listener_name: l}}\n",
+            "global:\n  control:\n    sockpath: {}/run/control\njobs:\n- type: snap\n  name: snap\n  filesystems: {{\"pool<\": true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep: [{{type: last_n, count: 1}}]}}\n- type: sink\n  name: sink\n  root_fs: pool/sink\n  serve: {{type: local, listener_name: l}}\n- type: source\n  name: src\n  filesystems: {{\"pool<\": true}}\n  snapshotting: {{type: periodic, prefix: zrepl_, interval: 1h}}\n  serve: {{type: local, listener_name: srcl}}\n",
             dir.display()
         ),
     )
@@ -1085,6 +1085,10 @@ fn wakeup_wait_reports_the_run_and_its_exit_code() {
     );
     // Jobs that cannot be woken up, and --wait with reset, fail with exit 1.
     let o = run(&["--config", cfg, "signal", "wakeup", "sink", "--wait"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot be woken up"), "{}", stderr(&o));
+    // A source replicates when its pull job runs: no run to wait for.
+    let o = run(&["--config", cfg, "signal", "wakeup", "src", "--wait"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot be woken up"), "{}", stderr(&o));
     let o = run(&["--config", cfg, "signal", "reset", "snap", "--wait"]);
