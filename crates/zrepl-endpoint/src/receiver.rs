@@ -645,208 +645,107 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         &self,
         reqs: &[ReceiveRequest],
     ) -> Result<Vec<Result<(), EndpointError>>, EndpointError> {
-        // One listing of everything received: the GUID check of every step.
+        // Decided by `plan::receives`: what to list, which steps completed (GUID checks),
+        // the new last-received holds (before any old one goes), the old ones to release.
+        use crate::plan::receives as plan;
         let mut results: Vec<Result<(), EndpointError>> = Vec::with_capacity(reqs.len());
-        let mut locals = Vec::new();
+        let mut locals = Vec::with_capacity(reqs.len());
         for r in reqs {
             let lp = self.local_path(&r.filesystem);
             results.push(lp.as_ref().map(|_| ()).map_err(Clone::clone));
             locals.push(lp.ok());
         }
-        let fss: Vec<DatasetPath> = locals
+        if !reqs
             .iter()
-            .zip(reqs)
-            .filter(|(_, r)| r.deferred)
-            .filter_map(|(l, _)| l.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if fss.is_empty() {
+            .zip(&locals)
+            .any(|(r, l)| r.deferred && l.is_some())
+        {
             return Ok(results);
         }
-        // The GUID check of every step and the search for older last-received holds. Where
-        // the last full listing of a filesystem (this round's planning) told which of its
-        // snapshots have holds, only the received snapshots are listed (one command for all)
-        // and the older holds are looked for on those held snapshots; a filesystem not listed
-        // before is listed whole.
-        let cached: std::collections::HashMap<DatasetPath, Vec<String>> = {
+        // Where the last full listing of a filesystem (this round's planning) told which of
+        // its snapshots have holds, only the received snapshots are listed (one command for
+        // all); a filesystem not listed before is listed whole.
+        let held: std::collections::HashMap<DatasetPath, Vec<String>> = {
             let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-            fss.iter()
+            locals
+                .iter()
+                .flatten()
                 .filter_map(|f| held.get(f).map(|h| (f.clone(), h.clone())))
                 .collect()
         };
         // Receives whose stream this process checked need no look at all.
-        let verified: Vec<bool> = {
+        let rx: Vec<plan::Received> = {
             let mut v = self
                 .shared
                 .verified
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             reqs.iter()
-                .zip(&locals)
-                .map(|(r, lp)| {
-                    lp.as_ref().is_some_and(|lp| {
+                .zip(locals)
+                .map(|(r, local)| plan::Received {
+                    verified: local.as_ref().is_some_and(|lp| {
                         r.deferred && v.remove(&(lp.clone(), r.to.name.clone(), r.to.guid))
-                    })
+                    }),
+                    local,
                 })
                 .collect()
         };
-        let mut named: std::collections::BTreeSet<VersionPath> = std::collections::BTreeSet::new();
-        for ((r, lp), verified) in reqs.iter().zip(&locals).zip(&verified) {
-            let Some(lp) = lp
-                .as_ref()
-                .filter(|l| r.deferred && !verified && cached.contains_key(*l))
-            else {
-                continue;
-            };
-            if let Ok(v) = VersionPath::snapshot(lp, &r.to.name) {
-                named.insert(v);
-            }
-        }
+        let need = plan::receive_listing(reqs, &rx, &held);
         let mut listed: std::collections::BTreeMap<DatasetPath, Vec<FilesystemVersion>> =
-            if named.is_empty() {
+            if need.named.is_empty() {
                 std::collections::BTreeMap::new()
             } else {
-                let named: Vec<VersionPath> = named.into_iter().collect();
                 self.zfs
-                    .get_versions(&named)
+                    .get_versions(&need.named)
                     .await
                     .map_err(|e| zfs_err("cannot list the received snapshots", e))?
             };
-        let uncached: Vec<DatasetPath> = fss
-            .iter()
-            .filter(|f| !cached.contains_key(*f))
-            .cloned()
-            .collect();
-        if !uncached.is_empty() {
-            let whole = crate::sender::list_versions_many(&self.zfs, &uncached).await?;
-            for (f, vs) in uncached.into_iter().zip(whole) {
+        if !need.whole.is_empty() {
+            let whole = crate::sender::list_versions_many(&self.zfs, &need.whole).await?;
+            for (f, vs) in need.whole.into_iter().zip(whole) {
                 if let Ok(vs) = vs {
                     listed.insert(f, vs);
                 }
             }
         }
-        // Per filesystem, the newest checked `to` that gets the last-received hold.
-        let mut newest: std::collections::BTreeMap<DatasetPath, (&ReceiveRequest, bool)> =
-            std::collections::BTreeMap::new();
-        for (i, ((r, lp), res)) in reqs.iter().zip(&locals).zip(results.iter_mut()).enumerate() {
-            let Some(lp) = lp.as_ref().filter(|_| r.deferred) else {
-                continue;
-            };
-            if res.is_err() {
-                continue;
-            }
-            let target = format!("{lp}@{}", r.to.name);
-            let got = match listed.get(lp) {
-                _ if verified[i] => Some(r.to.guid),
-                Some(vs) => vs
-                    .iter()
-                    .find(|v| v.typ == VersionType::Snapshot && v.name == r.to.name)
-                    .map(|v| v.guid),
-                _ => None,
-            };
-            *res = match got {
-                None => Err(EndpointError::not_found(format!(
-                    "received snapshot {target} not found"
-                ))),
-                Some(g) if g != r.to.guid => Err(EndpointError::invalid(format!(
-                    "received snapshot {target} has guid {g:#x}, expected {:#x} (kept for inspection)",
-                    r.to.guid
-                ))),
-                Some(_) => Ok(()),
-            };
-            if res.is_ok() {
-                let hold = r.replication.for_step(r.from.is_some()) != Protection::GuaranteeNothing;
-                let e = newest.entry(lp.clone()).or_insert((r, hold));
-                if r.to.createtxg > e.0.to.createtxg {
-                    *e = (r, hold);
-                }
-            }
-        }
-        // The new holds in one command, before the old ones go.
+        let mut c = plan::complete_receives(reqs, &rx, &listed, &mut results);
         let tag = last_received_hold_tag(&self.cfg.job);
-        let new_holds: Vec<VersionPath> = newest
-            .iter()
-            .filter(|(_, (_, hold))| *hold)
-            .filter_map(|(lp, (r, _))| VersionPath::snapshot(lp, &r.to.name).ok())
-            .collect();
-        if !new_holds.is_empty() {
-            if let Err(e) = self.zfs.hold(&tag, &new_holds).await {
+        if !c.hold.is_empty() {
+            if let Err(e) = self.zfs.hold(&tag, &c.hold).await {
                 // Which received snapshots are not there (destroyed since, or a receive that
                 // `zfs recv` reported done without creating it)? Those fail alone; the others
                 // are held again (idempotently) and complete.
                 let e = zfs_err("cannot create last-received holds", e);
-                let present: Option<HashSet<String>> =
-                    self.zfs.get_versions(&new_holds).await.ok().map(|m| {
-                        let mut p = HashSet::new();
-                        for (fs, vs) in &m {
-                            let Some((r, _)) = newest.get(fs) else {
-                                continue;
-                            };
-                            for v in vs.iter().filter(|v| v.guid == r.to.guid) {
-                                p.insert(format!("{fs}{}", v.relative_name()));
-                            }
-                        }
-                        p
-                    });
-                let retry: Vec<VersionPath> = new_holds
+                let present = self
+                    .zfs
+                    .get_versions(&c.hold)
+                    .await
+                    .ok()
+                    .map(|found| plan::present_received(reqs, &c, &found));
+                let retry: Vec<VersionPath> = c
+                    .hold
                     .iter()
                     .filter(|h| present.as_ref().is_some_and(|p| p.contains(&h.to_string())))
                     .cloned()
                     .collect();
                 let held_now = !retry.is_empty() && self.zfs.hold(&tag, &retry).await.is_ok();
-                let mut failed: HashSet<DatasetPath> = HashSet::new();
-                for ((r, lp), res) in reqs.iter().zip(&locals).zip(results.iter_mut()) {
-                    let Some(l) = lp.as_ref().filter(|_| r.deferred) else {
-                        continue;
-                    };
-                    let Some((nr, true)) = newest.get(l) else {
-                        continue;
-                    };
-                    if res.is_err() {
-                        continue;
-                    }
-                    let snap = format!("{l}@{}", nr.to.name);
-                    if present.as_ref().is_some_and(|p| !p.contains(&snap)) {
-                        *res = Err(EndpointError::not_found(format!(
-                            "received snapshot {snap} not found"
-                        )));
-                        failed.insert(l.clone());
-                    } else if !held_now {
-                        *res = Err(e.clone());
-                        failed.insert(l.clone());
-                    }
-                }
-                newest.retain(|l, _| !failed.contains(l));
+                plan::after_hold_failure(
+                    reqs,
+                    &rx,
+                    &mut c,
+                    present.as_ref(),
+                    held_now,
+                    &e,
+                    &mut results,
+                );
             }
         }
         zrepl_failpoint::hit("receiver.complete.after_new_hold")
             .map_err(|e| EndpointError::zfs(e.to_string()))?;
         // Older last-received holds of this job: best effort, as after a single receive.
-        let others: Vec<VersionPath> = newest
-            .iter()
-            .flat_map(|(lp, (r, _))| {
-                let held: Vec<&String> = match cached.get(lp) {
-                    Some(names) => names.iter().collect(),
-                    None => listed
-                        .get(lp)
-                        .into_iter()
-                        .flatten()
-                        .filter(|v| v.typ == VersionType::Snapshot && v.userrefs.unwrap_or(0) > 0)
-                        .map(|v| &v.name)
-                        .collect(),
-                };
-                held.into_iter()
-                    .filter(|n| **n != r.to.name)
-                    .filter_map(|n| VersionPath::snapshot(lp, n).ok())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let others = plan::older_holds(reqs, &c, &held, &listed);
         if !others.is_empty() {
-            // `zfs release` of a tag a snapshot does not have is a no-op for us (idempotent),
-            // so no `zfs holds` first: the candidates are few (usually the step's `from`).
-            let released = self.zfs.release(&tag, &others);
-            if let Err(e) = released.await {
+            if let Err(e) = self.zfs.release(&tag, &others).await {
                 tracing::warn!(error = %e, "cannot release older last-received holds");
             }
         }

@@ -13,12 +13,13 @@ use zrepl_zfs::{
     Zfs, PLACEHOLDER_PROPERTY,
 };
 use zrepl_zfs_types::abstraction::{
-    cursor_bookmark_name, parse_cursor_bookmark, parse_step_hold_tag, step_hold_tag,
-    tentative_cursor_bookmark_name, AbstractionType,
+    cursor_bookmark_name, parse_cursor_bookmark, step_hold_tag, tentative_cursor_bookmark_name,
+    AbstractionType,
 };
 use zrepl_zfs_types::resume_token;
 
 use crate::error::zfs_err;
+use crate::plan::sends::{self as plan, check_request, prepared_key};
 use crate::registry::Registry;
 
 /// What a sending job allows and how it sends.
@@ -100,21 +101,6 @@ pub(crate) struct Prepared {
     /// race-free, on the stream `zfs send` produces ([`check_stream_begin`]). Dropped when a
     /// completion moves cursors, so that it never shows cursors that are gone.
     planned: BTreeMap<DatasetPath, Vec<FilesystemVersion>>,
-}
-
-/// The identity of a request for [`Prepared::steps`].
-fn prepared_key(req: &SendRequest) -> String {
-    format!(
-        "{}\0{:?}\0{}\0{}\0{:?}\0{:?}",
-        req.filesystem,
-        req.from
-            .as_ref()
-            .map(|f| (f.typ, &f.name, f.guid, f.createtxg)),
-        req.to.name,
-        req.to.guid,
-        req.resume_token,
-        req.replication,
-    )
 }
 
 /// Per pool, the deepest dataset that contains all of `paths` of that pool: one recursive
@@ -223,42 +209,6 @@ impl LocalSender {
             .map_err(|e| zfs_err(format!("cannot list versions of {fs}"), e))?;
         check_request(req, &versions)?;
         Ok(versions)
-    }
-}
-
-/// Checks the request's `from` and `to` against the filesystem's `versions` by GUID.
-fn check_request(req: &SendRequest, versions: &[FilesystemVersion]) -> Result<(), EndpointError> {
-    let fs = &req.filesystem;
-    {
-        if req.to.typ != VersionType::Snapshot {
-            return Err(EndpointError::invalid("'to' must be a snapshot"));
-        }
-        let check = |want: &FilesystemVersion| -> Result<(), EndpointError> {
-            match versions
-                .iter()
-                .find(|v| v.typ == want.typ && v.name == want.name)
-            {
-                None => Err(EndpointError::not_found(format!(
-                    "{} does not exist",
-                    want.full_path(fs)
-                ))),
-                Some(v) if v.guid != want.guid => Err(EndpointError::invalid(format!(
-                    "{} has guid {:#x}, request expected {:#x}",
-                    want.full_path(fs),
-                    v.guid,
-                    want.guid
-                ))),
-                Some(_) => Ok(()),
-            }
-        };
-        check(&req.to)?;
-        if let Some(from) = &req.from {
-            check(from)?;
-            if from.createtxg >= req.to.createtxg {
-                return Err(EndpointError::invalid("'from' must be older than 'to'"));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -446,24 +396,18 @@ impl LocalSender {
         keep: &[FilesystemVersion],
         older_cursors: bool,
     ) -> Result<(), EndpointError> {
-        let kept = |v: &FilesystemVersion| keep.iter().any(|k| k.typ == v.typ && k.name == v.name);
         let job = self.cfg.job.as_str();
+        let plan = plan::cleanup(job, fs, versions, keep, older_cursors)?;
         // Step holds: only held snapshots can carry one; ask `zfs holds` about those in one call.
-        let held: Vec<VersionPath> = versions
-            .iter()
-            .filter(|v| v.typ == VersionType::Snapshot && v.userrefs.unwrap_or(0) > 0 && !kept(v))
-            .filter_map(|v| VersionPath::of(fs, v).ok())
-            .collect();
-        if !held.is_empty() {
+        if !plan.check_holds.is_empty() {
             let holds = self
                 .zfs
-                .holds(&held)
+                .holds(&plan.check_holds)
                 .await
                 .map_err(|e| zfs_err(format!("cannot list holds on {fs}"), e))?;
-            let stale: Vec<VersionPath> = holds
+            let stale: Vec<VersionPath> = crate::plan::stale_step_holds(job, &holds)
                 .into_iter()
-                .filter(|(_, tags)| tags.iter().any(|t| parse_step_hold_tag(t) == Some(job)))
-                .map(|(v, _)| v)
+                .cloned()
                 .collect();
             if !stale.is_empty() {
                 self.zfs
@@ -472,23 +416,11 @@ impl LocalSender {
                     .map_err(|e| zfs_err(format!("cannot release stale step holds on {fs}"), e))?;
             }
         }
-        for v in versions
-            .iter()
-            .filter(|v| v.typ == VersionType::Bookmark && !kept(v))
-        {
-            let Some((typ, _, Some(j))) = parse_cursor_bookmark(&v.name) else {
-                continue;
-            };
-            let ours = j == job
-                && (typ == AbstractionType::TentativeReplicationCursorV2
-                    || (older_cursors && typ == AbstractionType::ReplicationCursorV2));
-            if ours {
-                let bm = VersionPath::of(fs, v).map_err(|e| zfs_err("cleanup", e))?;
-                self.zfs
-                    .destroy_version_idempotent(&bm)
-                    .await
-                    .map_err(|e| zfs_err(format!("cannot destroy stale bookmark {bm}"), e))?;
-            }
+        for bm in &plan.destroy {
+            self.zfs
+                .destroy_version_idempotent(bm)
+                .await
+                .map_err(|e| zfs_err(format!("cannot destroy stale bookmark {bm}"), e))?;
         }
         Ok(())
     }
@@ -594,44 +526,25 @@ impl zrepl_protocol::Sender for LocalSender {
         // command; the requests are checked against the listing the round was planned on (a
         // filesystem without one is listed now, under the holds). What is held cannot be
         // destroyed; that the held names still carry the planned GUIDs is checked by `send`
-        // on the stream itself.
-        let cands: Vec<&SendRequest> = reqs
-            .iter()
-            .filter(|r| self.check_allowed(&r.filesystem).is_ok())
-            .filter(|r| {
-                r.replication.for_step(r.from.is_some()) == Protection::GuaranteeResumability
-            })
-            .collect();
-        if cands.is_empty() {
+        // on the stream itself. Decisions: `plan::step_holds`, `plan::prepared`.
+        let holds = plan::step_holds(reqs, |f| self.check_allowed(f).is_ok())?;
+        if holds.requests.is_empty() {
             return Ok(());
         }
-        let mut snaps = std::collections::BTreeSet::new();
-        for r in &cands {
-            for v in std::iter::once(&r.to).chain(r.from.as_ref()) {
-                if v.typ == VersionType::Snapshot {
-                    snaps
-                        .insert(VersionPath::of(&r.filesystem, v).map_err(|e| zfs_err("hold", e))?);
-                }
-            }
-        }
-        let snaps: Vec<VersionPath> = snaps.into_iter().collect();
+        let tag = step_hold_tag(&self.cfg.job);
         self.zfs
-            .hold(&step_hold_tag(&self.cfg.job), &snaps)
+            .hold(&tag, &holds.snapshots)
             .await
             .map_err(|e| zfs_err("cannot create the step holds of this round", e))?;
         zrepl_failpoint::hit("sender.prepare_sends.after_holds")
             .map_err(|e| EndpointError::zfs(e.to_string()))?;
-        let fss: Vec<DatasetPath> = cands
-            .iter()
-            .map(|r| r.filesystem.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let mut listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> = fss
+        let mut listed: plan::Listing = holds
+            .filesystems
             .iter()
             .filter_map(|f| Some((f.clone(), Ok(planned.remove(f)?))))
             .collect();
-        let unplanned: Vec<DatasetPath> = fss
+        let unplanned: Vec<DatasetPath> = holds
+            .filesystems
             .iter()
             .filter(|f| !listed.contains_key(*f))
             .cloned()
@@ -644,43 +557,21 @@ impl zrepl_protocol::Sender for LocalSender {
                     .zip(list_versions_many(&self.zfs, &unplanned).await?),
             );
         }
-        let mut used = std::collections::BTreeSet::new();
+        let done = plan::prepared(reqs, &holds, &listed);
         {
             let mut prepared = lock(&self.prepared);
-            let mut unprepared = std::collections::BTreeSet::new();
-            for r in &cands {
-                if let Some(Ok(versions)) = listed.get(&r.filesystem) {
-                    if check_request(r, versions).is_ok() {
-                        prepared.steps.insert(prepared_key(r));
-                        for v in std::iter::once(&r.to).chain(r.from.as_ref()) {
-                            used.extend(VersionPath::of(&r.filesystem, v).ok());
-                        }
-                        continue;
-                    }
-                }
-                unprepared.insert(&r.filesystem);
-            }
-            // Filesystems with a request of another protection level (not held) are listed
-            // again at completion.
-            for r in reqs {
-                if !cands.iter().any(|c| std::ptr::eq(*c, r)) {
-                    unprepared.insert(&r.filesystem);
-                }
-            }
-            prepared.listing = listed
-                .into_iter()
-                .filter(|(fs, _)| !unprepared.contains(fs))
-                .filter_map(|(fs, v)| Some((fs, v.ok()?)))
+            prepared
+                .steps
+                .extend(done.steps.iter().map(|&i| prepared_key(&reqs[i])));
+            prepared.listing = done
+                .keep_listing
+                .iter()
+                .filter_map(|f| Some((f.clone(), listed.remove(f)?.ok()?)))
                 .collect();
         }
         // Requests that do not match what exists (their `send` fails) keep no holds of ours.
-        let unused: Vec<VersionPath> = snaps.into_iter().filter(|p| !used.contains(p)).collect();
-        if !unused.is_empty() {
-            if let Err(e) = self
-                .zfs
-                .release(&step_hold_tag(&self.cfg.job), &unused)
-                .await
-            {
+        if !done.release.is_empty() {
+            if let Err(e) = self.zfs.release(&tag, &done.release).await {
                 tracing::warn!(error = %e, "cannot release the step holds of unprepared steps");
             }
         }
@@ -857,21 +748,16 @@ impl LocalSender {
         reqs: &[SendRequest],
     ) -> Result<Vec<Result<(), EndpointError>>, EndpointError> {
         let job = self.cfg.job.as_str();
-        let mut results: Vec<Result<(), EndpointError>> = reqs
-            .iter()
-            .map(|r| self.check_allowed(&r.filesystem))
-            .collect();
         let fss: Vec<DatasetPath> = reqs
             .iter()
-            .zip(&results)
-            .filter(|(_, ok)| ok.is_ok())
-            .map(|(r, _)| r.filesystem.clone())
+            .filter(|r| self.check_allowed(&r.filesystem).is_ok())
+            .map(|r| r.filesystem.clone())
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
         // The listing `prepare_sends` checked this round against, where it covers a
         // filesystem; the others are listed now.
-        let mut listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> = {
+        let mut listed: plan::Listing = {
             let mut p = lock(&self.prepared);
             fss.iter()
                 .filter_map(|f| Some((f.clone(), Ok(p.listing.remove(f)?))))
@@ -889,57 +775,14 @@ impl LocalSender {
                     .zip(list_versions_many(&self.zfs, &rest).await?),
             );
         }
-        for (r, res) in reqs.iter().zip(results.iter_mut()) {
-            if res.is_ok() {
-                *res = match listed.get(&r.filesystem) {
-                    Some(Ok(v)) => check_request(r, v),
-                    Some(Err(e)) => Err(e.clone()),
-                    None => Err(EndpointError::not_found(format!(
-                        "{} not listed",
-                        r.filesystem
-                    ))),
-                };
-            }
-        }
-        // Per filesystem: the newest checked `to` and its protection level.
-        let mut newest: BTreeMap<&DatasetPath, &SendRequest> = BTreeMap::new();
-        for (r, _) in reqs.iter().zip(&results).filter(|(_, ok)| ok.is_ok()) {
-            let e = newest.entry(&r.filesystem).or_insert(r);
-            if r.to.createtxg > e.to.createtxg {
-                *e = r;
-            }
-        }
-        let mut create = Vec::new();
-        let mut destroy = Vec::new();
-        let mut cursor_of: BTreeMap<&DatasetPath, String> = BTreeMap::new();
-        for (fs, r) in &newest {
-            let level = r.replication.for_step(r.from.is_some());
-            let guard = if level != Protection::GuaranteeNothing {
-                let name = cursor_bookmark_name(r.to.guid, job);
-                let bm = VersionPath::bookmark(fs, &name).map_err(|e| zfs_err("cursor", e))?;
-                let src = VersionPath::of(fs, &r.to).map_err(|e| zfs_err("cursor", e))?;
-                cursor_of.insert(fs, bm.to_string());
-                create.push((src, bm.clone(), r.to.guid));
-                Some(bm)
-            } else {
-                None
-            };
-            let Some(Ok(versions)) = listed.get(*fs) else {
-                continue;
-            };
-            for v in versions.iter().filter(|v| v.typ == VersionType::Bookmark) {
-                let Some((typ, _, Some(j))) = parse_cursor_bookmark(&v.name) else {
-                    continue;
-                };
-                let ours = j == job
-                    && (typ == AbstractionType::TentativeReplicationCursorV2
-                        || typ == AbstractionType::ReplicationCursorV2);
-                if ours && guard.as_ref().is_none_or(|g| g.name() != v.name) {
-                    let bm = VersionPath::of(fs, v).map_err(|e| zfs_err("cleanup", e))?;
-                    destroy.push((guard.clone(), bm));
-                }
-            }
-        }
+        // Decided by `plan::complete_sends`: the new cursors first (one channel program, one
+        // transaction group), then what they replace and this round's step holds.
+        let mut c = plan::complete_sends(job, reqs, |f| self.check_allowed(f), &listed)?;
+        let create: Vec<(VersionPath, VersionPath, u64)> = c
+            .cursors
+            .iter()
+            .map(|n| (n.source.clone(), n.bookmark.clone(), n.guid))
+            .collect();
         let outcome = self
             .zfs
             .create_bookmarks(&create)
@@ -947,62 +790,14 @@ impl LocalSender {
             .map_err(|e| zfs_err("cannot move the replication cursors", e))?;
         zrepl_failpoint::hit("sender.complete.after_new_cursor")
             .map_err(|e| EndpointError::zfs(e.to_string()))?;
-        for (r, res) in reqs.iter().zip(results.iter_mut()) {
-            if res.is_err() {
-                continue;
-            }
-            if let Some(name) = cursor_of.get(&r.filesystem) {
-                if let Some(Err(errno)) = outcome.get(name) {
-                    *res = Err(if *errno == 3 {
-                        EndpointError::invalid(format!(
-                            "cannot move replication cursor of {}: {} is no longer the snapshot that was sent (guid {:#x}; renamed?)",
-                            r.filesystem,
-                            r.to.full_path(&r.filesystem),
-                            r.to.guid
-                        ))
-                    } else {
-                        EndpointError::zfs(format!(
-                            "cannot move replication cursor of {}: creating {name} failed with errno {errno}",
-                            r.filesystem
-                        ))
-                    });
-                }
-            }
-        }
-        // Older cursors and tentative cursors go only where the new cursor exists (channel
-        // programs cannot destroy bookmarks: `Zfs::destroy_bookmarks` batches them).
-        let doomed: Vec<VersionPath> = destroy
-            .into_iter()
-            .filter(|(guard, _)| {
-                guard
-                    .as_ref()
-                    .is_none_or(|g| matches!(outcome.get(&g.to_string()), Some(Ok(()))))
-            })
-            .map(|(_, bm)| bm)
-            .collect();
-        // Release this round's step holds (`to` and a snapshot `from` of every step) while the
-        // replaced cursors are destroyed: both only clean up after the new cursors exist.
+        // Replaced cursors go only where the new cursor exists (channel programs cannot
+        // destroy bookmarks: `Zfs::destroy_bookmarks` batches them), while this round's step
+        // holds are released: both only clean up after the new cursors exist.
+        let doomed = plan::after_cursors(reqs, &mut c, &outcome);
         let tag = step_hold_tag(job);
-        let mut ours = std::collections::BTreeSet::new();
-        for r in reqs
-            .iter()
-            .filter(|r| self.check_allowed(&r.filesystem).is_ok())
-            .filter(|r| {
-                r.replication.for_step(r.from.is_some()) == Protection::GuaranteeResumability
-            })
-        {
-            for v in std::iter::once(&r.to).chain(r.from.as_ref()) {
-                if v.typ == VersionType::Snapshot {
-                    if let Ok(p) = VersionPath::of(&r.filesystem, v) {
-                        ours.insert(p);
-                    }
-                }
-            }
-        }
-        let ours: Vec<VersionPath> = ours.into_iter().collect();
         let release = async {
-            if !ours.is_empty() {
-                if let Err(e) = self.zfs.release(&tag, &ours).await {
+            if !c.release.is_empty() {
+                if let Err(e) = self.zfs.release(&tag, &c.release).await {
                     tracing::warn!(error = %e, "cannot release step holds after the round");
                 }
             }
@@ -1013,27 +808,13 @@ impl LocalSender {
         }
         // Stale step holds of earlier attempts on other held snapshots, up to the newest
         // completed step (a newer one may be held for a step still pending).
-        let others: Vec<VersionPath> = listed
-            .iter()
-            .filter_map(|(fs, v)| Some((fs, v.as_ref().ok()?, newest.get(fs)?.to.createtxg)))
-            .flat_map(|(fs, vs, txg)| {
-                let ours = &ours;
-                crate::plan::completion_hold_candidates(vs, txg, move |v| {
-                    VersionPath::of(fs, v).is_ok_and(|p| ours.binary_search(&p).is_ok())
-                })
-                .into_iter()
-                .filter_map(move |v| VersionPath::of(fs, v).ok())
-            })
-            .collect();
+        let others = plan::stale_hold_checks(&c, &listed);
         if !others.is_empty() {
             match self.zfs.holds(&others).await {
                 Ok(holds) => {
-                    let stale: Vec<VersionPath> = holds
+                    let stale: Vec<VersionPath> = crate::plan::stale_step_holds(job, &holds)
                         .into_iter()
-                        .filter(|(_, tags)| {
-                            tags.iter().any(|t| parse_step_hold_tag(t) == Some(job))
-                        })
-                        .map(|(v, _)| v)
+                        .cloned()
                         .collect();
                     if !stale.is_empty() {
                         if let Err(e) = self.zfs.release(&tag, &stale).await {
@@ -1048,14 +829,14 @@ impl LocalSender {
         }
         {
             let mut p = lock(&self.prepared);
-            for (r, res) in reqs.iter().zip(&results) {
+            for (r, res) in reqs.iter().zip(&c.results) {
                 if res.is_ok() {
                     p.steps.remove(&prepared_key(r));
                 }
             }
             p.planned.clear();
         }
-        Ok(results)
+        Ok(c.results)
     }
 }
 

@@ -4,6 +4,9 @@
 //! last-received hold), then what only cleans up (older cursors, tentative cursors, stale holds),
 //! so that a crash between any two of them leaves state the next run converges from.
 
+pub mod receives;
+pub mod sends;
+
 use zrepl_protocol::{ConvergeRequest, Protection};
 use zrepl_zfs_types::abstraction::{
     cursor_bookmark_name, parse_cursor_bookmark, parse_step_hold_tag, AbstractionType,

@@ -1,0 +1,816 @@
+//! The sender's part of a round, decided without I/O: which step holds `prepare_sends`
+//! creates and which it gives back, and what `sends_completed` does (cursors moved, replaced
+//! cursors destroyed, step holds released). [`crate::sender`] lists, applies these plans in the
+//! order they state and feeds the outcome of each command into the next decision.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use zrepl_protocol::{EndpointError, Protection, SendRequest};
+use zrepl_zfs::VersionPath;
+use zrepl_zfs_types::abstraction::{cursor_bookmark_name, parse_cursor_bookmark, AbstractionType};
+use zrepl_zfs_types::{DatasetPath, FilesystemVersion, VersionType};
+
+use crate::error::zfs_err;
+
+/// A listing per filesystem, as `list_versions_many` returns it (a filesystem may fail alone).
+pub type Listing = BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>>;
+
+/// Checks the request's `from` and `to` against the filesystem's `versions` by GUID.
+pub fn check_request(
+    req: &SendRequest,
+    versions: &[FilesystemVersion],
+) -> Result<(), EndpointError> {
+    let fs = &req.filesystem;
+    if req.to.typ != VersionType::Snapshot {
+        return Err(EndpointError::invalid("'to' must be a snapshot"));
+    }
+    let check = |want: &FilesystemVersion| -> Result<(), EndpointError> {
+        match versions
+            .iter()
+            .find(|v| v.typ == want.typ && v.name == want.name)
+        {
+            None => Err(EndpointError::not_found(format!(
+                "{} does not exist",
+                want.full_path(fs)
+            ))),
+            Some(v) if v.guid != want.guid => Err(EndpointError::invalid(format!(
+                "{} has guid {:#x}, request expected {:#x}",
+                want.full_path(fs),
+                v.guid,
+                want.guid
+            ))),
+            Some(_) => Ok(()),
+        }
+    };
+    check(&req.to)?;
+    if let Some(from) = &req.from {
+        check(from)?;
+        if from.createtxg >= req.to.createtxg {
+            return Err(EndpointError::invalid("'from' must be older than 'to'"));
+        }
+    }
+    Ok(())
+}
+
+/// The identity of a request among the steps `prepare_sends` prepared.
+pub fn prepared_key(req: &SendRequest) -> String {
+    format!(
+        "{}\0{:?}\0{}\0{}\0{:?}\0{:?}",
+        req.filesystem,
+        req.from
+            .as_ref()
+            .map(|f| (f.typ, &f.name, f.guid, f.createtxg)),
+        req.to.name,
+        req.to.guid,
+        req.resume_token,
+        req.replication,
+    )
+}
+
+/// Does the request's step keep step holds (`guarantee_resumability`)?
+fn holds_steps(r: &SendRequest) -> bool {
+    r.replication.for_step(r.from.is_some()) == Protection::GuaranteeResumability
+}
+
+/// The snapshots among a request's `from` and `to`.
+fn step_snapshots(r: &SendRequest) -> impl Iterator<Item = &FilesystemVersion> {
+    std::iter::once(&r.to)
+        .chain(r.from.as_ref())
+        .filter(|v| v.typ == VersionType::Snapshot)
+}
+
+/// The first half of `prepare_sends`: the step holds of the round.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StepHolds {
+    /// Indices of the requests that get step holds (allowed, `guarantee_resumability`).
+    pub requests: Vec<usize>,
+    /// Every snapshot `from` and `to` of those requests, each once: held with the job's step
+    /// hold tag in one command.
+    pub snapshots: Vec<VersionPath>,
+    /// Their filesystems, each once: checked against a listing under the holds.
+    pub filesystems: Vec<DatasetPath>,
+}
+
+/// Decides the step holds of a round. `allowed` is the sender's filter.
+pub fn step_holds(
+    reqs: &[SendRequest],
+    allowed: impl Fn(&DatasetPath) -> bool,
+) -> Result<StepHolds, EndpointError> {
+    let requests: Vec<usize> = (0..reqs.len())
+        .filter(|&i| allowed(&reqs[i].filesystem) && holds_steps(&reqs[i]))
+        .collect();
+    let mut snapshots = BTreeSet::new();
+    let mut filesystems = BTreeSet::new();
+    for &i in &requests {
+        let r = &reqs[i];
+        filesystems.insert(r.filesystem.clone());
+        for v in step_snapshots(r) {
+            snapshots.insert(VersionPath::of(&r.filesystem, v).map_err(|e| zfs_err("hold", e))?);
+        }
+    }
+    Ok(StepHolds {
+        requests,
+        snapshots: snapshots.into_iter().collect(),
+        filesystems: filesystems.into_iter().collect(),
+    })
+}
+
+/// The second half of `prepare_sends`, once the holds exist and the held filesystems are listed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Prepared {
+    /// Requests that match the listing: their `send` may skip the per-step listing and holds.
+    pub steps: Vec<usize>,
+    /// Filesystems whose listing completion may use instead of listing again: every request of
+    /// the round on them was prepared (a request without step holds is not: its snapshots may
+    /// go before completion).
+    pub keep_listing: Vec<DatasetPath>,
+    /// Held snapshots that no prepared step uses (their requests do not match what exists;
+    /// their `send` fails): their step holds are given back at once.
+    pub release: Vec<VersionPath>,
+}
+
+/// Decides what the holds of [`step_holds`] prepared, from the listing of their filesystems.
+pub fn prepared(reqs: &[SendRequest], holds: &StepHolds, listed: &Listing) -> Prepared {
+    let mut steps = Vec::new();
+    let mut used = BTreeSet::new();
+    let mut unprepared: BTreeSet<&DatasetPath> = BTreeSet::new();
+    for &i in &holds.requests {
+        let r = &reqs[i];
+        let ok = matches!(listed.get(&r.filesystem), Some(Ok(vs)) if check_request(r, vs).is_ok());
+        if ok {
+            steps.push(i);
+            used.extend(step_snapshots(r).filter_map(|v| VersionPath::of(&r.filesystem, v).ok()));
+        } else {
+            unprepared.insert(&r.filesystem);
+        }
+    }
+    for (i, r) in reqs.iter().enumerate() {
+        if !holds.requests.contains(&i) {
+            unprepared.insert(&r.filesystem);
+        }
+    }
+    Prepared {
+        steps,
+        keep_listing: holds
+            .filesystems
+            .iter()
+            .filter(|f| !unprepared.contains(f))
+            .filter(|f| matches!(listed.get(*f), Some(Ok(_))))
+            .cloned()
+            .collect(),
+        release: holds
+            .snapshots
+            .iter()
+            .filter(|p| !used.contains(*p))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// One filesystem's new replication cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCursor {
+    /// The request whose `to` becomes the cursor (the newest completed step of the filesystem).
+    pub request: usize,
+    /// The snapshot the bookmark is made from, and its GUID (checked as it is made).
+    pub source: VersionPath,
+    pub guid: u64,
+    pub bookmark: VersionPath,
+}
+
+/// What `sends_completed` does, first part: until the new cursors exist.
+#[derive(Debug, Clone, Default)]
+pub struct SendCompletion {
+    /// Per request: allowed and matching the listing? Only these complete.
+    pub results: Vec<Result<(), EndpointError>>,
+    /// Per filesystem, the `createtxg` of its newest completed `to`.
+    pub newest_txg: BTreeMap<DatasetPath, u64>,
+    /// Cursors to create, in one batch, first.
+    pub cursors: Vec<NewCursor>,
+    /// This job's cursors and tentative cursors the new cursors replace, each with the cursor
+    /// that must exist before it goes (`None`: the protection keeps no cursor).
+    pub replaced: Vec<(Option<VersionPath>, VersionPath)>,
+    /// This round's step holds, given back once the cursors exist.
+    pub release: Vec<VersionPath>,
+}
+
+/// Decides the completion of a round's steps from the listing of their filesystems.
+pub fn complete_sends(
+    job: &str,
+    reqs: &[SendRequest],
+    allowed: impl Fn(&DatasetPath) -> Result<(), EndpointError>,
+    listed: &Listing,
+) -> Result<SendCompletion, EndpointError> {
+    let results: Vec<Result<(), EndpointError>> = reqs
+        .iter()
+        .map(|r| {
+            allowed(&r.filesystem)?;
+            match listed.get(&r.filesystem) {
+                Some(Ok(v)) => check_request(r, v),
+                Some(Err(e)) => Err(e.clone()),
+                None => Err(EndpointError::not_found(format!(
+                    "{} not listed",
+                    r.filesystem
+                ))),
+            }
+        })
+        .collect();
+    let mut newest: BTreeMap<&DatasetPath, usize> = BTreeMap::new();
+    for (i, r) in reqs.iter().enumerate().filter(|(i, _)| results[*i].is_ok()) {
+        let e = newest.entry(&r.filesystem).or_insert(i);
+        if r.to.createtxg > reqs[*e].to.createtxg {
+            *e = i;
+        }
+    }
+    let mut out = SendCompletion {
+        results,
+        newest_txg: newest
+            .iter()
+            .map(|(fs, &i)| ((*fs).clone(), reqs[i].to.createtxg))
+            .collect(),
+        ..Default::default()
+    };
+    for (fs, &i) in &newest {
+        let r = &reqs[i];
+        let guard = if r.replication.for_step(r.from.is_some()) != Protection::GuaranteeNothing {
+            let name = cursor_bookmark_name(r.to.guid, job);
+            let bookmark = VersionPath::bookmark(fs, &name).map_err(|e| zfs_err("cursor", e))?;
+            out.cursors.push(NewCursor {
+                request: i,
+                source: VersionPath::of(fs, &r.to).map_err(|e| zfs_err("cursor", e))?,
+                guid: r.to.guid,
+                bookmark: bookmark.clone(),
+            });
+            Some(bookmark)
+        } else {
+            None
+        };
+        let Some(Ok(versions)) = listed.get(*fs) else {
+            continue;
+        };
+        for v in versions.iter().filter(|v| v.typ == VersionType::Bookmark) {
+            let Some((typ, _, Some(j))) = parse_cursor_bookmark(&v.name) else {
+                continue;
+            };
+            let ours = j == job
+                && matches!(
+                    typ,
+                    AbstractionType::TentativeReplicationCursorV2
+                        | AbstractionType::ReplicationCursorV2
+                );
+            if ours && guard.as_ref().is_none_or(|g| g.name() != v.name) {
+                let bm = VersionPath::of(fs, v).map_err(|e| zfs_err("cleanup", e))?;
+                out.replaced.push((guard.clone(), bm));
+            }
+        }
+    }
+    // Step holds are released for every request of the round that had them, completed or not:
+    // a step that did not complete is planned again, with new holds, by the next attempt.
+    let mut release = BTreeSet::new();
+    for r in reqs
+        .iter()
+        .filter(|r| allowed(&r.filesystem).is_ok() && holds_steps(r))
+    {
+        release.extend(step_snapshots(r).filter_map(|v| VersionPath::of(&r.filesystem, v).ok()));
+    }
+    out.release = release.into_iter().collect();
+    Ok(out)
+}
+
+/// How creating a cursor came out, per bookmark name: `Ok` or the errno of the channel program
+/// (see `Zfs::create_bookmarks`); a bookmark missing from the map was not created.
+pub type CursorOutcome = BTreeMap<String, Result<(), i64>>;
+
+/// What `sends_completed` does once the cursors were made: the requests whose cursor failed
+/// fail, and the replaced cursors whose new cursor exists are destroyed (never one whose
+/// replacement failed: it may be the only incremental source left).
+pub fn after_cursors(
+    reqs: &[SendRequest],
+    c: &mut SendCompletion,
+    outcome: &CursorOutcome,
+) -> Vec<VersionPath> {
+    for cur in &c.cursors {
+        let name = cur.bookmark.to_string();
+        let Some(Err(errno)) = outcome.get(&name) else {
+            continue;
+        };
+        let fs = cur.bookmark.fs();
+        let err = if *errno == 3 {
+            let r = &reqs[cur.request];
+            EndpointError::invalid(format!(
+                "cannot move replication cursor of {fs}: {} is no longer the snapshot that was sent (guid {:#x}; renamed?)",
+                r.to.full_path(fs),
+                r.to.guid
+            ))
+        } else {
+            EndpointError::zfs(format!(
+                "cannot move replication cursor of {fs}: creating {name} failed with errno {errno}"
+            ))
+        };
+        for (r, res) in reqs.iter().zip(c.results.iter_mut()) {
+            if res.is_ok() && &r.filesystem == fs {
+                *res = Err(err.clone());
+            }
+        }
+    }
+    c.replaced
+        .iter()
+        .filter(|(guard, _)| {
+            guard
+                .as_ref()
+                .is_none_or(|g| matches!(outcome.get(&g.to_string()), Some(Ok(()))))
+        })
+        .map(|(_, bm)| bm.clone())
+        .collect()
+}
+
+/// The held snapshots `sends_completed` asks `zfs holds` about: those that may carry stale
+/// step holds of earlier attempts (see [`super::completion_hold_candidates`]), not this
+/// round's own (released anyway).
+pub fn stale_hold_checks(c: &SendCompletion, listed: &Listing) -> Vec<VersionPath> {
+    listed
+        .iter()
+        .filter_map(|(fs, v)| Some((fs, v.as_ref().ok()?, *c.newest_txg.get(fs)?)))
+        .flat_map(|(fs, vs, txg)| {
+            super::completion_hold_candidates(vs, txg, |v| {
+                VersionPath::of(fs, v).is_ok_and(|p| c.release.binary_search(&p).is_ok())
+            })
+            .into_iter()
+            .filter_map(move |v| VersionPath::of(fs, v).ok())
+        })
+        .collect()
+}
+
+/// The per-step cleanup (`send`'s preparation and the one-by-one completion): what stale
+/// abstractions of this job to look for and remove on one filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cleanup {
+    /// Held snapshots to ask `zfs holds` about; the job's step holds found on them are stale.
+    pub check_holds: Vec<VersionPath>,
+    /// The job's tentative cursors (and, with `older_cursors`, its replication cursors) to
+    /// destroy.
+    pub destroy: Vec<VersionPath>,
+}
+
+/// Decides the cleanup of `fs` from its `versions`, sparing everything in `keep` (the step's
+/// own held snapshots, new cursor and `from`, which may be a tentative cursor itself).
+pub fn cleanup(
+    job: &str,
+    fs: &DatasetPath,
+    versions: &[FilesystemVersion],
+    keep: &[FilesystemVersion],
+    older_cursors: bool,
+) -> Result<Cleanup, EndpointError> {
+    let kept = |v: &FilesystemVersion| keep.iter().any(|k| k.typ == v.typ && k.name == v.name);
+    let check_holds = versions
+        .iter()
+        .filter(|v| v.typ == VersionType::Snapshot && v.userrefs.unwrap_or(0) > 0 && !kept(v))
+        .filter_map(|v| VersionPath::of(fs, v).ok())
+        .collect();
+    let mut destroy = Vec::new();
+    for v in versions
+        .iter()
+        .filter(|v| v.typ == VersionType::Bookmark && !kept(v))
+    {
+        let Some((typ, _, Some(j))) = parse_cursor_bookmark(&v.name) else {
+            continue;
+        };
+        let ours = j == job
+            && (typ == AbstractionType::TentativeReplicationCursorV2
+                || (older_cursors && typ == AbstractionType::ReplicationCursorV2));
+        if ours {
+            destroy.push(VersionPath::of(fs, v).map_err(|e| zfs_err("cleanup", e))?);
+        }
+    }
+    Ok(Cleanup {
+        check_holds,
+        destroy,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zrepl_protocol::{ReplicationConfig, SendRequest};
+
+    const JOB: &str = "j";
+
+    fn fs(s: &str) -> DatasetPath {
+        DatasetPath::parse(s).unwrap()
+    }
+
+    fn snap(name: &str, guid: u64, txg: u64) -> FilesystemVersion {
+        FilesystemVersion {
+            typ: VersionType::Snapshot,
+            name: name.into(),
+            guid,
+            createtxg: txg,
+            creation: 0,
+            userrefs: Some(0),
+        }
+    }
+
+    fn held(name: &str, guid: u64, txg: u64) -> FilesystemVersion {
+        FilesystemVersion {
+            userrefs: Some(1),
+            ..snap(name, guid, txg)
+        }
+    }
+
+    fn bm(name: &str, guid: u64, txg: u64) -> FilesystemVersion {
+        FilesystemVersion {
+            typ: VersionType::Bookmark,
+            userrefs: None,
+            ..snap(name, guid, txg)
+        }
+    }
+
+    fn cursor(guid: u64, txg: u64) -> FilesystemVersion {
+        bm(&cursor_bookmark_name(guid, JOB), guid, txg)
+    }
+
+    fn tentative(guid: u64, txg: u64) -> FilesystemVersion {
+        bm(
+            &zrepl_zfs_types::abstraction::tentative_cursor_bookmark_name(guid, JOB),
+            guid,
+            txg,
+        )
+    }
+
+    fn protection(p: Protection) -> ReplicationConfig {
+        ReplicationConfig {
+            initial: p,
+            incremental: p,
+        }
+    }
+
+    fn req(f: &str, from: Option<FilesystemVersion>, to: FilesystemVersion) -> SendRequest {
+        SendRequest {
+            filesystem: fs(f),
+            from,
+            to,
+            resume_token: None,
+            replication: protection(Protection::GuaranteeResumability),
+        }
+    }
+
+    fn with(r: SendRequest, p: Protection) -> SendRequest {
+        SendRequest {
+            replication: protection(p),
+            ..r
+        }
+    }
+
+    fn listing(items: &[(&str, Vec<FilesystemVersion>)]) -> Listing {
+        items.iter().map(|(f, v)| (fs(f), Ok(v.clone()))).collect()
+    }
+
+    fn paths(v: &[VersionPath]) -> Vec<String> {
+        v.iter().map(ToString::to_string).collect()
+    }
+
+    fn all(_: &DatasetPath) -> bool {
+        true
+    }
+
+    fn any(_: &DatasetPath) -> Result<(), EndpointError> {
+        Ok(())
+    }
+
+    #[test]
+    fn step_holds_table() {
+        let a1 = snap("a1", 1, 10);
+        let a2 = snap("a2", 2, 20);
+        type Case = (
+            &'static str,
+            Vec<SendRequest>,
+            Vec<usize>,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "incremental: from and to held",
+                vec![req("p/a", Some(a1.clone()), a2.clone())],
+                vec![0],
+                vec!["p/a@a1", "p/a@a2"],
+            ),
+            (
+                "from a bookmark: only to held",
+                vec![req("p/a", Some(bm("b", 1, 10)), a2.clone())],
+                vec![0],
+                vec!["p/a@a2"],
+            ),
+            (
+                "shared snapshot held once",
+                vec![
+                    req("p/a", None, a1.clone()),
+                    req("p/a", Some(a1.clone()), a2.clone()),
+                ],
+                vec![0, 1],
+                vec!["p/a@a1", "p/a@a2"],
+            ),
+            (
+                "guarantee_incremental and guarantee_nothing: no step holds",
+                vec![
+                    with(
+                        req("p/a", None, a1.clone()),
+                        Protection::GuaranteeIncremental,
+                    ),
+                    with(req("p/b", None, a1.clone()), Protection::GuaranteeNothing),
+                ],
+                vec![],
+                vec![],
+            ),
+            (
+                "outside the filter: nothing",
+                vec![req("q/x", None, a1.clone())],
+                vec![],
+                vec![],
+            ),
+        ];
+        for (name, reqs, want_reqs, want_snaps) in cases {
+            let h = step_holds(&reqs, |f| f.to_string().starts_with("p/")).unwrap();
+            assert_eq!(h.requests, want_reqs, "{name}");
+            assert_eq!(paths(&h.snapshots), want_snaps, "{name}");
+        }
+    }
+
+    #[test]
+    fn prepared_table() {
+        let a1 = snap("a1", 1, 10);
+        let a2 = snap("a2", 2, 20);
+        let a2_recreated = snap("a2", 22, 25);
+        type Case = (
+            &'static str,
+            Vec<SendRequest>,
+            Listing,
+            Vec<usize>,
+            Vec<&'static str>,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "all match: prepared, listing kept, nothing released",
+                vec![req("p/a", Some(a1.clone()), a2.clone())],
+                listing(&[("p/a", vec![a1.clone(), a2.clone()])]),
+                vec![0],
+                vec!["p/a"],
+                vec![],
+            ),
+            (
+                "to re-created (new guid): not prepared, its holds given back",
+                vec![req("p/a", Some(a1.clone()), a2.clone())],
+                listing(&[("p/a", vec![a1.clone(), a2_recreated.clone()])]),
+                vec![],
+                vec![],
+                vec!["p/a@a1", "p/a@a2"],
+            ),
+            (
+                "one of two steps fails: the shared snapshot stays held",
+                vec![
+                    req("p/a", None, a1.clone()),
+                    req("p/a", Some(a1.clone()), a2.clone()),
+                ],
+                listing(&[("p/a", vec![a1.clone()])]),
+                vec![0],
+                vec![],
+                vec!["p/a@a2"],
+            ),
+            (
+                "listing failed: nothing prepared",
+                vec![req("p/a", None, a1.clone())],
+                [(fs("p/a"), Err(EndpointError::zfs("boom")))]
+                    .into_iter()
+                    .collect(),
+                vec![],
+                vec![],
+                vec!["p/a@a1"],
+            ),
+            (
+                "a request without step holds on the same filesystem: listing not kept",
+                vec![
+                    req("p/a", None, a1.clone()),
+                    with(
+                        req("p/a", Some(a1.clone()), a2.clone()),
+                        Protection::GuaranteeNothing,
+                    ),
+                ],
+                listing(&[("p/a", vec![a1.clone(), a2.clone()])]),
+                vec![0],
+                vec![],
+                vec![],
+            ),
+        ];
+        for (name, reqs, listed, want_steps, want_keep, want_release) in cases {
+            let h = step_holds(&reqs, all).unwrap();
+            let p = prepared(&reqs, &h, &listed);
+            assert_eq!(p.steps, want_steps, "{name}");
+            let keep: Vec<String> = p.keep_listing.iter().map(ToString::to_string).collect();
+            assert_eq!(keep, want_keep, "{name}");
+            assert_eq!(paths(&p.release), want_release, "{name}");
+        }
+    }
+
+    #[test]
+    fn complete_sends_table() {
+        let a1 = snap("a1", 1, 10);
+        let a2 = snap("a2", 2, 20);
+        let a3 = snap("a3", 3, 30);
+        struct Case {
+            name: &'static str,
+            reqs: Vec<SendRequest>,
+            listed: Listing,
+            ok: Vec<bool>,
+            cursors: Vec<&'static str>,
+            replaced: Vec<(Option<&'static str>, &'static str)>,
+            release: Vec<&'static str>,
+        }
+        let c1 = cursor_bookmark_name(1, JOB);
+        let cases = vec![
+            Case {
+                name: "two steps: the newest becomes the cursor, the old one is replaced",
+                reqs: vec![
+                    req("p/a", Some(a1.clone()), a2.clone()),
+                    req("p/a", Some(a2.clone()), a3.clone()),
+                ],
+                listed: listing(&[(
+                    "p/a",
+                    vec![cursor(1, 10), a1.clone(), a2.clone(), a3.clone()],
+                )]),
+                ok: vec![true, true],
+                cursors: vec!["p/a@a3"],
+                replaced: vec![(Some("cursor3"), "old1")],
+                release: vec!["p/a@a1", "p/a@a2", "p/a@a3"],
+            },
+            Case {
+                name: "crash state: a tentative cursor and two old cursors of the job go, another job's stays",
+                reqs: vec![with(
+                    req("p/a", Some(a1.clone()), a2.clone()),
+                    Protection::GuaranteeIncremental,
+                )],
+                listed: listing(&[(
+                    "p/a",
+                    vec![
+                        cursor(1, 10),
+                        tentative(2, 20),
+                        bm(&cursor_bookmark_name(1, "other"), 1, 10),
+                        bm("users-own", 1, 10),
+                        a1.clone(),
+                        a2.clone(),
+                    ],
+                )]),
+                ok: vec![true],
+                cursors: vec!["p/a@a2"],
+                replaced: vec![(Some("cursor2"), "old1"), (Some("cursor2"), "tentative2")],
+                release: vec![],
+            },
+            Case {
+                name: "guarantee_nothing: no cursor, the job's cursors all go",
+                reqs: vec![with(
+                    req("p/a", Some(a1.clone()), a2.clone()),
+                    Protection::GuaranteeNothing,
+                )],
+                listed: listing(&[("p/a", vec![cursor(1, 10), a1.clone(), a2.clone()])]),
+                ok: vec![true],
+                cursors: vec![],
+                replaced: vec![(None, "old1")],
+                release: vec![],
+            },
+            Case {
+                name: "a step whose to vanished fails alone; its holds are released anyway",
+                reqs: vec![
+                    req("p/a", Some(a1.clone()), a2.clone()),
+                    req("p/b", None, a1.clone()),
+                ],
+                listed: listing(&[("p/a", vec![a1.clone()]), ("p/b", vec![a1.clone()])]),
+                ok: vec![false, true],
+                cursors: vec!["p/b@a1"],
+                replaced: vec![],
+                release: vec!["p/a@a1", "p/a@a2", "p/b@a1"],
+            },
+        ];
+        for c in cases {
+            let got = complete_sends(JOB, &c.reqs, any, &c.listed).unwrap();
+            let ok: Vec<bool> = got.results.iter().map(Result::is_ok).collect();
+            assert_eq!(ok, c.ok, "{}", c.name);
+            let cursors: Vec<String> = got.cursors.iter().map(|n| n.source.to_string()).collect();
+            assert_eq!(cursors, c.cursors, "{}", c.name);
+            for n in &got.cursors {
+                assert_eq!(
+                    n.bookmark.name(),
+                    cursor_bookmark_name(n.guid, JOB),
+                    "{}",
+                    c.name
+                );
+            }
+            let name_of = |s: &str| match s {
+                "cursor2" => cursor_bookmark_name(2, JOB),
+                "cursor3" => cursor_bookmark_name(3, JOB),
+                "old1" => c1.clone(),
+                "tentative2" => {
+                    zrepl_zfs_types::abstraction::tentative_cursor_bookmark_name(2, JOB)
+                }
+                s => s.to_string(),
+            };
+            let replaced: Vec<(Option<String>, String)> = got
+                .replaced
+                .iter()
+                .map(|(g, b)| {
+                    (
+                        g.as_ref().map(|g| g.name().to_string()),
+                        b.name().to_string(),
+                    )
+                })
+                .collect();
+            let want: Vec<(Option<String>, String)> = c
+                .replaced
+                .iter()
+                .map(|(g, b)| (g.map(name_of), name_of(b)))
+                .collect();
+            assert_eq!(replaced, want, "{}", c.name);
+            assert_eq!(paths(&got.release), c.release, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn a_failed_cursor_keeps_what_it_replaces() {
+        let a1 = snap("a1", 1, 10);
+        let a2 = snap("a2", 2, 20);
+        let reqs = vec![
+            req("p/a", Some(a1.clone()), a2.clone()),
+            req("p/b", Some(a1.clone()), a2.clone()),
+        ];
+        let listed = listing(&[
+            ("p/a", vec![cursor(1, 10), a1.clone(), a2.clone()]),
+            ("p/b", vec![cursor(1, 10), a1.clone(), a2.clone()]),
+        ]);
+        let mut c = complete_sends(JOB, &reqs, any, &listed).unwrap();
+        let name = |f: &str| format!("{f}#{}", cursor_bookmark_name(2, JOB));
+        // p/a's snapshot was renamed in place (ESRCH), p/b's cursor was made.
+        let outcome: CursorOutcome = [(name("p/a"), Err(3)), (name("p/b"), Ok(()))]
+            .into_iter()
+            .collect();
+        let doomed = after_cursors(&reqs, &mut c, &outcome);
+        assert_eq!(
+            paths(&doomed),
+            vec![format!("p/b#{}", cursor_bookmark_name(1, JOB))]
+        );
+        let msg = c.results[0].as_ref().unwrap_err().to_string();
+        assert!(
+            msg.contains("no longer the snapshot that was sent"),
+            "{msg}"
+        );
+        assert!(c.results[1].is_ok());
+        // Nothing reported at all (the program did not run for that pool): nothing destroyed.
+        let mut c = complete_sends(JOB, &reqs, any, &listed).unwrap();
+        assert!(after_cursors(&reqs, &mut c, &CursorOutcome::new()).is_empty());
+    }
+
+    #[test]
+    fn stale_hold_checks_spare_pending_and_own() {
+        let reqs = vec![req("p/a", Some(snap("a2", 2, 20)), snap("a3", 3, 30))];
+        // a1: an earlier attempt's leftover (checked); a2/a3: this round's (released anyway);
+        // a4: held for a step still pending (newer than the completed one: spared).
+        let listed = listing(&[(
+            "p/a",
+            vec![
+                held("a1", 1, 10),
+                held("a2", 2, 20),
+                held("a3", 3, 30),
+                held("a4", 4, 40),
+                snap("a5", 5, 50),
+            ],
+        )]);
+        let c = complete_sends(JOB, &reqs, any, &listed).unwrap();
+        assert_eq!(paths(&stale_hold_checks(&c, &listed)), vec!["p/a@a1"]);
+    }
+
+    #[test]
+    fn cleanup_table() {
+        let f = fs("p/a");
+        let versions = vec![
+            held("a1", 1, 10),
+            held("a2", 2, 20),
+            snap("a3", 3, 30),
+            cursor(1, 10),
+            tentative(1, 10),
+            tentative(2, 20),
+            bm(&cursor_bookmark_name(1, "other"), 1, 10),
+            bm("users-own", 1, 10),
+        ];
+        let t2 = tentative(2, 20);
+        // Before a step from a2 (a tentative cursor of a2 is its `from`): a1's holds checked,
+        // only the other tentative cursor goes, the replication cursor stays.
+        let c = cleanup(JOB, &f, &versions, &[held("a2", 2, 20), t2.clone()], false).unwrap();
+        assert_eq!(paths(&c.check_holds), vec!["p/a@a1"]);
+        let t1 = format!("p/a#{}", tentative(1, 10).name);
+        assert_eq!(paths(&c.destroy), vec![t1.clone()]);
+        // After the step (older cursors too): the old cursor goes as well, the kept new one not.
+        let c = cleanup(JOB, &f, &versions, std::slice::from_ref(&t2), true).unwrap();
+        assert_eq!(paths(&c.check_holds), vec!["p/a@a1", "p/a@a2"]);
+        assert_eq!(
+            paths(&c.destroy),
+            vec![format!("p/a#{}", cursor(1, 10).name), t1]
+        );
+    }
+}
