@@ -242,6 +242,9 @@ pub enum Monitoring {
 }
 
 /// A job: the closed set of zrepl's job kinds.
+// A config holds a handful of jobs, built once: their size does not matter, boxing would only
+// cost every `match` a deref.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Job {
@@ -309,7 +312,8 @@ pub struct PushJob {
 }
 
 /// `hooks:` of a push or pull job (the syntax of zrepl's fork dsh2dsh): `pre` runs before a
-/// replication run, `post` after its pruning.
+/// replication run, `post` after its pruning. On a sink or source job: `pre` when a client's
+/// session (its control connection) starts, `post` when it ends.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct ReplicationHooks {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -336,6 +340,8 @@ pub struct SinkJob {
     pub serve: Serve,
     pub root_fs: DatasetPath,
     pub recv: RecvOptions,
+    /// Extension (zrepl#394): commands around every client session (one control connection).
+    pub hooks: ReplicationHooks,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -366,6 +372,8 @@ pub struct SourceJob {
     pub filesystems: DatasetFilter,
     pub snapshotting: Snapshotting,
     pub send: SendOptions,
+    /// Extension (zrepl#394): commands around every client session (one control connection).
+    pub hooks: ReplicationHooks,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -531,6 +539,10 @@ pub enum Snapshotting {
         /// snapshot) is below this many bytes gets no snapshot in a round; 0 (the default, as in
         /// zrepl 0.7) never skips.
         written_threshold: u64,
+        /// Extension (zrepl#808): what to do when replication lags behind; none (the default,
+        /// as in zrepl 0.7): snapshot regardless.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        backpressure: Option<Backpressure>,
     },
     Cron {
         prefix: String,
@@ -545,8 +557,42 @@ pub enum Snapshotting {
         /// snapshot) is below this many bytes gets no snapshot in a round; 0 (the default, as in
         /// zrepl 0.7) never skips.
         written_threshold: u64,
+        /// Extension (zrepl#808): what to do when replication lags behind; none (the default,
+        /// as in zrepl 0.7): snapshot regardless.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        backpressure: Option<Backpressure>,
     },
     Manual,
+}
+
+impl Snapshotting {
+    /// `backpressure` of a periodic or cron snapshotting.
+    pub fn backpressure(&self) -> Option<Backpressure> {
+        match self {
+            Snapshotting::Periodic { backpressure, .. }
+            | Snapshotting::Cron { backpressure, .. } => *backpressure,
+            Snapshotting::Manual => None,
+        }
+    }
+}
+
+/// `snapshotting.backpressure` (extension, zrepl#808): a filesystem whose oldest snapshot not yet
+/// replicated (newer than the job's replication cursor) is older than `max_lag` is not
+/// snapshotted (`skip`) or only warned about (`warn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Backpressure {
+    #[serde(serialize_with = "ser_display")]
+    pub max_lag: ZreplDuration,
+    pub action: BackpressureAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackpressureAction {
+    /// Take no snapshot of the lagging filesystem in this round (and warn).
+    Skip,
+    /// Snapshot as usual, but warn.
+    Warn,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -586,6 +586,18 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
             let interval = m.or(cx, "interval", PullInterval::Manual, decode_interval);
             let cron = m.or(cx, "cron", None, |cx, n, p| decode_cron(cx, n, p).map(Some));
             let hooks = m.or(cx, "hooks", ReplicationHooks::default(), decode_job_hooks);
+            if let (Some(s), Some(r)) = (&snapshotting, &replication) {
+                if s.backpressure().is_some()
+                    && r.protection.incremental == ProtectionLevel::GuaranteeNothing
+                {
+                    cx.err(
+                        m.mark,
+                        &format!("{path}.snapshotting.backpressure"),
+                        "backpressure measures replication lag by the job's replication cursor, which replication.protection.incremental: guarantee_nothing does not keep",
+                    );
+                    return None;
+                }
+            }
             Some(Job::Push(PushJob {
                 name: name.clone()?,
                 connect: connect?,
@@ -604,11 +616,13 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
             let serve = m.req(cx, "serve", decode_serve);
             let root_fs = m.req(cx, "root_fs", dataset_path);
             let recv = from_defaults(cx, &mut m, "recv", decode_recv);
+            let hooks = m.or(cx, "hooks", ReplicationHooks::default(), decode_job_hooks);
             Some(Job::Sink(SinkJob {
                 name: name.clone()?,
                 serve: serve?,
                 root_fs: root_fs?,
                 recv: recv?,
+                hooks: hooks?,
             }))
         }
         Some("pull") => {
@@ -649,17 +663,19 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
             let filesystems = m.req(cx, "filesystems", filter);
             let snapshotting = m.req(cx, "snapshotting", decode_snapshotting);
             let send = from_defaults(cx, &mut m, "send", decode_send);
+            let hooks = m.or(cx, "hooks", ReplicationHooks::default(), decode_job_hooks);
             Some(Job::Source(SourceJob {
                 name: name.clone()?,
                 serve: serve?,
                 filesystems: filesystems?,
                 snapshotting: snapshotting?,
                 send: send?,
+                hooks: hooks?,
             }))
         }
         Some("snap") => {
             let filesystems = m.req(cx, "filesystems", filter);
-            let snapshotting = m.req(cx, "snapshotting", decode_snapshotting);
+            let snapshotting = m.req(cx, "snapshotting", |cx, n, p| snapshotting(cx, n, p, false));
             let pruning = m.req(cx, "pruning", |cx, n, p| {
                 let mut m = cx.map(n, p)?;
                 let keep = m.req(cx, "keep", |cx, n, p| {
@@ -997,6 +1013,11 @@ fn decode_written_threshold(cx: &mut Cx, node: &Node, path: &str) -> Option<u64>
 }
 
 fn decode_snapshotting(cx: &mut Cx, node: &Node, path: &str) -> Option<Snapshotting> {
+    snapshotting(cx, node, path, true)
+}
+
+/// `replicates`: the job replicates what it snapshots (push, source), so `backpressure` applies.
+fn snapshotting(cx: &mut Cx, node: &Node, path: &str, replicates: bool) -> Option<Snapshotting> {
     let mut m = cx.map(node, path)?;
     let t = m.tag(cx, &["periodic", "cron", "manual"]);
     let s = (|| match t.as_deref() {
@@ -1064,8 +1085,20 @@ fn decode_snapshotting(cx: &mut Cx, node: &Node, path: &str) -> Option<Snapshott
                 cx.list(n, p, decode_hook)
             });
             let written_threshold = m.or(cx, "written_threshold", 0, decode_written_threshold);
+            if !replicates {
+                if let Some((n, p)) = m.get("backpressure") {
+                    cx.err(
+                        n.mark,
+                        &p,
+                        "backpressure is not available on snap jobs: they do not replicate",
+                    );
+                }
+            }
+            let backpressure = m.or(cx, "backpressure", None, |cx, n, p| {
+                decode_backpressure(cx, n, p).map(Some)
+            });
             let (prefix, format, location, hooks) = (prefix?, format?, location?, hooks?);
-            let written_threshold = written_threshold?;
+            let (written_threshold, backpressure) = (written_threshold?, backpressure?);
             if kind == "periodic" {
                 Some(Snapshotting::Periodic {
                     prefix,
@@ -1074,6 +1107,7 @@ fn decode_snapshotting(cx: &mut Cx, node: &Node, path: &str) -> Option<Snapshott
                     timestamp_location: location,
                     hooks,
                     written_threshold,
+                    backpressure,
                 })
             } else {
                 Some(Snapshotting::Cron {
@@ -1083,6 +1117,7 @@ fn decode_snapshotting(cx: &mut Cx, node: &Node, path: &str) -> Option<Snapshott
                     timestamp_location: location,
                     hooks,
                     written_threshold,
+                    backpressure,
                 })
             }
         }
@@ -1093,6 +1128,29 @@ fn decode_snapshotting(cx: &mut Cx, node: &Node, path: &str) -> Option<Snapshott
         m.finish(cx);
     }
     s
+}
+
+/// `snapshotting.backpressure` (extension, zrepl#808).
+fn decode_backpressure(cx: &mut Cx, node: &Node, path: &str) -> Option<Backpressure> {
+    let mut m = cx.map(node, path)?;
+    let max_lag = m.req(cx, "max_lag", zrepl_duration_positive);
+    let action = m.or(cx, "action", BackpressureAction::Skip, |cx, n, p| {
+        enum_value(
+            cx,
+            n,
+            p,
+            "backpressure action",
+            &[
+                ("skip", BackpressureAction::Skip),
+                ("warn", BackpressureAction::Warn),
+            ],
+        )
+    });
+    m.finish(cx);
+    Some(Backpressure {
+        max_lag: max_lag?,
+        action: action?,
+    })
 }
 
 fn decode_job_hooks(cx: &mut Cx, node: &Node, path: &str) -> Option<ReplicationHooks> {

@@ -62,6 +62,8 @@ pub struct JobHandle {
     state: Mutex<JobStateInner>,
     /// Finished replication runs, for the metrics.
     pub(crate) history: crate::history::JobHistory,
+    /// Filesystems `snapshotting.backpressure` found lagging in the last round, for the metrics.
+    pub(crate) lagging: crate::backpressure::Shared,
 }
 
 struct JobStateInner {
@@ -97,6 +99,7 @@ impl JobHandle {
                 last_success: None,
             }),
             history: Default::default(),
+            lagging: Default::default(),
         }
     }
 
@@ -306,12 +309,14 @@ fn driver_config(r: &config::Replication, c: &config::ConflictResolution) -> Dri
     }
 }
 
-/// The snapshotter of a job, if its snapshotting is not `manual`.
+/// The snapshotter of a job, if its snapshotting is not `manual`. `push`: a filesystem without
+/// the job's replication cursor counts as never replicated for `backpressure`.
 fn snapshotter(
     job: &str,
     s: &config::Snapshotting,
     filter: &zrepl_filters::DatasetFilter,
     zfs: &Zfs,
+    push: bool,
 ) -> Result<Option<Snapshotter>, DaemonError> {
     let (prefix, format, location, hooks, schedule, written_threshold) = match s {
         config::Snapshotting::Manual => return Ok(None),
@@ -322,6 +327,7 @@ fn snapshotter(
             timestamp_location,
             hooks,
             written_threshold,
+            ..
         } => (
             prefix,
             timestamp_format,
@@ -339,6 +345,7 @@ fn snapshotter(
             timestamp_location,
             hooks,
             written_threshold,
+            ..
         } => (
             prefix,
             timestamp_format,
@@ -398,6 +405,13 @@ fn snapshotter(
         schedule,
         hooks: built,
         written_threshold,
+        backpressure: s.backpressure().map(|b| crate::backpressure::Backpressure {
+            job: job.to_string(),
+            max_lag_secs: b.max_lag.as_secs(),
+            action: b.action,
+            without_cursor_counts: push,
+        }),
+        lagging: Default::default(),
     }))
 }
 
@@ -581,7 +595,7 @@ fn build_job(
     {
         match job {
             config::Job::Push(p) => {
-                let snapshotter = snapshotter(&p.name, &p.snapshotting, &p.filesystems, zfs)?;
+                let snapshotter = snapshotter(&p.name, &p.snapshotting, &p.filesystems, zfs, true)?;
                 let (tx, rx) = crate::wakeup::channel();
                 Ok(Runnable::Push {
                     active: Active {
@@ -629,7 +643,8 @@ fn build_job(
                 role: Role::Sink(receiver_config(&s.name, &s.root_fs, &s.recv)),
             }),
             config::Job::Source(s) => {
-                let snapshotter = snapshotter(&s.name, &s.snapshotting, &s.filesystems, zfs)?;
+                let snapshotter =
+                    snapshotter(&s.name, &s.snapshotting, &s.filesystems, zfs, false)?;
                 // The snapshotter's rounds have nothing to wake: the pulling side decides when.
                 let (tx, rx) = crate::wakeup::channel();
                 Ok(Runnable::Passive {
@@ -648,7 +663,8 @@ fn build_job(
                 })
             }
             config::Job::Snap(j) => {
-                let snapshotter = snapshotter(&j.name, &j.snapshotting, &j.filesystems, zfs)?;
+                let snapshotter =
+                    snapshotter(&j.name, &j.snapshotting, &j.filesystems, zfs, false)?;
                 let (tx, rx) = crate::wakeup::channel();
                 Ok(Runnable::Snap {
                     handle: Arc::new(JobHandle::new(&j.name, "snap", Some(tx), JobState::Idle)),
@@ -1376,9 +1392,10 @@ fn spawn_snapshotter(
     snapshotter: Option<Snapshotter>,
     shutdown: &CancellationToken,
 ) {
-    let (Some(s), Some(tx)) = (snapshotter, handle.wakeup.clone()) else {
+    let (Some(mut s), Some(tx)) = (snapshotter, handle.wakeup.clone()) else {
         return;
     };
+    s.lagging = handle.lagging.clone();
     let status = crate::snapshot::new_status();
     handle.inner().snapshotter = Some(status.clone());
     tokio::spawn(tracing::Instrument::in_current_span(s.run(

@@ -5,6 +5,7 @@
 //! schedules and the snap job arrive with their issues; until then the daemon refuses such a
 //! config with a message naming the job, rather than running without it).
 
+pub mod backpressure;
 pub mod compile;
 pub mod control;
 mod history;

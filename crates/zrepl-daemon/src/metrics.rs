@@ -182,8 +182,36 @@ pub(crate) fn render(st: &MetricsState, now: DateTime<Utc>) -> String {
         &["zrepl_job"],
     );
 
+    let bp_count = gauge(
+        &r,
+        "zrepl_snapshotting_backpressure_filesystems",
+        "Filesystems whose replication lagged more than snapshotting.backpressure.max_lag in the job's last snapshot round.",
+        &["zrepl_job"],
+    );
+    let bp_lag = gauge(
+        &r,
+        "zrepl_snapshotting_backpressure_lag_seconds",
+        "Age of the oldest snapshot not replicated yet, per filesystem over snapshotting.backpressure.max_lag in the last round.",
+        &["zrepl_job", "filesystem"],
+    );
+
     for job in st.jobs.iter() {
         let name = job.name.as_str();
+        if let Some(lagging) = job
+            .lagging
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            bp_count
+                .with_label_values(&[name])
+                .set(lagging.len() as f64);
+            for l in lagging {
+                bp_lag
+                    .with_label_values(&[name, &l.filesystem])
+                    .set(l.lag_secs as f64);
+            }
+        }
         let status = job.status();
         let hist = job.history.snapshot();
         job_error
@@ -406,6 +434,10 @@ mod tests {
             filesystems: vec![f],
         });
         push.history.record_run(&r, t(1060));
+        *push.lagging.lock().unwrap() = Some(vec![crate::backpressure::Lagging {
+            filesystem: "pool/b".into(),
+            lag_secs: 7200,
+        }]);
         let st = MetricsState {
             jobs: Arc::new(vec![push, sink]),
             zfs: Zfs::with_binaries("/nonexistent/zfs", "/nonexistent/zpool"),
@@ -439,6 +471,8 @@ mod tests {
             "zrepl_replication_last_run_duration_seconds{zrepl_job=\"push\"} 60",
             "zrepl_replication_running{zrepl_job=\"push\"} 0",
             "zrepl_job_error{zrepl_job=\"sink\"} 0",
+            "zrepl_snapshotting_backpressure_filesystems{zrepl_job=\"push\"} 1",
+            "zrepl_snapshotting_backpressure_lag_seconds{filesystem=\"pool/b\",zrepl_job=\"push\"} 7200",
             "zrepl_zfs_commands_active 0",
             "# TYPE zrepl_zfscmd_runtime histogram",
             "zrepl_zfscmd_runtime_bucket{zfsbinary=\"zfs\",zfsverb=\"list\",le=\"0.1\"} ",

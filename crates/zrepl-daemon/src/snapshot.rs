@@ -32,6 +32,8 @@ struct Surveyed {
     /// Creation time of its newest snapshot with the job's prefix.
     newest_own: Option<i64>,
     newest: Newest,
+    /// Creation time of its oldest snapshot not replicated yet (with `backpressure` only).
+    oldest_unreplicated: Option<i64>,
 }
 
 /// When rounds happen.
@@ -54,6 +56,10 @@ pub struct Snapshotter {
     /// `written_threshold`: filesystems whose newest snapshot is the job's and that changed
     /// fewer bytes since are skipped (`skip_empty.rs`); 0 never skips.
     pub written_threshold: u64,
+    /// `backpressure`: filesystems whose replication lags too far behind (`backpressure.rs`).
+    pub backpressure: Option<crate::backpressure::Backpressure>,
+    /// The lagging filesystems of the last round (for the metrics).
+    pub lagging: crate::backpressure::Shared,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -111,6 +117,24 @@ pub fn periodic_sync_point(newest: &[Option<i64>], interval: i64, now: i64) -> i
         .map_or(now, |t| t.max(now))
 }
 
+/// `3d4h`, `2h5m`, `1m30s`, `45s`: the largest unit of a number of seconds and the next one.
+fn human_secs(secs: i64) -> String {
+    const UNITS: [(&str, i64); 4] = [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)];
+    let secs = secs.max(0);
+    let Some(i) = UNITS.iter().position(|(_, size)| secs >= *size) else {
+        return "0s".into();
+    };
+    let (name, size) = UNITS[i];
+    let mut out = format!("{}{name}", secs / size);
+    if let Some((next, nsize)) = UNITS.get(i + 1) {
+        let n = secs % size / nsize;
+        if n > 0 {
+            out.push_str(&format!("{n}{next}"));
+        }
+    }
+    out
+}
+
 /// Sleeps until the wall clock reaches `t`, re-checking at least every 10 seconds so a suspend
 /// does not stretch the wait.
 async fn sleep_until(t: DateTime<Utc>, cancel: &CancellationToken) -> bool {
@@ -149,6 +173,7 @@ impl Snapshotter {
                 fs: p.clone(),
                 newest_own: None,
                 newest: Newest::NoOwn,
+                oldest_unreplicated: None,
             })
             .collect();
         for pool in pools {
@@ -172,10 +197,69 @@ impl Snapshotter {
                         (Some(o), Some(n)) if n.createtxg > o.createtxg => Newest::Foreign,
                         (Some(_), _) => Newest::Own,
                     };
+                    if let Some(bp) = &self.backpressure {
+                        s.oldest_unreplicated = crate::backpressure::oldest_unreplicated(
+                            vs,
+                            &bp.job,
+                            &self.prefix,
+                            bp.without_cursor_counts,
+                        );
+                    }
                 }
             }
         }
         Ok(out)
+    }
+
+    /// The surveyed filesystems minus those whose replication lags more than
+    /// `backpressure.max_lag` (with `action: skip`), and a message naming the lagging ones.
+    fn held_back(&self, surveyed: Vec<Surveyed>, now: i64) -> (Vec<Surveyed>, Option<String>) {
+        let Some(bp) = &self.backpressure else {
+            return (surveyed, None);
+        };
+        let mut take = Vec::new();
+        let mut lagging = Vec::new();
+        for s in surveyed {
+            match crate::backpressure::exceeded(s.oldest_unreplicated, bp.max_lag_secs, now) {
+                None => take.push(s),
+                Some(lag_secs) => {
+                    let skip = bp.action == zrepl_config::BackpressureAction::Skip;
+                    tracing::warn!(
+                        filesystem = %s.fs,
+                        lag = %human_secs(lag_secs),
+                        max_lag = %human_secs(bp.max_lag_secs),
+                        action = if skip { "skip" } else { "warn" },
+                        "replication lags behind: the oldest snapshot not replicated yet is older than backpressure.max_lag{}",
+                        if skip { "; not snapshotting this filesystem" } else { "" },
+                    );
+                    lagging.push(crate::backpressure::Lagging {
+                        filesystem: s.fs.to_string(),
+                        lag_secs,
+                    });
+                    if !skip {
+                        take.push(s);
+                    }
+                }
+            }
+        }
+        let msg = (!lagging.is_empty()).then(|| {
+            let list: Vec<String> = lagging
+                .iter()
+                .map(|l| format!("{} ({})", l.filesystem, human_secs(l.lag_secs)))
+                .collect();
+            format!(
+                "backpressure: replication lags more than {} behind on {} filesystem(s){}: {}",
+                human_secs(bp.max_lag_secs),
+                lagging.len(),
+                match bp.action {
+                    zrepl_config::BackpressureAction::Skip => ", not snapshotted",
+                    zrepl_config::BackpressureAction::Warn => "",
+                },
+                list.join(", ")
+            )
+        });
+        *self.lagging.lock().unwrap_or_else(|p| p.into_inner()) = Some(lagging);
+        (take, msg)
     }
 
     /// The surveyed filesystems minus those `written_threshold` skips, which go to
@@ -244,6 +328,7 @@ impl Snapshotter {
                 return report;
             }
         };
+        let (surveyed, held_back) = self.held_back(surveyed, started_at.timestamp());
         let fss = self.without_unchanged(surveyed, &mut report).await;
         let mut snaps = Vec::new();
         let mut hooked: Vec<(VersionPath, Vec<&Hook>)> = Vec::new();
@@ -266,7 +351,8 @@ impl Snapshotter {
             }
         }
         if snaps.is_empty() && hooked.is_empty() && errors.is_empty() {
-            if report.skipped.is_empty() {
+            report.error = held_back;
+            if report.skipped.is_empty() && report.error.is_none() {
                 tracing::warn!("no filesystem matches the snapshotting job's filter");
             }
             return report;
@@ -316,6 +402,12 @@ impl Snapshotter {
         }
         if !errors.is_empty() {
             report.error = Some(format!("snapshot failed for: {}", errors.join("; ")));
+        }
+        if let Some(b) = held_back {
+            report.error = Some(match report.error.take() {
+                Some(e) => format!("{e}; {b}"),
+                None => b,
+            });
         }
         report
     }
@@ -437,5 +529,19 @@ mod tests {
         assert_eq!(periodic_sync_point(&[], 60, 1000), 1000);
         // A newest snapshot in the future does not postpone beyond now + interval.
         assert_eq!(periodic_sync_point(&[Some(5000)], 60, 1000), 1060);
+    }
+
+    #[test]
+    fn human_durations() {
+        for (secs, want) in [
+            (0, "0s"),
+            (45, "45s"),
+            (90, "1m30s"),
+            (3600, "1h"),
+            (7500, "2h5m"),
+            (86_400 * 3 + 3600 * 4 + 59, "3d4h"),
+        ] {
+            assert_eq!(human_secs(secs), want);
+        }
     }
 }

@@ -264,6 +264,14 @@ fn sink_with(serve: &str, extra: &str) -> String {
     format!("jobs:\n- name: s\n  type: sink\n  root_fs: pool/sink\n  serve:\n{serve}{extra}")
 }
 
+/// A push job with periodic snapshotting whose `backpressure` (line 10) is `BP`.
+const PUSH_BP: &str = "jobs:\n- name: p\n  type: push\n  connect: {type: tcp, address: \"h:1\"}\n  filesystems: {\"<\": true}\n  snapshotting:\n    type: periodic\n    prefix: z_\n    interval: 10m\n    backpressure: BP\n  pruning:\n    keep_sender: [{type: last_n, count: 1}]\n    keep_receiver: [{type: last_n, count: 1}]\n";
+
+const TCP_SERVE: &str = "    type: tcp\n    listen: \":1\"\n    clients: {\"10.0.0.1\": c}\n";
+
+/// A source job whose pre hook (line 12) is `HOOK`.
+const SOURCE_HOOKS: &str = "jobs:\n- name: src\n  type: source\n  serve:\n    type: tcp\n    listen: \":1\"\n    clients: {\"10.0.0.1\": c}\n  filesystems: {\"<\": true}\n  snapshotting: {type: manual}\n  hooks:\n    post: {path: /post}\n    pre: HOOK\n";
+
 fn global(g: &str) -> String {
     format!("global:\n{g}")
 }
@@ -312,6 +320,15 @@ fn cases() -> Vec<Bad> {
         bad("written_threshold without number", snap_with("    type: cron\n    prefix: z_\n    cron: \"* * * * *\"\n    written_threshold: MiB\n", KEEP1), 9, "MiB", "invalid written_threshold"),
         bad("written_threshold is a list", snap_with("    type: periodic\n    prefix: z_\n    interval: 10m\n    written_threshold: [1]\n", KEEP1), 9, "[", "expected a string"),
         bad("written_threshold on manual", snap_with("    type: manual\n    written_threshold: 1\n", KEEP1), 7, "written_threshold", "unknown field \"written_threshold\""),
+        bad("backpressure on snap job", snap_with("    type: periodic\n    prefix: z_\n    interval: 10m\n    backpressure: {max_lag: 1h}\n", KEEP1), 9, "{max_lag", "backpressure is not available on snap jobs"),
+        bad("backpressure max_lag without unit", PUSH_BP.replace("BP", "{max_lag: 10}"), 10, "10}", "missing unit"),
+        bad("backpressure max_lag zero", PUSH_BP.replace("BP", "{max_lag: 0s}"), 10, "0s}", "must be positive"),
+        bad("backpressure without max_lag", PUSH_BP.replace("BP", "{action: warn}"), 10, "{action", "field \"max_lag\" is required"),
+        bad("backpressure bad action", PUSH_BP.replace("BP", "{max_lag: 1h, action: stop}"), 10, "stop}", "invalid backpressure action \"stop\" (expected one of: skip, warn)"),
+        bad("backpressure unknown key", PUSH_BP.replace("BP", "{max_lag: 1h, lag: 1h}"), 10, "lag: 1h}", "unknown field \"lag\""),
+        bad("backpressure with guarantee_nothing", format!("{}  replication:\n    protection: {{initial: guarantee_nothing, incremental: guarantee_nothing}}\n", PUSH_BP.replace("BP", "{max_lag: 1h}")), 2, "name", "guarantee_nothing does not keep"),
+        bad("sink hook relative path", sink_with(TCP_SERVE, "  hooks:\n    pre: {path: bin/pre}\n"), 10, "bin/pre", "must be absolute"),
+        bad("source hook unknown key", SOURCE_HOOKS.replace("HOOK", "{path: /p, shell: true}"), 12, "shell", "unknown field \"shell\""),
         bad("manual with prefix", snap_with("    type: manual\n    prefix: z_\n", KEEP1), 7, "prefix", "unknown field \"prefix\""),
         bad("snapshotting without type", snap_with("    prefix: z_\n", KEEP1), 6, "prefix", "must specify type"),
         bad("filter misplaced wildcard", SNAP.replace("NAME", "j").replace("\"tank<\"", "\"tank<x\""), 4, "\"tank<x\"", "'<' may appear only once"),
@@ -454,6 +471,82 @@ fn replication_hooks_parse_with_defaults() {
     let post = p.hooks.post.as_ref().unwrap();
     assert!(!post.err_is_fatal);
     assert_eq!(post.timeout.as_nanos(), 0);
+}
+
+#[test]
+fn serving_hooks_parse_on_sink_and_source() {
+    let load = |src: &str| {
+        load_str(src, Path::new("/t/zrepl.yml"), &MemLoader::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .config
+    };
+    let cfg = load(&sink_with(
+        TCP_SERVE,
+        "  hooks:\n    pre: {path: /pre, err_is_fatal: true, timeout: 5s}\n",
+    ));
+    let zrepl_config::Job::Sink(s) = &cfg.jobs[0] else {
+        panic!("not a sink job")
+    };
+    let pre = s.hooks.pre.as_ref().unwrap();
+    assert!(pre.err_is_fatal);
+    assert_eq!(pre.timeout.as_nanos(), 5_000_000_000);
+    assert!(s.hooks.post.is_none());
+    let cfg = load(&SOURCE_HOOKS.replace("HOOK", "{path: /pre, args: [x]}"));
+    let zrepl_config::Job::Source(s) = &cfg.jobs[0] else {
+        panic!("not a source job")
+    };
+    assert_eq!(s.hooks.pre.as_ref().unwrap().args, ["x"]);
+    assert_eq!(s.hooks.post.as_ref().unwrap().path, "/post");
+    // Without the key: no hooks, as zrepl 0.7.
+    let cfg = load(&sink_with(TCP_SERVE, ""));
+    let zrepl_config::Job::Sink(s) = &cfg.jobs[0] else {
+        panic!("not a sink job")
+    };
+    assert_eq!(s.hooks, zrepl_config::ReplicationHooks::default());
+}
+
+#[test]
+fn backpressure_parses_off_by_default() {
+    let bp = |src: &str| {
+        let cfg = load_str(src, Path::new("/t/zrepl.yml"), &MemLoader::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .config;
+        match &cfg.jobs[0] {
+            zrepl_config::Job::Push(j) => j.snapshotting.backpressure(),
+            zrepl_config::Job::Source(j) => j.snapshotting.backpressure(),
+            other => panic!("unexpected job {other:?}"),
+        }
+    };
+    use zrepl_config::units::ZreplDuration;
+    use zrepl_config::{Backpressure, BackpressureAction};
+    assert_eq!(bp(&PUSH_BP.replace("    backpressure: BP\n", "")), None);
+    assert_eq!(
+        bp(&PUSH_BP.replace("BP", "{max_lag: 1d}")),
+        Some(Backpressure {
+            max_lag: ZreplDuration::from_secs(86400),
+            action: BackpressureAction::Skip
+        })
+    );
+    assert_eq!(
+        bp(&PUSH_BP.replace("BP", "{max_lag: 90m, action: warn}")),
+        Some(Backpressure {
+            max_lag: ZreplDuration::from_secs(5400),
+            action: BackpressureAction::Warn
+        })
+    );
+    // Only the initial step without guarantees is fine: incremental steps keep the cursor.
+    assert!(bp(&format!(
+        "{}  replication:\n    protection: {{initial: guarantee_nothing, incremental: guarantee_resumability}}\n",
+        PUSH_BP.replace("BP", "{max_lag: 1h}")
+    ))
+    .is_some());
+    let source = SOURCE_HOOKS
+        .replace("  snapshotting: {type: manual}\n", "  snapshotting: {type: cron, prefix: z_, cron: \"0 * * * *\", backpressure: {max_lag: 2h}}\n")
+        .replace("HOOK", "{path: /pre}");
+    assert_eq!(
+        bp(&source).map(|b| b.max_lag),
+        Some(ZreplDuration::from_secs(7200))
+    );
 }
 
 #[test]
