@@ -22,7 +22,7 @@ use zrepl_config::{Connect, Serve};
 
 pub use ssh::SshConnector;
 pub use stdinserver::stdinserver_proxy;
-pub use tls::{cert_common_name, TlsClientFiles, TlsServerFiles};
+pub use tls::{cert_common_name, Reloading, TlsClientFiles, TlsServerFiles};
 
 /// A connected, authenticated byte stream.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -52,8 +52,12 @@ pub enum Connector {
     },
     Tls {
         address: String,
-        connector: tokio_rustls::TlsConnector,
-        server_name: rustls_pki_types::ServerName<'static>,
+        connector: std::sync::Arc<
+            tls::Reloading<(
+                tokio_rustls::TlsConnector,
+                rustls_pki_types::ServerName<'static>,
+            )>,
+        >,
         dial_timeout: Duration,
     },
     Ssh(SshConnector),
@@ -85,16 +89,20 @@ impl Connector {
                 server_cn,
                 dial_timeout,
             } => {
-                let (connector, server_name) = tls::client(&TlsClientFiles {
+                let files = TlsClientFiles {
                     ca: ca.into(),
                     cert: cert.into(),
                     key: key.into(),
                     server_cn: server_cn.clone(),
-                })?;
+                };
+                let paths = vec![files.ca.clone(), files.cert.clone(), files.key.clone()];
+                let connector =
+                    tls::Reloading::new(format!("connect {address}"), paths, move || {
+                        tls::client(&files)
+                    })?;
                 Connector::Tls {
                     address: address.clone(),
-                    connector,
-                    server_name,
+                    connector: std::sync::Arc::new(connector),
                     dial_timeout: dial_timeout.to_std(),
                 }
             }
@@ -151,18 +159,13 @@ impl Connector {
                     Ok(Box::new(tcp::connect(address).await?) as BoxIo)
                 }
                 Connector::Tls {
-                    address,
-                    connector,
-                    server_name,
-                    ..
+                    address, connector, ..
                 } => {
+                    let (connector, server_name) = connector.current();
                     let s = tcp::connect(address).await?;
-                    let t = connector
-                        .connect(server_name.clone(), s)
-                        .await
-                        .map_err(|e| {
-                            TransportError::Auth(format!("tls handshake with {address}: {e}"))
-                        })?;
+                    let t = connector.connect(server_name, s).await.map_err(|e| {
+                        TransportError::Auth(format!("tls handshake with {address}: {e}"))
+                    })?;
                     Ok(Box::new(t) as BoxIo)
                 }
                 Connector::Ssh(s) => Ok(Box::new(s.spawn()?) as BoxIo),
@@ -194,7 +197,7 @@ enum ListenerKind {
     },
     Tls {
         l: tokio::net::TcpListener,
-        acceptor: tokio_rustls::TlsAcceptor,
+        acceptor: std::sync::Arc<tls::Reloading<tokio_rustls::TlsAcceptor>>,
         client_cns: std::sync::Arc<Vec<String>>,
         handshake_timeout: Duration,
     },
@@ -274,11 +277,19 @@ impl Listener {
                 client_cns,
                 handshake_timeout,
             } => ListenerKind::Tls {
-                acceptor: tls::server(&TlsServerFiles {
-                    ca: ca.into(),
-                    cert: cert.into(),
-                    key: key.into(),
-                })?,
+                acceptor: {
+                    let files = TlsServerFiles {
+                        ca: ca.into(),
+                        cert: cert.into(),
+                        key: key.into(),
+                    };
+                    let paths = vec![files.ca.clone(), files.cert.clone(), files.key.clone()];
+                    std::sync::Arc::new(tls::Reloading::new(
+                        format!("serve {listen}"),
+                        paths,
+                        move || tls::server(&files),
+                    )?)
+                },
                 l: tcp::listen(listen, *listen_freebind).await?,
                 client_cns: std::sync::Arc::new(client_cns.clone()),
                 handshake_timeout: handshake_timeout.to_std(),
@@ -326,7 +337,7 @@ impl Listener {
                 IncomingKind::Tls {
                     s,
                     peer,
-                    acceptor: acceptor.clone(),
+                    acceptor: acceptor.current(),
                     client_cns: client_cns.clone(),
                     handshake_timeout: *handshake_timeout,
                 }
@@ -381,19 +392,17 @@ impl Incoming {
                         })?
                 }
                 .map_err(|e| TransportError::Auth(format!("tls handshake with {peer}: {e}")))?;
-                let cn = t
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(|c| cert_common_name(c.as_ref()));
+                let cn = match t.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                    Some(c) => cert_common_name(c.as_ref()),
+                    None => Err("no client certificate".into()),
+                };
                 match cn {
-                    Some(cn) if client_cns.contains(&cn) => Ok((Box::new(t), cn)),
-                    Some(cn) => Err(TransportError::Auth(format!(
+                    Ok(cn) if client_cns.contains(&cn) => Ok((Box::new(t), cn)),
+                    Ok(cn) => Err(TransportError::Auth(format!(
                         "unauthorized client common name {cn:?} from {peer}"
                     ))),
-                    None => Err(TransportError::Auth(format!(
-                        "client certificate of {peer} has no common name"
+                    Err(e) => Err(TransportError::Auth(format!(
+                        "client certificate of {peer} refused: {e}"
                     ))),
                 }
             }

@@ -24,11 +24,25 @@ impl Ca {
     }
     /// Writes `<dir>/<cn>.crt` and `.key` signed by this CA; returns (cert, key).
     fn leaf(&self, dir: &Path, cn: &str) -> (String, String) {
+        self.leaf_with(dir, cn, cn, |_| {})
+    }
+    /// A leaf as [`Ca::leaf`], written as `<dir>/<file>.crt`, with its params changed by `f`.
+    fn leaf_with(
+        &self,
+        dir: &Path,
+        file: &str,
+        cn: &str,
+        f: impl FnOnce(&mut CertificateParams),
+    ) -> (String, String) {
         let mut p = CertificateParams::new(vec![cn.to_string()]).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
+        f(&mut p);
         let k = KeyPair::generate().unwrap();
         let c = p.signed_by(&k, &self.issuer).unwrap();
-        let (cp, kp) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+        let (cp, kp) = (
+            dir.join(format!("{file}.crt")),
+            dir.join(format!("{file}.key")),
+        );
         std::fs::write(&cp, c.pem()).unwrap();
         std::fs::write(&kp, k.serialize_pem()).unwrap();
         (s(&cp), s(&kp))
@@ -206,6 +220,172 @@ async fn tls_client_refuses_a_server_with_the_wrong_name_or_ca() {
         .await
         .unwrap_err();
     assert!(e.contains("tls handshake"), "{e}");
+}
+
+/// rcgen keeps one value per attribute type; the CN's OID as a custom type adds a second CN.
+fn second_cn(p: &mut CertificateParams) {
+    p.distinguished_name
+        .push(DnType::CustomDnType(vec![2, 5, 4, 3]), "laptop2");
+}
+
+fn expired(p: &mut CertificateParams) {
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+}
+
+fn not_yet_valid(p: &mut CertificateParams) {
+    p.not_before = rcgen::date_time_ymd(2090, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2091, 1, 1);
+}
+
+#[tokio::test]
+async fn tls_refuses_a_client_certificate_with_several_cns() {
+    let t = tls_setup();
+    let ca = Ca::new("zrepl test CA");
+    // A CA of its own: the listener must trust it.
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write(dir.path(), "ca.crt");
+    let server = ca.leaf(dir.path(), "server1");
+    let two = ca.leaf_with(dir.path(), "two-cns", "laptop1", second_cn);
+    let t = TlsSetup {
+        ca: ca_file.clone(),
+        server,
+        ..t
+    };
+    let (l, addr) = tls_listener(&t).await;
+    let accept = tokio::spawn(accept_one(l));
+    let _ = roundtrip(&tls_connect(&addr, &ca_file, &two, "server1")).await;
+    let e = accept.await.unwrap().unwrap_err();
+    assert!(e.contains("2 common names; exactly one is required"), "{e}");
+}
+
+#[tokio::test]
+async fn tls_refuses_expired_and_not_yet_valid_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("zrepl test CA");
+    let ca_file = ca.write(dir.path(), "ca.crt");
+    let good_server = ca.leaf(dir.path(), "server1");
+    let good_client = ca.leaf(dir.path(), "laptop1");
+    for (name, f) in [
+        ("expired", expired as fn(&mut CertificateParams)),
+        ("not-yet-valid", not_yet_valid),
+    ] {
+        // The client's certificate: the server refuses it.
+        let bad = ca.leaf_with(dir.path(), &format!("client-{name}"), "laptop1", f);
+        let t = TlsSetup {
+            _dir: tempfile::tempdir().unwrap(),
+            ca: ca_file.clone(),
+            server: good_server.clone(),
+            good: good_client.clone(),
+            stranger: good_client.clone(),
+            foreign: good_client.clone(),
+            foreign_ca: ca_file.clone(),
+        };
+        let (l, addr) = tls_listener(&t).await;
+        let accept = tokio::spawn(accept_one(l));
+        let _ = roundtrip(&tls_connect(&addr, &ca_file, &bad, "server1")).await;
+        let e = accept.await.unwrap().unwrap_err();
+        assert!(
+            e.contains("tls handshake") && (e.contains("expired") || e.contains("not valid yet")),
+            "{name}: {e}"
+        );
+        // The server's certificate: the client refuses it.
+        let bad_server = ca.leaf_with(dir.path(), &format!("server-{name}"), "server1", f);
+        let t = TlsSetup {
+            server: bad_server,
+            ..t
+        };
+        let (l, addr) = tls_listener(&t).await;
+        tokio::spawn(accept_one(l));
+        let e = roundtrip(&tls_connect(&addr, &ca_file, &good_client, "server1"))
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("tls handshake") && (e.contains("expired") || e.contains("not valid yet")),
+            "{name}: {e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tls_renewed_files_are_used_without_a_restart() {
+    let t = tls_setup();
+    let dir = tempfile::tempdir().unwrap();
+    // The listener starts trusting only another CA: the good client is refused.
+    let ca_live = dir.path().join("ca-live.crt");
+    std::fs::copy(&t.foreign_ca, &ca_live).unwrap();
+    let t2 = TlsSetup {
+        ca: s(&ca_live),
+        server: t.server.clone(),
+        good: t.good.clone(),
+        stranger: t.stranger.clone(),
+        foreign: t.foreign.clone(),
+        foreign_ca: t.foreign_ca.clone(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let (mut l, addr) = tls_listener(&t2).await;
+    let client = tls_connect(&addr, &t.ca, &t.good, "server1");
+    let c = tokio::spawn(async move {
+        let r = roundtrip(&client).await;
+        (client, r)
+    });
+    let e = l
+        .accept()
+        .await
+        .unwrap()
+        .authenticate()
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("tls handshake"), "{e}");
+    let (client, _) = c.await.unwrap();
+    // The operator installs the right CA: the same listener accepts the next connection.
+    std::fs::copy(&t.ca, &ca_live).unwrap();
+    let c = tokio::spawn(async move { roundtrip(&client).await.map(|_| client) });
+    assert_eq!(accept_one_of(&mut l).await.unwrap(), "laptop1");
+    let client = c.await.unwrap().unwrap();
+    // A broken renewal: the previous (working) files stay in use.
+    std::fs::write(&ca_live, "not a certificate").unwrap();
+    let c = tokio::spawn(async move { roundtrip(&client).await });
+    assert_eq!(accept_one_of(&mut l).await.unwrap(), "laptop1");
+    c.await.unwrap().unwrap();
+
+    // The client side: an expired client certificate replaced in place.
+    let ca = Ca::new("zrepl test CA 2");
+    let ca_file = ca.write(dir.path(), "ca2.crt");
+    let server = ca.leaf(dir.path(), "server1");
+    let (cert, key) = ca.leaf_with(dir.path(), "laptop1-live", "laptop1", expired);
+    let t3 = TlsSetup {
+        ca: ca_file.clone(),
+        server,
+        ..t2
+    };
+    let (mut l, addr) = tls_listener(&t3).await;
+    let client = tls_connect(&addr, &ca_file, &(cert.clone(), key.clone()), "server1");
+    let c = tokio::spawn(async move {
+        let r = roundtrip(&client).await;
+        (client, r)
+    });
+    assert!(l.accept().await.unwrap().authenticate().await.is_err());
+    let (client, r) = c.await.unwrap();
+    assert!(r.is_err());
+    let renewed = ca.leaf(dir.path(), "laptop1");
+    std::fs::copy(&renewed.0, &cert).unwrap();
+    std::fs::copy(&renewed.1, &key).unwrap();
+    let c = tokio::spawn(async move { roundtrip(&client).await });
+    assert_eq!(accept_one_of(&mut l).await.unwrap(), "laptop1");
+    c.await.unwrap().unwrap();
+}
+
+/// [`accept_one`] on a listener that stays usable.
+async fn accept_one_of(l: &mut Listener) -> Result<String, String> {
+    let inc = l.accept().await.map_err(|e| e.to_string())?;
+    let (mut io, id) = inc.authenticate().await.map_err(|e| e.to_string())?;
+    let mut b = [0u8; 5];
+    io.read_exact(&mut b).await.map_err(|e| e.to_string())?;
+    io.write_all(&b).await.map_err(|e| e.to_string())?;
+    io.flush().await.map_err(|e| e.to_string())?;
+    Ok(id)
 }
 
 #[test]
