@@ -20,7 +20,7 @@ pub mod wire;
 use std::time::Duration;
 
 pub use client::{Client, ClientOptions, Compression, Conn as ClientConn, Dialer};
-pub use server::{serve_receiver, serve_sender, ServeOptions};
+pub use server::{accept, serve_receiver, serve_sender, Accepted, ServeOptions};
 
 /// An HTTP/2 PING is sent after this much silence on a connection.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);

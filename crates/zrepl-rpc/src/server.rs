@@ -91,19 +91,66 @@ where
         .map_err(|e| RpcError::Connection(e.to_string()))
 }
 
+/// A peer's connection after the version handshake, told apart but not served yet: the caller
+/// can decide per kind (a sink's session hooks run once per control connection, not per zfs
+/// stream).
+pub struct Accepted<S> {
+    opened: Opened<S>,
+    opts: ServeOptions,
+}
+
+/// The version handshake and the first bytes of a connection (see [`Accepted`]).
+pub async fn accept<S>(io: S, opts: ServeOptions) -> Result<Accepted<S>, RpcError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    Ok(Accepted {
+        opened: open_conn(io, &opts).await?,
+        opts,
+    })
+}
+
+impl<S> Accepted<S>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    /// The connection carries the control RPCs of a job invocation (HTTP/2), not one zfs
+    /// stream (and was not closed right after the handshake).
+    pub fn is_control(&self) -> bool {
+        matches!(self.opened, Opened::Http2(_))
+    }
+
+    /// Serves `sender` (a source job's endpoint) until the peer closes the connection.
+    pub async fn serve_sender<E: Sender + 'static>(self, ep: Arc<E>) -> Result<(), RpcError> {
+        let opts = self.opts;
+        match self.opened {
+            Opened::Http2(io) => {
+                serve_http2(io, move |req| sender_dispatch(ep.clone(), opts, req)).await
+            }
+            Opened::Stream(io) => stream_send(io, ep, opts).await,
+            Opened::Closed => Ok(()),
+        }
+    }
+
+    /// Serves `receiver` (a sink job's endpoint for this peer's identity).
+    pub async fn serve_receiver<E: Receiver + 'static>(self, ep: Arc<E>) -> Result<(), RpcError> {
+        match self.opened {
+            Opened::Http2(io) => {
+                serve_http2(io, move |req| receiver_dispatch(ep.clone(), req)).await
+            }
+            Opened::Stream(io) => stream_receive(io, ep).await,
+            Opened::Closed => Ok(()),
+        }
+    }
+}
+
 /// Serves `sender` (a source job's endpoint) on one connection until the peer closes it.
 pub async fn serve_sender<S, E>(io: S, ep: Arc<E>, opts: ServeOptions) -> Result<(), RpcError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     E: Sender + 'static,
 {
-    match open_conn(io, &opts).await? {
-        Opened::Http2(io) => {
-            serve_http2(io, move |req| sender_dispatch(ep.clone(), opts, req)).await
-        }
-        Opened::Stream(io) => stream_send(io, ep, opts).await,
-        Opened::Closed => Ok(()),
-    }
+    accept(io, opts).await?.serve_sender(ep).await
 }
 
 /// Serves `receiver` (a sink job's endpoint for this peer's identity) on one connection.
@@ -112,11 +159,7 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     E: Receiver + 'static,
 {
-    match open_conn(io, &opts).await? {
-        Opened::Http2(io) => serve_http2(io, move |req| receiver_dispatch(ep.clone(), req)).await,
-        Opened::Stream(io) => stream_receive(io, ep).await,
-        Opened::Closed => Ok(()),
-    }
+    accept(io, opts).await?.serve_receiver(ep).await
 }
 
 fn conn(e: std::io::Error) -> RpcError {

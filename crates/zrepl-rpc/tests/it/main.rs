@@ -426,6 +426,34 @@ async fn receive_streams_arrive_intact_with_and_without_zstd() {
 }
 
 #[tokio::test]
+async fn accept_tells_the_control_connection_from_stream_connections() {
+    let ep = Arc::new(MockReceiver::default());
+    let kinds = Arc::new(Mutex::new(Vec::new()));
+    let (e, k) = (ep.clone(), kinds.clone());
+    let c = client(opts(Compression::Off), move |io| {
+        let (e, k) = (e.clone(), k.clone());
+        async move {
+            let a = zrepl_rpc::accept(io, ServeOptions::default())
+                .await
+                .unwrap();
+            k.lock().unwrap().push(a.is_control());
+            let _ = a.serve_receiver(e).await;
+        }
+    });
+    Receiver::list_filesystems(&c).await.unwrap();
+    c.receive(recv_req(), Box::pin(std::io::Cursor::new(vec![7u8; 1000])))
+        .await
+        .unwrap();
+    c.receives_completed(&[recv_req()]).await.unwrap();
+    c.receive(recv_req(), Box::pin(std::io::Cursor::new(vec![8u8; 1000])))
+        .await
+        .unwrap();
+    // One control connection (all RPCs but the streams), one stream connection per receive.
+    assert_eq!(*kinds.lock().unwrap(), [true, false, false]);
+    assert_eq!(ep.got.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn a_failing_producer_is_an_error_on_the_consumer_not_a_short_stream() {
     // Sender side fails mid-stream: the client's reader gets the error.
     let (c, _) = sender_client(data(1 << 20, false), true, Compression::Off);
