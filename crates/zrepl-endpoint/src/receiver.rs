@@ -565,7 +565,8 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         let mut rr = RecvRequest::new(target.clone());
         rr.force_rollback = force;
         rr.save_partial = resumable;
-        rr.exclude_props = self.cfg.inherit.clone();
+        rr.exclude_props =
+            crate::plan::receives::receive_excludes(&self.cfg.inherit, &self.cfg.override_);
         rr.override_props = self.cfg.override_.clone();
         let stream = crate::ratelimit::limit(self.bucket.as_ref(), stream);
         let result = self.zfs.receive(&rr, stream).await;

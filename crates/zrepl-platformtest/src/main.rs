@@ -142,6 +142,7 @@ fn main() {
         net_push_pull_tls,
         net_push_pull_ssh_stdinserver,
         net_signal_reset_aborts_and_next_run_resumes,
+        net_received_properties_cannot_mount_or_hook_into_the_host,
     ]);
     trials.extend(trials![replication:
         repl_initial_then_incremental_chain,

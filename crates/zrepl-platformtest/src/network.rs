@@ -510,3 +510,106 @@ pub async fn net_signal_reset_aborts_and_next_run_resumes(t: Ctx) -> TestResult 
     d.kill();
     res.map_err(|e| format!("{e}\n--- daemon log:\n{}", tail(&d.log())).into())
 }
+
+/// A client's stream over the wire cannot mount, share or hook its data into the receiving
+/// host (issue: untrusted peers): a push with `send_properties` of a filesystem whose
+/// `mountpoint` points elsewhere on the host (and a systemd generator dependency) arrives with
+/// those properties inherited below the sink's root, their sent values kept as received
+/// values; a volume sent with its properties arrives too (`-x mountpoint` and friends must not
+/// fail on a volume); an operator's `recv.properties.override` still wins.
+pub async fn net_received_properties_cannot_mount_or_hook_into_the_host(t: Ctx) -> TestResult {
+    let p = t.pool.clone();
+    let a = create(&t, "src/a")?;
+    let vol = format!("{p}/src/vol");
+    zfs(&["create", "-V", "8M", &vol])?;
+    zfs(&["set", "org.openzfs.systemd:wanted-by=multi-user.target", &vol])?;
+    create(&t, "sink")?;
+    let dir = format!("/tmp/{p}-props");
+    std::fs::create_dir_all(&dir)?;
+    let evil = format!("{dir}/evil-mountpoint");
+    zfs(&["set", &format!("mountpoint={evil}"), &a])?;
+    zfs(&["set", "canmount=on", &a])?;
+    zfs(&["set", "org.openzfs.systemd:wanted-by=multi-user.target", &a])?;
+    zfs(&["set", "org.openzfs.systemd:required-by=sshd.service", &a])?;
+    write(&a, "f", 1)?;
+    snapshot(&format!("{a}@1"))?;
+    snapshot(&format!("{vol}@1"))?;
+    let cfg = format!("{dir}/zrepl.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  control: {{sockpath: {dir}/run/control}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+             jobs:\n\
+             - type: sink\n  name: sink\n  root_fs: {p}/sink\n  recv: {{placeholder: {{encryption: inherit}}, properties: {{override: {{\"org.openzfs.systemd:required-by\": \"zrepl-test.target\"}}}}}}\n  serve: {{type: tcp, listen: \"127.0.0.1:28841\", clients: {{\"127.0.0.1\": c}}}}\n\
+             - type: push\n  name: push\n  connect: {{type: tcp, address: \"127.0.0.1:28841\"}}\n  filesystems: {{\"{a}\": true, \"{vol}\": true}}\n  send: {{send_properties: true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n"
+        ),
+    )?;
+    let mut d = Daemon {
+        cfg,
+        log: format!("{dir}/daemon.log"),
+        child: None,
+    };
+    let res: TestResult = (|| {
+        d.start()?;
+        d.replicate("push")?;
+        let recv = format!("{p}/sink/c/{a}");
+        let rvol = format!("{p}/sink/c/{vol}");
+        ensure!(
+            guid(&format!("{recv}@1"))? == guid(&format!("{a}@1"))?,
+            "filesystem replicated"
+        );
+        ensure!(
+            guid(&format!("{rvol}@1"))? == guid(&format!("{vol}@1"))?,
+            "volume replicated with its properties"
+        );
+        let get = |prop: &str, field: &str, ds: &str| -> Result<String, String> {
+            Ok(zfs(&["get", "-H", "-o", field, prop, ds])?.trim().to_string())
+        };
+        let mp = get("mountpoint", "value", &recv)?;
+        let sink_mp = get("mountpoint", "value", &format!("{p}/sink"))?;
+        ensure!(
+            mp != evil && mp.starts_with(&sink_mp),
+            "received mountpoint {mp:?} is not below the sink's {sink_mp:?}"
+        );
+        ensure!(
+            get("mountpoint", "source", &recv)?.starts_with("inherited"),
+            "mountpoint source"
+        );
+        ensure!(
+            get("mountpoint", "received", &recv)? == evil,
+            "the sent mountpoint is kept as the received value"
+        );
+        let mounts = std::fs::read_to_string("/proc/mounts")?;
+        ensure!(
+            !mounts
+                .lines()
+                .any(|l| l.starts_with(&format!("{recv} ")) && l.contains(&evil)),
+            "the received filesystem is mounted at the client's path"
+        );
+        for ds in [&recv, &rvol] {
+            ensure!(
+                get("org.openzfs.systemd:wanted-by", "value", ds)? == "-",
+                "{ds}: wanted-by applied"
+            );
+        }
+        ensure!(
+            get("org.openzfs.systemd:required-by", "value", &recv)? == "zrepl-test.target",
+            "the operator's override wins"
+        );
+        // Incrementals still arrive.
+        write(&a, "g", 1)?;
+        snapshot(&format!("{a}@2"))?;
+        d.replicate("push")?;
+        ensure!(
+            guid(&format!("{recv}@2"))? == guid(&format!("{a}@2"))?,
+            "incremental"
+        );
+        ensure!(
+            get("mountpoint", "value", &recv)? == mp,
+            "the incremental keeps the mountpoint inherited"
+        );
+        Ok(())
+    })();
+    d.kill();
+    res.map_err(|e| format!("{e}\n--- daemon log:\n{}", tail(&d.log())).into())
+}

@@ -210,6 +210,45 @@ pub fn older_holds(
         .collect()
 }
 
+/// Properties a received stream may not set on this host unless the operator decides their
+/// value (`recv.properties.override`): where a filesystem is mounted, whether it is shared over
+/// NFS/SMB, and the systemd mount generator's unit dependencies. A sending peer (a client of a
+/// sink, the source of a pull) could otherwise mount its data over any path of the receiving
+/// host (`mountpoint=/etc/cron.d`), export it, or tie the host's boot to it. With them inherited,
+/// a received filesystem mounts below its parent inside `root_fs`. The sent values are still
+/// stored as received values (`zfs get -o received`), so a restore can take them back with
+/// `zfs inherit -S`.
+pub const PROTECTED_RECEIVED_PROPERTIES: &[&str] = &[
+    "mountpoint",
+    "sharenfs",
+    "sharesmb",
+    "org.openzfs.systemd:requires",
+    "org.openzfs.systemd:requires-mounts-for",
+    "org.openzfs.systemd:before",
+    "org.openzfs.systemd:after",
+    "org.openzfs.systemd:wanted-by",
+    "org.openzfs.systemd:required-by",
+    "org.openzfs.systemd:nofail",
+    "org.openzfs.systemd:ignore",
+];
+
+/// The `-x` list of every `zfs recv`: the operator's `recv.properties.inherit`, then each
+/// protected property the operator does not set with `override` (`-x` and `-o` of the same
+/// property are refused by `zfs recv`), each once.
+pub fn receive_excludes(inherit: &[String], override_: &[(String, String)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in inherit
+        .iter()
+        .map(String::as_str)
+        .chain(PROTECTED_RECEIVED_PROPERTIES.iter().copied())
+    {
+        if !override_.iter().any(|(k, _)| k == p) && !out.iter().any(|o| o == p) {
+            out.push(p.to_string());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,5 +486,29 @@ mod tests {
             paths(&older_holds(&reqs, &c, &held, &listed)),
             vec!["r/a@s1", "r/a@s0", "r/b@s1"]
         );
+    }
+
+    #[test]
+    fn protected_properties_are_inherited_unless_overridden() {
+        let protected: Vec<String> = PROTECTED_RECEIVED_PROPERTIES
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // Nothing configured: every protected property is inherited.
+        assert_eq!(receive_excludes(&[], &[]), protected);
+        // zrepl's sample: inherit mountpoint, override the generator's ignore.
+        let got = receive_excludes(
+            &s(&["mountpoint", "compression"]),
+            &[("org.openzfs.systemd:ignore".into(), "on".into())],
+        );
+        assert_eq!(got[..2], s(&["mountpoint", "compression"])[..]);
+        assert!(!got.contains(&"org.openzfs.systemd:ignore".to_string()));
+        assert_eq!(got.iter().filter(|p| *p == "mountpoint").count(), 1);
+        assert!(got.contains(&"sharenfs".to_string()));
+        // The operator chooses the mountpoint: no -x for it.
+        let got = receive_excludes(&[], &[("mountpoint".into(), "/backups/x".into())]);
+        assert!(!got.contains(&"mountpoint".to_string()));
+        assert!(got.contains(&"sharesmb".to_string()));
     }
 }
