@@ -104,7 +104,7 @@ pub(crate) async fn serve(
 }
 
 async fn status(State(st): State<ControlState>) -> Json<DaemonStatus> {
-    Json(DaemonStatus::collect(&st.jobs, &st.zfs))
+    Json(crate::status::collect(&st.jobs, &st.zfs))
 }
 
 async fn version(State(st): State<ControlState>) -> Json<VersionInfo> {

@@ -4,51 +4,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use zrepl_config as config;
 use zrepl_endpoint::{LocalSender, PlaceholderPolicy, ReceiverConfig, Registry, SenderConfig};
 use zrepl_protocol::{Protection, Receiver, ReplicationConfig, Sender};
-use zrepl_replication::{DriverConfig, ReportHandle, RunReport};
+use zrepl_replication::{DriverConfig, ReportHandle};
 use zrepl_zfs::Zfs;
 
 use crate::local::{LocalListeners, LocalPeer};
 use crate::prune::PruneReport;
 use crate::schedule::ReplicationSchedule;
-use crate::snapshot::{SharedStatus, Snapshotter, SnapshotterStatus};
+use crate::snapshot::{SharedStatus, Snapshotter};
 use crate::wakeup::{RunLog, RunOutcome, Trigger, Wakeups};
 use crate::DaemonError;
 
-/// What a job is doing, for `zrepl status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    /// Waiting for a wakeup.
-    Idle,
-    Replicating,
-    /// A passive job serving its peers.
-    Serving,
-    /// The job could not start or stopped with an error.
-    Error,
-}
-
-/// A job's status.
-#[derive(Debug, Clone, Serialize)]
-pub struct JobStatus {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub state: JobState,
-    pub error: Option<String>,
-    /// The current or last replication run.
-    pub replication: Option<RunReport>,
-    /// The last pruning of both sides (after the replication run).
-    pub pruning: Option<PruneReport>,
-    /// The last pruning of a snap job.
-    pub pruning_local: Option<crate::prune::SideReport>,
-    pub snapshotting: Option<SnapshotterStatus>,
-    pub last_successful_replication: Option<DateTime<Utc>>,
-}
+/// A job's status and state, for `zrepl status` (the `/status` contract's types).
+pub use zrepl_status::{JobState, JobStatus};
 
 /// What the daemon keeps per job: its signals and its status.
 pub struct JobHandle {
@@ -111,7 +82,7 @@ impl JobHandle {
         let s = self.inner();
         JobStatus {
             name: self.name.clone(),
-            kind: self.kind,
+            kind: self.kind.to_string(),
             state: s.state,
             error: s.error.clone(),
             replication: s.report.as_ref().map(ReportHandle::snapshot),
@@ -1053,10 +1024,7 @@ async fn run_active(
         let repl_state = match (&outcome, snap.state) {
             (Err(_), zrepl_replication::RunState::Cancelled) => "cancelled".to_string(),
             (Err(_), _) => "failed".to_string(),
-            (Ok(()), st) => serde_json::to_value(st)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_else(|| format!("{st:?}").to_lowercase()),
+            (Ok(()), st) => st.as_str().to_string(),
         };
         let mut run = RunOutcome {
             run: run_id,

@@ -217,7 +217,7 @@ pub(crate) fn render(st: &MetricsState, now: DateTime<Utc>) -> String {
         job_error
             .with_label_values(&[name])
             .set(f64::from(u8::from(status.error.is_some())));
-        if !matches!(status.kind, "push" | "pull") {
+        if !matches!(status.kind.as_str(), "push" | "pull") {
             continue;
         }
         if let Some(t) = status.last_successful_replication {

@@ -7,7 +7,6 @@
 //! before the first successful replication created a cursor. Receiver filesystems that are
 //! placeholders or have no counterpart on the sender are left alone.
 
-use serde::Serialize;
 use zrepl_config as config;
 use zrepl_protocol::{Receiver, Sender};
 use zrepl_pruning::{Bucket, Context, Decision, Rule, Snapshot};
@@ -48,41 +47,12 @@ pub fn rules(keep: &[config::KeepRule]) -> Vec<Rule> {
         .collect()
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct PruneReport {
-    pub sender: SideReport,
-    pub receiver: SideReport,
-}
+/// The pruning report (the `/status` contract's types, also `zrepl prune --dry-run --json`).
+pub use zrepl_status::{FsPrune, PruneReport, SideReport};
 
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct SideReport {
-    /// Listing the side failed.
-    pub error: Option<String>,
-    pub filesystems: Vec<FsPrune>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct FsPrune {
-    pub filesystem: String,
-    /// Why this filesystem was not pruned at all.
-    pub skipped: Option<String>,
-    pub destroy: Vec<String>,
-    /// Kept snapshots with the reasons.
-    pub keep: Vec<(String, Vec<String>)>,
-    /// Snapshots whose destruction failed, with the reason.
-    pub errors: Vec<(String, String)>,
-}
-
-impl FsPrune {
-    fn skipped(fs: &DatasetPath, why: impl Into<String>) -> Self {
-        FsPrune {
-            filesystem: fs.to_string(),
-            skipped: Some(why.into()),
-            destroy: vec![],
-            keep: vec![],
-            errors: vec![],
-        }
-    }
+/// A filesystem left alone, and why.
+fn skip_fs(fs: &DatasetPath, why: impl Into<String>) -> FsPrune {
+    FsPrune::skipped(fs.to_string(), why)
 }
 
 const NO_CURSOR: &str =
@@ -118,11 +88,11 @@ pub async fn prune<S: Sender, R: Receiver>(
         let mut todo = Vec::new();
         for fs in rfs {
             if fs.is_placeholder {
-                skipped.push(FsPrune::skipped(&fs.path, "filesystem is placeholder"));
+                skipped.push(skip_fs(&fs.path, "filesystem is placeholder"));
                 continue;
             }
             if !sfs.iter().any(|s| s.path == fs.path) {
-                skipped.push(FsPrune::skipped(
+                skipped.push(skip_fs(
                     &fs.path,
                     "filesystem has no correspondence on sender",
                 ));
@@ -150,11 +120,7 @@ pub async fn prune<S: Sender, R: Receiver>(
         for (n, fs) in s_paths.iter().enumerate() {
             if n > 0 && !dry_run {
                 if let Err(e) = zrepl_failpoint::hit("prune.sender.after_destroy") {
-                    side.extend(
-                        s_paths[n..]
-                            .iter()
-                            .map(|f| FsPrune::skipped(f, e.to_string())),
-                    );
+                    side.extend(s_paths[n..].iter().map(|f| skip_fs(f, e.to_string())));
                     break;
                 }
             }
@@ -285,18 +251,18 @@ async fn prune_fs<S: Sender, R: Receiver>(
     let sender_side = fetched.sender_side;
     let cursor = match fetched.cursor {
         Ok(c) => c,
-        Err(e) => return FsPrune::skipped(fs, e),
+        Err(e) => return skip_fs(fs, e),
     };
     if cursor.is_none()
         && rules
             .iter()
             .any(|r| matches!(r, Rule::NotReplicated { .. }))
     {
-        return FsPrune::skipped(fs, NO_CURSOR);
+        return skip_fs(fs, NO_CURSOR);
     }
     let versions = match fetched.versions {
         Ok(v) => v,
-        Err(e) => return FsPrune::skipped(fs, e),
+        Err(e) => return skip_fs(fs, e),
     };
     let snaps: Vec<&FilesystemVersion> = versions
         .iter()

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
 use zrepl_zfs::DatasetPath;
 
 /// Which snapshot of a filesystem is its newest, as far as the job is concerned.
@@ -24,13 +23,8 @@ pub enum Newest {
     Foreign,
 }
 
-/// A filesystem the round left out, for status and logs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Skipped {
-    pub filesystem: String,
-    /// Bytes written since the job's newest snapshot (below the threshold).
-    pub written: u64,
-}
+/// A filesystem the round left out, for status and logs (a `/status` contract type).
+pub use zrepl_status::Skipped;
 
 /// Whether a filesystem with `newest` and `written` bytes (None: unknown) is skipped under
 /// `threshold` bytes (0: never).

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use zrepl_config::cron::CronSchedule;
 use zrepl_config::timestamp::{Location, TimestampFormat};
@@ -23,7 +22,7 @@ use zrepl_filters::DatasetFilter;
 use zrepl_zfs::{DatasetPath, VersionPath, VersionType, Zfs};
 
 use crate::hooks::{run_plan, Hook};
-use crate::skip_empty::{Newest, Skipped};
+use crate::skip_empty::Newest;
 
 /// A filesystem to snapshot, from the survey.
 #[derive(Debug, Clone)]
@@ -62,33 +61,8 @@ pub struct Snapshotter {
     pub lagging: crate::backpressure::Shared,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SnapState {
-    SyncUp,
-    Waiting,
-    Snapshotting,
-    ErrorWait,
-}
-
-/// The snapshotter's part of `zrepl status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct SnapshotterStatus {
-    pub state: SnapState,
-    pub next_round_at: Option<DateTime<Utc>>,
-    pub last_round: Option<RoundReport>,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RoundReport {
-    pub started_at: DateTime<Utc>,
-    pub snapshot_name: String,
-    pub filesystems: Vec<String>,
-    /// Filesystems left out because they changed less than `written_threshold`.
-    pub skipped: Vec<Skipped>,
-    pub error: Option<String>,
-}
+/// The snapshotter's part of `zrepl status` (the `/status` contract's types).
+pub use zrepl_status::{RoundReport, SnapState, SnapshotterStatus};
 
 pub type SharedStatus = Arc<Mutex<SnapshotterStatus>>;
 

@@ -72,7 +72,9 @@ pub fn record_rates(ui: &mut UiState, status: &Status, clock_secs: f64) {
     for (name, job) in status.visible_jobs() {
         if let Some(run) = &job.replication {
             let done = run.attempts.last().map_or(0, |a| a.bytes().0);
-            let id = run.started_at.map(|t| t.to_rfc3339()).unwrap_or_default();
+            let id = crate::model::known_time(run.started_at)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
             ui.rates.record(name, &id, clock_secs, done);
         }
     }

@@ -11,7 +11,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Gauge, List, ListItem, ListState, Paragraph};
 use ratatui::Frame;
 
-use crate::model::{Attempt, Filesystem, Job, PruneSide, Run, Snapshotting, Status};
+use crate::model::{
+    known_time, Attempt, AttemptState, BlockedOn, Filesystem, FsState, Job, JobState, PruneSide,
+    Run, Snapshotting, Status,
+};
 use crate::rate::RateTracker;
 
 /// What the user sees besides the daemon's data: selection, scroll position, messages.
@@ -136,7 +139,7 @@ fn render_title(frame: &mut Frame, area: Rect, ui: &UiState) {
 }
 
 fn job_marker(job: &Job) -> (&'static str, Style) {
-    if job.error.is_some() || job.state == "error" {
+    if job.error.is_some() || job.state == JobState::Error {
         ("!", Style::default().fg(Color::Red))
     } else if job.replication.as_ref().is_some_and(Run::is_active) {
         ("»", Style::default().fg(Color::Yellow))
@@ -182,7 +185,7 @@ fn render_job(frame: &mut Frame, area: Rect, name: &str, job: &Job, ui: &mut UiS
 
     let mut head_spans = vec![
         Span::raw("State: "),
-        Span::styled(job.state.as_str(), state_style(&job.state)),
+        Span::styled(job.state.as_str(), state_style(job.state.as_str())),
     ];
     match job.last_successful_replication {
         Some(t) => head_spans.push(Span::raw(format!(
@@ -345,9 +348,9 @@ fn replication_lines<'a>(out: &mut Vec<Line<'a>>, run: &'a Run, width: usize, no
     };
     out.push(Line::from(vec![
         Span::raw(format!("   Attempt #{n}  Status: ")),
-        Span::styled(att.state.as_str(), state_style(&att.state)),
+        Span::styled(att.state.as_str(), state_style(att.state.as_str())),
     ]));
-    match (run.started_at, run.finished_at) {
+    match (known_time(run.started_at), run.finished_at) {
         (Some(s), Some(f)) => out.push(Line::raw(format!(
             "   Last run: {} (lasted {})",
             local_time(s),
@@ -379,7 +382,7 @@ fn replication_lines<'a>(out: &mut Vec<Line<'a>>, run: &'a Run, width: usize, no
             red,
         ));
     }
-    if att.filesystems.is_empty() && att.state == "done" {
+    if att.filesystems.is_empty() && att.state == AttemptState::Done {
         out.push(Line::raw(
             "   NOTE: no filesystems were considered for replication!",
         ));
@@ -418,11 +421,11 @@ fn fs_line(fs: &Filesystem, name_w: usize) -> Line<'_> {
     } else {
         n
     };
-    let state = fs.state.to_uppercase().replace('-', "_");
+    let state = fs.state.as_str().to_uppercase().replace('-', "_");
     let mut spans = vec![
         Span::raw(if fs.is_active() { " * " } else { "   " }),
         Span::raw(format!("{:<name_w$} ", elide_left(&fs.name, name_w))),
-        Span::styled(state, state_style(&fs.state)),
+        Span::styled(state, state_style(fs.state.as_str())),
         Span::raw(format!(" {shown}/{n} {}/{}", bytes(done), bytes(total))),
     ];
     if let Some(st) = fs.steps.get(fs.current_step) {
@@ -433,7 +436,7 @@ fn fs_line(fs: &Filesystem, name_w: usize) -> Line<'_> {
             if st.resumed { " (resumed)" } else { "" }
         )));
     }
-    if !matches!(fs.blocked_on.as_str(), "nothing" | "") && fs.state != "done" {
+    if fs.blocked_on != BlockedOn::Nothing && fs.state != FsState::Done {
         spans.push(Span::styled(
             format!(" [{}]", fs.blocked_on),
             Style::default().add_modifier(Modifier::DIM),
@@ -479,7 +482,7 @@ fn snapshot_lines<'a>(
     out.push(section("Snapshotting:"));
     let mut l = vec![
         Span::raw("   Status: "),
-        Span::styled(s.state.as_str(), state_style(&s.state)),
+        Span::styled(s.state.as_str(), state_style(s.state.as_str())),
     ];
     if let Some(t) = s.next_round_at {
         l.push(Span::raw(format!(
@@ -499,7 +502,7 @@ fn snapshot_lines<'a>(
         };
         out.push(Line::raw(format!(
             "   Last round: {} snap name: {:?} ({} filesystems{skipped})",
-            r.started_at.map(local_time).unwrap_or_default(),
+            known_time(r.started_at).map(local_time).unwrap_or_default(),
             r.snapshot_name,
             r.filesystems.len()
         )));

@@ -83,8 +83,8 @@ pub fn run_job(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode>
     let outcome = rt.block_on(async {
         let sock = PathBuf::from(&cfg.global.control.sockpath);
         if let Ok(body) = post(&sock, "/status", &serde_json::json!({})).await {
-            let runs_it = serde_json::from_slice::<serde_json::Value>(&body)
-                .map(|v| v["jobs"].get(&args.job).is_some())
+            let runs_it = zrepl_status::DaemonStatus::from_json(&body)
+                .map(|s| s.jobs.contains_key(&args.job))
                 .unwrap_or(false);
             if runs_it {
                 anyhow::bail!(
@@ -228,9 +228,12 @@ pub fn status(config: Option<&Path>, args: StatusArgs) -> anyhow::Result<ExitCod
             println!("{}", String::from_utf8_lossy(&body));
         }
         StatusMode::Dump => {
-            let v: serde_json::Value =
-                serde_json::from_slice(&body).context("invalid status from daemon")?;
-            print!("{}", crate::status_text::render(&v, args.job.as_deref()));
+            let status = zrepl_status::DaemonStatus::from_json(&body)
+                .context("invalid status from daemon")?;
+            print!(
+                "{}",
+                crate::status_text::render(&status, args.job.as_deref())
+            );
         }
         StatusMode::Interactive => {
             let first =

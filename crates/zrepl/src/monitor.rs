@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use regex::Regex;
+use zrepl_status::{DaemonStatus, JobState};
 use zrepl_zfs::{DatasetPath, FilesystemVersion, VersionType, VersionsByFilesystem};
 use zrepl_zfs_types::abstraction::{parse_cursor_bookmark, AbstractionType};
 
@@ -347,7 +348,7 @@ pub fn received_filesystems(
 
 /// `zrepl monitor alive`: the daemon's `/status` answer (or why there is none) and optionally
 /// one job's state.
-pub fn alive(status: Result<&serde_json::Value, &str>, job: Option<&str>) -> Report {
+pub fn alive(status: Result<&DaemonStatus, &str>, job: Option<&str>) -> Report {
     let status = match status {
         Ok(s) => s,
         Err(e) => {
@@ -360,15 +361,14 @@ pub fn alive(status: Result<&serde_json::Value, &str>, job: Option<&str>) -> Rep
             }
         }
     };
-    let jobs = status.get("jobs").and_then(|j| j.as_object());
-    let n = jobs.map_or(0, |j| j.len());
+    let n = status.jobs.len();
     let Some(job) = job else {
         return Report {
             state: State::Ok,
             text: format!("ZREPL ALIVE OK - daemon answers, {n} job{}\n", plural(n)),
         };
     };
-    let Some(j) = jobs.and_then(|j| j.get(job)) else {
+    let Some(j) = status.jobs.get(job) else {
         return Report {
             state: State::Critical,
             text: format!(
@@ -376,21 +376,20 @@ pub fn alive(status: Result<&serde_json::Value, &str>, job: Option<&str>) -> Rep
             ),
         };
     };
-    let s = |v: &serde_json::Value, k: &str| {
-        v.get(k)
-            .and_then(|x| x.as_str())
-            .map(str::to_string)
-            .filter(|x| !x.is_empty())
-    };
-    let state = s(j, "state").unwrap_or_else(|| "unknown".into());
+    let state = j.state;
     let mut problems = Vec::new();
-    if let Some(e) = s(j, "error") {
+    if let Some(e) = j.error.as_deref().filter(|e| !e.is_empty()) {
         problems.push(format!("job error: {e}"));
     }
-    if let Some(e) = j.get("snapshotting").and_then(|sn| s(sn, "error")) {
+    if let Some(e) = j
+        .snapshotting
+        .as_ref()
+        .and_then(|sn| sn.error.as_deref())
+        .filter(|e| !e.is_empty())
+    {
         problems.push(format!("snapshotting error: {e}"));
     }
-    let (st, detail) = if state == "error" {
+    let (st, detail) = if state == JobState::Error {
         (State::Critical, problems.join("; "))
     } else if !problems.is_empty() {
         (State::Warning, problems.join("; "))

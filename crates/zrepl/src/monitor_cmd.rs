@@ -242,11 +242,11 @@ fn alive(config: Option<&Path>, a: AliveArgs) -> Report {
     monitor::alive(answer.as_ref().map_err(String::as_str), a.job.as_deref())
 }
 
-async fn status(sock: &Path) -> Result<serde_json::Value, String> {
+async fn status(sock: &Path) -> Result<zrepl_status::DaemonStatus, String> {
     let body = crate::control_client::post(sock, "/status", &serde_json::json!({}))
         .await
         .map_err(|e| format!("{e:#}"))?;
-    serde_json::from_slice(&body).map_err(|e| format!("invalid /status answer: {e}"))
+    zrepl_status::DaemonStatus::from_json(&body).map_err(|e| format!("invalid /status answer: {e}"))
 }
 
 fn block<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {

@@ -2,17 +2,17 @@
 
 use std::fmt::Write;
 
-use serde_json::Value;
+use chrono::{DateTime, SecondsFormat, Utc};
+use zrepl_status::{known_time, DaemonStatus, JobStatus, SideReport};
 
 /// Human-readable byte count (binary units): the same as the interactive view's.
 pub use zrepl_tui::view::bytes;
 
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
-fn u(v: &Value, k: &str) -> u64 {
-    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+/// A time as the document writes it (RFC 3339, `Z`); empty for a time the document lacked.
+fn time(t: DateTime<Utc>) -> String {
+    known_time(t)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
 }
 
 fn progress_bar(done: u64, total: u64, width: usize) -> String {
@@ -26,13 +26,13 @@ fn progress_bar(done: u64, total: u64, width: usize) -> String {
 }
 
 /// Renders every job (or only `only`), separated by a line of dashes.
-pub fn render(status: &Value, only: Option<&str>) -> String {
+pub fn render(status: &DaemonStatus, only: Option<&str>) -> String {
     let mut out = String::new();
-    let Some(jobs) = status.get("jobs").and_then(Value::as_object) else {
+    if status.jobs.is_empty() {
         return "no jobs\n".into();
-    };
+    }
     let mut first = true;
-    for (name, job) in jobs {
+    for (name, job) in &status.jobs {
         if only.is_some_and(|o| o != name) {
             continue;
         }
@@ -46,141 +46,87 @@ pub fn render(status: &Value, only: Option<&str>) -> String {
     out
 }
 
-fn render_job(out: &mut String, name: &str, job: &Value) {
+fn render_job(out: &mut String, name: &str, job: &JobStatus) {
     let _ = writeln!(out, "Job: {name}");
-    let _ = writeln!(out, "Type: {}", s(job, "type"));
-    let _ = writeln!(out, "State: {}", s(job, "state"));
-    if let Some(e) = job.get("error").and_then(Value::as_str) {
+    let _ = writeln!(out, "Type: {}", job.kind);
+    let _ = writeln!(out, "State: {}", job.state);
+    if let Some(e) = &job.error {
         let _ = writeln!(out, "Error: {e}");
     }
-    if let Some(t) = job
-        .get("last_successful_replication")
-        .and_then(Value::as_str)
-    {
-        let _ = writeln!(out, "Last successful replication: {t}");
+    if let Some(t) = job.last_successful_replication {
+        let _ = writeln!(out, "Last successful replication: {}", time(t));
     }
     render_replication(out, job);
-    if let Some(p) = job.get("pruning").filter(|p| !p.is_null()) {
-        render_prune_side(out, "Pruning Sender", &p["sender"]);
-        render_prune_side(out, "Pruning Receiver", &p["receiver"]);
+    if let Some(p) = &job.pruning {
+        render_prune_side(out, "Pruning Sender", &p.sender);
+        render_prune_side(out, "Pruning Receiver", &p.receiver);
     }
-    if let Some(p) = job.get("pruning_local").filter(|p| !p.is_null()) {
+    if let Some(p) = &job.pruning_local {
         render_prune_side(out, "Pruning snapshots", p);
     }
-    if let Some(sn) = job.get("snapshotting").filter(|p| !p.is_null()) {
+    if let Some(sn) = &job.snapshotting {
         let _ = writeln!(out, "Snapshotting:");
-        let _ = writeln!(out, "   Status: {}", s(sn, "state"));
-        if let Some(t) = sn.get("next_round_at").and_then(Value::as_str) {
-            let _ = writeln!(out, "   Next round: {t}");
+        let _ = writeln!(out, "   Status: {}", sn.state);
+        if let Some(t) = sn.next_round_at {
+            let _ = writeln!(out, "   Next round: {}", time(t));
         }
-        if let Some(e) = sn.get("error").and_then(Value::as_str) {
+        if let Some(e) = &sn.error {
             let _ = writeln!(out, "   Error: {e}");
         }
-        if let Some(r) = sn.get("last_round").filter(|r| !r.is_null()) {
-            let n = r
-                .get("filesystems")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            let skipped = r
-                .get("skipped")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            let skipped = match skipped {
+        if let Some(r) = &sn.last_round {
+            let n = r.filesystems.len();
+            let skipped = match r.skipped.len() {
                 0 => String::new(),
                 k => format!(", {k} unchanged skipped"),
             };
             let _ = writeln!(
                 out,
                 "   Last round: {} snap name: {:?} ({n} filesystems{skipped})",
-                s(r, "started_at"),
-                s(r, "snapshot_name")
+                time(r.started_at),
+                r.snapshot_name
             );
         }
     }
 }
 
-fn render_prune_side(out: &mut String, title: &str, side: &Value) {
+fn render_prune_side(out: &mut String, title: &str, side: &SideReport) {
     let _ = writeln!(out, "{title}:");
-    if let Some(e) = side.get("error").and_then(Value::as_str) {
+    if let Some(e) = &side.error {
         let _ = writeln!(out, "   Error: {e}");
     }
-    for f in side
-        .get("filesystems")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let fs = s(f, "filesystem");
-        if let Some(why) = f.get("skipped").and_then(Value::as_str) {
+    for f in &side.filesystems {
+        let fs = &f.filesystem;
+        if let Some(why) = &f.skipped {
             let _ = writeln!(out, "   {fs} skipped: {why}");
             continue;
         }
-        let destroyed = f
-            .get("destroy")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
-        let kept = f.get("keep").and_then(Value::as_array).map_or(0, Vec::len);
-        let errors = f
-            .get("errors")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "   {fs} Completed (destroyed {destroyed}, kept {kept})"
+            "   {fs} Completed (destroyed {}, kept {})",
+            f.destroy.len(),
+            f.keep.len()
         );
-        for e in errors {
-            let _ = writeln!(
-                out,
-                "      ERROR: {}",
-                e.as_array()
-                    .map(|a| a
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(": "))
-                    .unwrap_or_default()
-            );
+        for (snap, e) in &f.errors {
+            let _ = writeln!(out, "      ERROR: {snap}: {e}");
         }
     }
 }
 
-fn render_replication(out: &mut String, job: &Value) {
-    let Some(rep) = job.get("replication").filter(|r| !r.is_null()) else {
+fn render_replication(out: &mut String, job: &JobStatus) {
+    let Some(rep) = &job.replication else {
         return;
     };
     let _ = writeln!(out, "Replication:");
-    let _ = writeln!(out, "   State: {}", s(rep, "state"));
-    let attempts = rep
-        .get("attempts")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let Some(att) = attempts.last() else {
+    let _ = writeln!(out, "   State: {}", rep.state);
+    let Some(att) = rep.attempts.last() else {
         return;
     };
-    let _ = writeln!(out, "   Attempt #{}", attempts.len());
-    let _ = writeln!(out, "   Status: {}", s(att, "state"));
-    if let Some(e) = att.get("plan_error").and_then(Value::as_str) {
+    let _ = writeln!(out, "   Attempt #{}", rep.attempts.len());
+    let _ = writeln!(out, "   Status: {}", att.state);
+    if let Some(e) = &att.plan_error {
         let _ = writeln!(out, "   Problem: {e}");
     }
-    let fss = att
-        .get("filesystems")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let (mut done, mut total) = (0, 0);
-    for fs in &fss {
-        for st in fs
-            .get("steps")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            done += u(st, "bytes_replicated");
-            total += u(st, "bytes_expected");
-        }
-    }
+    let (done, total) = att.bytes();
     let _ = writeln!(
         out,
         "   Progress: {} {} / {}",
@@ -188,35 +134,28 @@ fn render_replication(out: &mut String, job: &Value) {
         bytes(done),
         bytes(total)
     );
-    let width = fss.iter().map(|f| s(f, "name").len()).max().unwrap_or(0);
-    for fs in &fss {
-        let steps = fs
-            .get("steps")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let cur = u(fs, "current_step") as usize;
-        let (fdone, ftotal): (u64, u64) = steps.iter().fold((0, 0), |(a, b), st| {
-            (a + u(st, "bytes_replicated"), b + u(st, "bytes_expected"))
-        });
-        let state = s(fs, "state").to_uppercase();
+    let width = att
+        .filesystems
+        .iter()
+        .map(|f| f.name.len())
+        .max()
+        .unwrap_or(0);
+    for fs in &att.filesystems {
+        let (fdone, ftotal) = fs.bytes();
+        let state = fs.state.as_str().to_uppercase();
         let mut line = format!(
             "   {:<width$} {state} (step {}/{}, {}/{})",
-            s(fs, "name"),
-            cur.min(steps.len()),
-            steps.len(),
+            fs.name,
+            fs.current_step.min(fs.steps.len()),
+            fs.steps.len(),
             bytes(fdone),
             bytes(ftotal)
         );
-        if let Some(st) = steps.get(cur) {
-            let from = st.get("from").and_then(Value::as_str).unwrap_or("full");
-            let _ = write!(line, " next: {from} => {}", s(st, "to"));
+        if let Some(st) = fs.steps.get(fs.current_step) {
+            let from = st.from.as_deref().unwrap_or("full");
+            let _ = write!(line, " next: {from} => {}", st.to);
         }
-        if let Some(e) = fs
-            .get("plan_error")
-            .or(fs.get("step_error"))
-            .and_then(Value::as_str)
-        {
+        if let Some(e) = fs.error() {
             let _ = write!(line, "\n      error: {e}");
         }
         let _ = writeln!(out, "{line}");
@@ -227,6 +166,11 @@ fn render_replication(out: &mut String, job: &Value) {
 mod tests {
     use super::*;
 
+    /// The document as `zrepl status` parses it (leniently: these samples leave fields out).
+    fn doc(v: serde_json::Value) -> DaemonStatus {
+        serde_json::from_value(v).expect("a status document")
+    }
+
     #[test]
     fn byte_units() {
         assert_eq!(bytes(624), "624 B");
@@ -236,10 +180,12 @@ mod tests {
 
     #[test]
     fn renders_a_job() {
-        let v = serde_json::json!({"jobs": {"push": {"type": "push", "state": "replicating", "replication": {
+        let v = doc(
+            serde_json::json!({"jobs": {"push": {"type": "push", "state": "replicating", "replication": {
             "state": "running", "attempts": [{"state": "fan-out-filesystems", "filesystems": [
                 {"name": "zroot", "state": "stepping", "current_step": 0, "steps": [
-                    {"from": "@a", "to": "@b", "bytes_expected": 2048, "bytes_replicated": 1024}]}]}]}}}});
+                    {"from": "@a", "to": "@b", "bytes_expected": 2048, "bytes_replicated": 1024}]}]}]}}}}),
+        );
         let t = render(&v, None);
         assert!(t.contains("Job: push"), "{t}");
         assert!(
@@ -252,13 +198,15 @@ mod tests {
 
     #[test]
     fn renders_pruning_and_snapshotting() {
-        let v = serde_json::json!({"jobs": {"snap": {"type": "snap", "state": "idle",
+        let v = doc(
+            serde_json::json!({"jobs": {"snap": {"type": "snap", "state": "idle",
             "pruning_local": {"error": null, "filesystems": [
                 {"filesystem": "pool/a", "skipped": null, "destroy": ["x", "y"], "keep": [["z", ["kept by rule #1"]]],
                  "errors": [["y", "dataset is busy"]]},
                 {"filesystem": "pool/p", "skipped": "filesystem is placeholder", "destroy": [], "keep": [], "errors": []}]},
             "snapshotting": {"state": "waiting", "next_round_at": "2026-01-01T00:00:00Z", "error": null,
-                "last_round": {"started_at": "2025-12-31T23:00:00Z", "snapshot_name": "zrepl_1", "filesystems": ["pool/a"]}}}}});
+                "last_round": {"started_at": "2025-12-31T23:00:00Z", "snapshot_name": "zrepl_1", "filesystems": ["pool/a"]}}}}}),
+        );
         let t = render(&v, None);
         assert!(t.contains("Pruning snapshots:\n   pool/a Completed (destroyed 2, kept 1)\n      ERROR: y: dataset is busy\n   pool/p skipped: filesystem is placeholder"), "{t}");
         assert!(
@@ -270,14 +218,50 @@ mod tests {
 
     #[test]
     fn renders_skipped_unchanged_filesystems() {
-        let v = serde_json::json!({"jobs": {"snap": {"type": "snap", "state": "idle",
+        let v = doc(
+            serde_json::json!({"jobs": {"snap": {"type": "snap", "state": "idle",
             "snapshotting": {"state": "waiting", "error": null,
                 "last_round": {"started_at": "2025-12-31T23:00:00Z", "snapshot_name": "zrepl_1",
-                    "filesystems": ["pool/a"], "skipped": [{"filesystem": "pool/b", "written": 0}]}}}}});
+                    "filesystems": ["pool/a"], "skipped": [{"filesystem": "pool/b", "written": 0}]}}}}}),
+        );
         let t = render(&v, None);
         assert!(
             t.contains("snap name: \"zrepl_1\" (1 filesystems, 1 unchanged skipped)"),
             "{t}"
+        );
+    }
+
+    /// Changed when the dump became typed: a step error is shown even though the daemon writes
+    /// `"plan_error": null` (the untyped reader looked only at `plan_error` when the key was
+    /// there), and a state this version does not know reads as `unknown`.
+    #[test]
+    fn renders_step_errors_and_unknown_states() {
+        let v = doc(
+            serde_json::json!({"version": 2, "jobs": {"push": {"type": "push", "state": "paused",
+            "future": {"x": 1}, "replication": {"state": "failed", "started_at": "2026-01-01T00:00:00Z",
+            "attempts": [{"state": "done", "filesystems": [{"name": "pool/a", "state": "step-error",
+                "blocked_on": "nothing", "plan_error": null, "step_error": "dataset is busy",
+                "current_step": 1, "steps": [{"from": null, "to": "@1", "resumed": false,
+                "bytes_expected": 0, "bytes_replicated": 0, "to_creation": 0}]}]}]}}}}),
+        );
+        let t = render(&v, None);
+        assert!(t.contains("State: unknown\n"), "{t}");
+        assert!(
+            t.contains("pool/a STEP-ERROR (step 1/1, 0 B/0 B)\n      error: dataset is busy"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn times_as_the_document_has_them() {
+        let v = doc(
+            serde_json::json!({"jobs": {"push": {"type": "push", "state": "idle",
+            "last_successful_replication": "2026-01-01T10:00:00.250Z"}}}),
+        );
+        assert!(
+            render(&v, None).contains("Last successful replication: 2026-01-01T10:00:00.250Z\n"),
+            "{}",
+            render(&v, None)
         );
     }
 }

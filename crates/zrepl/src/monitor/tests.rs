@@ -356,20 +356,25 @@ fn receiver_lag_skips_root_placeholders_and_containers() {
 
 #[test]
 fn alive_table() {
-    let st = serde_json::json!({"jobs": {
+    // Read typed and leniently, as `zrepl monitor alive` reads the daemon's answer: a state this
+    // version does not know (a newer daemon's) reads as `unknown`, a missing one too.
+    let st: zrepl_status::DaemonStatus = serde_json::from_value(serde_json::json!({"jobs": {
         "ok": {"state": "idle", "error": null, "snapshotting": {"state": "waiting", "error": null}},
         "failing": {"state": "idle", "error": "replication failed: boom\nsecond line"},
         "snapfail": {"state": "idle", "error": null, "snapshotting": {"error": "snapshot failed"}},
         "broken": {"state": "error", "error": "cannot start"},
-    }});
+        "newer": {"state": "paused", "error": null, "added_later": [1, 2]},
+    }}))
+    .expect("lenient parse");
     type Case<'a> = (
-        Result<&'a serde_json::Value, &'a str>,
+        Result<&'a zrepl_status::DaemonStatus, &'a str>,
         Option<&'a str>,
         State,
         &'a str,
     );
     let cases: &[Case] = &[
-        (Ok(&st), None, State::Ok, "ZREPL ALIVE OK - daemon answers, 4 jobs\n"),
+        (Ok(&st), None, State::Ok, "ZREPL ALIVE OK - daemon answers, 5 jobs\n"),
+        (Ok(&st), Some("newer"), State::Ok, "ZREPL ALIVE OK - job \"newer\" is unknown\n"),
         (Ok(&st), Some("ok"), State::Ok, "ZREPL ALIVE OK - job \"ok\" is idle\n"),
         (
             Ok(&st),

@@ -560,6 +560,8 @@ fn daemon_control_socket_status_signal_version() {
     let o = zrepl(&["--config", cfg, "status", "--mode", "raw"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_valid(&schema("status.schema.json"), &v);
+    assert_eq!(v["version"], 1);
     assert_eq!(v["jobs"]["sink"]["type"], "sink");
     assert_eq!(v["jobs"]["sink"]["state"], "serving");
     assert!(v["global"]["zfs_commands"]["active"].is_array());

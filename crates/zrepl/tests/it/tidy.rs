@@ -13,6 +13,7 @@ fn crates_dir() -> PathBuf {
 const TIERS: &[(&str, u8)] = &[
     ("zrepl-zfs-types", 0),
     ("zrepl-failpoint", 0),
+    ("zrepl-status", 0),
     ("zrepl-filters", 1),
     ("zrepl-planner", 1),
     ("zrepl-pruning", 1),
@@ -37,6 +38,7 @@ const PURE: &[&str] = &[
     "zrepl-config",
     "zrepl-planner",
     "zrepl-pruning",
+    "zrepl-status",
 ];
 
 /// What a pure crate's source must not contain: clocks, files, processes, sockets, the
