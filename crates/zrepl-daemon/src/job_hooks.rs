@@ -31,7 +31,27 @@ pub(crate) fn hook_env(
     env
 }
 
-/// Runs `hook` directly (no shell) with `env`; its output is logged. `Err` says why it failed.
+/// Reads `r` to its end, keeping the first [`MAX_OUTPUT`] bytes (the rest is read and
+/// dropped, so the hook never blocks on a full pipe and its output never fills our memory).
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(mut r: R) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let mut cut = false;
+    let mut chunk = vec![0u8; 16 << 10];
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => return (kept, cut),
+            Ok(n) => {
+                let room = MAX_OUTPUT - kept.len();
+                cut |= n > room;
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+            }
+        }
+    }
+}
+
+/// Runs `hook` directly (no shell) with `env`; its output is logged (at most [`MAX_OUTPUT`]
+/// bytes of each stream). On `timeout` the hook's process is killed. `Err` says why it failed.
 pub(crate) async fn run(
     hook: &JobHook,
     job: &str,
@@ -46,34 +66,54 @@ pub(crate) async fn run(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .map_err(|e| format!("{edge} hook {}: cannot run: {e}", hook.path))?;
     let timeout = u64::try_from(hook.timeout.as_nanos())
         .ok()
         .filter(|n| *n > 0)
         .map(Duration::from_nanos);
-    let wait = child.wait_with_output();
-    let out = match timeout {
-        None => wait.await,
-        // Dropping the future kills the child (kill_on_drop).
-        Some(t) => match tokio::time::timeout(t, wait).await {
+    let stdout = tokio::spawn(read_capped(child.stdout.take().expect("piped")));
+    let stderr = tokio::spawn(read_capped(child.stderr.take().expect("piped")));
+    let status = match timeout {
+        None => child.wait().await,
+        Some(t) => match tokio::time::timeout(t, child.wait()).await {
             Ok(r) => r,
-            Err(_) => return Err(format!("{edge} hook {} timed out after {t:?}", hook.path)),
+            Err(_) => {
+                let _ = child.kill().await;
+                stdout.abort();
+                stderr.abort();
+                return Err(format!("{edge} hook {} timed out after {t:?}", hook.path));
+            }
         },
     }
     .map_err(|e| format!("{edge} hook {}: {e}", hook.path))?;
-    let text = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(MAX_OUTPUT)]).into_owned();
-    for line in text(&out.stdout).lines() {
+    // A process the hook left running in the background may keep the pipes open: its output
+    // is not waited for.
+    let collect = |h: tokio::task::JoinHandle<(Vec<u8>, bool)>| async move {
+        let abort = h.abort_handle();
+        match tokio::time::timeout(Duration::from_secs(2), h).await {
+            Ok(Ok(x)) => x,
+            _ => {
+                abort.abort();
+                (Vec::new(), false)
+            }
+        }
+    };
+    let ((out, out_cut), (err, err_cut)) = (collect(stdout).await, collect(stderr).await);
+    for line in String::from_utf8_lossy(&out).lines() {
         tracing::info!(job, hook = %hook.path, edge = %edge, stdout = line, "hook output");
     }
-    for line in text(&out.stderr).lines() {
+    for line in String::from_utf8_lossy(&err).lines() {
         tracing::warn!(job, hook = %hook.path, edge = %edge, stderr = line, "hook output");
     }
-    if out.status.success() {
+    if out_cut || err_cut {
+        tracing::warn!(job, hook = %hook.path, edge = %edge, max_bytes = MAX_OUTPUT, "hook output cut");
+    }
+    if status.success() {
         Ok(())
     } else {
-        Err(format!("{edge} hook {} failed: {}", hook.path, out.status))
+        Err(format!("{edge} hook {} failed: {status}", hook.path))
     }
 }
 
@@ -140,6 +180,14 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("timed out after 1s"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(10));
+
+        // Much more output than is kept: the hook neither blocks nor fills memory.
+        let (_d, big) = hook("head -c 5000000 /dev/zero; echo done >&2", true, 20);
+        run(&big, "push", &hook_env("push", "post", 1, None))
+            .await
+            .unwrap();
+        let (kept, cut) = read_capped(std::io::Cursor::new(vec![1u8; MAX_OUTPUT + 10])).await;
+        assert!(cut && kept.len() == MAX_OUTPUT);
 
         let mut h = h;
         h.path = "/nonexistent/hook".into();

@@ -225,6 +225,8 @@ pub(crate) enum Runnable {
         handle: Arc<JobHandle>,
         serving: Serving,
         role: Role,
+        /// Commands around every client session.
+        hooks: config::ReplicationHooks,
     },
 }
 
@@ -612,6 +614,7 @@ fn build_job(
                 handle: Arc::new(JobHandle::new(&s.name, "sink", None, JobState::Serving)),
                 serving: serving(&s.serve, sockdir),
                 role: Role::Sink(receiver_config(&s.name, &s.root_fs, &s.recv)),
+                hooks: s.hooks.clone(),
             }),
             config::Job::Source(s) => {
                 let snapshotter =
@@ -631,6 +634,7 @@ fn build_job(
                         snapshotter: snapshotter.map(Box::new),
                         wakeups: Some(rx),
                     },
+                    hooks: s.hooks.clone(),
                 })
             }
             config::Job::Snap(j) => {
@@ -974,7 +978,11 @@ async fn run_active(
                     .await
                 {
                     Ok(receiver) => {
-                        invocation(a, *sender, &receiver, &report, &run_cancel, &mut pruned).await
+                        let r =
+                            invocation(a, *sender, &receiver, &report, &run_cancel, &mut pruned)
+                                .await;
+                        receiver.end(&r).await;
+                        r
                     }
                     Err(e) => Err(e),
                 },
@@ -982,8 +990,8 @@ async fn run_active(
                     Side::Pull(rc),
                     Connection::Local {
                         listener,
+                        client_identity,
                         dial_timeout,
-                        ..
                     },
                     None,
                 ) => {
@@ -991,16 +999,29 @@ async fn run_active(
                         zrepl_endpoint::LocalReceiver::new(zfs.clone(), (*rc).clone(), reg);
                     match (
                         listeners
-                            .connect_sender(listener, *dial_timeout, &run_cancel)
+                            .connect_sender(listener, client_identity, *dial_timeout, &run_cancel)
                             .await,
                         receiver,
                     ) {
                         (Ok(sender), Ok(receiver)) => {
-                            invocation(a, &sender, &receiver, &report, &run_cancel, &mut pruned)
-                                .await
+                            let r = invocation(
+                                a,
+                                &sender,
+                                &receiver,
+                                &report,
+                                &run_cancel,
+                                &mut pruned,
+                            )
+                            .await;
+                            sender.end(&r).await;
+                            r
                         }
                         (Err(e), _) => Err(e),
-                        (_, Err(e)) => Err(e.to_string()),
+                        (Ok(sender), Err(e)) => {
+                            let e = e.to_string();
+                            sender.end(&Err(e.clone())).await;
+                            Err(e)
+                        }
                     }
                 }
                 (_, Connection::Remote { .. }, None) => {
@@ -1116,6 +1137,12 @@ pub(crate) async fn run_once(
             listeners
                 .register(listener, peer)
                 .map_err(DaemonError::Unsupported)?;
+            if let Runnable::Passive { handle, hooks, .. } = r {
+                listeners.set_hooks(
+                    listener,
+                    crate::serve_hooks::for_role(&handle.name, role, hooks),
+                );
+            }
         }
     }
     let Some(r) = runnables.into_iter().find(|r| r.handle().name == job) else {
@@ -1229,6 +1256,7 @@ pub(crate) async fn run(
             handle,
             serving,
             role,
+            hooks,
         } => {
             let mut role = role;
             if let Role::Source {
@@ -1242,8 +1270,10 @@ pub(crate) async fn run(
                     tokio::spawn(async move { while rx.recv().await.is_some() {} });
                 }
             }
+            let hooks = crate::serve_hooks::for_role(&handle.name, &role, &hooks);
             let result = match serving {
                 Serving::Local { listener } => {
+                    listeners.set_hooks(&listener, hooks);
                     let peer = match &role {
                         Role::Sink(rc) => LocalPeer::Sink(zfs.clone(), rc.clone()),
                         Role::Source { sender, .. } => {
@@ -1260,8 +1290,10 @@ pub(crate) async fn run(
                     }
                 }
                 Serving::Net { serve, sockdir } => {
-                    crate::serve::serve(&handle, &serve, &sockdir, &role, &zfs, &reg, shutdown)
-                        .await
+                    crate::serve::serve(
+                        &handle, &serve, &sockdir, &role, &zfs, &reg, hooks, shutdown,
+                    )
+                    .await
                 }
             };
             if let Err(e) = result {

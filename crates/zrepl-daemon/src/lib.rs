@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod prune;
 mod schedule;
 mod serve;
+mod serve_hooks;
 pub mod skip_empty;
 pub mod snapshot;
 pub mod status;

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 use zrepl_endpoint::{LocalReceiver, LocalSender, ReceiverConfig, Registry, SenderConfig};
 use zrepl_zfs::Zfs;
 
+use crate::serve_hooks::{Hooked, ServingHooks};
+
 /// What a passive job offers on its local listener.
 #[derive(Clone)]
 pub enum LocalPeer {
@@ -34,6 +36,8 @@ impl LocalPeer {
 #[derive(Clone, Default)]
 pub struct LocalListeners {
     inner: Arc<Mutex<HashMap<String, LocalPeer>>>,
+    /// The session hooks of the jobs behind the listeners (those that have hooks).
+    hooks: Arc<Mutex<HashMap<String, Arc<ServingHooks>>>>,
     reg: Registry,
 }
 
@@ -41,6 +45,7 @@ impl LocalListeners {
     pub fn new(reg: Registry) -> Self {
         LocalListeners {
             inner: Arc::default(),
+            hooks: Arc::default(),
             reg,
         }
     }
@@ -63,21 +68,45 @@ impl LocalListeners {
 
     pub fn unregister(&self, name: &str) {
         self.lock().remove(name);
+        self.hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    /// The session hooks (`hooks:` of the sink or source job) of listener `name`: every
+    /// connect is a session.
+    pub(crate) fn set_hooks(&self, name: &str, hooks: Option<Arc<ServingHooks>>) {
+        let mut m = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        match hooks {
+            Some(h) => m.insert(name.to_string(), h),
+            None => m.remove(name),
+        };
+    }
+
+    fn hooks_of(&self, name: &str) -> Option<Arc<ServingHooks>> {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Connects a push job to a local sink listener, waiting up to `timeout` for it to appear
-    /// (jobs start concurrently); zero means no timeout, as in zrepl.
-    pub async fn connect(
+    /// (jobs start concurrently); zero means no timeout, as in zrepl. With sink hooks this is
+    /// a session: its `pre` has run, [`Hooked::end`] runs its `post`.
+    pub(crate) async fn connect(
         &self,
         name: &str,
         client_identity: &str,
         timeout: Duration,
         cancel: &CancellationToken,
-    ) -> Result<LocalReceiver, String> {
+    ) -> Result<Hooked<LocalReceiver>, String> {
         match self.find(name, timeout, cancel).await? {
             LocalPeer::Sink(zfs, mut cfg) => {
                 cfg.client_identity = Some(client_identity.to_string());
-                LocalReceiver::new(zfs, cfg, &self.reg).map_err(|e| e.to_string())
+                let r = LocalReceiver::new(zfs, cfg, &self.reg).map_err(|e| e.to_string())?;
+                Hooked::local(self.hooks_of(name).as_ref(), client_identity, r, cancel).await
             }
             LocalPeer::Source(_, c) => Err(format!(
                 "local listener {name:?} is served by source job {:?}, not a sink",
@@ -86,15 +115,19 @@ impl LocalListeners {
         }
     }
 
-    /// Connects a pull job to a local source listener.
-    pub async fn connect_sender(
+    /// Connects a pull job to a local source listener (a session, as [`Self::connect`]).
+    pub(crate) async fn connect_sender(
         &self,
         name: &str,
+        client_identity: &str,
         timeout: Duration,
         cancel: &CancellationToken,
-    ) -> Result<LocalSender, String> {
+    ) -> Result<Hooked<LocalSender>, String> {
         match self.find(name, timeout, cancel).await? {
-            LocalPeer::Source(zfs, cfg) => Ok(LocalSender::new(zfs, cfg, &self.reg)),
+            LocalPeer::Source(zfs, cfg) => {
+                let s = LocalSender::new(zfs, cfg, &self.reg);
+                Hooked::local(self.hooks_of(name).as_ref(), client_identity, s, cancel).await
+            }
             LocalPeer::Sink(_, c) => Err(format!(
                 "local listener {name:?} is served by sink job {:?}, not a source",
                 c.job

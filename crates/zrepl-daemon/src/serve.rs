@@ -1,5 +1,6 @@
 //! Passive jobs (sink, source) on a network transport: accept, authenticate, serve the
-//! endpoint for the client's identity over zrepl-rpc.
+//! endpoint for the client's identity over zrepl-rpc. With `hooks`, a client's control
+//! connection is a session (`serve_hooks.rs`).
 
 use std::sync::Arc;
 
@@ -9,8 +10,10 @@ use zrepl_endpoint::{LocalReceiver, LocalSender};
 use zrepl_zfs::Zfs;
 
 use crate::jobs::{JobHandle, Role};
+use crate::serve_hooks::{Hooked, ServingHooks, Session};
 
 /// Serves until `shutdown`; an error means the listener could not be set up.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve(
     handle: &Arc<JobHandle>,
     serve: &config::Serve,
@@ -18,6 +21,7 @@ pub(crate) async fn serve(
     role: &Role,
     zfs: &Zfs,
     reg: &zrepl_endpoint::Registry,
+    hooks: Option<Arc<ServingHooks>>,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
     let job = handle.name.clone();
@@ -53,6 +57,7 @@ pub(crate) async fn serve(
         let job = job.clone();
         let zfs = zfs.clone();
         let reg = reg.clone();
+        let hooks = hooks.clone();
         let endpoint = match role {
             Role::Sink(rc) => Endpoint::Sink(rc.clone()),
             Role::Source { sender, .. } => Endpoint::Source(sender.clone()),
@@ -66,37 +71,48 @@ pub(crate) async fn serve(
                 }
             };
             tracing::debug!(job = %job, peer = %peer, client = %identity, "client connected");
+            let opts = |send_compressible| zrepl_rpc::ServeOptions {
+                send_compressible,
+                handshake_timeout,
+            };
+            let compressible = match &endpoint {
+                Endpoint::Sink(_) => false,
+                Endpoint::Source(sc) => !(sc.encrypted || sc.raw || sc.compressed),
+            };
+            let accepted = match zrepl_rpc::accept(io, opts(compressible)).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(job = %job, client = %identity, error = %e, "connection ended");
+                    return;
+                }
+            };
+            // A session per control connection; stream connections report to their client's.
+            let session = match &hooks {
+                Some(h) if accepted.is_control() => Some(h.start(&identity)),
+                _ => None,
+            };
             let result = match endpoint {
                 Endpoint::Sink(mut rc) => {
                     rc.client_identity = Some(identity.clone());
                     match LocalReceiver::new(zfs, rc, &reg) {
-                        Ok(r) => zrepl_rpc::serve_receiver(
-                            io,
-                            Arc::new(r),
-                            zrepl_rpc::ServeOptions {
-                                send_compressible: false,
-                                handshake_timeout,
-                            },
-                        )
-                        .await
-                        .map_err(|e| e.to_string()),
+                        Ok(r) => accepted
+                            .serve_receiver(Arc::new(hooked(&session, &hooks, &identity, r)))
+                            .await
+                            .map_err(|e| e.to_string()),
                         Err(e) => Err(e.to_string()),
                     }
                 }
                 Endpoint::Source(sc) => {
-                    let send_compressible = !(sc.encrypted || sc.raw || sc.compressed);
-                    zrepl_rpc::serve_sender(
-                        io,
-                        Arc::new(LocalSender::shared(zfs, sc, &identity, &reg)),
-                        zrepl_rpc::ServeOptions {
-                            send_compressible,
-                            handshake_timeout,
-                        },
-                    )
-                    .await
-                    .map_err(|e| e.to_string())
+                    let s = LocalSender::shared(zfs, sc, &identity, &reg);
+                    accepted
+                        .serve_sender(Arc::new(hooked(&session, &hooks, &identity, s)))
+                        .await
+                        .map_err(|e| e.to_string())
                 }
             };
+            if let Some(s) = session {
+                s.end(result.clone()).await;
+            }
             match result {
                 Ok(()) => tracing::debug!(job = %job, client = %identity, "client disconnected"),
                 Err(e) => {
@@ -109,6 +125,21 @@ pub(crate) async fn serve(
     // resumable.
     conns.shutdown().await;
     Ok(())
+}
+
+/// The endpoint of a connection: the session's, a stream connection's (reporting to its
+/// client's sessions), or plain without hooks.
+fn hooked<E>(
+    session: &Option<Session>,
+    hooks: &Option<Arc<ServingHooks>>,
+    identity: &str,
+    inner: E,
+) -> Hooked<E> {
+    match (session, hooks) {
+        (Some(s), _) => s.wrap(inner),
+        (None, Some(h)) => h.stream(identity, inner),
+        (None, None) => Hooked::plain(inner),
+    }
 }
 
 enum Endpoint {
