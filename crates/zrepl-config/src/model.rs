@@ -374,6 +374,30 @@ pub struct SourceJob {
     pub send: SendOptions,
     /// Extension (zrepl#394): commands around every client session (one control connection).
     pub hooks: ReplicationHooks,
+    /// Extension: what a pull client may destroy here (its `keep_sender` pruning).
+    pub client_pruning: ClientPruning,
+}
+
+/// `client_pruning:` of a source job: the source operator's bound on what pull clients destroy.
+/// The default (`allow: true`, no `keep`) is zrepl 0.7's: a client may destroy any snapshot of
+/// the filesystems it may read that is not held (its step holds and the cursor's snapshot are).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientPruning {
+    /// `false`: every destroy request of a client is refused.
+    pub allow: bool,
+    /// Snapshots these rules keep (evaluated here, with this job's cursor for
+    /// `not_replicated`) are never destroyed for a client.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keep: Vec<KeepRule>,
+}
+
+impl Default for ClientPruning {
+    fn default() -> Self {
+        ClientPruning {
+            allow: true,
+            keep: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -664,6 +664,12 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
             let snapshotting = m.req(cx, "snapshotting", decode_snapshotting);
             let send = from_defaults(cx, &mut m, "send", decode_send);
             let hooks = m.or(cx, "hooks", ReplicationHooks::default(), decode_job_hooks);
+            let client_pruning = m.or(
+                cx,
+                "client_pruning",
+                ClientPruning::default(),
+                decode_client_pruning,
+            );
             Some(Job::Source(SourceJob {
                 name: name.clone()?,
                 serve: serve?,
@@ -671,6 +677,7 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
                 snapshotting: snapshotting?,
                 send: send?,
                 hooks: hooks?,
+                client_pruning: client_pruning?,
             }))
         }
         Some("snap") => {
@@ -1151,6 +1158,23 @@ fn decode_backpressure(cx: &mut Cx, node: &Node, path: &str) -> Option<Backpress
         max_lag: max_lag?,
         action: action?,
     })
+}
+
+fn decode_client_pruning(cx: &mut Cx, node: &Node, path: &str) -> Option<ClientPruning> {
+    let mut m = cx.map(node, path)?;
+    let allow = m.or(cx, "allow", true, |cx, n, p| cx.bool(n, p));
+    let keep = m.or(cx, "keep", Vec::new(), keep_rules);
+    m.finish(cx);
+    let (allow, keep) = (allow?, keep?);
+    if !allow && !keep.is_empty() {
+        cx.err(
+            node.mark,
+            path,
+            "client_pruning: keep has no effect with allow: false (no client may destroy anything)",
+        );
+        return None;
+    }
+    Some(ClientPruning { allow, keep })
 }
 
 fn decode_job_hooks(cx: &mut Cx, node: &Node, path: &str) -> Option<ReplicationHooks> {

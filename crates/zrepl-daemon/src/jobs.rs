@@ -413,6 +413,16 @@ fn sender_config(
         embedded_data: s.embedded_data,
         saved: s.saved,
         bandwidth_limit: bandwidth(&s.bandwidth_limit),
+        client_destroy: zrepl_endpoint::ClientDestroy::Allow,
+    }
+}
+
+/// A source's `client_pruning`: what its pull clients may destroy.
+fn client_destroy(p: &config::ClientPruning) -> zrepl_endpoint::ClientDestroy {
+    match (p.allow, p.keep.is_empty()) {
+        (false, _) => zrepl_endpoint::ClientDestroy::Refuse,
+        (true, true) => zrepl_endpoint::ClientDestroy::Allow,
+        (true, false) => zrepl_endpoint::ClientDestroy::Keep(crate::prune::rules(&p.keep)),
     }
 }
 
@@ -630,7 +640,10 @@ fn build_job(
                     )),
                     serving: serving(&s.serve, sockdir),
                     role: Role::Source {
-                        sender: sender_config(&s.name, &s.filesystems, &s.send),
+                        sender: SenderConfig {
+                            client_destroy: client_destroy(&s.client_pruning),
+                            ..sender_config(&s.name, &s.filesystems, &s.send)
+                        },
                         snapshotter: snapshotter.map(Box::new),
                         wakeups: Some(rx),
                     },

@@ -21,6 +21,7 @@ mod receiver;
 mod registry;
 mod sender;
 
+pub use plan::sends::ClientDestroy;
 pub use ratelimit::BandwidthLimit;
 pub use receiver::{LocalReceiver, PlaceholderPolicy, ReceiverConfig};
 pub use registry::Registry;

@@ -40,6 +40,8 @@ pub struct SenderConfig {
     pub saved: bool,
     /// `send.bandwidth_limit`.
     pub bandwidth_limit: Option<crate::BandwidthLimit>,
+    /// What a client may destroy through `destroy_snapshots` (a source's `client_pruning`).
+    pub client_destroy: plan::ClientDestroy,
 }
 
 impl SenderConfig {
@@ -57,6 +59,7 @@ impl SenderConfig {
             embedded_data: false,
             saved: false,
             bandwidth_limit: None,
+            client_destroy: plan::ClientDestroy::Allow,
         }
     }
 
@@ -663,7 +666,13 @@ impl zrepl_protocol::Sender for LocalSender {
         lock(&self.prepared).planned.clear();
         let level = req.replication.for_step(req.from.is_some());
         let mut keep = Vec::new();
-        if level != Protection::GuaranteeNothing {
+        // A cursor never moves backwards (see `plan::newer_cursor`): the newer one stays.
+        let newer = plan::newer_cursor(&self.cfg.job, &versions, &req.to).cloned();
+        if let Some(n) = &newer {
+            tracing::warn!(job = %self.cfg.job, "{}", plan::backwards_error(fs, &req.to, n));
+            keep.push(n.clone());
+        }
+        if level != Protection::GuaranteeNothing && newer.is_none() {
             let name = cursor_bookmark_name(req.to.guid, &self.cfg.job);
             let cursor = self
                 .zfs
@@ -728,7 +737,25 @@ impl zrepl_protocol::Sender for LocalSender {
         snapshots: &[FilesystemVersion],
     ) -> Result<Vec<DestroyResult>, EndpointError> {
         self.check_allowed(fs)?;
-        destroy_snapshots(&self.zfs, fs, snapshots).await
+        let policy = &self.cfg.client_destroy;
+        let listing = match policy {
+            plan::ClientDestroy::Keep(_) => self
+                .zfs
+                .list_versions(fs, VersionTypes::All)
+                .await
+                .map_err(|e| zfs_err(format!("cannot list {fs}"), e))?,
+            _ => Vec::new(),
+        };
+        let (ok, mut refused) =
+            plan::client_destroy(&self.cfg.job, policy, fs, snapshots, &listing);
+        let mut out = if ok.is_empty() {
+            Vec::new()
+        } else {
+            destroy_snapshots(&self.zfs, fs, &ok).await?
+        };
+        out.append(&mut refused);
+        out.sort_by(|a, b| a.snapshot.cmp(&b.snapshot));
+        Ok(out)
     }
 }
 
@@ -778,6 +805,9 @@ impl LocalSender {
         // Decided by `plan::complete_sends`: the new cursors first (one channel program, one
         // transaction group), then what they replace and this round's step holds.
         let mut c = plan::complete_sends(job, reqs, |f| self.check_allowed(f), &listed)?;
+        for why in &c.not_moved {
+            tracing::warn!(job, "{why}");
+        }
         let create: Vec<(VersionPath, VersionPath, u64)> = c
             .cursors
             .iter()

@@ -143,6 +143,7 @@ fn main() {
         net_push_pull_ssh_stdinserver,
         net_signal_reset_aborts_and_next_run_resumes,
         net_received_properties_cannot_mount_or_hook_into_the_host,
+        net_source_bounds_what_a_pull_client_destroys,
     ]);
     trials.extend(trials![replication:
         repl_initial_then_incremental_chain,

@@ -613,3 +613,151 @@ pub async fn net_received_properties_cannot_mount_or_hook_into_the_host(t: Ctx) 
     d.kill();
     res.map_err(|e| format!("{e}\n--- daemon log:\n{}", tail(&d.log())).into())
 }
+
+/// A pull client's authority on a source (issue: untrusted peers): the source's
+/// `client_pruning.keep` rules bound what the client's `keep_sender` pruning destroys, and a
+/// client that completes a step to an older snapshot than the cursor (as a malicious client
+/// can, over the real wire with a hand-driven RPC client) does not move the cursor backwards.
+pub async fn net_source_bounds_what_a_pull_client_destroys(t: Ctx) -> TestResult {
+    use zrepl_protocol::{Protection, ReplicationConfig, SendRequest, Sender};
+    let p = t.pool.clone();
+    let b = create(&t, "src/b")?;
+    create(&t, "pulled")?;
+    for i in 1..=4 {
+        write(&b, &format!("f{i}"), 1)?;
+        snapshot(&format!("{b}@{i}"))?;
+    }
+    let dir = format!("/tmp/{p}-srcauth");
+    std::fs::create_dir_all(&dir)?;
+    let port = 28851;
+    let cfg_a = format!("{dir}/a.yml");
+    let cfg_b = format!("{dir}/b.yml");
+    std::fs::write(
+        &cfg_a,
+        format!(
+            "global:\n  control: {{sockpath: {dir}/a-run/control}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+             jobs:\n\
+             - type: source\n  name: source\n  serve: {{type: tcp, listen: \"127.0.0.1:{port}\", clients: {{\"127.0.0.1\": b}}}}\n  filesystems: {{\"{b}\": true}}\n  snapshotting: {{type: manual}}\n  client_pruning: {{keep: [{{type: not_replicated}}, {{type: last_n, count: 2}}]}}\n"
+        ),
+    )?;
+    std::fs::write(
+        &cfg_b,
+        format!(
+            "global:\n  control: {{sockpath: {dir}/b-run/control}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+             jobs:\n\
+             - type: pull\n  name: pull\n  root_fs: {p}/pulled\n  recv: {{placeholder: {{encryption: inherit}}}}\n  interval: manual\n  connect: {{type: tcp, address: \"127.0.0.1:{port}\"}}\n  pruning: {{keep_sender: [{{type: last_n, count: 1}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n"
+        ),
+    )?;
+    let mut da = Daemon {
+        cfg: cfg_a,
+        log: format!("{dir}/a.log"),
+        child: None,
+    };
+    let mut db = Daemon {
+        cfg: cfg_b,
+        log: format!("{dir}/b.log"),
+        child: None,
+    };
+    let snaps = |fs: &str| -> Result<Vec<String>, String> {
+        Ok(zfs(&["list", "-H", "-o", "name", "-t", "snapshot", "-s", "createtxg", fs])?
+            .lines()
+            .map(|l| l.rsplit('@').next().unwrap_or("").to_string())
+            .collect())
+    };
+    let res: TestResult = async {
+        da.start()?;
+        db.start()?;
+        db.zrepl(&["signal", "wakeup", "pull"])?;
+        db.wait_run("pull")?;
+        let pulled = format!("{p}/pulled/{b}");
+        ensure!(
+            guid(&format!("{pulled}@4"))? == guid(&format!("{b}@4"))?,
+            "pulled"
+        );
+        // keep_sender wanted only @4; the source's rules keep the newest two.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = snaps(&b)?;
+            if left == ["3", "4"] {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "source snapshots after the pull's pruning: {left:?}\n{}",
+                tail(&db.log())
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let log = db.log() + &da.log();
+        ensure!(
+            log.contains("kept by source job \"source\"'s client_pruning"),
+            "the refusal is reported: {}",
+            tail(&log)
+        );
+        // A hand-driven client completes a "step" to @3, older than the cursor at @4.
+        let dial: zrepl_rpc::Dialer = std::sync::Arc::new(move || {
+            Box::pin(async move {
+                let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Box::new(s) as Box<dyn zrepl_rpc::ClientConn>)
+            })
+        });
+        let client = zrepl_rpc::Client::new("tcp://source", dial, Default::default());
+        let fs = zrepl_zfs_types::DatasetPath::parse(&b)?;
+        let versions = t
+            .zfs
+            .list_versions(&fs, zrepl_zfs::VersionTypes::All)
+            .await?;
+        let v3 = versions
+            .iter()
+            .find(|v| v.name == "3")
+            .ok_or("no @3")?
+            .clone();
+        let v4 = versions.iter().find(|v| v.name == "4").ok_or("no @4")?;
+        let cursor_before: Vec<String> = versions
+            .iter()
+            .filter(|v| v.name.starts_with("zrepl_CURSOR_G_"))
+            .map(|v| v.name.clone())
+            .collect();
+        ensure!(
+            cursor_before.len() == 1 && cursor_before[0].contains(&format!("{:016x}", v4.guid)),
+            "cursor at @4 before: {cursor_before:?}"
+        );
+        let level = ReplicationConfig {
+            initial: Protection::GuaranteeResumability,
+            incremental: Protection::GuaranteeResumability,
+        };
+        let req = SendRequest {
+            filesystem: fs.clone(),
+            from: None,
+            to: v3,
+            resume_token: None,
+            replication: level,
+        };
+        let r = client.sends_completed(&[req]).await?;
+        ensure!(r.len() == 1, "one result: {r:?}");
+        let after: Vec<String> = t
+            .zfs
+            .list_versions(&fs, zrepl_zfs::VersionTypes::Bookmarks)
+            .await?
+            .into_iter()
+            .filter(|v| v.name.starts_with("zrepl_CURSOR_G_"))
+            .map(|v| v.name)
+            .collect();
+        ensure!(
+            after == cursor_before,
+            "the cursor moved: {cursor_before:?} -> {after:?}"
+        );
+        ensure!(
+            da.log().contains("backwards"),
+            "the source logs the refused move: {}",
+            tail(&da.log())
+        );
+        Ok(())
+    }
+    .await;
+    da.kill();
+    db.kill();
+    res.map_err(|e| format!("{e}\n--- a:\n{}\n--- b:\n{}", tail(&da.log()), tail(&db.log())).into())
+}

@@ -505,6 +505,51 @@ fn serving_hooks_parse_on_sink_and_source() {
     assert_eq!(s.hooks, zrepl_config::ReplicationHooks::default());
 }
 
+/// A source job whose `client_pruning` (line 7) is `CP`.
+const SOURCE_CP: &str = "jobs:\n- name: s\n  type: source\n  serve: {type: tcp, listen: \":1\", clients: {\"1.2.3.4\": c}}\n  filesystems: {\"<\": true}\n  snapshotting: {type: manual}\n  client_pruning: CP\n";
+
+#[test]
+fn client_pruning_of_a_source() {
+    let load = |src: &str| {
+        load_str(src, Path::new("/t/zrepl.yml"), &MemLoader::default())
+            .map(|c| c.config)
+            .map_err(|e| e.to_string())
+    };
+    let source = |cfg: zrepl_config::Config| match cfg.jobs.into_iter().next() {
+        Some(zrepl_config::Job::Source(s)) => s.client_pruning,
+        _ => panic!("not a source job"),
+    };
+    // Absent: zrepl 0.7's meaning, a client may destroy what is not held.
+    let no_key = SOURCE_CP.replace("  client_pruning: CP\n", "");
+    assert_eq!(
+        source(load(&no_key).unwrap()),
+        zrepl_config::ClientPruning::default()
+    );
+    assert!(zrepl_config::ClientPruning::default().allow);
+    let p = source(load(&SOURCE_CP.replace("CP", "{allow: false}")).unwrap());
+    assert!(!p.allow && p.keep.is_empty());
+    let p = source(
+        load(&SOURCE_CP.replace(
+            "CP",
+            "{keep: [{type: not_replicated}, {type: last_n, count: 5}]}",
+        ))
+        .unwrap(),
+    );
+    assert!(p.allow);
+    assert_eq!(p.keep.len(), 2);
+    let e = load(&SOURCE_CP.replace(
+        "CP",
+        "{allow: false, keep: [{type: last_n, count: 5}]}",
+    ))
+    .unwrap_err();
+    assert!(e.contains("keep has no effect with allow: false"), "{e}");
+    assert!(e.contains(":7:"), "{e}");
+    let e = load(&SOURCE_CP.replace("CP", "{allow: maybe}")).unwrap_err();
+    assert!(e.contains("allow"), "{e}");
+    let e = load(&SOURCE_CP.replace("CP", "{keep: [{type: last_n}]}")).unwrap_err();
+    assert!(e.contains("count"), "{e}");
+}
+
 #[test]
 fn backpressure_parses_off_by_default() {
     let bp = |src: &str| {

@@ -43,12 +43,19 @@ pub fn sender_converge(job: &str, req: &ConvergeRequest) -> SenderConverge {
         .bookmarks
         .iter()
         .any(|b| b.typ == VersionType::Bookmark && b.name == want && b.guid == req.common.guid);
-    let create_cursor = (keep_cursor && !has_cursor).then(|| (req.common.clone(), want.clone()));
+    // A cursor never moves backwards (`sends::newer_cursor`): a newer one stays the cursor.
+    let newer = sends::newer_cursor(job, &req.bookmarks, &req.common);
+    let create_cursor =
+        (keep_cursor && !has_cursor && newer.is_none()).then(|| (req.common.clone(), want.clone()));
     let destroy = req
         .bookmarks
         .iter()
         .filter(is_ours)
-        .filter(|b| !(keep_cursor && b.name == want))
+        .filter(|b| match newer {
+            // The newer cursor is the one that stays.
+            Some(n) => n.name != b.name,
+            None => !(keep_cursor && b.name == want),
+        })
         .filter(|b| !(b.typ == req.common.typ && b.name == req.common.name))
         .cloned()
         .collect();
@@ -262,6 +269,12 @@ mod tests {
                 req: req(c1.clone(), vec![], vec![c1.clone()], GuaranteeResumability),
                 create: None,
                 destroy: vec![],
+            },
+            Case {
+                what: "a peer converging to an older version: the newer cursor stays, an older one goes",
+                req: req(s1.clone(), vec![], vec![c1.clone(), c2.clone(), t1.clone()], GuaranteeResumability),
+                create: None,
+                destroy: vec![c1.name.clone(), t1.name.clone()],
             },
             Case {
                 what: "a bookmark named like the cursor but of another guid: creating the cursor fails clearly, nothing goes",

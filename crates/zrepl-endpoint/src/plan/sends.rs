@@ -79,6 +79,41 @@ fn step_snapshots(r: &SendRequest) -> impl Iterator<Item = &FilesystemVersion> {
         .filter(|v| v.typ == VersionType::Snapshot)
 }
 
+/// The newest replication cursor of `job` among `versions` that is newer than `to` (by
+/// `createtxg`): moving the cursor to `to` would move it backwards. A peer may not do that
+/// (issue: untrusted peers; zrepl#102): the cursor is what keeps the sender's incremental
+/// source and what `not_replicated` measures, so a client could otherwise unprotect what
+/// it has not replicated. Only this job's cursors count.
+pub fn newer_cursor<'a>(
+    job: &str,
+    versions: &'a [FilesystemVersion],
+    to: &FilesystemVersion,
+) -> Option<&'a FilesystemVersion> {
+    versions
+        .iter()
+        .filter(|v| v.typ == VersionType::Bookmark && v.createtxg > to.createtxg)
+        .filter(|v| {
+            matches!(parse_cursor_bookmark(&v.name),
+                Some((AbstractionType::ReplicationCursorV2, _, Some(j))) if j == job)
+        })
+        .max_by_key(|v| v.createtxg)
+}
+
+/// Why a completion does not move a cursor backwards.
+pub fn backwards_error(
+    fs: &DatasetPath,
+    to: &FilesystemVersion,
+    newer: &FilesystemVersion,
+) -> EndpointError {
+    EndpointError::invalid(format!(
+        "refusing to move the replication cursor of {fs} backwards: {} is older than the cursor {} (createtxg {} < {})",
+        to.full_path(fs),
+        newer.full_path(fs),
+        to.createtxg,
+        newer.createtxg
+    ))
+}
+
 /// The first half of `prepare_sends`: the step holds of the round.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StepHolds {
@@ -192,6 +227,9 @@ pub struct SendCompletion {
     pub replaced: Vec<(Option<VersionPath>, VersionPath)>,
     /// This round's step holds, given back once the cursors exist.
     pub release: Vec<VersionPath>,
+    /// Filesystems whose cursor stays because it is newer than their newest completed `to`
+    /// (see [`newer_cursor`]), with why: logged, the steps still complete.
+    pub not_moved: Vec<String>,
 }
 
 /// Decides the completion of a round's steps from the listing of their filesystems.
@@ -232,6 +270,15 @@ pub fn complete_sends(
     };
     for (fs, &i) in &newest {
         let r = &reqs[i];
+        if let Some(Ok(versions)) = listed.get(*fs) {
+            if let Some(newer) = newer_cursor(job, versions, &r.to) {
+                // The steps' data arrived (they complete); the cursor stays where it is.
+                out.not_moved
+                    .push(backwards_error(fs, &r.to, newer).to_string());
+                out.newest_txg.remove(*fs);
+                continue;
+            }
+        }
         let guard = if r.replication.for_step(r.from.is_some()) != Protection::GuaranteeNothing {
             let name = cursor_bookmark_name(r.to.guid, job);
             let bookmark = VersionPath::bookmark(fs, &name).map_err(|e| zfs_err("cursor", e))?;
@@ -386,6 +433,96 @@ pub fn cleanup(
         check_holds,
         destroy,
     })
+}
+
+/// What a source lets its pull clients destroy (`client_pruning` of the source job).
+#[derive(Debug, Clone, Default)]
+pub enum ClientDestroy {
+    /// Any snapshot of an allowed filesystem that is not held (zrepl 0.7; push jobs' own
+    /// pruning of their sender).
+    #[default]
+    Allow,
+    /// Nothing: every destroy request is refused.
+    Refuse,
+    /// Only what none of these rules keeps (evaluated here, with this job's cursor).
+    Keep(Vec<zrepl_pruning::Rule>),
+}
+
+/// Splits a client's destroy request for `fs` by the source's policy into the snapshots that
+/// may go and the refused ones (with why). `versions` is the filesystem's listing (snapshots
+/// and bookmarks; only read for [`ClientDestroy::Keep`]).
+pub fn client_destroy(
+    job: &str,
+    policy: &ClientDestroy,
+    fs: &DatasetPath,
+    requested: &[FilesystemVersion],
+    versions: &[FilesystemVersion],
+) -> (Vec<FilesystemVersion>, Vec<zrepl_protocol::DestroyResult>) {
+    let refuse = |v: &FilesystemVersion, why: String| zrepl_protocol::DestroyResult {
+        snapshot: v.name.clone(),
+        error: Some(why),
+    };
+    match policy {
+        ClientDestroy::Allow => (requested.to_vec(), Vec::new()),
+        ClientDestroy::Refuse => (
+            Vec::new(),
+            requested
+                .iter()
+                .map(|v| {
+                    refuse(
+                        v,
+                        format!("source job {job:?} does not let clients destroy snapshots (client_pruning.allow: false)"),
+                    )
+                })
+                .collect(),
+        ),
+        ClientDestroy::Keep(rules) => {
+            let snaps: Vec<zrepl_pruning::Snapshot> = versions
+                .iter()
+                .filter(|v| v.typ == VersionType::Snapshot)
+                .map(|v| zrepl_pruning::Snapshot {
+                    name: v.name.clone(),
+                    guid: v.guid,
+                    createtxg: v.createtxg,
+                    creation: v.creation,
+                })
+                .collect();
+            let cursor = versions
+                .iter()
+                .filter(|v| {
+                    matches!(parse_cursor_bookmark(&v.name),
+                        Some((AbstractionType::ReplicationCursorV2, _, Some(j))) if j == job)
+                })
+                .max_by_key(|v| v.createtxg);
+            let ctx = zrepl_pruning::Context {
+                cursor_guid: cursor.map(|c| c.guid),
+                sender_side: true,
+                protected: Vec::new(),
+            };
+            let decisions = zrepl_pruning::decide(&snaps, rules, &ctx);
+            let mut ok = Vec::new();
+            let mut refused = Vec::new();
+            for v in requested {
+                match decisions.iter().find(|d| d.snapshot.name == v.name) {
+                    Some(d) if !d.destroy() => {
+                        let why: Vec<String> = d.kept_by.iter().map(ToString::to_string).collect();
+                        refused.push(refuse(
+                            v,
+                            format!(
+                                "{}@{} is kept by source job {job:?}'s client_pruning: {}",
+                                fs,
+                                v.name,
+                                why.join(", ")
+                            ),
+                        ));
+                    }
+                    // Not a snapshot here (gone, or a bookmark): the destroy itself says so.
+                    _ => ok.push(v.clone()),
+                }
+            }
+            (ok, refused)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -812,5 +949,92 @@ mod tests {
             paths(&c.destroy),
             vec![format!("p/a#{}", cursor(1, 10).name), t1]
         );
+    }
+
+    #[test]
+    fn a_cursor_never_moves_backwards() {
+        let a1 = snap("a1", 1, 10);
+        let a2 = snap("a2", 2, 20);
+        let a3 = snap("a3", 3, 30);
+        // The cursor is at a3; a (malicious or confused) completion of a1 -> a2 leaves it there:
+        // nothing is created or destroyed for that filesystem; another job's newer cursor and
+        // a tentative cursor do not count.
+        let reqs = vec![
+            req("p/a", Some(a1.clone()), a2.clone()),
+            req("p/b", Some(a1.clone()), a2.clone()),
+        ];
+        let listed = listing(&[
+            (
+                "p/a",
+                vec![a1.clone(), a2.clone(), a3.clone(), cursor(3, 30)],
+            ),
+            (
+                "p/b",
+                vec![
+                    a1.clone(),
+                    a2.clone(),
+                    a3.clone(),
+                    cursor(1, 10),
+                    bm(&cursor_bookmark_name(3, "other"), 3, 30),
+                    tentative(3, 30),
+                ],
+            ),
+        ]);
+        let c = complete_sends(JOB, &reqs, any, &listed).unwrap();
+        assert!(c.results.iter().all(Result::is_ok));
+        assert_eq!(c.not_moved.len(), 1);
+        assert!(
+            c.not_moved[0].contains("p/a@a2 is older than the cursor"),
+            "{:?}",
+            c.not_moved
+        );
+        let cursors: Vec<String> = c.cursors.iter().map(|n| n.source.to_string()).collect();
+        assert_eq!(cursors, vec!["p/b@a2"]);
+        assert!(c.replaced.iter().all(|(_, b)| b.fs().to_string() == "p/b"));
+        assert!(!c.newest_txg.contains_key(&fs("p/a")));
+        // The same `to` as the cursor is no move at all.
+        assert!(newer_cursor(JOB, &[cursor(3, 30)], &a3).is_none());
+    }
+
+    #[test]
+    fn client_destroy_table() {
+        let f = fs("p/a");
+        let v: Vec<FilesystemVersion> =
+            (1..=5).map(|i| snap(&format!("a{i}"), i, i * 10)).collect();
+        let mut listing = v.clone();
+        listing.push(cursor(3, 30));
+        let names = |x: &[FilesystemVersion]| x.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+        let req = vec![v[0].clone(), v[3].clone(), v[4].clone()];
+        // Allow: everything requested goes (zrepl 0.7).
+        let (ok, no) = client_destroy(JOB, &ClientDestroy::Allow, &f, &req, &listing);
+        assert_eq!(names(&ok), ["a1", "a4", "a5"]);
+        assert!(no.is_empty());
+        // Refuse: nothing, each with why.
+        let (ok, no) = client_destroy(JOB, &ClientDestroy::Refuse, &f, &req, &listing);
+        assert!(ok.is_empty());
+        assert_eq!(no.len(), 3);
+        assert!(no[0].error.as_ref().unwrap().contains("allow: false"));
+        // Keep not_replicated + last_n 1: a4 (after the cursor at a3) and a5 stay.
+        let rules = vec![
+            zrepl_pruning::Rule::NotReplicated {
+                keep_snapshot_at_cursor: true,
+            },
+            zrepl_pruning::Rule::LastN {
+                count: 1,
+                regex: None,
+            },
+        ];
+        let (ok, no) = client_destroy(JOB, &ClientDestroy::Keep(rules), &f, &req, &listing);
+        assert_eq!(names(&ok), ["a1"]);
+        let refused: Vec<&str> = no.iter().map(|r| r.snapshot.as_str()).collect();
+        assert_eq!(refused, ["a4", "a5"]);
+        assert!(
+            no[0].error.as_ref().unwrap().contains("kept by source job"),
+            "{:?}",
+            no[0]
+        );
+        // No rules at all keep everything (zrepl's pruner destroys nothing without rules).
+        let (ok, _) = client_destroy(JOB, &ClientDestroy::Keep(vec![]), &f, &req, &listing);
+        assert!(ok.is_empty());
     }
 }
