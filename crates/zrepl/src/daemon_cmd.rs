@@ -34,6 +34,13 @@ pub fn daemon(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let cfg = crate::cli::load_config(config)?;
     // Kept until the daemon returns, so that queued entries are written.
     let _log = init_logging(&cfg)?;
+    match crate::limits::raise_nofile() {
+        Ok((before, after)) if before != after => {
+            tracing::info!(?before, ?after, "raised the open files limit (RLIMIT_NOFILE)")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit (RLIMIT_NOFILE)"),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,6 +8,7 @@ mod cli;
 mod configcheck;
 mod control_client;
 mod daemon_cmd;
+mod limits;
 mod monitor;
 mod monitor_cmd;
 mod status_text;
