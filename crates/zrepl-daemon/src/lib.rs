@@ -6,6 +6,7 @@
 //! config with a message naming the job, rather than running without it).
 
 pub mod backpressure;
+mod bounded;
 pub mod compile;
 pub mod control;
 mod history;

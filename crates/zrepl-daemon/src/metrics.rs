@@ -381,12 +381,16 @@ pub(crate) async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics))
         .with_state(state);
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
-    if let Err(e) = r {
-        tracing::error!(error = %e, "prometheus listener failed");
-    }
+    // Bounded connections, each with a lifetime, and a shutdown that does not wait for clients
+    // that never finish their request (`bounded.rs`).
+    let listener = crate::bounded::BoundedListener::new(
+        listener,
+        crate::bounded::MAX_CONNECTIONS,
+        crate::bounded::CONNECTION_LIFETIME,
+    );
+    let s = shutdown.clone();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(s.cancelled_owned());
+    crate::bounded::serve_until(async { serve.await }, &shutdown).await;
 }
 
 async fn metrics(State(st): State<MetricsState>) -> impl IntoResponse {
