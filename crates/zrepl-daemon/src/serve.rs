@@ -34,7 +34,7 @@ pub(crate) async fn serve(
     let handshake_timeout = match serve {
         config::Serve::Tls {
             handshake_timeout, ..
-        } => handshake_timeout.to_std(),
+        } => zrepl_transport::effective_handshake_timeout(handshake_timeout.to_std()),
         _ => std::time::Duration::from_secs(10),
     };
     let mut conns = tokio::task::JoinSet::new();

@@ -185,6 +185,20 @@ impl Connector {
     }
 }
 
+/// TLS handshakes in progress at once on one listener; a connection beyond is closed at once
+/// (peers that connect and never finish a handshake cannot take every descriptor).
+pub const MAX_PENDING_HANDSHAKES: usize = 64;
+
+/// The TLS handshake timeout used for a configured one: zrepl's `0` (no limit) would let a peer
+/// hold a connection open forever without ever authenticating, so it means the default (10 s).
+pub fn effective_handshake_timeout(configured: Duration) -> Duration {
+    if configured.is_zero() {
+        Duration::from_secs(10)
+    } else {
+        configured
+    }
+}
+
 /// The passive side of a transport.
 pub struct Listener {
     kind: ListenerKind,
@@ -200,6 +214,7 @@ enum ListenerKind {
         acceptor: std::sync::Arc<tls::Reloading<tokio_rustls::TlsAcceptor>>,
         client_cns: std::sync::Arc<Vec<String>>,
         handshake_timeout: Duration,
+        pending: std::sync::Arc<tokio::sync::Semaphore>,
     },
     Stdin(stdinserver::StdinListener),
 }
@@ -222,6 +237,8 @@ enum IncomingKind {
         acceptor: tokio_rustls::TlsAcceptor,
         client_cns: std::sync::Arc<Vec<String>>,
         handshake_timeout: Duration,
+        /// This connection's place among the listener's pending handshakes.
+        _pending: tokio::sync::OwnedSemaphorePermit,
     },
     Unix {
         s: tokio::net::UnixStream,
@@ -292,7 +309,8 @@ impl Listener {
                 },
                 l: tcp::listen(listen, *listen_freebind).await?,
                 client_cns: std::sync::Arc::new(client_cns.clone()),
-                handshake_timeout: handshake_timeout.to_std(),
+                handshake_timeout: effective_handshake_timeout(handshake_timeout.to_std()),
+                pending: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES)),
             },
             Serve::Stdinserver { client_identities } => ListenerKind::Stdin(
                 stdinserver::StdinListener::bind(stdinserver_sockdir, client_identities)?,
@@ -331,17 +349,23 @@ impl Listener {
                 acceptor,
                 client_cns,
                 handshake_timeout,
-            } => {
+                pending,
+            } => loop {
                 let (s, peer) = l.accept().await?;
+                let Ok(permit) = pending.clone().try_acquire_owned() else {
+                    tracing::warn!(peer = %peer, limit = MAX_PENDING_HANDSHAKES, "too many TLS handshakes in progress: connection closed");
+                    continue;
+                };
                 tcp::tune(&s);
-                IncomingKind::Tls {
+                break IncomingKind::Tls {
                     s,
                     peer,
                     acceptor: acceptor.current(),
                     client_cns: client_cns.clone(),
                     handshake_timeout: *handshake_timeout,
-                }
-            }
+                    _pending: permit,
+                };
+            },
             ListenerKind::Stdin(l) => {
                 let (s, identity) = l.accept().await?;
                 IncomingKind::Unix { s, identity }
@@ -378,20 +402,19 @@ impl Incoming {
                 acceptor,
                 client_cns,
                 handshake_timeout,
+                _pending: pending,
             } => {
                 let hs = acceptor.accept(s);
-                let t = if handshake_timeout.is_zero() {
-                    hs.await
-                } else {
-                    tokio::time::timeout(handshake_timeout, hs)
-                        .await
-                        .map_err(|_| {
-                            TransportError::Auth(format!(
-                                "tls handshake with {peer} timed out after {handshake_timeout:?}"
-                            ))
-                        })?
-                }
-                .map_err(|e| TransportError::Auth(format!("tls handshake with {peer}: {e}")))?;
+                let t = tokio::time::timeout(handshake_timeout, hs)
+                    .await
+                    .map_err(|_| {
+                        TransportError::Auth(format!(
+                            "tls handshake with {peer} timed out after {handshake_timeout:?}"
+                        ))
+                    })?
+                    .map_err(|e| TransportError::Auth(format!("tls handshake with {peer}: {e}")))?;
+                // The handshake is over: the next one may start.
+                drop(pending);
                 let cn = match t.get_ref().1.peer_certificates().and_then(|c| c.first()) {
                     Some(c) => cert_common_name(c.as_ref()),
                     None => Err("no client certificate".into()),

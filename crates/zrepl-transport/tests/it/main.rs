@@ -388,6 +388,49 @@ async fn accept_one_of(l: &mut Listener) -> Result<String, String> {
     Ok(id)
 }
 
+#[tokio::test]
+async fn tls_zero_handshake_timeout_still_times_out() {
+    assert_eq!(
+        zrepl_transport::effective_handshake_timeout(Duration::ZERO),
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        zrepl_transport::effective_handshake_timeout(Duration::from_secs(3)),
+        Duration::from_secs(3)
+    );
+}
+
+#[tokio::test]
+async fn tls_pending_handshakes_are_bounded() {
+    let t = tls_setup();
+    let (mut l, addr) = tls_listener(&t).await;
+    // Peers that connect and never start a handshake: each holds a pending slot.
+    let n = zrepl_transport::MAX_PENDING_HANDSHAKES;
+    let mut idle = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..n {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        held.push(l.accept().await.unwrap());
+    }
+    // One more is closed at once, and accept does not return it.
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_millis(500), l.accept()).await;
+    assert!(next.is_err(), "a connection beyond the bound was accepted");
+    let mut b = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut b))
+        .await
+        .expect("the extra connection is closed");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    // A finished (here: abandoned) handshake frees its slot: a real client gets in.
+    drop(held.pop());
+    let server = tokio::spawn(accept_one(l));
+    roundtrip(&tls_connect(&addr, &t.ca, &t.good, "server1"))
+        .await
+        .unwrap();
+    assert_eq!(server.await.unwrap().unwrap(), "laptop1");
+    drop(idle);
+}
+
 #[test]
 fn tls_config_errors_name_the_file() {
     let t = tls_setup();
