@@ -62,10 +62,65 @@ pub(crate) fn zstd_encode(s: zrepl_protocol::ByteStream, level: i32) -> zrepl_pr
     )
 }
 
+/// The largest zstd window a peer's stream may ask us to keep (2^27 = 128 MiB, zstd's default
+/// limit, stated here so that no dependency update can raise it): a frame asking for more fails
+/// the stream instead of allocating what the peer wants.
+pub(crate) const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
 pub(crate) fn zstd_decode(s: zrepl_protocol::ByteStream) -> zrepl_protocol::ByteStream {
-    let mut d = async_compression::tokio::bufread::ZstdDecoder::new(
+    use async_compression::zstd::DParameter;
+    let mut d = async_compression::tokio::bufread::ZstdDecoder::with_params(
         tokio::io::BufReader::with_capacity(256 << 10, s),
+        &[DParameter::window_log_max(ZSTD_WINDOW_LOG_MAX)],
     );
     d.multiple_members(true);
     Box::pin(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    fn stream(b: Vec<u8>) -> zrepl_protocol::ByteStream {
+        Box::pin(std::io::Cursor::new(b))
+    }
+
+    async fn encode(data: &[u8], window_log: u32) -> Vec<u8> {
+        use async_compression::zstd::CParameter;
+        let mut e = async_compression::tokio::bufread::ZstdEncoder::with_quality_and_params(
+            std::io::Cursor::new(data.to_vec()),
+            async_compression::Level::Precise(3),
+            &[
+                CParameter::window_log(window_log),
+                CParameter::enable_long_distance_matching(true),
+            ],
+        );
+        let mut out = Vec::new();
+        e.read_to_end(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_peer_cannot_make_us_keep_a_huge_zstd_window() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        // Within the bound: decodes.
+        let ok = encode(&data, super::ZSTD_WINDOW_LOG_MAX).await;
+        let mut out = Vec::new();
+        super::zstd_decode(stream(ok))
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        assert_eq!(out, data);
+        // A frame that asks for a 1 GiB window: refused, nothing that large allocated.
+        let big = encode(&data, 30).await;
+        let mut out = Vec::new();
+        let e = super::zstd_decode(stream(big))
+            .read_to_end(&mut out)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().to_lowercase().contains("window") || e.to_string().contains("memory"),
+            "{e}"
+        );
+    }
 }
