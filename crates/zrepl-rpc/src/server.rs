@@ -347,9 +347,14 @@ async fn open(
         .ok_or_else(|| EndpointError::invalid(format!("unknown path {}", parts.uri.path())))?
         .to_string();
     let mut body = InStream::new(body);
-    let msg = body
-        .message(wire::MAX_REQUEST)
+    let msg = tokio::time::timeout(wire::REQUEST_DEADLINE, body.message(wire::MAX_REQUEST))
         .await
+        .map_err(|_| {
+            EndpointError::invalid(format!(
+                "request {method}: its message did not arrive within {:?}",
+                wire::REQUEST_DEADLINE
+            ))
+        })?
         .map_err(|e| EndpointError::invalid(format!("request {method}: {e}")))?;
     Ok((method, msg, body, parts.headers))
 }
@@ -398,7 +403,15 @@ async fn sender_dispatch<E: Sender + 'static>(
         Err(e) => return reply::<()>(Err(e)),
     };
     // No sender method carries a stream in: the request must end cleanly after its message.
-    if let Err(e) = body.finish().await {
+    let finished = tokio::time::timeout(wire::REQUEST_DEADLINE, body.finish())
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("it did not end within {:?}", wire::REQUEST_DEADLINE),
+            ))
+        });
+    if let Err(e) = finished {
         return reply::<()>(Err(EndpointError::invalid(format!(
             "request {method}: {e}"
         ))));

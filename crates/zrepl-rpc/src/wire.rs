@@ -7,6 +7,9 @@ use zrepl_zfs_types::{DatasetPath, FilesystemVersion};
 
 /// Largest request message (a destroy of many snapshots is the biggest).
 pub const MAX_REQUEST: usize = 4 << 20;
+/// How long the server waits for a control request's message (and, where no stream follows,
+/// its end) once the request started: a peer cannot hold a request slot by sending slowly.
+pub const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Largest reply message (a listing of a filesystem with very many snapshots).
 pub const MAX_REPLY: usize = 64 << 20;
 /// Request header: the encoding of the stream that follows the request message (`recv`).

@@ -654,6 +654,44 @@ async fn server_refuses_malformed_and_oversized_requests() {
     assert!(ep.got.lock().unwrap().is_empty());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_request_sent_too_slowly_is_refused_at_its_deadline() {
+    use bytes::Bytes;
+    use hyper::body::Frame;
+    // A body that sends half a message, then nothing, forever.
+    type Slow = http_body_util::StreamBody<
+        futures::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>>,
+    >;
+    let ep = Arc::new(MockReceiver::default());
+    let (mut a, b) = tokio::io::duplex(1 << 20);
+    tokio::spawn(serve_receiver(b, ep.clone(), ServeOptions::default()));
+    zrepl_rpc::handshake::exchange(&mut a, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake::<_, Slow>(hyper_util::rt::TokioIo::new(a))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    use futures::StreamExt;
+    let half = futures::stream::iter(vec![Ok(Frame::data(Bytes::from(vec![0, 0, 0, 100, b'{'])))])
+        .chain(futures::stream::pending())
+        .boxed();
+    let req = http::Request::post("http://zrepl/v1/list_filesystems")
+        .body(http_body_util::StreamBody::new(half))
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let resp = send.send_request(req).await.unwrap();
+    use http_body_util::BodyExt;
+    let b = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&b[4..]).to_string();
+    assert!(text.contains("did not arrive within"), "{text}");
+    assert!(start.elapsed() <= zrepl_rpc::wire::REQUEST_DEADLINE + Duration::from_secs(1));
+    assert!(ep.got.lock().unwrap().is_empty());
+}
+
 fn framed(m: &[u8]) -> Vec<u8> {
     let mut v = (m.len() as u32).to_be_bytes().to_vec();
     v.extend_from_slice(m);
