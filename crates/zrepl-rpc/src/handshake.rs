@@ -18,6 +18,12 @@ pub const MAX_BANNER: usize = 64 << 10;
 pub const EXT_ZSTD: &str = "zstd";
 /// Extension: the peer serves `send` and `receive` on stream connections (PROTOCOL.md §5).
 pub const EXT_STREAM_CONN: &str = "stream-conn";
+/// An extension line starting with this refuses the connection, giving the reason (a server
+/// beyond a bound: too many connections of this client). Older peers ignore it and see the
+/// connection closed.
+pub const EXT_REFUSED: &str = "refused: ";
+/// The longest refusal reason sent.
+const MAX_REASON: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Banner {
@@ -35,6 +41,32 @@ impl Banner {
 
     pub fn has(&self, ext: &str) -> bool {
         self.extensions.iter().any(|e| e == ext)
+    }
+
+    /// Our banner refusing the connection for `reason` (one line, at most 512 bytes; control
+    /// characters become spaces so the peer can print it safely).
+    pub fn refusing(reason: &str) -> Self {
+        let mut r: String = reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        if r.len() > MAX_REASON {
+            let mut cut = MAX_REASON;
+            while !r.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            r.truncate(cut);
+        }
+        let mut b = Banner::ours();
+        b.extensions.push(format!("{EXT_REFUSED}{r}"));
+        b
+    }
+
+    /// Why the peer refuses this connection, if it does.
+    pub fn refusal(&self) -> Option<&str> {
+        self.extensions
+            .iter()
+            .find_map(|e| e.strip_prefix(EXT_REFUSED))
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -65,6 +97,8 @@ pub enum HandshakeError {
     Io(String),
     #[error("version handshake timed out after {0:?}")]
     Timeout(Duration),
+    #[error("the peer refused the connection: {0}")]
+    Refused(String),
 }
 
 /// Parses the length header (`%010d ` = 11 bytes): the body length.
@@ -135,13 +169,37 @@ pub fn decode_body(body: &[u8]) -> Result<Banner, HandshakeError> {
 }
 
 /// Writes our banner and reads the peer's, within `timeout` (zero: none). Fails unless the
-/// versions are equal.
+/// versions are equal, or if the peer refuses the connection.
 pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     timeout: Duration,
 ) -> Result<Banner, HandshakeError> {
+    let theirs = exchange_banner(io, timeout, Banner::ours()).await?;
+    if let Some(r) = theirs.refusal() {
+        return Err(HandshakeError::Refused(r.to_string()));
+    }
+    Ok(theirs)
+}
+
+/// The server's side of a refused connection: sends a banner that refuses it for `reason`
+/// (see [`Banner::refusing`]) and reads the peer's, within `timeout`; the caller then closes.
+pub async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    timeout: Duration,
+    reason: &str,
+) -> Result<(), HandshakeError> {
+    exchange_banner(io, timeout, Banner::refusing(reason))
+        .await
+        .map(|_| ())
+}
+
+async fn exchange_banner<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    timeout: Duration,
+    ours: Banner,
+) -> Result<Banner, HandshakeError> {
     let fut = async {
-        let ours = Banner::ours().encode();
+        let ours = ours.encode();
         let io_err = |e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 HandshakeError::Io("peer closed the connection during the version handshake".into())
@@ -277,5 +335,32 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e, HandshakeError::Timeout(Duration::from_millis(50)));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_reaches_the_peer_as_a_clear_error() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(async move {
+            refuse(
+                &mut b,
+                Duration::from_secs(5),
+                "too many connections of client \"x\"\n\x1b[31m(limit 2)",
+            )
+            .await
+        });
+        let e = exchange(&mut a, Duration::from_secs(5)).await.unwrap_err();
+        server.await.unwrap().unwrap();
+        let text = e.to_string();
+        assert!(
+            text.contains("refused the connection: too many connections of client \"x\"  [31m(limit 2)"),
+            "{text}"
+        );
+        assert!(matches!(e, HandshakeError::Refused(_)));
+        // Long reasons are cut, the banner stays one line per extension.
+        let b = Banner::refusing(&"é".repeat(1000));
+        assert!(b.refusal().unwrap().len() <= 512);
+        let enc = b.encode();
+        let body = decode_body(&enc[11..]).unwrap();
+        assert_eq!(body.refusal(), b.refusal());
     }
 }
