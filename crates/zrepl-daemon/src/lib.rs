@@ -8,6 +8,7 @@
 pub mod backpressure;
 mod bounded;
 pub mod compile;
+mod conn_limits;
 pub mod control;
 mod history;
 pub mod hooks;

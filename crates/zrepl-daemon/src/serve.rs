@@ -37,6 +37,10 @@ pub(crate) async fn serve(
         } => zrepl_transport::effective_handshake_timeout(handshake_timeout.to_std()),
         _ => std::time::Duration::from_secs(10),
     };
+    let limits = crate::conn_limits::ConnLimits::new(
+        crate::conn_limits::PER_IDENTITY,
+        crate::conn_limits::TOTAL,
+    );
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let incoming = tokio::select! {
@@ -58,6 +62,7 @@ pub(crate) async fn serve(
         let zfs = zfs.clone();
         let reg = reg.clone();
         let hooks = hooks.clone();
+        let limits = limits.clone();
         let endpoint = match role {
             Role::Sink(rc) => Endpoint::Sink(rc.clone()),
             Role::Source { sender, .. } => Endpoint::Source(sender.clone()),
@@ -67,6 +72,15 @@ pub(crate) async fn serve(
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(job = %job, peer = %peer, error = %e, "connection refused");
+                    return;
+                }
+            };
+            let mut io = io;
+            let _admitted = match limits.admit(&identity) {
+                Ok(a) => a,
+                Err(reason) => {
+                    tracing::warn!(job = %job, peer = %peer, client = %identity, "connection refused: {reason}");
+                    let _ = zrepl_rpc::handshake::refuse(&mut io, handshake_timeout, &reason).await;
                     return;
                 }
             };
