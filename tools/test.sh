@@ -20,8 +20,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test (unit and integration tests)"
 cargo test --workspace
 
-step "fuzz targets build"
-cargo check --manifest-path fuzz/Cargo.toml --bins
+step "fuzz targets: each for ${ZREPL_FUZZ_SECONDS:-20} s from its committed seeds (stable, tools/fuzz.sh)"
+bash tools/fuzz.sh
 
 if [[ ${ZREPL_SKIP_PLATFORM:-0} == 1 ]]; then
     printf '\nWARNING: ZREPL_SKIP_PLATFORM=1: platform tests on real OpenZFS were NOT run\n' >&2

@@ -1,7 +1,7 @@
 //! Fuzz target for everything a network peer can send to a passive job: the version banner,
 //! then HTTP/2 frames (hyper's decoder), our body framing, trailers and the JSON messages.
 //!
-//! From `fuzz/`: `cargo +nightly fuzz run wire -- -max_total_time=60`.
+//! Run: `bash tools/fuzz.sh wire 300`, or from `fuzz/`: `cargo +nightly fuzz run wire`.
 //!
 //! The first input byte selects the mode: even = the bytes are the peer's banner (parsed
 //! directly); odd = a valid banner, then the HTTP/2 client preface (byte % 4 == 1) or the
@@ -16,38 +16,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use zrepl_protocol::{ByteStream, DestroyResult, FilesystemInfo, ReceiveRequest, Receiver, Result};
 use zrepl_rpc::handshake::{decode_body, decode_header, Banner};
-use zrepl_zfs_types::{DatasetPath, FilesystemVersion};
-
-struct Mock;
-
-impl Receiver for Mock {
-    async fn list_filesystems(&self) -> Result<Vec<FilesystemInfo>> {
-        Ok(vec![])
-    }
-    async fn list_versions(&self, _: &DatasetPath) -> Result<Vec<FilesystemVersion>> {
-        Ok(vec![])
-    }
-    async fn receive(&self, _: ReceiveRequest, mut s: ByteStream) -> Result<()> {
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink).await;
-        Ok(())
-    }
-    async fn converge(
-        &self,
-        reqs: &[zrepl_protocol::ConvergeRequest],
-    ) -> Result<Vec<Result<()>>> {
-        Ok(reqs.iter().map(|_| Ok(())).collect())
-    }
-    async fn destroy_snapshots(
-        &self,
-        _: &DatasetPath,
-        _: &[FilesystemVersion],
-    ) -> Result<Vec<DestroyResult>> {
-        Ok(vec![])
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
@@ -65,15 +34,12 @@ fuzz_target!(|data: &[u8]| {
         }
         return;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    // A paused clock: the timeouts below fire as soon as both sides wait, not in real time.
+    zrepl_fuzz::runtime().block_on(async {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let srv = tokio::spawn(zrepl_rpc::serve_receiver(
             server,
-            Arc::new(Mock),
+            Arc::new(zrepl_fuzz::mock::NullReceiver),
             zrepl_rpc::ServeOptions {
                 send_compressible: false,
                 handshake_timeout: Duration::from_millis(200),
