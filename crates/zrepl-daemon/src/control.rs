@@ -34,6 +34,56 @@ pub(crate) struct ControlState {
     pub jobs: Arc<Vec<Arc<JobHandle>>>,
     pub zfs: zrepl_zfs::Zfs,
     pub version: VersionInfo,
+    /// The running config: `reload` checks its TLS material.
+    pub cfg: Arc<zrepl_config::Config>,
+}
+
+/// `zrepl signal reload [JOB]`: reads the TLS certificates, keys and CAs of every job (or of
+/// `job`) now and reports what does not load. Listeners and connectors pick renewed files up
+/// by themselves at their next handshake (`zrepl_transport`); this tells the operator whether
+/// the renewal is usable before a peer finds out. Returns the number of TLS configurations
+/// checked, or every problem.
+pub(crate) fn reload_tls(cfg: &zrepl_config::Config, job: Option<&str>) -> Result<usize, String> {
+    use zrepl_config::{Connect, Job, Serve};
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    let mut found = job.is_none();
+    for j in &cfg.jobs {
+        if job.is_some_and(|n| n != j.name()) {
+            continue;
+        }
+        found = true;
+        let (serve, connect) = match j {
+            Job::Sink(s) => (Some(&s.serve), None),
+            Job::Source(s) => (Some(&s.serve), None),
+            Job::Push(p) => (None, Some(&p.connect)),
+            Job::Pull(p) => (None, Some(&p.connect)),
+            _ => (None, None),
+        };
+        if let Some(s @ Serve::Tls { .. }) = serve {
+            checked += 1;
+            if let Err(e) = zrepl_transport::check_serve(s) {
+                problems.push(format!("job {:?}: serve: {e}", j.name()));
+            }
+        }
+        if let Some(c @ Connect::Tls { .. }) = connect {
+            checked += 1;
+            if let Err(e) = zrepl_transport::Connector::from_config(c) {
+                problems.push(format!("job {:?}: connect: {e}", j.name()));
+            }
+        }
+    }
+    if !found {
+        return Err(format!("Job {} does not exist", job.unwrap_or("")));
+    }
+    if problems.is_empty() {
+        Ok(checked)
+    } else {
+        Err(format!(
+            "{} (the previous files stay in use until these load)",
+            problems.join("; ")
+        ))
+    }
 }
 
 /// Creates the socket's directory if needed (mode 0700), refuses a directory others can access,
@@ -122,6 +172,13 @@ async fn signal(State(st): State<ControlState>, body: axum::body::Bytes) -> Resp
                 .into_response()
         }
     };
+    if req.op == "reload" {
+        let job = Some(req.name.as_str()).filter(|n| !n.is_empty());
+        return match reload_tls(&st.cfg, job) {
+            Ok(n) => Json(serde_json::json!({ "tls_checked": n })).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        };
+    }
     let Some(job) = st.jobs.iter().find(|j| j.name == req.name) else {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -145,6 +145,7 @@ pub async fn run(
             jobs: handles.clone(),
             zfs: zfs.clone(),
             version: version.clone(),
+            cfg: Arc::new(cfg.clone()),
         },
         serving_done.clone(),
     ));

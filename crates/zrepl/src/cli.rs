@@ -188,6 +188,9 @@ pub enum SignalOp {
     Wakeup,
     /// Cancel the job's current replication run.
     Reset,
+    /// Check the TLS certificates, keys and CAs of every job (or of JOB) now. Renewed files are
+    /// used from the next connection on without this; it reports whether they load.
+    Reload,
 }
 
 #[derive(Debug, Args)]
@@ -200,8 +203,9 @@ pub struct RunArgs {
 pub struct SignalArgs {
     #[arg(value_enum)]
     pub op: SignalOp,
-    /// The job's name.
-    pub job: String,
+    /// The job's name (optional for reload: all jobs).
+    #[arg(required_if_eq_any([("op", "wakeup"), ("op", "reset")]))]
+    pub job: Option<String>,
     /// (wakeup) Wait until the run this wakeup starts has finished, replication and pruning,
     /// print a summary and exit 0 if it succeeded, 3 if replication failed or was cancelled, 4
     /// if pruning failed, 5 on --timeout, 1 if the run could not be started or followed.

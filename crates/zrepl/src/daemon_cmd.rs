@@ -36,7 +36,11 @@ pub fn daemon(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let _log = init_logging(&cfg)?;
     match crate::limits::raise_nofile() {
         Ok((before, after)) if before != after => {
-            tracing::info!(?before, ?after, "raised the open files limit (RLIMIT_NOFILE)")
+            tracing::info!(
+                ?before,
+                ?after,
+                "raised the open files limit (RLIMIT_NOFILE)"
+            )
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit (RLIMIT_NOFILE)"),
@@ -160,19 +164,33 @@ pub fn signal(config: Option<&Path>, args: SignalArgs) -> anyhow::Result<ExitCod
     let op = match args.op {
         SignalOp::Wakeup => "wakeup",
         SignalOp::Reset => "reset",
+        SignalOp::Reload => "reload",
     };
     if args.wait && args.op != SignalOp::Wakeup {
         anyhow::bail!("--wait works with wakeup only");
     }
+    let job = args.job.clone().unwrap_or_default();
     let body = block_on(post(
         &sock,
         "/signal",
-        &serde_json::json!({"Name": args.job, "Op": op}),
+        &serde_json::json!({"Name": job, "Op": op}),
     ))?
-    .with_context(|| format!("signal {op} to job {:?}", args.job))?;
+    .with_context(|| match args.op {
+        SignalOp::Reload if job.is_empty() => "reload".to_string(),
+        _ => format!("signal {op} to job {job:?}"),
+    })?;
+    if args.op == SignalOp::Reload {
+        let n = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["tls_checked"].as_u64())
+            .unwrap_or(0);
+        println!("TLS material of {n} listener(s) and connection(s) loads; renewed files are used from the next connection on");
+        return Ok(ExitCode::SUCCESS);
+    }
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
+    let job = job.as_str();
     let run = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["run"].as_u64())
@@ -191,32 +209,28 @@ pub fn signal(config: Option<&Path>, args: SignalArgs) -> anyhow::Result<ExitCod
             let body = post(
                 &sock,
                 "/wait",
-                &serde_json::json!({"Name": args.job, "Run": run, "TimeoutSecs": secs}),
+                &serde_json::json!({"Name": job, "Run": run, "TimeoutSecs": secs}),
             )
             .await
-            .with_context(|| format!("waiting for run #{run} of job {:?}", args.job))?;
+            .with_context(|| format!("waiting for run #{run} of job {job:?}"))?;
             match serde_json::from_slice::<WaitResult>(&body)
                 .context("invalid answer from the daemon")?
             {
                 WaitResult::Pending => continue,
                 WaitResult::Finished { outcome } => return Ok(Some(outcome)),
                 WaitResult::Forgotten => anyhow::bail!(
-                    "run #{run} of job {:?} finished, but the daemon no longer knows how",
-                    args.job
+                    "run #{run} of job {job:?} finished, but the daemon no longer knows how"
                 ),
             }
         }
     })?;
     match outcome {
         Ok(Some(o)) => {
-            println!("{}", o.summary(&args.job));
+            println!("{}", o.summary(job));
             Ok(ExitCode::from(o.exit_code()))
         }
         Ok(None) => {
-            eprintln!(
-                "timed out waiting for run #{run} of job {:?}; it goes on (zrepl status)",
-                args.job
-            );
+            eprintln!("timed out waiting for run #{run} of job {job:?}; it goes on (zrepl status)");
             Ok(ExitCode::from(zrepl_daemon::wakeup::exit::TIMEOUT))
         }
         Err(e) => Err(e),

@@ -635,6 +635,79 @@ fn daemon_refuses_world_accessible_socket_dir_and_unreadable_certificates() {
 }
 
 #[test]
+fn signal_reload_checks_the_tls_material_of_the_running_daemon() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, "test CA");
+    let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
+    let mut p = CertificateParams::new(vec!["server".to_string()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "server");
+    let k = KeyPair::generate().unwrap();
+    let c = p.signed_by(&k, &ca).unwrap();
+    let (ca_f, cert_f, key_f) = (
+        dir.path().join("ca.crt"),
+        dir.path().join("server.crt"),
+        dir.path().join("server.key"),
+    );
+    std::fs::write(&ca_f, ca.pem()).unwrap();
+    std::fs::write(&cert_f, c.pem()).unwrap();
+    std::fs::write(&key_f, k.serialize_pem()).unwrap();
+    let sock = dir.path().join("run/control");
+    let config = dir.path().join("zrepl.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  control:\n    sockpath: {}\njobs:\n- type: sink\n  name: sink\n  root_fs: pool/sink\n  serve:\n    type: tls\n    listen: \"127.0.0.1:0\"\n    ca: {}\n    cert: {}\n    key: {}\n    client_cns: [a]\n",
+            sock.display(),
+            ca_f.display(),
+            cert_f.display(),
+            key_f.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_zrepl"))
+        .args(["--config", config.to_str().unwrap(), "daemon"])
+        .spawn()
+        .unwrap();
+    let _d = Daemon {
+        child,
+        _dir: dir,
+        config: config.clone(),
+    };
+    for _ in 0..200 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let cfg = config.to_str().unwrap();
+    let o = zrepl(&["--config", cfg, "signal", "reload"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("TLS material of 1 "), "{}", stdout(&o));
+    // A renewal gone wrong: reported, naming the job and the file; the daemon keeps serving.
+    std::fs::write(&key_f, "not a key\n").unwrap();
+    let o = zrepl(&["--config", cfg, "signal", "reload"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("job \"sink\": serve:") && stderr(&o).contains("server.key"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("previous files stay in use"), "{}", stderr(&o));
+    let o = zrepl(&["--config", cfg, "signal", "reload", "nope"]);
+    assert!(stderr(&o).contains("Job nope does not exist"), "{}", stderr(&o));
+    // wakeup and reset still need a job.
+    let o = zrepl(&["--config", cfg, "signal", "wakeup"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = zrepl(&["--config", cfg, "status", "--mode", "raw"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
 fn signal_without_daemon_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("zrepl.yml");
