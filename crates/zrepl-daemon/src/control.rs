@@ -94,8 +94,13 @@ pub(crate) async fn bind(sockpath: &Path) -> Result<UnixListener, DaemonError> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    match std::fs::metadata(dir) {
+    match std::fs::symlink_metadata(dir) {
         Ok(m) => {
+            if let Some(p) =
+                zrepl_transport::socket_dir_problem(&m, rustix::process::geteuid().as_raw())
+            {
+                return Err(err(format!("directory {}: {p}", dir.display())));
+            }
             if m.permissions().mode() & 0o007 != 0 {
                 return Err(err(format!(
                     "directory {} must not be accessible by others (chmod 0700 {})",

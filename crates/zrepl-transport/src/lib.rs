@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use zrepl_config::{Connect, Serve};
 
 pub use ssh::SshConnector;
-pub use stdinserver::stdinserver_proxy;
+pub use stdinserver::{socket_dir_problem, stdinserver_proxy};
 pub use tls::{cert_common_name, Reloading, TlsClientFiles, TlsServerFiles};
 
 /// A connected, authenticated byte stream.

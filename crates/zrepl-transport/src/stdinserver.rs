@@ -30,15 +30,36 @@ impl Drop for StdinListener {
     }
 }
 
+/// Why a directory holding sockets that are trusted by their name (stdinserver identities, the
+/// daemon's control socket) is unsafe, if it is: a symlink (it could point anywhere another
+/// user prepared), not a directory, or owned by another user than the daemon's (`euid`), who
+/// could replace the sockets.
+pub fn socket_dir_problem(meta: &std::fs::Metadata, euid: u32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.file_type().is_symlink() {
+        return Some("must not be a symlink".into());
+    }
+    if !meta.is_dir() {
+        return Some("is not a directory".into());
+    }
+    if meta.uid() != euid {
+        return Some(format!(
+            "must be owned by the daemon's user (uid {euid}), not uid {}",
+            meta.uid()
+        ));
+    }
+    None
+}
+
 fn prepare_sockdir(dir: &Path) -> Result<(), TransportError> {
     let err = |e: std::io::Error| {
         TransportError::Config(format!("stdinserver sockdir {}: {e}", dir.display()))
     };
     std::fs::create_dir_all(dir).map_err(err)?;
-    let meta = std::fs::metadata(dir).map_err(err)?;
-    if !meta.is_dir() {
+    let meta = std::fs::symlink_metadata(dir).map_err(err)?;
+    if let Some(p) = socket_dir_problem(&meta, rustix::process::geteuid().as_raw()) {
         return Err(TransportError::Config(format!(
-            "stdinserver sockdir {} is not a directory",
+            "stdinserver sockdir {}: {p}",
             dir.display()
         )));
     }

@@ -432,6 +432,46 @@ async fn tls_pending_handshakes_are_bounded() {
 }
 
 #[test]
+fn socket_directories_must_be_real_and_ours() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let meta = |p: &Path| std::fs::symlink_metadata(p).unwrap();
+    let me = meta(&real).uid();
+    assert_eq!(zrepl_transport::socket_dir_problem(&meta(&real), me), None);
+    let p = zrepl_transport::socket_dir_problem(&meta(&link), me).unwrap();
+    assert!(p.contains("symlink"), "{p}");
+    let p = zrepl_transport::socket_dir_problem(&meta(&file), me).unwrap();
+    assert!(p.contains("not a directory"), "{p}");
+    let p = zrepl_transport::socket_dir_problem(&meta(&real), me + 1).unwrap();
+    assert!(p.contains("must be owned by the daemon's user"), "{p}");
+}
+
+#[tokio::test]
+async fn a_symlinked_stdinserver_sockdir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let e = Listener::bind(
+        &Serve::Stdinserver {
+            client_identities: vec!["a".into()],
+        },
+        link.to_str().unwrap(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(e.to_string().contains("must not be a symlink"), "{e}");
+}
+
+#[test]
 fn tls_config_errors_name_the_file() {
     let t = tls_setup();
     let e = Connector::from_config(&Connect::Tls {

@@ -624,6 +624,28 @@ fn daemon_refuses_world_accessible_socket_dir_and_unreadable_certificates() {
         stderr(&o)
     );
 
+    // A symlinked socket directory (it could point anywhere) is refused too.
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  control:\n    sockpath: {}/control\njobs: []\n",
+            link.display()
+        ),
+    )
+    .unwrap();
+    let o = zrepl(&["--config", config.to_str().unwrap(), "daemon"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("must not be a symlink"),
+        "{}",
+        stderr(&o)
+    );
+
     // zrepl's pull sample names certificate files that do not exist here.
     let o = zrepl(&["--config", &sample("pull.yml"), "daemon"]);
     assert_eq!(o.status.code(), Some(1));
@@ -697,9 +719,17 @@ fn signal_reload_checks_the_tls_material_of_the_running_daemon() {
         "{}",
         stderr(&o)
     );
-    assert!(stderr(&o).contains("previous files stay in use"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("previous files stay in use"),
+        "{}",
+        stderr(&o)
+    );
     let o = zrepl(&["--config", cfg, "signal", "reload", "nope"]);
-    assert!(stderr(&o).contains("Job nope does not exist"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Job nope does not exist"),
+        "{}",
+        stderr(&o)
+    );
     // wakeup and reset still need a job.
     let o = zrepl(&["--config", cfg, "signal", "wakeup"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
