@@ -13,6 +13,7 @@
 mod crash;
 mod dbhooks;
 mod faults;
+mod issue19;
 mod logging;
 mod monitor;
 mod network;
@@ -197,6 +198,10 @@ fn main() {
         fault_modified_receiving_dataset,
     ]);
     trials.extend(trials![monitor: monitor_skip_empty_snapshots, monitor_checks_exit_codes]);
+    trials.extend(trials![issue19:
+        issue19_sink_session_hooks_tcp_and_local,
+        issue19_backpressure_stops_and_resumes_snapshots,
+    ]);
     trials.extend(trials![scripting:
         script_wakeup_wait_exit_codes,
         script_zrepl_run_to_pool_imported_for_the_run,
