@@ -787,6 +787,86 @@ mod tests {
         assert!(ServingHooks::new("sink", &ReplicationHooks::default(), None).is_none());
     }
 
+    /// A sender whose completions fail for `pool/bad`.
+    struct MockSender;
+
+    fn send(fs: &str) -> SendRequest {
+        SendRequest {
+            filesystem: DatasetPath::parse(fs).unwrap(),
+            from: None,
+            to: v("s1"),
+            resume_token: None,
+            replication: ReplicationConfig::default(),
+        }
+    }
+
+    impl Sender for MockSender {
+        async fn list_filesystems(&self) -> Result<Vec<FilesystemInfo>> {
+            Ok(vec![])
+        }
+        async fn list_versions(&self, _: &DatasetPath) -> Result<Vec<FilesystemVersion>> {
+            Ok(vec![])
+        }
+        async fn sends_completed(&self, reqs: &[SendRequest]) -> Result<Vec<Result<()>>> {
+            Ok(reqs
+                .iter()
+                .map(|r| match r.filesystem.to_string().as_str() {
+                    "pool/bad" => Err(EndpointError::zfs("cannot move the cursor")),
+                    _ => Ok(()),
+                })
+                .collect())
+        }
+        async fn converge(&self, reqs: &[ConvergeRequest]) -> Result<Vec<Result<()>>> {
+            Ok(reqs.iter().map(|_| Ok(())).collect())
+        }
+        async fn send_dry(&self, _: &SendRequest) -> Result<u64> {
+            Ok(0)
+        }
+        async fn send(&self, _: SendRequest) -> Result<(SendResponse, ByteStream)> {
+            Err(EndpointError::not_found("nothing to send"))
+        }
+        async fn send_completed(&self, _: &SendRequest) -> Result<()> {
+            Ok(())
+        }
+        async fn replication_cursor(&self, _: &DatasetPath) -> Result<Option<FilesystemVersion>> {
+            Ok(None)
+        }
+        async fn destroy_snapshots(
+            &self,
+            _: &DatasetPath,
+            _: &[FilesystemVersion],
+        ) -> Result<Vec<DestroyResult>> {
+            Ok(vec![])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_session_records_its_completed_sends() {
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = ReplicationHooks {
+            pre: None,
+            post: Some(script(dir.path(), "post", DUMP, false)),
+        };
+        let h = ServingHooks::new("source", &hooks, None).unwrap();
+        let s = h.start("puller");
+        let control = s.wrap(MockSender);
+        control
+            .sends_completed(&[send("pool/a"), send("pool/bad"), send("pool/b")])
+            .await
+            .unwrap();
+        s.end(Ok(())).await;
+        let env = post_env(dir.path());
+        assert!(!env.contains("ZREPL_ROOT="), "{env}");
+        assert!(env.contains("ZREPL_CLIENT=puller\n"), "{env}");
+        assert!(env.contains("ZREPL_RESULT=failed\n"), "{env}");
+        assert!(
+            env.contains("ZREPL_JOB_ERR=send completion pool/bad: cannot move the cursor\n"),
+            "{env}"
+        );
+        let fss = std::fs::read_to_string(dir.path().join("post.fss")).unwrap();
+        assert_eq!(fss, "pool/a\npool/b");
+    }
+
     #[tokio::test]
     async fn over_the_network_the_client_reports_the_refusal() {
         let dir = tempfile::tempdir().unwrap();
