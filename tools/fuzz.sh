@@ -17,6 +17,8 @@
 # New inputs go to a temporary directory, never into the committed seeds. A crash leaves its
 # input in fuzz/artifacts/<target>/ and fails the run; replay it with
 #   fuzz/target/<host>/release/<target> fuzz/artifacts/<target>/crash-...
+# (or, for sender_dispatch, client and zfs_output, in a debugger or with ZREPL_FUZZ_TRACE=1:
+#   cd fuzz && cargo run --example replay -- <target> artifacts/<target>/crash-...)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo/fuzz"
@@ -47,6 +49,7 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 bins=()
 for t in "${targets[@]}"; do bins+=(--bin "$t"); done
 cargo build --release --target "$host" "${bins[@]}"
+out=${CARGO_TARGET_DIR:-target}/$host/release
 
 failed=()
 for t in "${targets[@]}"; do
@@ -61,7 +64,7 @@ for t in "${targets[@]}"; do
     # zrepl's sample configs (not copied into the repository, see fuzz/examples/seeds.rs).
     samples=${ZREPL_SAMPLES_DIR:-$repo/../shared/zrepl-samples}
     [[ $t == config && -d $samples ]] && extra+=("$samples")
-    "target/$host/release/$t" "$work/corpus" "$seeds" "${extra[@]}" -max_total_time="$seconds" -timeout=10 \
+    "$out/$t" "$work/corpus" "$seeds" "${extra[@]}" -max_total_time="$seconds" -timeout=10 \
         -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$repo/fuzz/artifacts/$t/" \
         >"$log" 2>&1
     rc=$?
