@@ -296,28 +296,35 @@ const MAX_HOOK_OUTPUT: usize = 1 << 20;
 impl CommandHook {
     /// Runs the hook directly (no shell) with zrepl's environment; output is logged.
     async fn run(&self, hook_type: &str, fs: &DatasetPath, snapname: &str) -> Result<(), String> {
-        let mut cmd = tokio::process::Command::new(&self.path);
-        cmd.env("ZREPL_HOOKTYPE", hook_type)
-            .env("ZREPL_FS", fs.to_string())
-            .env("ZREPL_SNAPNAME", snapname)
-            .env("ZREPL_DRYRUN", "")
-            .env("ZREPL_TIMEOUT", self.timeout.as_secs().to_string())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
+        let (fs_s, timeout_s) = (fs.to_string(), self.timeout.as_secs().to_string());
+        let mut cmd = crate::hook_process::command(
+            &self.path,
+            &[],
+            [
+                ("ZREPL_HOOKTYPE", hook_type),
+                ("ZREPL_FS", fs_s.as_str()),
+                ("ZREPL_SNAPNAME", snapname),
+                ("ZREPL_DRYRUN", ""),
+                ("ZREPL_TIMEOUT", timeout_s.as_str()),
+            ],
+        );
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot run hook {}: {e}", self.path))?;
+        // A timeout or a cancelled caller ends the hook and everything it started (its
+        // process group); a hook that finished may leave background processes.
+        let group = crate::hook_process::GroupGuard::new(&child);
         let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
-            Ok(Ok(o)) => o,
+            Ok(Ok(o)) => {
+                group.disarm();
+                o
+            }
             Ok(Err(e)) => return Err(format!("hook {}: {e}", self.path)),
-            // Dropping the future kills the child (kill_on_drop).
             Err(_) => {
                 return Err(format!(
                     "timed out after {:?}: hook {} {hook_type} for {fs}",
                     self.timeout, self.path
-                ))
+                ));
             }
         };
         let text =

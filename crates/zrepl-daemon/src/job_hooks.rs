@@ -58,17 +58,18 @@ pub(crate) async fn run(
     env: &BTreeMap<&'static str, String>,
 ) -> Result<(), String> {
     let edge = env.get("ZREPL_HOOKTYPE").cloned().unwrap_or_default();
-    let mut cmd = tokio::process::Command::new(&hook.path);
-    cmd.args(&hook.args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .envs(hook.env.iter())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
+    let mut cmd = crate::hook_process::command(
+        &hook.path,
+        &hook.args,
+        env.iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .chain(hook.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+    );
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("{edge} hook {}: cannot run: {e}", hook.path))?;
+    // Cancelled (reset, shutdown) while the hook runs: its whole group goes.
+    let group = crate::hook_process::GroupGuard::new(&child);
     let timeout = u64::try_from(hook.timeout.as_nanos())
         .ok()
         .filter(|n| *n > 0)
@@ -80,6 +81,8 @@ pub(crate) async fn run(
         Some(t) => match tokio::time::timeout(t, child.wait()).await {
             Ok(r) => r,
             Err(_) => {
+                // The hook and everything it started (its process group).
+                crate::hook_process::kill_group(&child);
                 let _ = child.kill().await;
                 stdout.abort();
                 stderr.abort();
@@ -88,6 +91,7 @@ pub(crate) async fn run(
         },
     }
     .map_err(|e| format!("{edge} hook {}: {e}", hook.path))?;
+    group.disarm();
     // A process the hook left running in the background may keep the pipes open: its output
     // is not waited for.
     let collect = |h: tokio::task::JoinHandle<(Vec<u8>, bool)>| async move {

@@ -11,6 +11,7 @@ pub mod compile;
 mod conn_limits;
 pub mod control;
 mod history;
+mod hook_process;
 pub mod hooks;
 mod job_hooks;
 mod jobs;
