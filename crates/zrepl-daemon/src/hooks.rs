@@ -413,6 +413,19 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl MysqlHook {
     async fn connect(&self, limit: Duration) -> Result<mysql_async::Conn, String> {
+        if let Some(sock) = self.dsn.socket_path() {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = std::path::Path::new(sock)
+                .parent()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "/".into());
+            let mode = std::fs::metadata(&dir)
+                .map(|m| m.permissions().mode())
+                .map_err(|e| format!("cannot check the MySQL socket's directory {dir}: {e}"))?;
+            if let Some(e) = dsn::unsafe_socket_dir(&dir, mode) {
+                return Err(e);
+            }
+        }
         let limit = self.dsn.connect_timeout.map_or(limit, |c| c.min(limit));
         match tokio::time::timeout(limit, mysql_async::Conn::new(self.dsn.opts())).await {
             Ok(Ok(c)) => Ok(c),

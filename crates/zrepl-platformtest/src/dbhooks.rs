@@ -467,7 +467,7 @@ pub async fn dbhooks_mysql_lock_tables(t: Ctx) -> TestResult {
                 "{{type: command, path: {probe}, timeout: 30s, filesystems: {{\"{pool}/db/mysql\": true}}}}"
             ),
             format!(
-                "{{type: mysql-lock-tables, dsn: \"zrepl_lock:lockpw@unix(/tmp/{pool}-nowhere.sock)/\", timeout: 5s, err_is_fatal: true, filesystems: {{\"{pool}/db/down\": true}}}}"
+                "{{type: mysql-lock-tables, dsn: \"zrepl_lock:lockpw@unix(/tmp/{pool}-mysql/nowhere.sock)/\", timeout: 5s, err_is_fatal: true, filesystems: {{\"{pool}/db/down\": true}}}}"
             ),
         ],
     )?;

@@ -259,7 +259,27 @@ pub fn parse_mysql_dsn(dsn: &str) -> Result<MysqlDsn, String> {
     Ok(out)
 }
 
+/// Why the directory of a MySQL unix socket is not a safe place to send credentials to, if it
+/// is not: a directory every user may write to (`/tmp`, the driver's default `/tmp/mysql.sock`)
+/// lets anyone create the socket before the server does and receive the hook's login.
+/// `mode` is the directory's permission bits.
+pub fn unsafe_socket_dir(dir: &str, mode: u32) -> Option<String> {
+    (mode & 0o002 != 0).then(|| {
+        format!(
+            "the MySQL socket's directory {dir} is writable by every user: anyone could answer in the server's place (use a socket in a protected directory, e.g. unix(/run/mysqld/mysqld.sock))"
+        )
+    })
+}
+
 impl MysqlDsn {
+    /// The unix socket's path, if the DSN names one.
+    pub fn socket_path(&self) -> Option<&str> {
+        match &self.addr {
+            MysqlAddr::Unix(p) => Some(p),
+            MysqlAddr::Tcp { .. } => None,
+        }
+    }
+
     /// mysql_async options for exactly this server: no switch from TCP to the server's socket
     /// (`prefer_socket`), no statement cache, no pool.
     pub fn opts(&self) -> mysql_async::Opts {
@@ -611,5 +631,18 @@ mod tests {
         assert!(postgres_config("host=h", &no_env, None)
             .unwrap_err()
             .contains("no user"));
+    }
+
+    #[test]
+    fn world_writable_socket_directories_are_unsafe() {
+        assert!(unsafe_socket_dir("/run/mysqld", 0o755).is_none());
+        assert!(unsafe_socket_dir("/var/lib/mysql", 0o750).is_none());
+        let e = unsafe_socket_dir("/tmp", 0o1777).unwrap();
+        assert!(e.contains("/tmp is writable by every user"), "{e}");
+        assert!(unsafe_socket_dir("/srv/x", 0o777).is_some());
+        let d = parse_mysql_dsn("u@unix/").unwrap();
+        assert_eq!(d.socket_path(), Some("/tmp/mysql.sock"));
+        let d = parse_mysql_dsn("u@tcp(db:3306)/").unwrap();
+        assert_eq!(d.socket_path(), None);
     }
 }
