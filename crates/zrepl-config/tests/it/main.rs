@@ -144,6 +144,28 @@ fn resolved_config_round_trips() {
     }
 }
 
+/// The extensions of issue 19 (session hooks, backpressure) print back to the same config.
+#[test]
+fn session_hooks_and_backpressure_round_trip() {
+    let src = format!(
+        "{}{}",
+        PUSH_BP.replace("BP", "{max_lag: 2d, action: warn}"),
+        SOURCE_HOOKS
+            .replace("HOOK", "{path: /pre, args: [a], env: {E: v}, err_is_fatal: true, timeout: 0s}")
+            .replace("jobs:\n", "")
+            .replace("snapshotting: {type: manual}", "snapshotting: {type: periodic, prefix: z_, interval: 1h, backpressure: {max_lag: 90m}}")
+    );
+    let a = reload(&src);
+    let json = serde_json::to_string_pretty(&zrepl_config::emit::to_json_value(&a)).unwrap();
+    assert_eq!(a, reload(&json), "via json:\n{json}");
+    let yaml = zrepl_config::emit::to_yaml_string(&zrepl_config::emit::to_json_value(&a));
+    assert_eq!(a, reload(&yaml), "via yaml:\n{yaml}");
+    assert!(
+        json.contains("\"max_lag\": \"2d\"") && json.contains("\"action\": \"warn\""),
+        "{json}"
+    );
+}
+
 fn reload(src: &str) -> Config {
     match load_str(src, Path::new("/resolved.yml"), &MemLoader::default()) {
         Ok(l) => l.config,
@@ -537,11 +559,8 @@ fn client_pruning_of_a_source() {
     );
     assert!(p.allow);
     assert_eq!(p.keep.len(), 2);
-    let e = load(&SOURCE_CP.replace(
-        "CP",
-        "{allow: false, keep: [{type: last_n, count: 5}]}",
-    ))
-    .unwrap_err();
+    let e = load(&SOURCE_CP.replace("CP", "{allow: false, keep: [{type: last_n, count: 5}]}"))
+        .unwrap_err();
     assert!(e.contains("keep has no effect with allow: false"), "{e}");
     assert!(e.contains(":7:"), "{e}");
     let e = load(&SOURCE_CP.replace("CP", "{allow: maybe}")).unwrap_err();
