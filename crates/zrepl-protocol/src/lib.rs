@@ -122,7 +122,9 @@ pub struct ConvergeRequest {
 /// The outcome of destroying one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestroyResult {
+    #[serde(deserialize_with = "de_printable")]
     pub snapshot: String,
+    #[serde(default, deserialize_with = "de_printable_opt")]
     pub error: Option<String>,
 }
 
@@ -131,7 +133,40 @@ pub struct DestroyResult {
 #[error("{message}")]
 pub struct EndpointError {
     pub kind: ErrorKind,
+    /// From a peer, its control characters arrive escaped (see [`printable`]).
+    #[serde(deserialize_with = "de_printable")]
     pub message: String,
+}
+
+/// Text as it may be shown on a terminal or written to a log: control characters (terminal
+/// escape sequences, carriage returns, newlines that would forge log lines) become visible
+/// escapes (`\u{1b}`, `\n`). Every error text a peer sends is decoded through this, so a
+/// compromised peer cannot drive an operator's terminal through `zrepl status` or the logs.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn de_printable<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(printable(&s))
+}
+
+fn de_printable_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    Ok(s.as_deref().map(printable))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,4 +336,33 @@ pub trait Receiver: Send + Sync {
         fs: &DatasetPath,
         snapshots: &[FilesystemVersion],
     ) -> impl Future<Output = Result<Vec<DestroyResult>>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_text_arrives_printable() {
+        let e: EndpointError = serde_json::from_str(
+            r#"{"kind":"zfs","message":"boom\u001b[2J\u001b]0;owned\u0007\nfake log line\rx"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            e.message,
+            "boom\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\nfake log line\\rx"
+        );
+        assert!(!e.message.chars().any(char::is_control));
+        let d: DestroyResult =
+            serde_json::from_str(r#"{"snapshot":"a\u001b","error":"x\ny"}"#).unwrap();
+        assert_eq!(d.snapshot, "a\\u{1b}");
+        assert_eq!(d.error.as_deref(), Some("x\\ny"));
+        let d: DestroyResult = serde_json::from_str(r#"{"snapshot":"a"}"#).unwrap();
+        assert_eq!(d.error, None);
+        // Plain text is unchanged.
+        assert_eq!(
+            printable("pool/a@snap: dataset is busy"),
+            "pool/a@snap: dataset is busy"
+        );
+    }
 }
