@@ -522,7 +522,11 @@ pub async fn net_received_properties_cannot_mount_or_hook_into_the_host(t: Ctx) 
     let a = create(&t, "src/a")?;
     let vol = format!("{p}/src/vol");
     zfs(&["create", "-V", "8M", &vol])?;
-    zfs(&["set", "org.openzfs.systemd:wanted-by=multi-user.target", &vol])?;
+    zfs(&[
+        "set",
+        "org.openzfs.systemd:wanted-by=multi-user.target",
+        &vol,
+    ])?;
     create(&t, "sink")?;
     let dir = format!("/tmp/{p}-props");
     std::fs::create_dir_all(&dir)?;
@@ -563,7 +567,9 @@ pub async fn net_received_properties_cannot_mount_or_hook_into_the_host(t: Ctx) 
             "volume replicated with its properties"
         );
         let get = |prop: &str, field: &str, ds: &str| -> Result<String, String> {
-            Ok(zfs(&["get", "-H", "-o", field, prop, ds])?.trim().to_string())
+            Ok(zfs(&["get", "-H", "-o", field, prop, ds])?
+                .trim()
+                .to_string())
         };
         let mp = get("mountpoint", "value", &recv)?;
         let sink_mp = get("mountpoint", "value", &format!("{p}/sink"))?;
@@ -661,10 +667,20 @@ pub async fn net_source_bounds_what_a_pull_client_destroys(t: Ctx) -> TestResult
         child: None,
     };
     let snaps = |fs: &str| -> Result<Vec<String>, String> {
-        Ok(zfs(&["list", "-H", "-o", "name", "-t", "snapshot", "-s", "createtxg", fs])?
-            .lines()
-            .map(|l| l.rsplit('@').next().unwrap_or("").to_string())
-            .collect())
+        Ok(zfs(&[
+            "list",
+            "-H",
+            "-o",
+            "name",
+            "-t",
+            "snapshot",
+            "-s",
+            "createtxg",
+            fs,
+        ])?
+        .lines()
+        .map(|l| l.rsplit('@').next().unwrap_or("").to_string())
+        .collect())
     };
     let res: TestResult = async {
         da.start()?;
@@ -761,5 +777,12 @@ pub async fn net_source_bounds_what_a_pull_client_destroys(t: Ctx) -> TestResult
     .await;
     da.kill();
     db.kill();
-    res.map_err(|e| format!("{e}\n--- a:\n{}\n--- b:\n{}", tail(&da.log()), tail(&db.log())).into())
+    res.map_err(|e| {
+        format!(
+            "{e}\n--- a:\n{}\n--- b:\n{}",
+            tail(&da.log()),
+            tail(&db.log())
+        )
+        .into()
+    })
 }
