@@ -352,7 +352,9 @@ mod tests {
         server.await.unwrap().unwrap();
         let text = e.to_string();
         assert!(
-            text.contains("refused the connection: too many connections of client \"x\"  [31m(limit 2)"),
+            text.contains(
+                "refused the connection: too many connections of client \"x\"  [31m(limit 2)"
+            ),
             "{text}"
         );
         assert!(matches!(e, HandshakeError::Refused(_)));
