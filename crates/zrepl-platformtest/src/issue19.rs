@@ -308,3 +308,101 @@ pub(crate) async fn issue19_backpressure_stops_and_resumes_snapshots(t: Ctx) -> 
     let _ = std::fs::remove_dir_all(&dir);
     res
 }
+
+/// A source job with session hooks and `backpressure: {max_lag: 20s}`, pulled over tcp by a
+/// pull job of the same daemon: the pull's session runs the source's hooks (the client, the
+/// filesystems sent, no root); a filesystem never pulled (no cursor) is not held back; once
+/// pulled, snapshots stop when no pull came for longer than `max_lag` (the source's cursor is
+/// moved by the pull client's completions) and resume after the next pull.
+pub(crate) async fn issue19_source_session_hooks_and_backpressure(t: Ctx) -> TestResult {
+    let p = &t.pool;
+    let a = create(&t, "src/a")?;
+    create(&t, "pulled")?;
+    let dir = format!("/tmp/{p}-issue19-src");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let hooklog = format!("{dir}/hooks.log");
+    let _ = std::fs::remove_file(&hooklog);
+    let script = format!(
+        "#!/bin/sh\nfss=$(printf '%s' \"$ZREPL_FILESYSTEMS\" | tr '\\n' ',')\n\
+         echo \"$ZREPL_HOOKTYPE job=$ZREPL_JOB_NAME session=$ZREPL_SESSION client=$ZREPL_CLIENT root=${{ZREPL_ROOT-unset}} result=$ZREPL_RESULT fss=$fss err=$ZREPL_JOB_ERR\" >> {hooklog}\n"
+    );
+    std::fs::write(format!("{dir}/hook"), script).map_err(|e| e.to_string())?;
+    sh(&["chmod", "755", &format!("{dir}/hook")])?;
+    let cfg = format!("{dir}/zrepl.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  control: {{sockpath: {dir}/run/control}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+             jobs:\n\
+             - type: source\n  name: source\n  serve: {{type: tcp, listen: \"127.0.0.1:28911\", clients: {{\"127.0.0.1\": c}}}}\n  filesystems: {{\"{a}\": true}}\n\
+             \x20 snapshotting: {{type: periodic, prefix: zrepl_, interval: 3s, backpressure: {{max_lag: 20s}}}}\n\
+             \x20 hooks: {{pre: {{path: {dir}/hook}}, post: {{path: {dir}/hook}}}}\n\
+             - type: pull\n  name: pull\n  root_fs: {p}/pulled\n  interval: manual\n  recv: {{placeholder: {{encryption: inherit}}}}\n  connect: {{type: tcp, address: \"127.0.0.1:28911\"}}\n\
+             \x20 pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let daemon_log = format!("{dir}/daemon.log");
+    let mut d = spawn_daemon(&cfg, &daemon_log)?;
+    let res: TestResult = (|| {
+        let snap_error = |st: &serde_json::Value| {
+            st["jobs"]["source"]["snapshotting"]["error"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        };
+        // Never pulled: no cursor, snapshots go on past max_lag.
+        std::thread::sleep(Duration::from_secs(26));
+        let st = status(&cfg)?;
+        ensure!(
+            !snap_error(&st).contains("backpressure") && count_snapshots(&a)? >= 6,
+            "a filesystem never pulled was held back: {:#}",
+            st["jobs"]["source"]["snapshotting"]
+        );
+        let (code, out) = zrepl(&cfg, &["signal", "wakeup", "pull", "--wait"])?;
+        ensure!(code == 0, "exit {code}: {out}\n{}", tail(&daemon_log));
+        let pre = wait_line(&hooklog, "pre_replication job=source ", 10)?;
+        ensure!(
+            pre == "pre_replication job=source session=1 client=c root=unset result= fss= err=",
+            "pre: {pre}"
+        );
+        let post = wait_line(&hooklog, "post_replication job=source session=1 ", 20)?;
+        ensure!(
+            post == format!("post_replication job=source session=1 client=c root=unset result=done fss={a} err="),
+            "post: {post}"
+        );
+        // No pull for longer than max_lag: the source stops snapshotting.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !snap_error(&status(&cfg)?).contains("backpressure") {
+            ensure!(
+                Instant::now() < deadline,
+                "the source never held back\n{}",
+                tail(&daemon_log)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let held = count_snapshots(&a)?;
+        std::thread::sleep(Duration::from_secs(8));
+        ensure!(
+            count_snapshots(&a)? == held,
+            "the source snapshotted while held back"
+        );
+        // A pull replicates the backlog and moves the cursor: snapshots resume.
+        let (code, out) = zrepl(&cfg, &["signal", "wakeup", "pull", "--wait"])?;
+        ensure!(code == 0, "exit {code}: {out}\n{}", tail(&daemon_log));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count_snapshots(&a)? == held || !snap_error(&status(&cfg)?).is_empty() {
+            ensure!(
+                Instant::now() < deadline,
+                "the source did not resume snapshotting\n{}",
+                tail(&daemon_log)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(())
+    })();
+    let _ = d.kill();
+    let _ = d.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}

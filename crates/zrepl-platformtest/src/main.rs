@@ -201,6 +201,7 @@ fn main() {
     trials.extend(trials![issue19:
         issue19_sink_session_hooks_tcp_and_local,
         issue19_backpressure_stops_and_resumes_snapshots,
+        issue19_source_session_hooks_and_backpressure,
     ]);
     trials.extend(trials![scripting:
         script_wakeup_wait_exit_codes,
