@@ -23,10 +23,6 @@ pub enum NameError {
     InvalidChar { ch: char },
     #[error("empty component (leading, trailing or double '/')")]
     EmptyComponent,
-    #[error("a pool name must begin with a letter")]
-    PoolName,
-    #[error("must not begin with '-' (it would be read as a command-line option)")]
-    LeadingDash,
     #[error("component {0:?} is a self or parent reference")]
     SelfOrParentRef(String),
     #[error("multiple '@' or '#' delimiters in name")]
@@ -108,11 +104,6 @@ pub fn check_entity(name: &str) -> Result<EntityKind, NameError> {
         }
     };
     check_dataset_components(ds)?;
-    // OpenZFS's pool_namecheck: a pool name begins with a letter. So no full name can begin
-    // with '-' and be taken for an option of a `zfs` command.
-    if !ds.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        return Err(NameError::PoolName);
-    }
     if let Some(tail) = tail {
         if tail.contains('/') {
             return Err(NameError::SlashAfterDelimiter);
@@ -175,10 +166,6 @@ pub fn check_hold_tag(tag: &str) -> Result<(), NameError> {
     }
     if let Some(ch) = tag.chars().find(|c| c.is_control()) {
         return Err(NameError::InvalidChar { ch });
-    }
-    // `zfs hold <tag> <snapshot>...`: the tag stands alone on the command line.
-    if tag.starts_with('-') {
-        return Err(NameError::LeadingDash);
     }
     Ok(())
 }
@@ -353,11 +340,6 @@ mod tests {
             ("pool/a%b", NameError::InvalidChar { ch: '%' }),
             ("pool/a\tb", NameError::InvalidChar { ch: '\t' }),
             ("pool/a\nb", NameError::InvalidChar { ch: '\n' }),
-            ("-o/x", NameError::PoolName),
-            ("-r", NameError::PoolName),
-            ("1pool/a", NameError::PoolName),
-            ("-pool@snap", NameError::PoolName),
-            (":pool#b", NameError::PoolName),
         ];
         for (n, e) in bad {
             assert_eq!(check_entity(n).as_ref(), Err(e), "{n:?}");
@@ -388,7 +370,6 @@ mod tests {
         assert!(check_hold_tag("a\tb").is_err());
         assert!(check_hold_tag(&"x".repeat(256)).is_err());
         assert!(check_hold_tag(&"x".repeat(255)).is_ok());
-        assert_eq!(check_hold_tag("-r"), Err(NameError::LeadingDash));
     }
 
     #[test]
