@@ -31,6 +31,7 @@ impl VersionPath {
         check_component(name).map_err(|e| ZfsError::invalid_name(full.clone(), e))?;
         // The whole name has a length limit too.
         check_entity(&full).map_err(|e| ZfsError::invalid_name(full.clone(), e))?;
+        no_leading_dash(&full)?;
         Ok(VersionPath {
             fs: fs.clone(),
             typ,
@@ -107,7 +108,21 @@ pub(crate) fn dataset_arg(fs: &DatasetPath) -> Result<String, ZfsError> {
     if fs.is_empty() {
         return Err(ZfsError::invalid_name("", NameError::Empty));
     }
-    Ok(fs.to_string())
+    let s = fs.to_string();
+    no_leading_dash(&s)?;
+    Ok(s)
+}
+
+/// A name on a `zfs` command line never starts with `-` (it would be read as an option).
+/// OpenZFS's pool names begin with a letter, so no real dataset is refused here; relative paths
+/// (below a receiver's root) may begin with any valid character and are not checked.
+fn no_leading_dash(full: &str) -> Result<(), ZfsError> {
+    if full.starts_with('-') {
+        return Err(ZfsError::InvalidArgument(format!(
+            "{full:?} must not start with '-' (it would be read as an option)"
+        )));
+    }
+    Ok(())
 }
 
 /// Validates a hold tag (OpenZFS: non-empty, < 256 bytes; we also refuse control characters).
@@ -212,6 +227,14 @@ mod tests {
         assert!(VersionPath::snapshot(&DatasetPath::empty(), "x").is_err());
         let long = "a".repeat(250);
         assert!(VersionPath::snapshot(&p("pool/abc"), &long).is_err());
+        // Nothing that goes on a command line may look like an option; relative paths may.
+        for dash in ["-o/x@s", "-r@s", "-F#b"] {
+            let e = VersionPath::parse(dash).unwrap_err().to_string();
+            assert!(e.contains("must not start with '-'"), "{dash}: {e}");
+        }
+        assert!(dataset_arg(&p("-R/x")).is_err());
+        assert!(dataset_arg(&p("pool/-x")).is_ok());
+        assert!(DatasetPath::parse("-relative/x").is_ok());
     }
 
     #[test]
