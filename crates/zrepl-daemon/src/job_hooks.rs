@@ -81,9 +81,11 @@ pub(crate) async fn run(
         Some(t) => match tokio::time::timeout(t, child.wait()).await {
             Ok(r) => r,
             Err(_) => {
-                // The hook and everything it started (its process group).
+                // The hook and everything it started (its process group), before the leader
+                // is reaped (its pid, the group's id, could be reused after that).
                 crate::hook_process::kill_group(&child);
                 let _ = child.kill().await;
+                group.disarm();
                 stdout.abort();
                 stderr.abort();
                 return Err(format!("{edge} hook {} timed out after {t:?}", hook.path));

@@ -80,7 +80,10 @@ pub(crate) async fn serve(
                 Ok(a) => a,
                 Err(reason) => {
                     tracing::warn!(job = %job, peer = %peer, client = %identity, "connection refused: {reason}");
-                    let _ = zrepl_rpc::handshake::refuse(&mut io, handshake_timeout, &reason).await;
+                    // Briefly: a refused connection is not counted anywhere, so it must not
+                    // linger.
+                    let brief = handshake_timeout.min(std::time::Duration::from_secs(1));
+                    let _ = zrepl_rpc::handshake::refuse(&mut io, brief, &reason).await;
                     return;
                 }
             };

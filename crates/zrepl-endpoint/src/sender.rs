@@ -666,13 +666,15 @@ impl zrepl_protocol::Sender for LocalSender {
         lock(&self.prepared).planned.clear();
         let level = req.replication.for_step(req.from.is_some());
         let mut keep = Vec::new();
-        // A cursor never moves backwards (see `plan::newer_cursor`): the newer one stays.
-        let newer = plan::newer_cursor(&self.cfg.job, &versions, &req.to).cloned();
-        if let Some(n) = &newer {
-            tracing::warn!(job = %self.cfg.job, "{}", plan::backwards_error(fs, &req.to, n));
-            keep.push(n.clone());
+        // A newer cursor is never destroyed (see `plan::newer_cursors`; `to` as listed here,
+        // not as the request claims).
+        if let Some(to) = plan::listed_version(&versions, &req.to) {
+            for n in plan::newer_cursors(&self.cfg.job, &versions, to) {
+                tracing::warn!(job = %self.cfg.job, fs = %fs, cursor = %n.name, "the completed step is older than this replication cursor: the cursor is kept");
+                keep.push(n.clone());
+            }
         }
-        if level != Protection::GuaranteeNothing && newer.is_none() {
+        if level != Protection::GuaranteeNothing {
             let name = cursor_bookmark_name(req.to.guid, &self.cfg.job);
             let cursor = self
                 .zfs
@@ -717,7 +719,7 @@ impl zrepl_protocol::Sender for LocalSender {
             .list_versions(fs, VersionTypes::Bookmarks)
             .await
             .map_err(|e| zfs_err(format!("cannot list bookmarks of {fs}"), e))?;
-        Ok(newest_cursor(&bms, &self.cfg.job))
+        Ok(pruning_cursor(&bms, &self.cfg.job))
     }
 
     async fn replication_cursors(
@@ -727,7 +729,7 @@ impl zrepl_protocol::Sender for LocalSender {
         let listed = zrepl_protocol::Sender::list_versions_many(self, fss).await?;
         Ok(listed
             .into_iter()
-            .map(|v| v.map(|v| newest_cursor(&v, &self.cfg.job)))
+            .map(|v| v.map(|v| pruning_cursor(&v, &self.cfg.job)))
             .collect())
     }
 
@@ -885,6 +887,52 @@ impl LocalSender {
             .iter()
             .map(|r| self.check_allowed(&r.filesystem))
             .collect();
+        // What the request says exists is a peer's claim: the plan is made from this side's
+        // own listing (one command for all), so a client cannot name bookmarks to destroy,
+        // holds to release or a `createtxg` that is not ours.
+        let fss: Vec<DatasetPath> = reqs
+            .iter()
+            .zip(&results)
+            .filter(|(_, ok)| ok.is_ok())
+            .map(|(r, _)| r.filesystem.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> =
+            if fss.is_empty() {
+                BTreeMap::new()
+            } else {
+                fss.iter()
+                    .cloned()
+                    .zip(list_versions_many(&self.zfs, &fss).await?)
+                    .collect()
+            };
+        let trusted: Vec<Option<ConvergeRequest>> = reqs
+            .iter()
+            .zip(results.iter_mut())
+            .map(|(r, res)| {
+                res.as_ref().ok()?;
+                match listed.get(&r.filesystem) {
+                    Some(Ok(vs)) => match crate::plan::sender_converge_request(r, vs) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            *res = Err(e);
+                            None
+                        }
+                    },
+                    Some(Err(e)) => {
+                        *res = Err(e.clone());
+                        None
+                    }
+                    None => None,
+                }
+            })
+            .collect();
+        let reqs: &[ConvergeRequest] = &trusted
+            .iter()
+            .zip(reqs)
+            .map(|(t, r)| t.clone().unwrap_or_else(|| r.clone()))
+            .collect::<Vec<_>>();
         let plans: Vec<Option<crate::plan::SenderConverge>> = reqs
             .iter()
             .zip(&results)
@@ -1041,10 +1089,14 @@ fn is_placeholder(path: &DatasetPath, p: &zrepl_zfs::Properties) -> bool {
 
 /// The newest v2 cursor of `job` among `bookmarks` whose embedded GUID is its real GUID
 /// (a bookmark whose name lies about its GUID is ignored, as in zrepl).
-pub(crate) fn newest_cursor(
+pub(crate) fn pruning_cursor(
     bookmarks: &[FilesystemVersion],
     job: &str,
 ) -> Option<FilesystemVersion> {
+    // Usually there is one. Two exist between a completion's new cursor and the destruction
+    // of the old one (a crash in between), or when a completion was older than the cursor
+    // (`plan::newer_cursors` keeps the newer one): pruning then goes by the oldest, which
+    // counts more snapshots as not replicated, never fewer.
     bookmarks
         .iter()
         .filter(|b| b.typ == VersionType::Bookmark)
@@ -1052,7 +1104,7 @@ pub(crate) fn newest_cursor(
             matches!(parse_cursor_bookmark(&b.name),
                 Some((AbstractionType::ReplicationCursorV2, Some(g), Some(j))) if j == job && g == b.guid)
         })
-        .max_by_key(|b| b.createtxg)
+        .min_by_key(|b| b.createtxg)
         .cloned()
 }
 

@@ -176,7 +176,8 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Banner, HandshakeError> {
     let theirs = exchange_banner(io, timeout, Banner::ours()).await?;
     if let Some(r) = theirs.refusal() {
-        return Err(HandshakeError::Refused(r.to_string()));
+        // Shown to an operator: escaped, whatever the peer sent.
+        return Err(HandshakeError::Refused(zrepl_protocol::printable(r)));
     }
     Ok(theirs)
 }

@@ -507,7 +507,15 @@ async fn receiver_dispatch<E: Receiver + 'static>(
         };
         return reply(ep.receive(r, stream).await);
     }
-    if let Err(e) = body.finish().await {
+    let finished = tokio::time::timeout(wire::REQUEST_DEADLINE, body.finish())
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("it did not end within {:?}", wire::REQUEST_DEADLINE),
+            ))
+        });
+    if let Err(e) = finished {
         return reply::<()>(Err(EndpointError::invalid(format!(
             "request {method}: {e}"
         ))));

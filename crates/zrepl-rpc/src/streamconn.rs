@@ -310,7 +310,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for FrameReader<R> {
                 this.done = true;
                 return Poll::Ready(Err(std::io::Error::other(format!(
                     "peer's stream failed: {}",
-                    String::from_utf8_lossy(reason)
+                    zrepl_protocol::printable(&String::from_utf8_lossy(reason))
                 ))));
             }
             // The next frame header.

@@ -43,19 +43,16 @@ pub fn sender_converge(job: &str, req: &ConvergeRequest) -> SenderConverge {
         .bookmarks
         .iter()
         .any(|b| b.typ == VersionType::Bookmark && b.name == want && b.guid == req.common.guid);
-    // A cursor never moves backwards (`sends::newer_cursor`): a newer one stays the cursor.
-    let newer = sends::newer_cursor(job, &req.bookmarks, &req.common);
-    let create_cursor =
-        (keep_cursor && !has_cursor && newer.is_none()).then(|| (req.common.clone(), want.clone()));
+    // A newer cursor is never destroyed (`sends::newer_cursors`); the cursor on `common` is made
+    // anyway, so that the common version stays protected.
+    let newer = sends::newer_cursors(job, &req.bookmarks, &req.common);
+    let create_cursor = (keep_cursor && !has_cursor).then(|| (req.common.clone(), want.clone()));
     let destroy = req
         .bookmarks
         .iter()
         .filter(is_ours)
-        .filter(|b| match newer {
-            // The newer cursor is the one that stays.
-            Some(n) => n.name != b.name,
-            None => !(keep_cursor && b.name == want),
-        })
+        .filter(|b| !(keep_cursor && b.name == want))
+        .filter(|b| !newer.iter().any(|n| n.name == b.name))
         .filter(|b| !(b.typ == req.common.typ && b.name == req.common.name))
         .cloned()
         .collect();
@@ -70,6 +67,38 @@ pub fn sender_converge(job: &str, req: &ConvergeRequest) -> SenderConverge {
         destroy,
         check_holds,
     }
+}
+
+/// A sender's [`ConvergeRequest`] rebuilt from this side's own listing of the filesystem:
+/// `common` must exist with its type, name and GUID (its `createtxg` is taken from the listing),
+/// `held` are the listed snapshots with holds and `bookmarks` the listed cursor-like bookmarks,
+/// whatever the peer sent.
+pub fn sender_converge_request(
+    req: &ConvergeRequest,
+    versions: &[FilesystemVersion],
+) -> Result<ConvergeRequest, zrepl_protocol::EndpointError> {
+    let common = sends::listed_version(versions, &req.common).ok_or_else(|| {
+        zrepl_protocol::EndpointError::not_found(format!(
+            "{} (guid {:#x}) does not exist",
+            req.common.full_path(&req.filesystem),
+            req.common.guid
+        ))
+    })?;
+    Ok(ConvergeRequest {
+        filesystem: req.filesystem.clone(),
+        common: common.clone(),
+        held: versions
+            .iter()
+            .filter(|v| v.typ == VersionType::Snapshot && v.userrefs.unwrap_or(0) > 0)
+            .cloned()
+            .collect(),
+        bookmarks: versions
+            .iter()
+            .filter(|v| v.typ == VersionType::Bookmark && parse_cursor_bookmark(&v.name).is_some())
+            .cloned()
+            .collect(),
+        replication: req.replication,
+    })
 }
 
 /// Of the snapshots' hold tags (as `zfs holds` lists them), the snapshots that carry `job`'s
@@ -271,10 +300,10 @@ mod tests {
                 destroy: vec![],
             },
             Case {
-                what: "a peer converging to an older version: the newer cursor stays, an older one goes",
+                what: "converging to an older version: its cursor exists and stays, the newer one stays too",
                 req: req(s1.clone(), vec![], vec![c1.clone(), c2.clone(), t1.clone()], GuaranteeResumability),
                 create: None,
-                destroy: vec![c1.name.clone(), t1.name.clone()],
+                destroy: vec![t1.name.clone()],
             },
             Case {
                 what: "a bookmark named like the cursor but of another guid: creating the cursor fails clearly, nothing goes",
@@ -425,5 +454,50 @@ mod tests {
             assert_eq!(got.hold.as_ref().map(|v| v.name.as_str()), hold, "{what}");
             assert_eq!(names(&got.release), release, "{what}");
         }
+    }
+
+    #[test]
+    fn a_converge_request_is_rebuilt_from_this_sides_listing() {
+        let s1 = snap("1", 0x11, 10);
+        let s2 = snap("2", 0x22, 20);
+        let c2 = bm(&cursor_bookmark_name(0x22, "j"), 0x22, 20);
+        let held = FilesystemVersion {
+            userrefs: Some(1),
+            ..snap("0", 0x10, 5)
+        };
+        let listing = vec![
+            held.clone(),
+            s1.clone(),
+            s2.clone(),
+            c2.clone(),
+            bm("mine", 0x11, 10),
+        ];
+        // The peer claims s1 is the newest (createtxg), names a bookmark to destroy that is
+        // not there and holds that are not there, and leaves out the real cursor.
+        let lying = req(
+            FilesystemVersion {
+                createtxg: u64::MAX,
+                ..s1.clone()
+            },
+            vec![snap("2", 0x22, 20)],
+            vec![bm(&cursor_bookmark_name(0x99, "j"), 0x99, 1)],
+            Protection::GuaranteeResumability,
+        );
+        let t = sender_converge_request(&lying, &listing).unwrap();
+        assert_eq!(t.common, s1);
+        assert_eq!(names(&t.held), vec!["0"]);
+        assert_eq!(names(&t.bookmarks), vec![c2.name.as_str()]);
+        // The plan from it keeps the newer cursor and makes s1's.
+        let p = sender_converge("j", &t);
+        assert!(p.destroy.is_empty(), "{:?}", p.destroy);
+        assert_eq!(p.create_cursor.map(|(v, _)| v.name), Some("1".to_string()));
+        // A common version that is not here (name or guid) is an error, not a plan.
+        let gone = req(
+            snap("1", 0x99, 10),
+            vec![],
+            vec![],
+            Protection::GuaranteeResumability,
+        );
+        assert!(sender_converge_request(&gone, &listing).is_err());
     }
 }

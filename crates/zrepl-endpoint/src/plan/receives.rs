@@ -212,7 +212,8 @@ pub fn older_holds(
 
 /// Properties a received stream may not set on this host unless the operator decides their
 /// value (`recv.properties.override`): where a filesystem is mounted, whether it is shared over
-/// NFS/SMB, and the systemd mount generator's unit dependencies. A sending peer (a client of a
+/// NFS/SMB, whether setuid binaries, executables and device nodes in it work, and the systemd
+/// mount generator's unit dependencies. A sending peer (a client of a
 /// sink, the source of a pull) could otherwise mount its data over any path of the receiving
 /// host (`mountpoint=/etc/cron.d`), export it, or tie the host's boot to it. With them inherited,
 /// a received filesystem mounts below its parent inside `root_fs`. The sent values are still
@@ -222,6 +223,12 @@ pub const PROTECTED_RECEIVED_PROPERTIES: &[&str] = &[
     "mountpoint",
     "sharenfs",
     "sharesmb",
+    // What a mounted replica may do on this host: the receiving side's values apply (set
+    // `setuid=off exec=off devices=off` on `root_fs` to keep a peer's setuid binaries and
+    // device nodes inert here).
+    "setuid",
+    "exec",
+    "devices",
     "org.openzfs.systemd:requires",
     "org.openzfs.systemd:requires-mounts-for",
     "org.openzfs.systemd:before",

@@ -79,16 +79,17 @@ fn step_snapshots(r: &SendRequest) -> impl Iterator<Item = &FilesystemVersion> {
         .filter(|v| v.typ == VersionType::Snapshot)
 }
 
-/// The newest replication cursor of `job` among `versions` that is newer than `to` (by
-/// `createtxg`): moving the cursor to `to` would move it backwards. A peer may not do that
-/// (issue: untrusted peers; zrepl#102): the cursor is what keeps the sender's incremental
-/// source and what `not_replicated` measures, so a client could otherwise unprotect what
-/// it has not replicated. Only this job's cursors count.
-pub fn newer_cursor<'a>(
+/// This job's replication cursors among `versions` that are newer than `to` (by `createtxg`;
+/// both must come from this side's own listing, never from a peer's request). A completion or
+/// convergence to `to` never destroys them (issue: untrusted peers; zrepl#102): a client cannot
+/// move the cursor backwards. The cursor at `to` is still made, so a receiver that really went
+/// back (rolled back, re-seeded) keeps its incremental source protected; the next completion
+/// past the newer cursor replaces both.
+pub fn newer_cursors<'a>(
     job: &str,
     versions: &'a [FilesystemVersion],
     to: &FilesystemVersion,
-) -> Option<&'a FilesystemVersion> {
+) -> Vec<&'a FilesystemVersion> {
     versions
         .iter()
         .filter(|v| v.typ == VersionType::Bookmark && v.createtxg > to.createtxg)
@@ -96,22 +97,18 @@ pub fn newer_cursor<'a>(
             matches!(parse_cursor_bookmark(&v.name),
                 Some((AbstractionType::ReplicationCursorV2, _, Some(j))) if j == job)
         })
-        .max_by_key(|v| v.createtxg)
+        .collect()
 }
 
-/// Why a completion does not move a cursor backwards.
-pub fn backwards_error(
-    fs: &DatasetPath,
-    to: &FilesystemVersion,
-    newer: &FilesystemVersion,
-) -> EndpointError {
-    EndpointError::invalid(format!(
-        "refusing to move the replication cursor of {fs} backwards: {} is older than the cursor {} (createtxg {} < {})",
-        to.full_path(fs),
-        newer.full_path(fs),
-        to.createtxg,
-        newer.createtxg
-    ))
+/// The version of this side's listing that `want` names (type, name and GUID): its
+/// `createtxg` is this side's, not what a peer claimed.
+pub fn listed_version<'a>(
+    versions: &'a [FilesystemVersion],
+    want: &FilesystemVersion,
+) -> Option<&'a FilesystemVersion> {
+    versions
+        .iter()
+        .find(|v| v.typ == want.typ && v.name == want.name && v.guid == want.guid)
 }
 
 /// The first half of `prepare_sends`: the step holds of the round.
@@ -227,8 +224,8 @@ pub struct SendCompletion {
     pub replaced: Vec<(Option<VersionPath>, VersionPath)>,
     /// This round's step holds, given back once the cursors exist.
     pub release: Vec<VersionPath>,
-    /// Filesystems whose cursor stays because it is newer than their newest completed `to`
-    /// (see [`newer_cursor`]), with why: logged, the steps still complete.
+    /// Filesystems whose newer cursor is kept besides the new one (see [`newer_cursors`]),
+    /// with why: logged.
     pub not_moved: Vec<String>,
 }
 
@@ -253,31 +250,41 @@ pub fn complete_sends(
             }
         })
         .collect();
-    let mut newest: BTreeMap<&DatasetPath, usize> = BTreeMap::new();
+    // Each checked request's `to` as this side lists it: its createtxg is ours, not the peer's.
+    let to_of = |i: usize| -> Option<&FilesystemVersion> {
+        match listed.get(&reqs[i].filesystem) {
+            Some(Ok(vs)) => listed_version(vs, &reqs[i].to),
+            _ => None,
+        }
+    };
+    let mut newest: BTreeMap<&DatasetPath, (usize, &FilesystemVersion)> = BTreeMap::new();
     for (i, r) in reqs.iter().enumerate().filter(|(i, _)| results[*i].is_ok()) {
-        let e = newest.entry(&r.filesystem).or_insert(i);
-        if r.to.createtxg > reqs[*e].to.createtxg {
-            *e = i;
+        let Some(to) = to_of(i) else { continue };
+        let e = newest.entry(&r.filesystem).or_insert((i, to));
+        if to.createtxg > e.1.createtxg {
+            *e = (i, to);
         }
     }
     let mut out = SendCompletion {
         results,
         newest_txg: newest
             .iter()
-            .map(|(fs, &i)| ((*fs).clone(), reqs[i].to.createtxg))
+            .map(|(fs, (_, to))| ((*fs).clone(), to.createtxg))
             .collect(),
         ..Default::default()
     };
-    for (fs, &i) in &newest {
+    for (fs, &(i, to)) in &newest {
         let r = &reqs[i];
-        if let Some(Ok(versions)) = listed.get(*fs) {
-            if let Some(newer) = newer_cursor(job, versions, &r.to) {
-                // The steps' data arrived (they complete); the cursor stays where it is.
-                out.not_moved
-                    .push(backwards_error(fs, &r.to, newer).to_string());
-                out.newest_txg.remove(*fs);
-                continue;
-            }
+        let newer: Vec<&FilesystemVersion> = match listed.get(*fs) {
+            Some(Ok(versions)) => newer_cursors(job, versions, to),
+            _ => Vec::new(),
+        };
+        if let Some(n) = newer.first() {
+            out.not_moved.push(format!(
+                "{} is older than the replication cursor {}: the newer cursor is kept (a receiver that went back, or a peer that tried to move the cursor backwards)",
+                to.full_path(fs),
+                n.full_path(fs)
+            ));
         }
         let guard = if r.replication.for_step(r.from.is_some()) != Protection::GuaranteeNothing {
             let name = cursor_bookmark_name(r.to.guid, job);
@@ -305,7 +312,8 @@ pub fn complete_sends(
                     AbstractionType::TentativeReplicationCursorV2
                         | AbstractionType::ReplicationCursorV2
                 );
-            if ours && guard.as_ref().is_none_or(|g| g.name() != v.name) {
+            let is_newer = newer.iter().any(|n| n.name == v.name);
+            if ours && !is_newer && guard.as_ref().is_none_or(|g| g.name() != v.name) {
                 let bm = VersionPath::of(fs, v).map_err(|e| zfs_err("cleanup", e))?;
                 out.replaced.push((guard.clone(), bm));
             }
@@ -956,9 +964,9 @@ mod tests {
         let a1 = snap("a1", 1, 10);
         let a2 = snap("a2", 2, 20);
         let a3 = snap("a3", 3, 30);
-        // The cursor is at a3; a (malicious or confused) completion of a1 -> a2 leaves it there:
-        // nothing is created or destroyed for that filesystem; another job's newer cursor and
-        // a tentative cursor do not count.
+        // The cursor is at a3; a completion of a1 -> a2 (a receiver rolled back or re-seeded,
+        // or a malicious client) makes a2's cursor and keeps a3's: nothing the peer sends can
+        // destroy a newer cursor. Another job's newer cursor and a tentative cursor do not count.
         let reqs = vec![
             req("p/a", Some(a1.clone()), a2.clone()),
             req("p/b", Some(a1.clone()), a2.clone()),
@@ -982,18 +990,23 @@ mod tests {
         ]);
         let c = complete_sends(JOB, &reqs, any, &listed).unwrap();
         assert!(c.results.iter().all(Result::is_ok));
-        assert_eq!(c.not_moved.len(), 1);
-        assert!(
-            c.not_moved[0].contains("p/a@a2 is older than the cursor"),
-            "{:?}",
-            c.not_moved
-        );
         let cursors: Vec<String> = c.cursors.iter().map(|n| n.source.to_string()).collect();
-        assert_eq!(cursors, vec!["p/b@a2"]);
-        assert!(c.replaced.iter().all(|(_, b)| b.fs().to_string() == "p/b"));
-        assert!(!c.newest_txg.contains_key(&fs("p/a")));
+        assert_eq!(cursors, vec!["p/a@a2", "p/b@a2"]);
+        let replaced: Vec<String> = c.replaced.iter().map(|(_, b)| b.to_string()).collect();
+        assert!(
+            !replaced.iter().any(|b| b.starts_with("p/a#")),
+            "{replaced:?}"
+        );
+        assert_eq!(c.not_moved.len(), 1);
+        assert!(c.not_moved[0].contains("p/a@a2 is older than the replication cursor"));
+        // The peer's claimed createtxg does not count: a `to` that says it is the newest is
+        // still a2 here.
+        let lying = vec![req("p/a", Some(a1.clone()), snap("a2", 2, u64::MAX))];
+        let c = complete_sends(JOB, &lying, any, &listed).unwrap();
+        assert!(c.replaced.is_empty(), "{:?}", c.replaced);
+        assert_eq!(c.newest_txg[&fs("p/a")], 20);
         // The same `to` as the cursor is no move at all.
-        assert!(newer_cursor(JOB, &[cursor(3, 30)], &a3).is_none());
+        assert!(newer_cursors(JOB, &[cursor(3, 30)], &a3).is_empty());
     }
 
     #[test]
