@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's one test command (README, .ci/run): formatting, lints, every unit and integration
-# test, the fuzz targets' build, the Debian package's scenario in the test VM booted with systemd
+# test, every fuzz target run for a bounded time (tools/fuzz.sh), the Debian package's scenario in the test VM booted with systemd
 # (tools/package-test.sh), and the platform tests on real OpenZFS in the test VM.
 #
 #   bash tools/test.sh            # everything

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the host tools needed to build and boot the OpenZFS test VM:
-# debootstrap, qemu-system-x86 (from bookworm-backports), qemu-img, mke2fs.
+# debootstrap, qemu-system-x86 (from bookworm-backports), qemu-img, mke2fs; and g++ for the
+# fuzz targets' libFuzzer.
 #
 # Idempotent: when every needed binary is already present it does nothing (no
 # apt-get at all). Otherwise it adds bookworm-backports/main to the apt sources
@@ -23,6 +24,8 @@ declare -A need=(
     [sha256sum]=coreutils
     [timeout]=coreutils
     [awk]=mawk
+    # libFuzzer (tools/fuzz.sh, run by tools/test.sh) is C++.
+    [g++]=g++
 )
 
 missing=()
