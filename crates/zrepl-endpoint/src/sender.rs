@@ -100,9 +100,11 @@ pub(crate) struct Prepared {
     /// job's cursors change only in this job's completion.
     listing: BTreeMap<DatasetPath, Vec<FilesystemVersion>>,
     /// The last `list_versions_many` (the one the round was planned on), for the next
-    /// `prepare_sends` (taken once). Requests are checked against it; GUIDs are checked again,
-    /// race-free, on the stream `zfs send` produces ([`check_stream_begin`]). Dropped when a
-    /// completion moves cursors, so that it never shows cursors that are gone.
+    /// `prepare_sends` (each entry taken once) and for `converge` of the filesystems the round
+    /// had no step for. Requests are checked against it; GUIDs are checked again, race-free, on
+    /// the stream `zfs send` produces ([`check_stream_begin`]). A filesystem's entry is dropped
+    /// when a completion or convergence moves its cursors, so that it never shows cursors that
+    /// are gone.
     planned: BTreeMap<DatasetPath, Vec<FilesystemVersion>>,
 }
 
@@ -530,10 +532,13 @@ impl zrepl_protocol::Sender for LocalSender {
         // filesystem without one is listed now, under the holds). What is held cannot be
         // destroyed; that the held names still carry the planned GUIDs is checked by `send`
         // on the stream itself. Decisions: `plan::step_holds`, `plan::prepared`.
-        let holds = plan::step_holds(reqs, |f| self.check_allowed(f).is_ok())?;
-        if holds.requests.is_empty() {
-            return Ok(());
-        }
+        let holds = match plan::step_holds(reqs, |f| self.check_allowed(f).is_ok()) {
+            Ok(h) if !h.requests.is_empty() => h,
+            other => {
+                lock(&self.prepared).planned = planned;
+                return other.map(|_| ());
+            }
+        };
         let tag = step_hold_tag(&self.cfg.job);
         self.zfs
             .hold(&tag, &holds.snapshots)
@@ -571,6 +576,8 @@ impl zrepl_protocol::Sender for LocalSender {
                 .iter()
                 .filter_map(|f| Some((f.clone(), listed.remove(f)?.ok()?)))
                 .collect();
+            // The filesystems without steps keep their planning listing for `converge`.
+            prepared.planned = planned;
         }
         // Requests that do not match what exists (their `send` fails) keep no holds of ours.
         if !done.release.is_empty() {
@@ -662,8 +669,8 @@ impl zrepl_protocol::Sender for LocalSender {
         self.check_allowed(&req.filesystem)?;
         let fs = &req.filesystem;
         let versions = self.resolve(req).await?;
-        // The cursors change: a kept planning listing would show gone ones.
-        lock(&self.prepared).planned.clear();
+        // Its cursors change: a kept planning listing would show gone ones.
+        lock(&self.prepared).planned.remove(fs);
         let level = req.replication.for_step(req.from.is_some());
         let mut keep = Vec::new();
         // A newer cursor is never destroyed (see `plan::newer_cursors`; `to` as listed here,
@@ -866,7 +873,9 @@ impl LocalSender {
                     p.steps.remove(&prepared_key(r));
                 }
             }
-            p.planned.clear();
+            for f in &fss {
+                p.planned.remove(f);
+            }
         }
         Ok(c.results)
     }
@@ -898,15 +907,26 @@ impl LocalSender {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> =
-            if fss.is_empty() {
-                BTreeMap::new()
-            } else {
-                fss.iter()
+        // This round's planning listing covers them (a round converges the filesystems it had
+        // no step for); the others are listed now, in one command.
+        let mut listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> = {
+            let p = lock(&self.prepared);
+            fss.iter()
+                .filter_map(|f| Some((f.clone(), Ok(p.planned.get(f)?.clone()))))
+                .collect()
+        };
+        let rest: Vec<DatasetPath> = fss
+            .iter()
+            .filter(|f| !listed.contains_key(*f))
+            .cloned()
+            .collect();
+        if !rest.is_empty() {
+            listed.extend(
+                rest.iter()
                     .cloned()
-                    .zip(list_versions_many(&self.zfs, &fss).await?)
-                    .collect()
-            };
+                    .zip(list_versions_many(&self.zfs, &rest).await?),
+            );
+        }
         let trusted: Vec<Option<ConvergeRequest>> = reqs
             .iter()
             .zip(results.iter_mut())
@@ -1040,9 +1060,12 @@ impl LocalSender {
         for (bm, e) in failed {
             tracing::warn!(bookmark = %bm, error = %e, "converge: cannot destroy stale cursor");
         }
-        if reqs.iter().zip(&results).any(|(_, r)| r.is_ok()) {
-            // The cursors changed: a kept planning listing would show gone ones.
-            lock(&self.prepared).planned.clear();
+        {
+            // Their cursors changed: a kept planning listing would show gone ones.
+            let mut p = lock(&self.prepared);
+            for r in reqs {
+                p.planned.remove(&r.filesystem);
+            }
         }
         Ok(results)
     }
