@@ -160,6 +160,25 @@ pub(crate) async fn list_versions_many(
         .collect())
 }
 
+/// Completes `listed` (what this side already knows from the round) with one listing of the
+/// filesystems of `fss` it does not cover.
+async fn list_missing(
+    zfs: &Zfs,
+    fss: &[DatasetPath],
+    listed: &mut plan::Listing,
+) -> Result<(), EndpointError> {
+    let rest: Vec<DatasetPath> = fss
+        .iter()
+        .filter(|f| !listed.contains_key(*f))
+        .cloned()
+        .collect();
+    if !rest.is_empty() {
+        let got = list_versions_many(zfs, &rest).await?;
+        listed.extend(rest.into_iter().zip(got));
+    }
+    Ok(())
+}
+
 fn send_bucket(cfg: &SenderConfig, reg: &Registry) -> Option<Arc<crate::ratelimit::Bucket>> {
     cfg.bandwidth_limit
         .map(|l| reg.bucket(&format!("send\0{}", cfg.job), l))
@@ -551,20 +570,7 @@ impl zrepl_protocol::Sender for LocalSender {
             .iter()
             .filter_map(|f| Some((f.clone(), Ok(planned.remove(f)?))))
             .collect();
-        let unplanned: Vec<DatasetPath> = holds
-            .filesystems
-            .iter()
-            .filter(|f| !listed.contains_key(*f))
-            .cloned()
-            .collect();
-        if !unplanned.is_empty() {
-            listed.extend(
-                unplanned
-                    .iter()
-                    .cloned()
-                    .zip(list_versions_many(&self.zfs, &unplanned).await?),
-            );
-        }
+        list_missing(&self.zfs, &holds.filesystems, &mut listed).await?;
         let done = plan::prepared(reqs, &holds, &listed);
         {
             let mut prepared = lock(&self.prepared);
@@ -799,18 +805,7 @@ impl LocalSender {
                 .filter_map(|f| Some((f.clone(), Ok(p.listing.remove(f)?))))
                 .collect()
         };
-        let rest: Vec<DatasetPath> = fss
-            .iter()
-            .filter(|f| !listed.contains_key(*f))
-            .cloned()
-            .collect();
-        if !rest.is_empty() {
-            listed.extend(
-                rest.iter()
-                    .cloned()
-                    .zip(list_versions_many(&self.zfs, &rest).await?),
-            );
-        }
+        list_missing(&self.zfs, &fss, &mut listed).await?;
         // Decided by `plan::complete_sends`: the new cursors first (one channel program, one
         // transaction group), then what they replace and this round's step holds.
         let mut c = plan::complete_sends(job, reqs, |f| self.check_allowed(f), &listed)?;
@@ -909,24 +904,13 @@ impl LocalSender {
             .collect();
         // This round's planning listing covers them (a round converges the filesystems it had
         // no step for); the others are listed now, in one command.
-        let mut listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> = {
+        let mut listed: plan::Listing = {
             let p = lock(&self.prepared);
             fss.iter()
                 .filter_map(|f| Some((f.clone(), Ok(p.planned.get(f)?.clone()))))
                 .collect()
         };
-        let rest: Vec<DatasetPath> = fss
-            .iter()
-            .filter(|f| !listed.contains_key(*f))
-            .cloned()
-            .collect();
-        if !rest.is_empty() {
-            listed.extend(
-                rest.iter()
-                    .cloned()
-                    .zip(list_versions_many(&self.zfs, &rest).await?),
-            );
-        }
+        list_missing(&self.zfs, &fss, &mut listed).await?;
         let trusted: Vec<Option<ConvergeRequest>> = reqs
             .iter()
             .zip(results.iter_mut())
