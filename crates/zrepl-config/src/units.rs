@@ -242,11 +242,14 @@ impl DataSize {
         if !v.is_finite() {
             return Err(bad());
         }
-        let (prefix, b) = unit.split_at(unit.len().saturating_sub(1));
-        let per_unit = match b {
-            "B" => 1.0,
-            "b" => 1.0 / 8.0,
-            _ => return Err(bad()),
+        // The unit's last character decides bytes or bits; it may be any
+        // character of the input, so split on a character boundary.
+        let (prefix, per_unit) = if let Some(p) = unit.strip_suffix('B') {
+            (p, 1.0)
+        } else if let Some(p) = unit.strip_suffix('b') {
+            (p, 1.0 / 8.0)
+        } else {
+            return Err(bad());
         };
         let mult = match prefix {
             "" => 1.0,
@@ -392,7 +395,10 @@ mod tests {
         for (s, b) in ok {
             assert_eq!(DataSize::parse(s).unwrap().bytes(), b, "{s}");
         }
-        for s in ["", "12", "1.5 bit", "1 kB", "1 XB", "B", "1 MB/s", "inf B"] {
+        for s in [
+            "", "12", "1.5 bit", "1 kB", "1 XB", "B", "1 MB/s", "inf B", "1 é", "1 Kié", "1 ÿB",
+            "1é",
+        ] {
             assert!(DataSize::parse(s).is_err(), "{s}");
         }
         for s in ["12345 B", "128 KiB", "-1 B", "1 bit"] {
