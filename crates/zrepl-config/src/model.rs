@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use zrepl_filters::DatasetFilter;
+use zrepl_filters::{DatasetFilter, SnapshotFilter, SnapshotPattern};
 use zrepl_zfs_types::DatasetPath;
 
 use crate::cron::CronSchedule;
@@ -590,6 +590,16 @@ pub enum Snapshotting {
 }
 
 impl Snapshotting {
+    /// The prefix of the snapshots this job makes (`None` for `manual`).
+    pub fn prefix(&self) -> Option<&str> {
+        match self {
+            Snapshotting::Periodic { prefix, .. } | Snapshotting::Cron { prefix, .. } => {
+                Some(prefix)
+            }
+            Snapshotting::Manual => None,
+        }
+    }
+
     /// `backpressure` of a periodic or cron snapshotting.
     pub fn backpressure(&self) -> Option<Backpressure> {
         match self {
@@ -655,11 +665,29 @@ pub enum Hook {
 pub struct PruningSenderReceiver {
     pub keep_sender: Vec<KeepRule>,
     pub keep_receiver: Vec<KeepRule>,
+    /// Extension: which snapshots the keep rules judge (zrepl 0.7: all).
+    pub scope: PruningScope,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PruningLocal {
     pub keep: Vec<KeepRule>,
+    /// Extension: which snapshots the keep rules judge (zrepl 0.7: all).
+    pub scope: PruningScope,
+}
+
+/// `pruning.scope` (an extension; zrepl#651): the snapshots pruning may destroy. Snapshots outside
+/// the scope are never destroyed and do not count for the keep rules (`last_n`, `grid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PruningScope {
+    /// Every snapshot (zrepl 0.7): what no keep rule keeps is destroyed, whoever made it.
+    #[default]
+    All,
+    /// Only snapshots that `replication.snapshots` (or `replication.prefix`) selects.
+    Selected,
+    /// Only snapshots whose name starts with the job's `snapshotting.prefix`.
+    Own,
 }
 
 /// A compiled regex that prints as its source.
@@ -767,6 +795,10 @@ pub struct Replication {
     /// (resumed where possible). `0s`: never.
     #[serde(serialize_with = "ser_display")]
     pub stall_timeout: GoDuration,
+    /// Extension (zrepl#403): the snapshots this job replicates (`replication.snapshots`, or
+    /// `replication.prefix` as in zrepl's fork dsh2dsh); default: all, as zrepl 0.7.
+    #[serde(serialize_with = "ser_snapshot_filter")]
+    pub snapshots: SnapshotFilter,
 }
 
 impl Replication {
@@ -832,6 +864,21 @@ fn ser_opt_display<T: std::fmt::Display, S: Serializer>(
         Some(v) => s.collect_str(v),
         None => s.serialize_none(),
     }
+}
+
+fn ser_snapshot_filter<S: Serializer>(f: &SnapshotFilter, s: S) -> Result<S::Ok, S::Error> {
+    let list = |ps: &[SnapshotPattern]| -> Vec<BTreeMap<&'static str, String>> {
+        ps.iter()
+            .map(|p| match p {
+                SnapshotPattern::Prefix(x) => BTreeMap::from([("prefix", x.clone())]),
+                SnapshotPattern::Regex(r) => BTreeMap::from([("regex", r.as_str().to_string())]),
+            })
+            .collect()
+    };
+    let mut m = s.serialize_map(Some(2))?;
+    m.serialize_entry("include", &list(&f.include))?;
+    m.serialize_entry("exclude", &list(&f.exclude))?;
+    m.end()
 }
 
 fn ser_filter<S: Serializer>(f: &DatasetFilter, s: S) -> Result<S::Ok, S::Error> {

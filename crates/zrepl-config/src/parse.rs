@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use zrepl_filters::DatasetFilter;
+use zrepl_filters::{DatasetFilter, SnapshotFilter, SnapshotPattern};
 use zrepl_zfs_types::name::check_component;
 use zrepl_zfs_types::DatasetPath;
 
@@ -586,6 +586,11 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
             let interval = m.or(cx, "interval", PullInterval::Manual, decode_interval);
             let cron = m.or(cx, "cron", None, |cx, n, p| decode_cron(cx, n, p).map(Some));
             let hooks = m.or(cx, "hooks", ReplicationHooks::default(), decode_job_hooks);
+            if let (Some(s), Some(r), Some(pr)) = (&snapshotting, &replication, &pruning) {
+                if !check_scope(cx, m.mark, path, pr.scope, Some(&r.snapshots), Some(s.prefix())) {
+                    return None;
+                }
+            }
             if let (Some(s), Some(r)) = (&snapshotting, &replication) {
                 if s.backpressure().is_some()
                     && r.protection.incremental == ProtectionLevel::GuaranteeNothing
@@ -645,6 +650,11 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
                 "conflict_resolution",
                 decode_conflict_resolution,
             );
+            if let (Some(r), Some(pr)) = (&replication, &pruning) {
+                if !check_scope(cx, m.mark, path, pr.scope, Some(&r.snapshots), None) {
+                    return None;
+                }
+            }
             Some(Job::Pull(PullJob {
                 name: name.clone()?,
                 connect: connect?,
@@ -693,9 +703,15 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
                     }
                     Some(rules)
                 });
+                let scope = m.or(cx, "scope", PruningScope::All, pruning_scope);
                 m.finish(cx);
-                Some(PruningLocal { keep: keep? })
+                Some(PruningLocal { keep: keep?, scope: scope? })
             });
+            if let (Some(s), Some(pr)) = (&snapshotting, &pruning) {
+                if !check_scope(cx, m.mark, path, pr.scope, None, Some(s.prefix())) {
+                    return None;
+                }
+            }
             Some(Job::Snap(SnapJob {
                 name: name.clone()?,
                 filesystems: filesystems?,
@@ -1295,6 +1311,7 @@ fn decode_hook(cx: &mut Cx, node: &Node, path: &str) -> Option<Hook> {
 fn decode_pruning_sr(cx: &mut Cx, node: &Node, path: &str) -> Option<PruningSenderReceiver> {
     let mut m = cx.map(node, path)?;
     let ks = m.req(cx, "keep_sender", keep_rules);
+    let scope = m.or(cx, "scope", PruningScope::All, pruning_scope);
     let kr = m.req(cx, "keep_receiver", |cx, n, p| {
         let rules = keep_rules(cx, n, p)?;
         for (i, r) in rules.iter().enumerate() {
@@ -1315,6 +1332,7 @@ fn decode_pruning_sr(cx: &mut Cx, node: &Node, path: &str) -> Option<PruningSend
     Some(PruningSenderReceiver {
         keep_sender: ks?,
         keep_receiver: kr?,
+        scope: scope?,
     })
 }
 
@@ -1674,14 +1692,124 @@ fn decode_replication(cx: &mut Cx, node: &Node, path: &str) -> Option<Replicatio
         GoDuration::from_secs(DEFAULT_STALL_TIMEOUT_SECS),
         go_duration_nonneg,
     );
+    let snapshots = m.opt(cx, "snapshots", snapshot_filter);
+    let prefix = m.opt(cx, "prefix", |cx, n, p| {
+        snapshot_prefix(cx, n, p).map(|x| SnapshotFilter::prefix(&x))
+    });
+    let snapshots = match (snapshots, prefix) {
+        (Some(Some(_)), Some(Some(_))) => {
+            cx.err(
+                node.mark,
+                path,
+                "replication.prefix is a shorthand for replication.snapshots: give one of them",
+            );
+            None
+        }
+        (Some(a), Some(b)) => Some(a.or(b).unwrap_or_default()),
+        _ => None,
+    };
     m.finish(cx);
     Some(Replication {
+        snapshots: snapshots?,
         protection: protection?,
         concurrency: concurrency?,
         compression: compression?,
         compression_level: compression_level?,
         stall_timeout: stall_timeout?,
     })
+}
+
+/// `replication.snapshots: {include: [...], exclude: [...]}`, each entry `{prefix: P}` or
+/// `{regex: R}`.
+fn snapshot_filter(cx: &mut Cx, node: &Node, path: &str) -> Option<SnapshotFilter> {
+    let mut m = cx.map(node, path)?;
+    let include = m.or(cx, "include", Vec::new(), |cx, n, p| {
+        cx.list(n, p, snapshot_pattern)
+    });
+    let exclude = m.or(cx, "exclude", Vec::new(), |cx, n, p| {
+        cx.list(n, p, snapshot_pattern)
+    });
+    m.finish(cx);
+    Some(SnapshotFilter {
+        include: include?,
+        exclude: exclude?,
+    })
+}
+
+fn snapshot_pattern(cx: &mut Cx, node: &Node, path: &str) -> Option<SnapshotPattern> {
+    let mut m = cx.map(node, path)?;
+    let prefix = m.opt(cx, "prefix", snapshot_prefix);
+    let re = m.opt(cx, "regex", regex);
+    m.finish(cx);
+    match (prefix?, re?) {
+        (Some(p), None) => Some(SnapshotPattern::Prefix(p)),
+        (None, Some(r)) => Some(SnapshotPattern::Regex(r.0)),
+        _ => {
+            cx.err(
+                node.mark,
+                path,
+                "a snapshot pattern is {prefix: <start of the name>} or {regex: <regular expression>}",
+            );
+            None
+        }
+    }
+}
+
+/// The start of a snapshot name (the part after `@`).
+fn snapshot_prefix(cx: &mut Cx, n: &Node, p: &str) -> Option<String> {
+    let s = cx.string(n, p)?;
+    if s.is_empty() || s.contains(['@', '#', '/']) || s.chars().any(char::is_whitespace) {
+        cx.err(
+            n.mark,
+            p,
+            format!("invalid snapshot name prefix {s:?}: the start of a snapshot name after '@', not empty, without '@', '#', '/' or spaces"),
+        );
+        return None;
+    }
+    Some(s)
+}
+
+/// Can the job honour its `pruning.scope`? `filter`: the job's snapshot selection (`None`: the
+/// job has none, a snap job); `prefix`: its snapshotting prefix (`None`: the job makes no
+/// snapshots, a pull job; `Some(None)`: manual snapshotting).
+fn check_scope(
+    cx: &mut Cx,
+    mark: crate::yaml::Mark,
+    path: &str,
+    scope: PruningScope,
+    filter: Option<&SnapshotFilter>,
+    prefix: Option<Option<&str>>,
+) -> bool {
+    let why = match scope {
+        PruningScope::All => return true,
+        PruningScope::Selected => match filter {
+            None => "scope: selected needs a replicating job's replication.snapshots; a snap job prunes by its own prefix: scope: own",
+            Some(f) if f.is_all() => "scope: selected needs replication.snapshots (or replication.prefix) to select the snapshots pruning may destroy; without them it would judge every snapshot (scope: all)",
+            Some(_) => return true,
+        },
+        PruningScope::Own => match prefix {
+            None => "scope: own needs the job's snapshotting.prefix, and a pull job makes no snapshots: use scope: selected with replication.snapshots",
+            Some(None) => "scope: own needs the job's snapshotting.prefix, and manual snapshotting has none: use scope: selected with replication.snapshots",
+            Some(Some(_)) => return true,
+        },
+    };
+    cx.err(mark, &format!("{path}.pruning.scope"), why);
+    false
+}
+
+/// `pruning.scope` (extension).
+fn pruning_scope(cx: &mut Cx, n: &Node, p: &str) -> Option<PruningScope> {
+    enum_value(
+        cx,
+        n,
+        p,
+        "pruning scope",
+        &[
+            ("all", PruningScope::All),
+            ("selected", PruningScope::Selected),
+            ("own", PruningScope::Own),
+        ],
+    )
 }
 
 fn decode_conflict_resolution(cx: &mut Cx, node: &Node, path: &str) -> Option<ConflictResolution> {

@@ -10,6 +10,9 @@
 
 use std::collections::BTreeMap;
 
+mod snapshots;
+pub use snapshots::{SnapshotFilter, SnapshotPattern};
+
 use zrepl_zfs_types::name::NameError;
 use zrepl_zfs_types::DatasetPath;
 

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use zrepl_filters::SnapshotFilter;
 use zrepl_zfs_types::resume_token::{self, ResumeToken, ResumeTokenError};
 use zrepl_zfs_types::{FilesystemVersion, VersionType};
 
@@ -29,9 +30,14 @@ pub enum InitialReplication {
 }
 
 /// Planning policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Policy {
     pub initial_replication: InitialReplication,
+    /// Which sender snapshots are replicated (`replication.snapshots`; default: all). A snapshot
+    /// it does not select is never a step's target: steps go from the last selected (or common)
+    /// version straight to the next selected one (`zfs send -i` skips the others). Any common
+    /// version, selected or not, is a valid incremental base.
+    pub snapshots: SnapshotFilter,
 }
 
 /// The sender's view of one filesystem.
@@ -93,6 +99,8 @@ impl fmt::Display for Step {
 pub enum Conflict {
     /// The sender has no snapshot to send.
     NoSenderSnapshots,
+    /// The sender has snapshots, but the job's snapshot filter selects none of them.
+    NoSelectedSnapshots { filter: String },
     /// Both sides have versions, but none is shared.
     NoCommonAncestor {
         sender: Vec<FilesystemVersion>,
@@ -123,6 +131,11 @@ impl fmt::Display for Conflict {
                 f,
                 "no snapshots available on sender side: create a snapshot of this filesystem \
                  (configure snapshotting or run `zfs snapshot`) before it can be replicated"
+            ),
+            Conflict::NoSelectedSnapshots { filter } => write!(
+                f,
+                "no snapshot of this filesystem is selected for replication \
+                 (replication.snapshots selects {filter}): create a selected snapshot or widen the filter"
             ),
             Conflict::NoCommonAncestor { sender, receiver } => write!(
                 f,
@@ -206,7 +219,7 @@ pub fn plan(
 
     if let Some(token) = receiver.resume_token.as_deref().filter(|t| !t.is_empty()) {
         let decoded = resume_token::decode(token).map_err(PlanError::ResumeTokenUndecodable)?;
-        return plan_resume(&svs, token, &decoded);
+        return plan_resume(&svs, token, &decoded, &policy.snapshots);
     }
 
     let mut rvs: Vec<FilesystemVersion> = if receiver.exists && !receiver.is_placeholder {
@@ -222,7 +235,7 @@ pub fn plan(
     sort_versions(&mut rvs);
 
     match incremental_path(&svs, &rvs) {
-        Ok(path) => Ok(path
+        Ok(path) => Ok(select(path, &policy.snapshots)
             .windows(2)
             .map(|w| Step {
                 from: Some(w[0].clone()),
@@ -239,11 +252,30 @@ fn snapshots(svs: &[FilesystemVersion]) -> impl Iterator<Item = &FilesystemVersi
     svs.iter().filter(|v| v.typ == VersionType::Snapshot)
 }
 
+/// An incremental path `[base, s1, s2, ...]` reduced to the base and the selected snapshots.
+fn select(path: Vec<FilesystemVersion>, filter: &SnapshotFilter) -> Vec<FilesystemVersion> {
+    if filter.is_all() {
+        return path;
+    }
+    let mut it = path.into_iter();
+    let base = it.next();
+    base.into_iter()
+        .chain(it.filter(|v| filter.selects(&v.name)))
+        .collect()
+}
+
 /// The steps of an initial replication, per policy.
 fn initial(svs: &[FilesystemVersion], policy: &Policy) -> Result<Vec<Step>, PlanError> {
-    let snaps: Vec<&FilesystemVersion> = snapshots(svs).collect();
-    let (Some(first), Some(last)) = (snaps.first(), snaps.last()) else {
+    if snapshots(svs).next().is_none() {
         return Err(PlanError::Conflict(Conflict::NoSenderSnapshots));
+    }
+    let snaps: Vec<&FilesystemVersion> = snapshots(svs)
+        .filter(|v| policy.snapshots.selects(&v.name))
+        .collect();
+    let (Some(first), Some(last)) = (snaps.first(), snaps.last()) else {
+        return Err(PlanError::Conflict(Conflict::NoSelectedSnapshots {
+            filter: policy.snapshots.to_string(),
+        }));
     };
     match policy.initial_replication {
         InitialReplication::Fail => Err(PlanError::InitialReplicationDisabled),
@@ -289,6 +321,7 @@ fn plan_resume(
     svs: &[FilesystemVersion],
     token: &str,
     t: &ResumeToken,
+    filter: &SnapshotFilter,
 ) -> Result<Vec<Step>, PlanError> {
     let to_idx = svs
         .iter()
@@ -319,8 +352,10 @@ fn plan_resume(
         to: to.clone(),
         resume_token: Some(token.to_string()),
     }];
+    // The partial receive is finished whatever the filter says now (it was selected when it
+    // started, and abandoning it would need a `zfs recv -A`); then the selected later snapshots.
     let later: Vec<&FilesystemVersion> = std::iter::once(to)
-        .chain(snapshots(&svs[to_idx + 1..]))
+        .chain(snapshots(&svs[to_idx + 1..]).filter(|v| filter.selects(&v.name)))
         .collect();
     steps.extend(chain(&later));
     Ok(steps)

@@ -196,6 +196,7 @@ fn plans() {
             &rcv,
             &Policy {
                 initial_replication: *pol,
+                ..Policy::default()
             },
         );
         match (want, got) {
@@ -313,6 +314,134 @@ fn conflict_messages_tell_what_to_do() {
     );
 }
 
+/// `replication.snapshots`: excluded snapshots are never targets; steps skip over them with `-i`
+/// from the last selected or common version.
+#[test]
+fn snapshot_filter_table() {
+    use zrepl_filters::{SnapshotFilter, SnapshotPattern};
+    let zrepl_only = SnapshotFilter::prefix("zrepl_");
+    let no_tmp = SnapshotFilter {
+        include: vec![],
+        exclude: vec![SnapshotPattern::Regex(regex_lite("_tmp$"))],
+    };
+    #[allow(clippy::type_complexity)]
+    let cases: &[(&str, &str, &str, InitialReplication, &SnapshotFilter, Result<&str, &str>)] = &[
+        (
+            "initial most recent takes the newest selected",
+            "@zrepl_1:1 @pve_2:2 @zrepl_3:3 @pve_4:4",
+            "",
+            InitialReplication::MostRecent,
+            &zrepl_only,
+            Ok("full send of @zrepl_3"),
+        ),
+        (
+            "initial all chains the selected ones only",
+            "@pve_0:1 @zrepl_1:2 @pve_2:3 @zrepl_3:4 @pve_4:5",
+            "",
+            InitialReplication::All,
+            &zrepl_only,
+            Ok("full send of @zrepl_1; @zrepl_1 => @zrepl_3"),
+        ),
+        (
+            "incremental steps over foreign snapshots",
+            "@zrepl_1:1 @pve_2:2 @pve_3:3 @zrepl_4:4 @zrepl_5:5 @pve_6:6",
+            "@zrepl_1:1",
+            InitialReplication::MostRecent,
+            &zrepl_only,
+            Ok("@zrepl_1 => @zrepl_4; @zrepl_4 => @zrepl_5"),
+        ),
+        (
+            "a common but now excluded snapshot is still a base",
+            "@zrepl_1:1 @manual_2:2 @zrepl_3:3",
+            "@zrepl_1:1 @manual_2:2",
+            InitialReplication::MostRecent,
+            &zrepl_only,
+            Ok("@manual_2 => @zrepl_3"),
+        ),
+        (
+            "a bookmark base works as without a filter",
+            "#zrepl_1:1 @pve_2:2 @zrepl_3:3",
+            "@zrepl_1:1",
+            InitialReplication::MostRecent,
+            &zrepl_only,
+            Ok("#zrepl_1 => @zrepl_3"),
+        ),
+        (
+            "only foreign snapshots newer than the base: up to date",
+            "@zrepl_1:1 @pve_2:2 @pve_3:3",
+            "@zrepl_1:1",
+            InitialReplication::MostRecent,
+            &zrepl_only,
+            Ok(""),
+        ),
+        (
+            "nothing selected: a clear error",
+            "@pve_1:1 @pve_2:2",
+            "",
+            InitialReplication::MostRecent,
+            &zrepl_only,
+            Err("no snapshot of this filesystem is selected for replication (replication.snapshots selects snapshots matching prefix \"zrepl_\")"),
+        ),
+        (
+            "exclude only",
+            "@a:1 @b_tmp:2 @c:3",
+            "",
+            InitialReplication::All,
+            &no_tmp,
+            Ok("full send of @a; @a => @c"),
+        ),
+        (
+            "receiver-only snapshots still diverge",
+            "@zrepl_1:1 @zrepl_2:2",
+            "@zrepl_1:1 @pve_9:9/99",
+            InitialReplication::MostRecent,
+            &zrepl_only,
+            Err("receiver-only: @pve_9"),
+        ),
+    ];
+    for (name, s, r, pol, filter, want) in cases {
+        let rcv = if r.is_empty() {
+            ReceiverFs::default()
+        } else {
+            receiver(r)
+        };
+        let policy = Policy {
+            initial_replication: *pol,
+            snapshots: (*filter).clone(),
+        };
+        match (want, plan(&sender(s), &rcv, &policy)) {
+            (Ok(w), Ok(steps)) => assert_eq!(show(&steps), *w, "{name}"),
+            (Err(w), Err(e)) => assert!(e.to_string().contains(w), "{name}: {e}"),
+            (w, g) => panic!("{name}: want {w:?}, got {g:?}"),
+        }
+    }
+}
+
+/// A resumed transfer finishes whatever the filter says, then only selected snapshots follow.
+#[test]
+fn snapshot_filter_and_resume() {
+    let s = sender("@zrepl_1:1 @pve_2:2 @zrepl_3:3 @pve_4:4 @zrepl_5:5");
+    let token = token(2, Some(1));
+    let r = ReceiverFs {
+        exists: true,
+        is_placeholder: false,
+        versions: vs("@zrepl_1:1"),
+        resume_token: Some(token),
+    };
+    let policy = Policy {
+        snapshots: zrepl_filters::SnapshotFilter::prefix("zrepl_"),
+        ..Policy::default()
+    };
+    assert_eq!(
+        show(&plan(&s, &r, &policy).unwrap()),
+        "@zrepl_1 => @pve_2 (resuming); @pve_2 => @zrepl_3; @zrepl_3 => @zrepl_5"
+    );
+}
+
+fn regex_lite(s: &str) -> regex::Regex {
+    regex::Regex::new(s).unwrap()
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
@@ -353,7 +482,7 @@ mod props {
             let sfs = SenderFs { is_placeholder: false, versions: s.clone() };
             let rfs = ReceiverFs { exists: true, is_placeholder: false, versions: r, resume_token: None };
             for pol in [InitialReplication::MostRecent, InitialReplication::All] {
-                if let Ok(steps) = plan(&sfs, &rfs, &Policy { initial_replication: pol }) {
+                if let Ok(steps) = plan(&sfs, &rfs, &Policy { initial_replication: pol, ..Policy::default() }) {
                     for w in steps.windows(2) {
                         prop_assert_eq!(w[0].to.guid, w[1].from.as_ref().unwrap().guid);
                     }
@@ -369,6 +498,57 @@ mod props {
                         let newest = s.iter().filter(|v| v.typ == VersionType::Snapshot).max_by_key(|v| v.createtxg).unwrap();
                         prop_assert_eq!(last.to.guid, newest.guid);
                     }
+                }
+            }
+        }
+
+        /// With a snapshot filter: the plan sends exactly the selected sender snapshots newer
+        /// than the common base, oldest first, one stream each, and never a foreign one.
+        #[test]
+        fn filtered_plans_send_exactly_the_selected(
+            items in proptest::collection::vec((any::<bool>(), any::<bool>()), 1..40),
+            replicated in 0usize..40,
+            all in any::<bool>(),
+        ) {
+            let s: Vec<FilesystemVersion> = items.iter().enumerate().map(|(i, (selected, bm))| {
+                let txg = i as u64 + 1;
+                FilesystemVersion {
+                    typ: if *bm && i > 0 { VersionType::Bookmark } else { VersionType::Snapshot },
+                    name: format!("{}{txg}", if *selected { "zrepl_" } else { "pve_" }),
+                    guid: txg,
+                    createtxg: txg,
+                    creation: txg as i64,
+                    userrefs: None,
+                }
+            }).collect();
+            let selected = |v: &&FilesystemVersion| v.typ == VersionType::Snapshot && v.name.starts_with("zrepl_");
+            // The receiver got the selected snapshots up to some point.
+            let r: Vec<FilesystemVersion> = s.iter().filter(selected).take(replicated).cloned().collect();
+            let policy = Policy {
+                initial_replication: if all { InitialReplication::All } else { InitialReplication::MostRecent },
+                snapshots: zrepl_filters::SnapshotFilter::prefix("zrepl_"),
+            };
+            let sfs = SenderFs { is_placeholder: false, versions: s.clone() };
+            let rfs = ReceiverFs { exists: !r.is_empty(), is_placeholder: false, versions: r.clone(), resume_token: None };
+            let wanted: Vec<u64> = match r.last() {
+                Some(base) => s.iter().filter(selected).filter(|v| v.createtxg > base.createtxg).map(|v| v.guid).collect(),
+                None if all => s.iter().filter(selected).map(|v| v.guid).collect(),
+                None => s.iter().filter(selected).last().map(|v| v.guid).into_iter().collect(),
+            };
+            match plan(&sfs, &rfs, &policy) {
+                Ok(steps) => {
+                    let got: Vec<u64> = steps.iter().map(|st| st.to.guid).collect();
+                    prop_assert_eq!(&got, &wanted);
+                    for w in steps.windows(2) {
+                        prop_assert_eq!(w[0].to.guid, w[1].from.as_ref().unwrap().guid);
+                    }
+                    if let (Some(first), Some(base)) = (steps.first(), r.last()) {
+                        prop_assert_eq!(first.from.as_ref().map(|f| f.guid), Some(base.guid));
+                    }
+                }
+                Err(e) => {
+                    prop_assert!(wanted.is_empty() && r.is_empty(), "{}", e);
+                    prop_assert!(matches!(e, PlanError::Conflict(Conflict::NoSelectedSnapshots { .. })), "{}", e);
                 }
             }
         }

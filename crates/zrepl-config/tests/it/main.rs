@@ -166,6 +166,46 @@ fn session_hooks_and_backpressure_round_trip() {
     );
 }
 
+/// `replication.snapshots`, `replication.prefix` and `pruning.scope` (issue 18's extensions)
+/// load as written and print back to the same config.
+#[test]
+fn snapshot_selection_and_pruning_scope() {
+    let src = PUSH_BP
+        .replace("    backpressure: BP\n", "")
+        .replace("    keep_receiver", "    scope: own\n    keep_receiver")
+        + "  replication:\n    snapshots:\n      include: [{prefix: z_}, {regex: \"^manual-\"}]\n      exclude: [{regex: _tmp$}]\n";
+    let a = reload(&src);
+    let zrepl_config::Job::Push(p) = &a.jobs[0] else {
+        panic!()
+    };
+    let f = &p.replication.snapshots;
+    assert!(f.selects("z_1") && f.selects("manual-x") && !f.selects("z_tmp") && !f.selects("pve"));
+    assert_eq!(p.pruning.scope, zrepl_config::PruningScope::Own);
+    let json = serde_json::to_string_pretty(&zrepl_config::emit::to_json_value(&a)).unwrap();
+    assert_eq!(a, reload(&json), "via json:\n{json}");
+    let yaml = zrepl_config::emit::to_yaml_string(&zrepl_config::emit::to_json_value(&a));
+    assert_eq!(a, reload(&yaml), "via yaml:\n{yaml}");
+
+    // dsh2dsh's shorthand, and scope: selected on a pull job.
+    let pull = "jobs:\n- name: pl\n  type: pull\n  connect: {type: tcp, address: \"h:1\"}\n  root_fs: pool/b\n  interval: 10m\n  pruning:\n    scope: selected\n    keep_sender: [{type: last_n, count: 1}]\n    keep_receiver: [{type: last_n, count: 1}]\n  replication: {prefix: zrepl_}\n";
+    let b = reload(pull);
+    let zrepl_config::Job::Pull(p) = &b.jobs[0] else {
+        panic!()
+    };
+    assert_eq!(p.replication.snapshots, zrepl_filters::SnapshotFilter::prefix("zrepl_"));
+    assert_eq!(p.pruning.scope, zrepl_config::PruningScope::Selected);
+    let e = load_str(&pull.replace("scope: selected", "scope: own"), Path::new("/x.yml"), &MemLoader::default()).unwrap_err();
+    assert!(e.to_string().contains("a pull job makes no snapshots"), "{e}");
+
+    // zrepl 0.7 configs keep zrepl's meaning.
+    let c = reload(&PUSH_BP.replace("    backpressure: BP\n", ""));
+    let zrepl_config::Job::Push(p) = &c.jobs[0] else {
+        panic!()
+    };
+    assert!(p.replication.snapshots.is_all());
+    assert_eq!(p.pruning.scope, zrepl_config::PruningScope::All);
+}
+
 fn reload(src: &str) -> Config {
     match load_str(src, Path::new("/resolved.yml"), &MemLoader::default()) {
         Ok(l) => l.config,
@@ -413,6 +453,17 @@ fn cases() -> Vec<Bad> {
         bad("replication hook unknown edge", push_with(TCP, "  hooks:\n    during: {path: /h}\n"), 13, "during", "unknown field \"during\""),
         bad("include is not a list", "include: x.yml\n", 1, "x.yml", "expected a list of paths"),
         bad("global is a list", "global: []\n", 1, "[]", "expected a map"),
+        bad("replication prefix and snapshots", push_with(TCP, "  replication:\n    prefix: z_\n    snapshots: {include: [{prefix: z_}]}\n"), 13, "prefix", "replication.prefix is a shorthand for replication.snapshots"),
+        bad("snapshot pattern with prefix and regex", push_with(TCP, "  replication:\n    snapshots:\n      include: [{prefix: a, regex: b}]\n"), 14, "{prefix", "a snapshot pattern is {prefix"),
+        bad("snapshot pattern without either", push_with(TCP, "  replication:\n    snapshots:\n      include: [{}]\n"), 14, "{}", "a snapshot pattern is {prefix"),
+        bad("empty replication prefix", push_with(TCP, "  replication: {prefix: \"\"}\n"), 12, "\"\"", "invalid snapshot name prefix"),
+        bad("snapshot prefix with @", push_with(TCP, "  replication:\n    snapshots: {exclude: [{prefix: \"a@b\"}]}\n"), 13, "\"a@b\"", "invalid snapshot name prefix"),
+        bad("bad snapshot regex", push_with(TCP, "  replication:\n    snapshots: {include: [{regex: \"(\"}]}\n"), 13, "\"(\"", "invalid regular expression"),
+        bad("unknown snapshots key", push_with(TCP, "  replication:\n    snapshots: {only: [{regex: a}]}\n"), 13, "only", "unknown field \"only\""),
+        bad("scope selected without a filter", push_with(TCP, "").replace("    keep_receiver", "    scope: selected\n    keep_receiver"), 2, "name", "scope: selected needs replication.snapshots"),
+        bad("scope own with manual snapshotting", push_with(TCP, "").replace("    keep_receiver", "    scope: own\n    keep_receiver"), 2, "name", "manual snapshotting has none"),
+        bad("scope selected in a snap job", format!("{}    scope: selected\n", snap_with(MANUAL, KEEP1)), 2, "name", "a snap job prunes by its own prefix"),
+        bad("unknown pruning scope", format!("{}    scope: mine\n", snap_with(MANUAL, KEEP1)), 11, "mine", "invalid pruning scope"),
     ]
 }
 
