@@ -21,6 +21,7 @@ pub mod decode;
 pub mod emit;
 pub mod error;
 pub mod grid;
+pub mod lint;
 pub mod model;
 mod parse;
 pub mod timestamp;

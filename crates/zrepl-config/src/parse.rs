@@ -587,7 +587,14 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
             let cron = m.or(cx, "cron", None, |cx, n, p| decode_cron(cx, n, p).map(Some));
             let hooks = m.or(cx, "hooks", ReplicationHooks::default(), decode_job_hooks);
             if let (Some(s), Some(r), Some(pr)) = (&snapshotting, &replication, &pruning) {
-                if !check_scope(cx, m.mark, path, pr.scope, Some(&r.snapshots), Some(s.prefix())) {
+                if !check_scope(
+                    cx,
+                    m.mark,
+                    path,
+                    pr.scope,
+                    Some(&r.snapshots),
+                    Some(s.prefix()),
+                ) {
                     return None;
                 }
             }

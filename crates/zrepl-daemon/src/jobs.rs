@@ -195,8 +195,8 @@ pub(crate) struct Active {
     pub wakeups: Wakeups,
     pub connection: Connection,
     pub driver: DriverConfig,
-    pub keep_sender: Vec<zrepl_pruning::Rule>,
-    pub keep_receiver: Vec<zrepl_pruning::Rule>,
+    pub keep_sender: crate::prune::Keep,
+    pub keep_receiver: crate::prune::Keep,
     /// Commands around every run.
     pub hooks: config::ReplicationHooks,
 }
@@ -218,7 +218,7 @@ pub(crate) enum Runnable {
         handle: Arc<JobHandle>,
         wakeups: Wakeups,
         sender: LocalSender,
-        keep: Vec<zrepl_pruning::Rule>,
+        keep: crate::prune::Keep,
         snapshotter: Option<Snapshotter>,
     },
     Passive {
@@ -265,6 +265,7 @@ fn driver_config(r: &config::Replication, c: &config::ConflictResolution) -> Dri
     DriverConfig {
         policy: zrepl_planner::Policy {
             initial_replication,
+            snapshots: r.snapshots.clone(),
         },
         replication: ReplicationConfig {
             initial: protection(r.protection.initial),
@@ -591,8 +592,18 @@ fn build_job(
                             compressible(&p.send),
                         )?,
                         driver: driver_config(&p.replication, &p.conflict_resolution),
-                        keep_sender: crate::prune::rules(&p.pruning.keep_sender),
-                        keep_receiver: crate::prune::rules(&p.pruning.keep_receiver),
+                        keep_sender: keep(
+                            &p.pruning.keep_sender,
+                            &p.pruning,
+                            &p.replication,
+                            p.snapshotting.prefix(),
+                        ),
+                        keep_receiver: keep(
+                            &p.pruning.keep_receiver,
+                            &p.pruning,
+                            &p.replication,
+                            p.snapshotting.prefix(),
+                        ),
                         hooks: p.hooks.clone(),
                     },
                     sender: LocalSender::new(
@@ -612,8 +623,13 @@ fn build_job(
                         wakeups: rx,
                         connection: connection(&p.name, &p.connect, &p.replication, false)?,
                         driver: driver_config(&p.replication, &p.conflict_resolution),
-                        keep_sender: crate::prune::rules(&p.pruning.keep_sender),
-                        keep_receiver: crate::prune::rules(&p.pruning.keep_receiver),
+                        keep_sender: keep(&p.pruning.keep_sender, &p.pruning, &p.replication, None),
+                        keep_receiver: keep(
+                            &p.pruning.keep_receiver,
+                            &p.pruning,
+                            &p.replication,
+                            None,
+                        ),
                         hooks: p.hooks.clone(),
                     },
                     receiver: receiver_config(&p.name, &p.root_fs, &p.recv),
@@ -662,12 +678,27 @@ fn build_job(
                         SenderConfig::new(j.name.clone(), j.filesystems.clone()),
                         reg,
                     ),
-                    keep: crate::prune::rules(&j.pruning.keep),
+                    keep: crate::prune::Keep::new(
+                        &j.pruning.keep,
+                        j.pruning.scope,
+                        &zrepl_filters::SnapshotFilter::all(),
+                        j.snapshotting.prefix(),
+                    ),
                     snapshotter,
                 })
             }
         }
     }
+}
+
+/// The pruning of one side of a replicating job.
+fn keep(
+    rules: &[config::KeepRule],
+    pruning: &config::PruningSenderReceiver,
+    replication: &config::Replication,
+    prefix: Option<&str>,
+) -> crate::prune::Keep {
+    crate::prune::Keep::new(rules, pruning.scope, &replication.snapshots, prefix)
 }
 
 fn log_prune(job: &str, pr: &PruneReport) {
@@ -676,6 +707,9 @@ fn log_prune(job: &str, pr: &PruneReport) {
             tracing::error!(job, side, error = %e, "pruning failed");
         }
         for f in &rep.filesystems {
+            if !f.foreign.is_empty() {
+                tracing::warn!(job, side, fs = %f.filesystem, snapshots = ?f.foreign, "pruning destroys snapshots this job did not make (pruning.scope: all, as zrepl 0.7); pruning.scope: own or selected spares them");
+            }
             if !f.destroy.is_empty() {
                 tracing::info!(job, side, fs = %f.filesystem, destroyed = ?f.destroy, "pruned snapshots");
             }

@@ -8,9 +8,60 @@
 //! placeholders or have no counterpart on the sender are left alone.
 
 use zrepl_config as config;
+use zrepl_filters::SnapshotFilter;
 use zrepl_protocol::{Receiver, Sender};
 use zrepl_pruning::{Bucket, Context, Decision, Rule, Snapshot};
 use zrepl_zfs_types::{DatasetPath, FilesystemVersion, VersionType};
+
+/// What pruning judges on one side: the keep rules, the snapshots they may judge at all
+/// (`pruning.scope`: outside it a snapshot is never destroyed and does not count for
+/// `last_n` or `grid`), and the snapshots the job makes or selects (`own`, to flag destroying
+/// someone else's snapshots under `scope: all`).
+#[derive(Debug, Clone, Default)]
+pub struct Keep {
+    pub rules: Vec<Rule>,
+    pub scope: SnapshotFilter,
+    pub own: SnapshotFilter,
+}
+
+impl Keep {
+    /// `keep` with `scope`; `selection` is the job's `replication.snapshots` (all for a snap
+    /// job), `prefix` its snapshotting prefix (none for a pull job or manual snapshotting).
+    pub fn new(
+        keep: &[config::KeepRule],
+        scope: config::PruningScope,
+        selection: &SnapshotFilter,
+        prefix: Option<&str>,
+    ) -> Keep {
+        let by_prefix = prefix.map(SnapshotFilter::prefix);
+        let own = match (&by_prefix, selection.is_all()) {
+            (_, false) => selection.clone(),
+            (Some(p), true) => p.clone(),
+            (None, true) => SnapshotFilter::all(),
+        };
+        let scope = match scope {
+            config::PruningScope::All => SnapshotFilter::all(),
+            config::PruningScope::Selected => selection.clone(),
+            // The config check refuses `own` without a prefix.
+            config::PruningScope::Own => by_prefix.unwrap_or_default(),
+        };
+        Keep {
+            rules: rules(keep),
+            scope,
+            own,
+        }
+    }
+
+    /// Only rules, every snapshot in scope (tests, zrepl 0.7 semantics).
+    pub fn rules_only(rules: Vec<Rule>) -> Keep {
+        Keep {
+            rules,
+            ..Keep::default()
+        }
+    }
+}
+
+const OUT_OF_SCOPE: &str = "outside pruning.scope";
 
 /// Converts config keep rules into pruning rules.
 pub fn rules(keep: &[config::KeepRule]) -> Vec<Rule> {
@@ -62,8 +113,8 @@ const NO_CURSOR: &str =
 pub async fn prune<S: Sender, R: Receiver>(
     sender: &S,
     receiver: &R,
-    keep_sender: &[Rule],
-    keep_receiver: &[Rule],
+    keep_sender: &Keep,
+    keep_receiver: &Keep,
     dry_run: bool,
 ) -> PruneReport {
     let mut report = PruneReport::default();
@@ -245,83 +296,18 @@ async fn prune_fs<S: Sender, R: Receiver>(
     fetched: Fetched,
     side: &Side<'_, S, R>,
     fs: &DatasetPath,
-    rules: &[Rule],
+    keep: &Keep,
     dry_run: bool,
 ) -> FsPrune {
-    let sender_side = fetched.sender_side;
     let cursor = match fetched.cursor {
         Ok(c) => c,
         Err(e) => return skip_fs(fs, e),
     };
-    if cursor.is_none()
-        && rules
-            .iter()
-            .any(|r| matches!(r, Rule::NotReplicated { .. }))
-    {
-        return skip_fs(fs, NO_CURSOR);
-    }
     let versions = match fetched.versions {
         Ok(v) => v,
         Err(e) => return skip_fs(fs, e),
     };
-    let snaps: Vec<&FilesystemVersion> = versions
-        .iter()
-        .filter(|v| v.typ == VersionType::Snapshot)
-        .collect();
-    let mut protected: Vec<(u64, String)> = snaps
-        .iter()
-        .filter(|v| v.userrefs.unwrap_or(0) > 0)
-        .map(|v| (v.guid, "held (zfs holds)".to_string()))
-        .collect();
-    // The cursor's snapshot stays, unless the user explicitly lets it go on the sender
-    // (`not_replicated` with `keep_snapshot_at_cursor: false`): the cursor bookmark itself keeps
-    // incremental replication possible either way.
-    let cursor_may_go = sender_side
-        && rules.iter().any(|r| {
-            matches!(
-                r,
-                Rule::NotReplicated {
-                    keep_snapshot_at_cursor: false
-                }
-            )
-        });
-    if let Some(c) = cursor.as_ref().filter(|_| !cursor_may_go) {
-        protected.push((c.guid, "at the replication cursor".into()));
-    }
-    let input: Vec<Snapshot> = snaps
-        .iter()
-        .map(|v| Snapshot {
-            name: v.name.clone(),
-            guid: v.guid,
-            createtxg: v.createtxg,
-            creation: v.creation,
-        })
-        .collect();
-    let ctx = Context {
-        cursor_guid: cursor.as_ref().map(|c| c.guid),
-        sender_side,
-        protected,
-    };
-    let decisions: Vec<Decision> = zrepl_pruning::decide(&input, rules, &ctx);
-    let mut out = FsPrune {
-        filesystem: fs.to_string(),
-        skipped: None,
-        destroy: vec![],
-        keep: vec![],
-        errors: vec![],
-    };
-    let mut doomed = Vec::new();
-    for (d, v) in decisions.iter().zip(&snaps) {
-        if d.destroy() {
-            out.destroy.push(v.name.clone());
-            doomed.push((*v).clone());
-        } else {
-            out.keep.push((
-                v.name.clone(),
-                d.kept_by.iter().map(ToString::to_string).collect(),
-            ));
-        }
-    }
+    let (mut out, doomed) = judge(fs, &versions, cursor.as_ref(), keep, fetched.sender_side);
     if dry_run || doomed.is_empty() {
         return out;
     }
@@ -342,7 +328,96 @@ async fn prune_fs<S: Sender, R: Receiver>(
             out.destroy.clear();
         }
     }
+    out.foreign.retain(|n| out.destroy.contains(n));
     out
+}
+
+/// What pruning does to one filesystem, from its listing and the sender's cursor: the report
+/// (kept with reasons, destroyed, foreign) and the snapshots to destroy. Pure.
+pub fn judge(
+    fs: &DatasetPath,
+    versions: &[FilesystemVersion],
+    cursor: Option<&FilesystemVersion>,
+    keep: &Keep,
+    sender_side: bool,
+) -> (FsPrune, Vec<FilesystemVersion>) {
+    let rules = &keep.rules[..];
+    if cursor.is_none()
+        && rules
+            .iter()
+            .any(|r| matches!(r, Rule::NotReplicated { .. }))
+    {
+        return (skip_fs(fs, NO_CURSOR), Vec::new());
+    }
+    // Snapshots outside the scope are not judged at all: kept, and not counted by the rules.
+    let (snaps, out_of_scope): (Vec<&FilesystemVersion>, Vec<&FilesystemVersion>) = versions
+        .iter()
+        .filter(|v| v.typ == VersionType::Snapshot)
+        .partition(|v| keep.scope.selects(&v.name));
+    let mut protected: Vec<(u64, String)> = snaps
+        .iter()
+        .filter(|v| v.userrefs.unwrap_or(0) > 0)
+        .map(|v| (v.guid, "held (zfs holds)".to_string()))
+        .collect();
+    // The cursor's snapshot stays, unless the user explicitly lets it go on the sender
+    // (`not_replicated` with `keep_snapshot_at_cursor: false`): the cursor bookmark itself keeps
+    // incremental replication possible either way.
+    let cursor_may_go = sender_side
+        && rules.iter().any(|r| {
+            matches!(
+                r,
+                Rule::NotReplicated {
+                    keep_snapshot_at_cursor: false
+                }
+            )
+        });
+    if let Some(c) = cursor.filter(|_| !cursor_may_go) {
+        protected.push((c.guid, "at the replication cursor".into()));
+    }
+    let input: Vec<Snapshot> = snaps
+        .iter()
+        .map(|v| Snapshot {
+            name: v.name.clone(),
+            guid: v.guid,
+            createtxg: v.createtxg,
+            creation: v.creation,
+        })
+        .collect();
+    let ctx = Context {
+        cursor_guid: cursor.map(|c| c.guid),
+        sender_side,
+        protected,
+    };
+    let decisions: Vec<Decision> = zrepl_pruning::decide(&input, rules, &ctx);
+    let mut out = FsPrune {
+        filesystem: fs.to_string(),
+        skipped: None,
+        destroy: vec![],
+        keep: vec![],
+        errors: vec![],
+        foreign: vec![],
+    };
+    let mut doomed = Vec::new();
+    for (d, v) in decisions.iter().zip(&snaps) {
+        if d.destroy() {
+            out.destroy.push(v.name.clone());
+            if !keep.own.selects(&v.name) {
+                out.foreign.push(v.name.clone());
+            }
+            doomed.push((*v).clone());
+        } else {
+            out.keep.push((
+                v.name.clone(),
+                d.kept_by.iter().map(ToString::to_string).collect(),
+            ));
+        }
+    }
+    out.keep.extend(
+        out_of_scope
+            .iter()
+            .map(|v| (v.name.clone(), vec![OUT_OF_SCOPE.to_string()])),
+    );
+    (out, doomed)
 }
 
 /// A readable dry-run report (`zrepl prune --dry-run`).
@@ -364,7 +439,14 @@ pub fn render(r: &PruneReport) -> String {
                 let _ = writeln!(s, "    keep    @{n}  ({})", why.join("; "));
             }
             for n in &f.destroy {
-                let _ = writeln!(s, "    destroy @{n}");
+                if f.foreign.contains(n) {
+                    let _ = writeln!(
+                        s,
+                        "    destroy @{n}  (WARNING: not made by this job; pruning.scope: own or selected would spare it)"
+                    );
+                } else {
+                    let _ = writeln!(s, "    destroy @{n}");
+                }
             }
             for (n, e) in &f.errors {
                 let _ = writeln!(s, "    FAILED  @{n}: {e}");
@@ -375,7 +457,7 @@ pub fn render(r: &PruneReport) -> String {
 }
 
 /// Pruning of a snap job: every filesystem of the job, with `keep`, locally.
-pub async fn prune_local<S: Sender>(sender: &S, keep: &[Rule], dry_run: bool) -> SideReport {
+pub async fn prune_local<S: Sender>(sender: &S, keep: &Keep, dry_run: bool) -> SideReport {
     let mut rep = SideReport::default();
     let fss = match sender.list_filesystems().await {
         Ok(l) => l,
@@ -443,5 +525,149 @@ impl Receiver for NoReceiver {
         _snapshots: &[FilesystemVersion],
     ) -> zrepl_protocol::Result<Vec<zrepl_protocol::DestroyResult>> {
         match *self {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(name: &str, txg: u64) -> FilesystemVersion {
+        FilesystemVersion {
+            typ: VersionType::Snapshot,
+            name: name.into(),
+            guid: txg,
+            createtxg: txg,
+            creation: txg as i64 * 60,
+            userrefs: Some(0),
+        }
+    }
+
+    fn keep(scope: config::PruningScope, selection: &SnapshotFilter, prefix: Option<&str>) -> Keep {
+        let mut k = Keep::new(&[], scope, selection, prefix);
+        k.rules = vec![Rule::LastN {
+            count: 1,
+            regex: None,
+        }];
+        k
+    }
+
+    /// `pruning.scope`: foreign snapshots (Proxmox's, hand-made) survive whatever the keep rules
+    /// say and do not count for `last_n`; with scope all they are destroyed as in zrepl 0.7 and
+    /// reported as foreign.
+    #[test]
+    fn scope_table() {
+        use config::PruningScope::*;
+        let fs: DatasetPath = "pool/a".parse().unwrap();
+        let vs = vec![
+            snap("zrepl_1", 1),
+            snap("vzdump", 2),
+            snap("zrepl_2", 3),
+            snap("manual-x", 4),
+        ];
+        let sel = SnapshotFilter::prefix("zrepl_");
+        let all = SnapshotFilter::all();
+        #[allow(clippy::type_complexity)]
+        let cases: &[(&str, Keep, &[&str], &[&str])] = &[
+            (
+                "zrepl 0.7: last_n 1 of everything",
+                keep(All, &all, Some("zrepl_")),
+                &["zrepl_1", "vzdump"],
+                &["vzdump"],
+            ),
+            (
+                "own prefix: foreign ones spared and not counted",
+                keep(Own, &all, Some("zrepl_")),
+                &["zrepl_1"],
+                &[],
+            ),
+            (
+                "selected: the same through the replication filter",
+                keep(Selected, &sel, None),
+                &["zrepl_1"],
+                &[],
+            ),
+            (
+                "all, no prefix known (pull, no filter): nothing flagged",
+                keep(All, &all, None),
+                &["zrepl_1", "vzdump"],
+                &[],
+            ),
+            (
+                "all with a filter: foreign means unselected",
+                keep(All, &sel, None),
+                &["zrepl_1", "vzdump"],
+                &["vzdump"],
+            ),
+        ];
+        for (name, k, destroy, foreign) in cases {
+            let cursor = snap("zrepl_2", 3);
+            let (out, doomed) = judge(&fs, &vs, Some(&cursor), k, true);
+            assert_eq!(out.destroy, *destroy, "{name}");
+            assert_eq!(out.foreign, *foreign, "{name}");
+            let names: Vec<&str> = doomed.iter().map(|v| v.name.as_str()).collect();
+            assert_eq!(names, *destroy, "{name}");
+            let kept: Vec<&str> = out.keep.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(kept.len() + destroy.len(), vs.len(), "{name}: {kept:?}");
+            if matches!(k.scope.is_all(), false) {
+                assert!(
+                    out.keep
+                        .iter()
+                        .any(|(n, why)| n == "vzdump" && why == &[OUT_OF_SCOPE]),
+                    "{name}: {:?}",
+                    out.keep
+                );
+            }
+        }
+    }
+
+    /// The guards stay whatever the scope: held snapshots and the cursor's are never destroyed,
+    /// and without a cursor a not_replicated rule prunes nothing.
+    #[test]
+    fn guards_hold_within_scope() {
+        let fs: DatasetPath = "pool/a".parse().unwrap();
+        let mut held = snap("zrepl_1", 1);
+        held.userrefs = Some(1);
+        let vs = vec![held, snap("zrepl_2", 2), snap("zrepl_3", 3)];
+        let mut k = Keep::new(
+            &[],
+            config::PruningScope::Own,
+            &SnapshotFilter::all(),
+            Some("zrepl_"),
+        );
+        k.rules = vec![Rule::Regex {
+            regex: regex::Regex::new("^never$").unwrap(),
+            negate: false,
+        }];
+        let (out, _) = judge(&fs, &vs, Some(&snap("zrepl_2", 2)), &k, true);
+        assert_eq!(out.destroy, ["zrepl_3"]);
+        k.rules.push(Rule::NotReplicated {
+            keep_snapshot_at_cursor: true,
+        });
+        let (out, doomed) = judge(&fs, &vs, None, &k, true);
+        assert_eq!(out.skipped.as_deref(), Some(NO_CURSOR));
+        assert!(doomed.is_empty());
+    }
+
+    #[test]
+    fn dry_run_render_warns_about_foreign_snapshots() {
+        let r = PruneReport {
+            sender: SideReport {
+                error: None,
+                filesystems: vec![FsPrune {
+                    filesystem: "pool/a".into(),
+                    destroy: vec!["zrepl_1".into(), "vzdump".into()],
+                    foreign: vec!["vzdump".into()],
+                    ..FsPrune::default()
+                }],
+            },
+            receiver: SideReport::default(),
+        };
+        let text = render(&r);
+        assert!(text.contains("    destroy @zrepl_1\n"), "{text}");
+        assert!(
+            text.contains("destroy @vzdump  (WARNING: not made by this job"),
+            "{text}"
+        );
     }
 }

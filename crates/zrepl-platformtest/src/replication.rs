@@ -643,6 +643,7 @@ pub async fn repl_initial_replication_policies(t: Ctx) -> TestResult {
         max_attempts: 1,
         policy: zrepl_planner::Policy {
             initial_replication: policy,
+            ..Default::default()
         },
         ..DriverConfig::default()
     };
@@ -1069,7 +1070,7 @@ pub async fn daemon_push_sink_local_wakeup_and_kill(t: Ctx) -> TestResult {
 /// Pruning both sides after replication: the dry run says exactly what the real run destroys;
 /// a held snapshot is reported and kept; the cursor's snapshot is never destroyed.
 pub async fn prune_both_sides_dry_run_matches_and_holds_are_kept(t: Ctx) -> TestResult {
-    use zrepl_daemon::prune::{prune, PruneReport};
+    use zrepl_daemon::prune::{prune, Keep, PruneReport};
     let a = create(&t, "src/a")?;
     for i in 1..=6 {
         write(&a, &format!("f{i}"), 1)?;
@@ -1082,6 +1083,7 @@ pub async fn prune_both_sides_dry_run_matches_and_holds_are_kept(t: Ctx) -> Test
         max_attempts: 1,
         policy: zrepl_planner::Policy {
             initial_replication: zrepl_planner::InitialReplication::All,
+            ..Default::default()
         },
         ..DriverConfig::default()
     };
@@ -1106,7 +1108,14 @@ pub async fn prune_both_sides_dry_run_matches_and_holds_are_kept(t: Ctx) -> Test
         count: 2,
         regex: Some(regex::Regex::new("^zrepl_").unwrap()),
     }];
-    let dry: PruneReport = prune(&s, &r, &keep_sender, &keep_receiver, true).await;
+    let dry: PruneReport = prune(
+        &s,
+        &r,
+        &Keep::rules_only(keep_sender.clone()),
+        &Keep::rules_only(keep_receiver.clone()),
+        true,
+    )
+    .await;
     let ra = recv_path(&t, "a");
     ensure!(
         versions(&a)?.iter().filter(|v| v.starts_with('@')).count() == 7,
@@ -1142,7 +1151,14 @@ pub async fn prune_both_sides_dry_run_matches_and_holds_are_kept(t: Ctx) -> Test
         "receiver dry run: {rd:?}"
     );
 
-    let real = prune(&s, &r, &keep_sender, &keep_receiver, false).await;
+    let real = prune(
+        &s,
+        &r,
+        &Keep::rules_only(keep_sender),
+        &Keep::rules_only(keep_receiver),
+        false,
+    )
+    .await;
     let sr = real
         .sender
         .filesystems

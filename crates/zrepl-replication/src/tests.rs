@@ -274,6 +274,7 @@ async fn a_cancelled_run_still_completes_the_steps_that_were_received() {
     let cfg = DriverConfig {
         policy: Policy {
             initial_replication: zrepl_planner::InitialReplication::All,
+            ..Policy::default()
         },
         step_concurrency: 2,
         ..Default::default()
@@ -392,6 +393,7 @@ async fn initial_then_incremental_with_parents_first_and_oldest_first() {
     let cfg = DriverConfig {
         policy: Policy {
             initial_replication: zrepl_planner::InitialReplication::All,
+            ..Policy::default()
         },
         step_concurrency: 1,
         ..Default::default()
@@ -535,6 +537,7 @@ async fn step_events_carry_subsystem_fs_and_step() {
     let cfg = DriverConfig {
         policy: Policy {
             initial_replication: zrepl_planner::InitialReplication::All,
+            ..Policy::default()
         },
         ..Default::default()
     };

@@ -31,6 +31,10 @@ pub struct FsPrune {
     pub keep: Vec<(String, Vec<String>)>,
     /// Snapshots whose destruction failed, with the reason.
     pub errors: Vec<(String, String)>,
+    /// Snapshots of `destroy` this job did not make (outside its snapshot selection, or without
+    /// its snapshot prefix): `pruning.scope: all` destroys them as zrepl 0.7 does, and a dry
+    /// run warns about them.
+    pub foreign: Vec<String>,
 }
 
 impl FsPrune {

@@ -26,6 +26,9 @@ pub fn run(config: Option<&Path>, args: ConfigcheckArgs) -> anyhow::Result<ExitC
     for p in &problems {
         eprintln!("error: {p}");
     }
+    for w in zrepl_config::lint::foreign_pruning(&cfg) {
+        eprintln!("warning: {w}");
+    }
     if !problems.is_empty() {
         anyhow::bail!(
             "{} problem(s): zrepl daemon would refuse this config{}",

@@ -192,10 +192,21 @@ fn snapshot_selection_and_pruning_scope() {
     let zrepl_config::Job::Pull(p) = &b.jobs[0] else {
         panic!()
     };
-    assert_eq!(p.replication.snapshots, zrepl_filters::SnapshotFilter::prefix("zrepl_"));
+    assert_eq!(
+        p.replication.snapshots,
+        zrepl_filters::SnapshotFilter::prefix("zrepl_")
+    );
     assert_eq!(p.pruning.scope, zrepl_config::PruningScope::Selected);
-    let e = load_str(&pull.replace("scope: selected", "scope: own"), Path::new("/x.yml"), &MemLoader::default()).unwrap_err();
-    assert!(e.to_string().contains("a pull job makes no snapshots"), "{e}");
+    let e = load_str(
+        &pull.replace("scope: selected", "scope: own"),
+        Path::new("/x.yml"),
+        &MemLoader::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("a pull job makes no snapshots"),
+        "{e}"
+    );
 
     // zrepl 0.7 configs keep zrepl's meaning.
     let c = reload(&PUSH_BP.replace("    backpressure: BP\n", ""));
@@ -204,6 +215,29 @@ fn snapshot_selection_and_pruning_scope() {
     };
     assert!(p.replication.snapshots.is_all());
     assert_eq!(p.pruning.scope, zrepl_config::PruningScope::All);
+}
+
+/// `configcheck`'s advice: keep rules of scope all that destroy foreign snapshots are named;
+/// scope own, or a negated regex rule keeping what the job did not make, silences it.
+#[test]
+fn lint_names_rules_that_destroy_foreign_snapshots() {
+    let base = PUSH_BP.replace("    backpressure: BP\n", "");
+    let w = zrepl_config::lint::foreign_pruning(&reload(&base));
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].contains("job \"p\": pruning.keep_sender destroys every snapshot no rule keeps"), "{w:?}");
+    assert!(w[0].contains("snapshots matching prefix \"z_\" are its own"), "{w:?}");
+    let scoped = base.replace("    keep_receiver", "    scope: own\n    keep_receiver");
+    assert!(zrepl_config::lint::foreign_pruning(&reload(&scoped)).is_empty());
+    let spared = base.replace(
+        "keep_sender: [{type: last_n, count: 1}]",
+        "keep_sender: [{type: last_n, count: 1}, {type: regex, negate: true, regex: \"^z_\"}]",
+    );
+    let w = zrepl_config::lint::foreign_pruning(&reload(&spared));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("pruning.keep_receiver"), "{w:?}");
+    // Manual snapshotting, no selection: nothing is known to be the job's own.
+    let manual = push_with(TCP, "");
+    assert!(zrepl_config::lint::foreign_pruning(&reload(&manual)).is_empty());
 }
 
 fn reload(src: &str) -> Config {

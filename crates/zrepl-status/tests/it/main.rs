@@ -91,6 +91,7 @@ fn full() -> DaemonStatus {
         destroy: vec!["zrepl_1".into(), "zrepl_2".into()],
         keep: vec![("zrepl_3".into(), vec!["last_n".into(), "grid".into()])],
         errors: vec![("zrepl_2".into(), "dataset is busy".into())],
+        foreign: vec!["zrepl_1".into()],
     };
     let side = SideReport {
         error: Some("listing failed on one filesystem".into()),
