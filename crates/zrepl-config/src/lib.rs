@@ -197,6 +197,44 @@ pub fn load_str(src: &str, path: &Path, loader: &dyn SourceLoader) -> Result<Loa
         }
     }
 
+    // A sink without the identity component serves one client identity; over `local`, the
+    // clients are the jobs of this config that connect to its listener.
+    for (i, (job, file, mark)) in jobs.iter().enumerate() {
+        let Job::Sink(sink) = job else { continue };
+        let Serve::Local { listener_name } = &sink.serve else {
+            continue;
+        };
+        if sink.mapping.identity_component {
+            continue;
+        }
+        let ids: std::collections::BTreeSet<&str> = jobs
+            .iter()
+            .filter_map(|(j, ..)| match j {
+                Job::Push(PushJob {
+                    connect:
+                        Connect::Local {
+                            listener_name: l,
+                            client_identity,
+                            ..
+                        },
+                    ..
+                }) if l == listener_name => Some(client_identity.as_str()),
+                _ => None,
+            })
+            .collect();
+        if ids.len() > 1 {
+            errors.push(ConfigError {
+                file: file.clone(),
+                mark: *mark,
+                path: format!("jobs[{i}].mapping.identity_component"),
+                message: format!(
+                    "identity_component: false needs a sink that serves exactly one client identity, so that two clients can never receive into the same dataset; push jobs connect to local listener {listener_name:?} as {}",
+                    ids.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+
     match (errors.is_empty(), global) {
         (true, Some(global)) => Ok(Loaded {
             config: Config {

@@ -339,9 +339,37 @@ pub struct SinkJob {
     pub name: String,
     pub serve: Serve,
     pub root_fs: DatasetPath,
+    /// Extension (zrepl#253): where below `root_fs` received filesystems go.
+    pub mapping: Mapping,
     pub recv: RecvOptions,
     /// Extension (zrepl#394): commands around every client session (one control connection).
     pub hooks: ReplicationHooks,
+}
+
+/// `mapping` of a sink or pull job (an extension, zrepl#253). zrepl 0.7 puts a sender's
+/// `a/b/c` at `root_fs/<client identity>/a/b/c` (sink) or `root_fs/a/b/c` (pull).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mapping {
+    /// Sink only: `false` leaves the client identity out (`root_fs/a/b/c`); then the sink
+    /// serves exactly one client identity, so that two clients can never share a dataset.
+    pub identity_component: bool,
+    /// Drop this leading part of every sender path (`tank/data`: `tank/data/x` lands at
+    /// `root_fs/[identity/]x`). Sender filesystems outside it, and the prefix itself, are
+    /// refused. A prefix is removed one-to-one, so two sender filesystems never map together.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_display"
+    )]
+    pub strip_prefix: Option<DatasetPath>,
+}
+
+impl Default for Mapping {
+    fn default() -> Self {
+        Mapping {
+            identity_component: true,
+            strip_prefix: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -349,6 +377,8 @@ pub struct PullJob {
     pub name: String,
     pub connect: Connect,
     pub root_fs: DatasetPath,
+    /// Extension (zrepl#253): `strip_prefix` (pull jobs have no identity component).
+    pub mapping: Mapping,
     pub interval: PullInterval,
     /// Extension: replicate on this cron schedule (then `interval` may be left out).
     #[serde(

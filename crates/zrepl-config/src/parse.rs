@@ -627,12 +627,28 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
         Some("sink") => {
             let serve = m.req(cx, "serve", decode_serve);
             let root_fs = m.req(cx, "root_fs", dataset_path);
+            let mapping = m.or(cx, "mapping", Mapping::default(), |cx, n, p| {
+                decode_mapping(cx, n, p, true)
+            });
             let recv = from_defaults(cx, &mut m, "recv", decode_recv);
             let hooks = m.or(cx, "hooks", ReplicationHooks::default(), decode_job_hooks);
+            if let (Some(mp), Some(sv)) = (&mapping, &serve) {
+                if !mp.identity_component {
+                    if let Some(why) = several_identities(sv) {
+                        cx.err(
+                            m.mark,
+                            &format!("{path}.mapping.identity_component"),
+                            format!("identity_component: false needs a sink that serves exactly one client identity, so that two clients can never receive into the same dataset; {why}"),
+                        );
+                        return None;
+                    }
+                }
+            }
             Some(Job::Sink(SinkJob {
                 name: name.clone()?,
                 serve: serve?,
                 root_fs: root_fs?,
+                mapping: mapping?,
                 recv: recv?,
                 hooks: hooks?,
             }))
@@ -640,6 +656,9 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
         Some("pull") => {
             let connect = m.req(cx, "connect", decode_connect);
             let root_fs = m.req(cx, "root_fs", dataset_path);
+            let mapping = m.or(cx, "mapping", Mapping::default(), |cx, n, p| {
+                decode_mapping(cx, n, p, false)
+            });
             let hooks = m.or(cx, "hooks", ReplicationHooks::default(), decode_job_hooks);
             // With a `cron` schedule (an extension), `interval` may be left out.
             let cron = m.or(cx, "cron", None, |cx, n, p| decode_cron(cx, n, p).map(Some));
@@ -666,6 +685,7 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
                 name: name.clone()?,
                 connect: connect?,
                 root_fs: root_fs?,
+                mapping: mapping?,
                 interval: interval?,
                 cron: cron?,
                 hooks: hooks?,
@@ -1802,6 +1822,58 @@ fn check_scope(
     };
     cx.err(mark, &format!("{path}.pruning.scope"), why);
     false
+}
+
+/// `mapping` (extension) of a sink (`sink`: the identity component may be left out) or pull job.
+fn decode_mapping(cx: &mut Cx, node: &Node, path: &str, sink: bool) -> Option<Mapping> {
+    let mut m = cx.map(node, path)?;
+    let identity = m.or(cx, "identity_component", true, |cx, n, p| {
+        let v = cx.bool(n, p)?;
+        if !v && !sink {
+            cx.err(
+                n.mark,
+                p,
+                "a pull job receives into root_fs/<source path>, without an identity component; identity_component applies to sinks",
+            );
+            return None;
+        }
+        Some(v)
+    });
+    let strip = m.opt(cx, "strip_prefix", dataset_path);
+    m.finish(cx);
+    Some(Mapping {
+        identity_component: identity?,
+        strip_prefix: strip?,
+    })
+}
+
+/// Why a sink's serve may see more than one client identity (`None`: exactly one).
+fn several_identities(serve: &Serve) -> Option<String> {
+    match serve {
+        Serve::Tcp { clients, .. } => {
+            let ids: std::collections::BTreeSet<&str> =
+                clients.iter().map(|c| c.identity.as_str()).collect();
+            if let Some(w) = clients.iter().find(|c| c.identity.contains('*')) {
+                Some(format!(
+                    "the tcp client {:?} maps a network to many identities ({:?})",
+                    w.key, w.identity
+                ))
+            } else if ids.len() != 1 {
+                Some(format!("serve.clients names {} identities", ids.len()))
+            } else {
+                None
+            }
+        }
+        Serve::Tls { client_cns, .. } if client_cns.len() != 1 => {
+            Some(format!("serve.client_cns names {}", client_cns.len()))
+        }
+        Serve::Stdinserver { client_identities } if client_identities.len() != 1 => Some(format!(
+            "serve.client_identities names {}",
+            client_identities.len()
+        )),
+        // Local connections are counted over all jobs (they are in this config).
+        _ => None,
+    }
 }
 
 /// `pruning.scope` (extension).

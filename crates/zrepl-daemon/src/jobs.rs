@@ -435,6 +435,7 @@ fn compressible(s: &config::SendOptions) -> bool {
 fn receiver_config(
     job: &str,
     root_fs: &zrepl_zfs_types::DatasetPath,
+    mapping: &config::Mapping,
     r: &config::RecvOptions,
 ) -> ReceiverConfig {
     let placeholder = match r.placeholder.encryption {
@@ -455,6 +456,8 @@ fn receiver_config(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         bandwidth_limit: bandwidth(&r.bandwidth_limit),
+        identity_component: mapping.identity_component,
+        strip_prefix: mapping.strip_prefix.clone(),
     }
 }
 
@@ -632,14 +635,14 @@ fn build_job(
                         ),
                         hooks: p.hooks.clone(),
                     },
-                    receiver: receiver_config(&p.name, &p.root_fs, &p.recv),
+                    receiver: receiver_config(&p.name, &p.root_fs, &p.mapping, &p.recv),
                     schedule: replication_schedule(&p.interval, &p.cron),
                 })
             }
             config::Job::Sink(s) => Ok(Runnable::Passive {
                 handle: Arc::new(JobHandle::new(&s.name, "sink", None, JobState::Serving)),
                 serving: serving(&s.serve, sockdir),
-                role: Role::Sink(receiver_config(&s.name, &s.root_fs, &s.recv)),
+                role: Role::Sink(receiver_config(&s.name, &s.root_fs, &s.mapping, &s.recv)),
                 hooks: s.hooks.clone(),
             }),
             config::Job::Source(s) => {

@@ -33,8 +33,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) struct ServingHooks {
     job: String,
     hooks: ReplicationHooks,
-    /// Sink: `root_fs`, below which each client gets `root_fs/<identity>`.
-    root_fs: Option<DatasetPath>,
+    /// Sink: `root_fs`, below which each client gets `root_fs/<identity>`, and whether the
+    /// identity component is used (`mapping.identity_component`).
+    root_fs: Option<(DatasetPath, bool)>,
     next: AtomicU64,
     /// Open sessions per client identity, so that its stream connections report to them.
     open: Mutex<HashMap<String, Vec<OpenSession>>>,
@@ -122,7 +123,7 @@ pub(crate) fn for_role(
     hooks: &ReplicationHooks,
 ) -> Option<Arc<ServingHooks>> {
     let root = match role {
-        crate::jobs::Role::Sink(rc) => Some(rc.root_fs.clone()),
+        crate::jobs::Role::Sink(rc) => Some((rc.root_fs.clone(), rc.identity_component)),
         crate::jobs::Role::Source { .. } => None,
     };
     ServingHooks::new(job, hooks, root)
@@ -133,7 +134,7 @@ impl ServingHooks {
     pub(crate) fn new(
         job: &str,
         hooks: &ReplicationHooks,
-        root_fs: Option<DatasetPath>,
+        root_fs: Option<(DatasetPath, bool)>,
     ) -> Option<Arc<Self>> {
         if hooks.pre.is_none() && hooks.post.is_none() {
             return None;
@@ -149,7 +150,10 @@ impl ServingHooks {
 
     /// Where a sink puts `client`'s filesystems.
     fn root(&self, client: &str) -> Option<String> {
-        self.root_fs.as_ref().map(|r| format!("{r}/{client}"))
+        self.root_fs.as_ref().map(|(r, identity)| match identity {
+            true => format!("{r}/{client}"),
+            false => r.to_string(),
+        })
     }
 
     /// Starts a session of `client`: `pre` runs in the background; the session's requests
@@ -699,7 +703,7 @@ mod tests {
             post: Some(script(dir.path(), "post", DUMP, false)),
         };
         let root = DatasetPath::parse("pool/sink").unwrap();
-        let h = ServingHooks::new("sink", &hooks, Some(root)).unwrap();
+        let h = ServingHooks::new("sink", &hooks, Some((root, true))).unwrap();
         let session = h.start("host1");
         let control = session.wrap(Mock);
         // Requests wait for pre.

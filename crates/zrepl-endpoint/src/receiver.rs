@@ -44,6 +44,11 @@ pub struct ReceiverConfig {
     pub override_: Vec<(String, String)>,
     /// `recv.bandwidth_limit`.
     pub bandwidth_limit: Option<crate::BandwidthLimit>,
+    /// `mapping.identity_component` (a sink's; true as in zrepl): `false` receives below
+    /// `root_fs` itself, whatever `client_identity` says.
+    pub identity_component: bool,
+    /// `mapping.strip_prefix`: removed from every sender path ([`crate::plan::mapping`]).
+    pub strip_prefix: Option<DatasetPath>,
 }
 
 /// A receiver over the local `zfs`.
@@ -52,6 +57,8 @@ pub struct LocalReceiver {
     zfs: Zfs,
     cfg: Arc<ReceiverConfig>,
     root: DatasetPath,
+    /// `mapping.strip_prefix`: removed from every sender path.
+    strip_prefix: Option<DatasetPath>,
     /// Serializes placeholder creation (zrepl's per-receiver mutex), shared by every receiver
     /// of the same root in this process: a peer's concurrent streams arrive on connections of
     /// their own, each served by its own `LocalReceiver`.
@@ -92,7 +99,11 @@ impl LocalReceiver {
     /// State shared with the other receivers of the same root (placeholder creation, checked
     /// receives) and the job's bandwidth bucket come from `reg`.
     pub fn new(zfs: Zfs, cfg: ReceiverConfig, reg: &Registry) -> Result<Self, EndpointError> {
-        let root = match &cfg.client_identity {
+        let root = match cfg
+            .client_identity
+            .as_ref()
+            .filter(|_| cfg.identity_component)
+        {
             None => cfg.root_fs.clone(),
             Some(id) => {
                 let idp = DatasetPath::from_components([id.clone()]).map_err(|e| {
@@ -103,6 +114,7 @@ impl LocalReceiver {
                 })?
             }
         };
+        let strip_prefix = cfg.strip_prefix.clone().filter(|p| !p.is_empty());
         let bucket = cfg
             .bandwidth_limit
             .map(|l| reg.bucket(&format!("recv\0{}", cfg.job), l));
@@ -111,6 +123,7 @@ impl LocalReceiver {
             cfg: Arc::new(cfg),
             shared: reg.root(&root),
             root,
+            strip_prefix,
             held: Arc::default(),
             prefetched: Arc::default(),
             bucket,
@@ -122,15 +135,12 @@ impl LocalReceiver {
         &self.root
     }
 
-    /// Maps a peer's relative path below our root. The path is a validated `DatasetPath`
-    /// (no empty, `.` or `..` components), so the result is always inside the root.
+    /// Maps a peer's path below our root ([`crate::plan::mapping`]). The path is a validated
+    /// `DatasetPath` (no empty, `.` or `..` components), so the result is always strictly
+    /// inside the root.
     fn local_path(&self, fs: &DatasetPath) -> Result<DatasetPath, EndpointError> {
-        if fs.is_empty() {
-            return Err(EndpointError::invalid("empty filesystem path"));
-        }
-        let p = self.root.join(fs).map_err(|e| {
-            EndpointError::invalid(format!("cannot receive {fs} below {}: {e}", self.root))
-        })?;
+        let p = crate::plan::mapping::receiving_path(&self.root, self.strip_prefix.as_ref(), fs)
+            .map_err(EndpointError::invalid)?;
         debug_assert!(p.has_prefix(&self.root) && p != self.root);
         Ok(p)
     }
@@ -196,7 +206,7 @@ impl LocalReceiver {
             }
             // The client identity level of a sink is created with inherited encryption even if
             // the policy is unspecified (zrepl does the same).
-            let is_identity_level = anc == self.root && self.cfg.client_identity.is_some();
+            let is_identity_level = anc == self.root && self.root != self.cfg.root_fs;
             let enc = match (self.cfg.placeholder, is_identity_level) {
                 (_, true) | (PlaceholderPolicy::Inherit, _) => PlaceholderEncryption::Inherit,
                 (PlaceholderPolicy::Off, _) => PlaceholderEncryption::Off,
@@ -374,7 +384,9 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         let (props, unreplaced) = props;
         let mut out = Vec::new();
         for (path, p) in props {
-            let Some(rel) = path.strip_prefix(&self.root).filter(|r| !r.is_empty()) else {
+            let Some(rel) =
+                crate::plan::mapping::sender_path(&self.root, self.strip_prefix.as_ref(), &path)
+            else {
                 continue;
             };
             let is_placeholder = unreplaced.contains(&path)

@@ -161,6 +161,8 @@ pub(crate) fn receiver(
             inherit: vec![],
             override_: vec![],
             bandwidth_limit: None,
+            identity_component: true,
+            strip_prefix: None,
         },
         &t.reg,
     )
@@ -568,6 +570,8 @@ pub async fn repl_properties_override_and_inherit(t: Ctx) -> TestResult {
             inherit: vec!["org.test:drop".into()],
             override_: vec![("org.test:forced".into(), "x".into())],
             bandwidth_limit: None,
+            identity_component: true,
+            strip_prefix: None,
         },
         &t.reg,
     )

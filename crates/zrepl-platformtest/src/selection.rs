@@ -115,10 +115,21 @@ pub async fn select_foreign_snapshots_skipped_and_spared_by_pruning(t: Ctx) -> T
     }
     let left = snaps(&a)?;
     ensure!(
-        left == ["@autosnap_1", "@manual-x", "@autosnap_2", "@zrepl_5", "@autosnap_3", "@autosnap_4"],
+        left == [
+            "@autosnap_1",
+            "@manual-x",
+            "@autosnap_2",
+            "@zrepl_5",
+            "@autosnap_3",
+            "@autosnap_4"
+        ],
         "sender after pruning: {left:?}"
     );
-    ensure!(snaps(&ra)? == ["@zrepl_5"], "receiver after pruning: {:?}", snaps(&ra)?);
+    ensure!(
+        snaps(&ra)? == ["@zrepl_5"],
+        "receiver after pruning: {:?}",
+        snaps(&ra)?
+    );
 
     // Replication goes on from the cursor after pruning.
     snap("zrepl_6")?;
@@ -127,6 +138,147 @@ pub async fn select_foreign_snapshots_skipped_and_spared_by_pruning(t: Ctx) -> T
         snaps(&ra)? == ["@zrepl_5", "@zrepl_6"],
         "after pruning: {:?}",
         snaps(&ra)?
+    );
+    Ok(())
+}
+
+/// `mapping: {identity_component: false, strip_prefix: <pool>/src/data}` on the receiver: a
+/// 1:1 mirror (`src/data/x` -> `dst/backup/x`, children and placeholders included), initial and
+/// incremental, pruned by sender names; a path outside the prefix is refused before any zfs
+/// command, and the prefix itself fails clearly instead of landing on root_fs.
+pub async fn select_mapping_strip_prefix_mirrors_one_to_one(t: Ctx) -> TestResult {
+    use zrepl_endpoint::{LocalReceiver, ReceiverConfig};
+    use zrepl_protocol::Receiver as _;
+    let data = create(&t, "src/data")?;
+    let x = create(&t, "src/data/x")?;
+    let y = create(&t, "src/data/x/y")?;
+    let z = create(&t, "src/data/deep/z")?;
+    for fs in [&data, &x, &y, &z] {
+        write(fs, "f", 1)?;
+        snapshot(&format!("{fs}@zrepl_1"))?;
+    }
+    let backup = crate::replication::path(&t, "dst/backup");
+    crate::replication::zfs(&["create", "-p", &backup])?;
+    let rcv = || {
+        LocalReceiver::new(
+            t.zfs.clone(),
+            ReceiverConfig {
+                job: "sink".into(),
+                root_fs: crate::replication::dp(&backup),
+                client_identity: Some("client".into()),
+                placeholder: PlaceholderPolicy::Inherit,
+                inherit: vec![],
+                // Mounting the received child x/y would otherwise modify x (as without mapping).
+                override_: vec![("readonly".into(), "on".into())],
+                bandwidth_limit: None,
+                identity_component: false,
+                strip_prefix: Some(crate::replication::dp(&data)),
+            },
+            &t.reg,
+        )
+        .map_err(|e| e.to_string())
+    };
+    let r = rcv()?;
+    let s = sender(
+        &t,
+        &[
+            ("src/data<", true),
+            ("src/data", false),
+            ("src/data/deep", false),
+        ],
+    );
+    let cfg = crate::replication::one_attempt();
+    must_succeed(&replicate(&s, &r, &cfg).await)?;
+    for (rel, src) in [("x", &x), ("x/y", &y), ("deep/z", &z)] {
+        let dst = format!("{backup}/{rel}");
+        ensure!(
+            guid(&format!("{dst}@zrepl_1"))? == guid(&format!("{src}@zrepl_1"))?,
+            "{dst}"
+        );
+    }
+    // `deep` is not replicated (filtered out): a placeholder; nothing at root_fs/client.
+    ensure!(
+        crate::replication::zfs(&[
+            "get",
+            "-H",
+            "-o",
+            "value",
+            "zrepl:placeholder",
+            &format!("{backup}/deep")
+        ])?
+        .trim()
+            == "on",
+        "deep must be a placeholder"
+    );
+    ensure!(
+        !crate::replication::exists(&format!("{backup}/client")),
+        "identity component must be left out"
+    );
+    // Incremental.
+    snapshot(&format!("{x}@zrepl_2"))?;
+    must_succeed(&replicate(&s, &r, &cfg).await)?;
+    ensure!(
+        guid(&format!("{backup}/x@zrepl_2"))? == guid(&format!("{x}@zrepl_2"))?,
+        "incremental"
+    );
+    // The receiver lists by sender names: pruning finds its counterpart.
+    let listed: Vec<String> = r
+        .list_filesystems()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|f| f.path.to_string())
+        .collect();
+    ensure!(
+        listed.contains(&x) && listed.contains(&y) && listed.contains(&z),
+        "listing in sender names: {listed:?}"
+    );
+    let keep = zrepl_daemon::prune::Keep::rules_only(vec![zrepl_pruning::Rule::LastN {
+        count: 1,
+        regex: None,
+    }]);
+    let pr = zrepl_daemon::prune::prune(&s, &r, &keep, &keep, true).await;
+    let rx = pr
+        .receiver
+        .filesystems
+        .iter()
+        .find(|f| f.filesystem == x)
+        .ok_or_else(|| format!("receiver side of {x} not pruned: {pr:?}"))?;
+    ensure!(rx.destroy == ["zrepl_1"], "{rx:?}");
+
+    // Outside the prefix: refused, nothing created anywhere.
+    let outside = crate::replication::dp(&crate::replication::path(&t, "other/w"));
+    let e = r
+        .list_versions(&outside)
+        .await
+        .err()
+        .ok_or("a path outside strip_prefix must be refused")?;
+    ensure!(
+        e.to_string()
+            .contains("outside the receiver's mapping.strip_prefix"),
+        "{e}"
+    );
+    let before = crate::replication::zfs(&["list", "-H", "-o", "name", "-r", &backup])?;
+
+    // The prefix itself has nowhere to go: a clear error, root_fs untouched.
+    let s2 = sender(&t, &[("src/data<", true), ("src/data/deep", false)]);
+    let rep = replicate(&s2, &rcv()?, &cfg).await;
+    let d = rep
+        .attempts
+        .last()
+        .and_then(|a| a.filesystems.iter().find(|f| f.name == data))
+        .ok_or("prefix fs missing from report")?;
+    ensure!(
+        d.error()
+            .unwrap_or("")
+            .contains("is the sink's mapping.strip_prefix itself"),
+        "{d:?}"
+    );
+    let after = crate::replication::zfs(&["list", "-H", "-o", "name", "-r", &backup])?;
+    ensure!(before == after, "datasets changed:\n{before}\n->\n{after}");
+    ensure!(
+        crate::replication::versions(&backup)?.is_empty(),
+        "nothing may be received into root_fs"
     );
     Ok(())
 }

@@ -224,8 +224,14 @@ fn lint_names_rules_that_destroy_foreign_snapshots() {
     let base = PUSH_BP.replace("    backpressure: BP\n", "");
     let w = zrepl_config::lint::foreign_pruning(&reload(&base));
     assert_eq!(w.len(), 2, "{w:?}");
-    assert!(w[0].contains("job \"p\": pruning.keep_sender destroys every snapshot no rule keeps"), "{w:?}");
-    assert!(w[0].contains("snapshots matching prefix \"z_\" are its own"), "{w:?}");
+    assert!(
+        w[0].contains("job \"p\": pruning.keep_sender destroys every snapshot no rule keeps"),
+        "{w:?}"
+    );
+    assert!(
+        w[0].contains("snapshots matching prefix \"z_\" are its own"),
+        "{w:?}"
+    );
     let scoped = base.replace("    keep_receiver", "    scope: own\n    keep_receiver");
     assert!(zrepl_config::lint::foreign_pruning(&reload(&scoped)).is_empty());
     let spared = base.replace(
@@ -238,6 +244,54 @@ fn lint_names_rules_that_destroy_foreign_snapshots() {
     // Manual snapshotting, no selection: nothing is known to be the job's own.
     let manual = push_with(TCP, "");
     assert!(zrepl_config::lint::foreign_pruning(&reload(&manual)).is_empty());
+}
+
+/// `mapping` (issue 18 item 3): a 1:1 mirror below root_fs, loaded and printed back; a local
+/// sink without the identity component refuses two connecting identities.
+#[test]
+fn mapping_round_trips_and_local_identities_are_counted() {
+    let sink = sink_with(
+        TCP_SERVE,
+        "  mapping: {identity_component: false, strip_prefix: tank/data}\n",
+    );
+    let a = reload(&sink);
+    let zrepl_config::Job::Sink(j) = &a.jobs[0] else {
+        panic!()
+    };
+    assert!(!j.mapping.identity_component);
+    assert_eq!(
+        j.mapping
+            .strip_prefix
+            .as_ref()
+            .map(|p| p.to_string())
+            .as_deref(),
+        Some("tank/data")
+    );
+    let json = serde_json::to_string_pretty(&zrepl_config::emit::to_json_value(&a)).unwrap();
+    assert_eq!(a, reload(&json), "via json:\n{json}");
+    let yaml = zrepl_config::emit::to_yaml_string(&zrepl_config::emit::to_json_value(&a));
+    assert_eq!(a, reload(&yaml), "via yaml:\n{yaml}");
+
+    let local = |ids: &[&str]| {
+        let mut s = "jobs:\n- name: s\n  type: sink\n  root_fs: pool/sink\n  mapping: {identity_component: false}\n  serve: {type: local, listener_name: l}\n".to_string();
+        for (i, id) in ids.iter().enumerate() {
+            s += &format!("- name: p{i}\n  type: push\n  connect: {{type: local, listener_name: l, client_identity: {id}}}\n  filesystems: {{\"<\": true}}\n  snapshotting: {{type: manual}}\n  pruning:\n    keep_sender: [{{type: last_n, count: 1}}]\n    keep_receiver: [{{type: last_n, count: 1}}]\n");
+        }
+        s
+    };
+    reload(&local(&["a"]));
+    reload(&local(&["a", "a"]));
+    let e = load_str(
+        &local(&["a", "b"]),
+        Path::new("/x.yml"),
+        &MemLoader::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("push jobs connect to local listener \"l\" as a, b"),
+        "{e}"
+    );
 }
 
 fn reload(src: &str) -> Config {
@@ -498,6 +552,11 @@ fn cases() -> Vec<Bad> {
         bad("scope own with manual snapshotting", push_with(TCP, "").replace("    keep_receiver", "    scope: own\n    keep_receiver"), 2, "name", "manual snapshotting has none"),
         bad("scope selected in a snap job", format!("{}    scope: selected\n", snap_with(MANUAL, KEEP1)), 2, "name", "a snap job prunes by its own prefix"),
         bad("unknown pruning scope", format!("{}    scope: mine\n", snap_with(MANUAL, KEEP1)), 11, "mine", "invalid pruning scope"),
+        bad("identity off with two tcp identities", sink_with("    type: tcp\n    listen: \":1\"\n    clients: {\"10.0.0.1\": a, \"10.0.0.2\": b}\n", "  mapping: {identity_component: false}\n"), 2, "name", "serves exactly one client identity"),
+        bad("identity off with a wildcard tcp identity", sink_with("    type: tcp\n    listen: \":1\"\n    clients: {\"10.0.0.0/24\": \"c-*\"}\n", "  mapping: {identity_component: false}\n"), 2, "name", "maps a network to many identities"),
+        bad("identity off in a pull job", "jobs:\n- name: pl\n  type: pull\n  connect: {type: tcp, address: \"h:1\"}\n  root_fs: pool/b\n  mapping: {identity_component: false}\n  interval: 10m\n  pruning:\n    keep_sender: [{type: last_n, count: 1}]\n    keep_receiver: [{type: last_n, count: 1}]\n", 6, "false", "identity_component applies to sinks"),
+        bad("strip prefix not a dataset path", sink_with(TCP_SERVE, "  mapping: {strip_prefix: \"a//b\"}\n"), 9, "\"a//b\"", "invalid"),
+        bad("unknown mapping key", sink_with(TCP_SERVE, "  mapping: {strip: 1}\n"), 9, "strip", "unknown field \"strip\""),
     ]
 }
 

@@ -4,6 +4,7 @@
 //! last-received hold), then what only cleans up (older cursors, tentative cursors, stale holds),
 //! so that a crash between any two of them leaves state the next run converges from.
 
+pub mod mapping;
 pub mod receives;
 pub mod sends;
 
