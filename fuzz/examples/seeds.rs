@@ -225,6 +225,7 @@ fn capture_h2(requests: Vec<(&str, Vec<u8>, Option<&'static str>)>) -> Vec<u8> {
 fn wire() -> Seeds {
     use serde_json::json;
     let recv = zrepl_protocol::ReceiveRequest {
+        intermediates: Vec::new(),
         filesystem: fs("pool/a"),
         to: snap("s2", 2),
         clear_resume_token: false,

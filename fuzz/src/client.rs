@@ -306,6 +306,7 @@ async fn read_stream(mut s: zrepl_protocol::ByteStream) -> std::io::Result<usize
 
 fn receive_request(deferred: bool) -> ReceiveRequest {
     ReceiveRequest {
+        intermediates: Vec::new(),
         filesystem: fs("pool/a"),
         to: snap("s2", 2),
         clear_resume_token: false,

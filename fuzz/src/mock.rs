@@ -25,6 +25,7 @@ pub fn snap(name: &str, guid: u64) -> FilesystemVersion {
 
 pub fn send_request(from: Option<u64>, to: u64) -> SendRequest {
     SendRequest {
+        intermediates: Vec::new(),
         filesystem: fs("pool/a"),
         from: from.map(|g| snap(&format!("s{g}"), g)),
         to: snap(&format!("s{to}"), to),

@@ -829,6 +829,9 @@ pub struct Replication {
     /// `replication.prefix` as in zrepl's fork dsh2dsh); default: all, as zrepl 0.7.
     #[serde(serialize_with = "ser_snapshot_filter")]
     pub snapshots: SnapshotFilter,
+    /// Extension (zrepl#354, #480): send runs of consecutive snapshots as one `zfs send -I`
+    /// stream; default false: one stream per snapshot, as zrepl 0.7.
+    pub packages: bool,
 }
 
 impl Replication {

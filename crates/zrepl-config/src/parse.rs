@@ -1719,6 +1719,7 @@ fn decode_replication(cx: &mut Cx, node: &Node, path: &str) -> Option<Replicatio
         GoDuration::from_secs(DEFAULT_STALL_TIMEOUT_SECS),
         go_duration_nonneg,
     );
+    let packages = m.or(cx, "packages", false, |cx, n, p| cx.bool(n, p));
     let snapshots = m.opt(cx, "snapshots", snapshot_filter);
     let prefix = m.opt(cx, "prefix", |cx, n, p| {
         snapshot_prefix(cx, n, p).map(|x| SnapshotFilter::prefix(&x))
@@ -1738,6 +1739,7 @@ fn decode_replication(cx: &mut Cx, node: &Node, path: &str) -> Option<Replicatio
     m.finish(cx);
     Some(Replication {
         snapshots: snapshots?,
+        packages: packages?,
         protection: protection?,
         concurrency: concurrency?,
         compression: compression?,

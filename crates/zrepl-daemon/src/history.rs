@@ -102,6 +102,7 @@ mod tests {
             .iter()
             .map(|&(b, c)| {
                 let s = StepReport {
+                    intermediates: Vec::new(),
                     from: None,
                     to: "@x".into(),
                     resumed: false,

@@ -266,6 +266,7 @@ fn driver_config(r: &config::Replication, c: &config::ConflictResolution) -> Dri
         policy: zrepl_planner::Policy {
             initial_replication,
             snapshots: r.snapshots.clone(),
+            packages: r.packages,
         },
         replication: ReplicationConfig {
             initial: protection(r.protection.initial),

@@ -421,6 +421,7 @@ mod tests {
         f.state = FsState::Done;
         f.current_step = 1;
         let step = StepReport {
+            intermediates: Vec::new(),
             from: None,
             to: "@1".into(),
             resumed: false,

@@ -609,7 +609,7 @@ mod tests {
             assert_eq!(names, *destroy, "{name}");
             let kept: Vec<&str> = out.keep.iter().map(|(n, _)| n.as_str()).collect();
             assert_eq!(kept.len() + destroy.len(), vs.len(), "{name}: {kept:?}");
-            if matches!(k.scope.is_all(), false) {
+            if !k.scope.is_all() {
                 assert!(
                     out.keep
                         .iter()

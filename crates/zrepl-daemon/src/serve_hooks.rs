@@ -631,6 +631,7 @@ mod tests {
 
     fn recv(fs: &str) -> ReceiveRequest {
         ReceiveRequest {
+            intermediates: Vec::new(),
             filesystem: DatasetPath::parse(fs).unwrap(),
             to: v("s1"),
             clear_resume_token: false,
@@ -796,6 +797,7 @@ mod tests {
 
     fn send(fs: &str) -> SendRequest {
         SendRequest {
+            intermediates: Vec::new(),
             filesystem: DatasetPath::parse(fs).unwrap(),
             from: None,
             to: v("s1"),

@@ -492,10 +492,18 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                 }
             })?;
         let from = req.from.as_ref().map_or(0, |f| f.guid);
-        if begin.toguid != req.to.guid || begin.fromguid != from {
+        let package = !req.intermediates.is_empty();
+        if package && req.from.is_none() {
+            return Err(EndpointError::invalid(
+                "a package (intermediates) must be incremental",
+            ));
+        }
+        // A package's stream begins with its first snapshot.
+        let first = req.intermediates.first().unwrap_or(&req.to).guid;
+        if begin.toguid != first || begin.fromguid != from {
             return Err(EndpointError::invalid(format!(
-                "the stream for {target} recreates guid {:#x} from guid {:#x}, the request says guid {:#x} from guid {from:#x}; refusing to receive it",
-                begin.toguid, begin.fromguid, req.to.guid
+                "the stream for {target} recreates guid {:#x} from guid {:#x}, the request says guid {first:#x} from guid {from:#x}; refusing to receive it",
+                begin.toguid, begin.fromguid
             )));
         }
         let stream: ByteStream = Box::pin(tokio::io::AsyncReadExt::chain(
@@ -575,6 +583,8 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                 .map_err(|e| EndpointError::zfs(e.to_string()))?;
         }
         let mut rr = RecvRequest::new(target.clone());
+        // Incremental into an existing filesystem: never forced (checked above).
+        rr.package = package && !force;
         rr.force_rollback = force;
         rr.save_partial = resumable;
         rr.exclude_props =
@@ -620,6 +630,11 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                 || (crate::error::needs_token_check(&e)
                     && matches!(self.zfs.receive_resume_token(&lp).await, Ok(Some(_))));
             return Err(crate::error::recv_err(&target, &lp, e, resumable));
+        }
+        if req.deferred && package {
+            // Only the package's first snapshot was checked in the stream: `receives_completed`
+            // lists and checks `to` by GUID before it holds it.
+            return Ok(());
         }
         if req.deferred {
             // The hold follows in `receives_completed`; the stream was checked, so the

@@ -251,10 +251,12 @@ async fn check_stream_begin(
         .await
         .map_err(|e| EndpointError::zfs(format!("{what}: {e}")))?;
     let from = req.from.as_ref().map_or(0, |f| f.guid);
-    if begin.toguid != req.to.guid || begin.fromguid != from {
+    // A package's stream begins with its first snapshot.
+    let first = req.intermediates.first().unwrap_or(&req.to).guid;
+    if begin.toguid != first || begin.fromguid != from {
         return Err(EndpointError::invalid(format!(
-            "{what} produces a stream of {} (guid {:#x}, from guid {:#x}), the request expected guid {:#x} from guid {from:#x}; refusing to send it",
-            begin.toname, begin.toguid, begin.fromguid, req.to.guid
+            "{what} produces a stream of {} (guid {:#x}, from guid {:#x}), the request expected guid {first:#x} from guid {from:#x}; refusing to send it",
+            begin.toname, begin.toguid, begin.fromguid
         )));
     }
     Ok(Box::pin(std::io::Cursor::new(head).chain(stream)))
@@ -352,7 +354,11 @@ impl LocalSender {
             None => zrepl_zfs::SendRequest::full(to, flags),
             Some(f) => {
                 let from = VersionPath::of(fs, f).map_err(|e| zfs_err("invalid 'from'", e))?;
-                zrepl_zfs::SendRequest::incremental(from, to, flags)
+                if req.intermediates.is_empty() {
+                    zrepl_zfs::SendRequest::incremental(from, to, flags)
+                } else {
+                    zrepl_zfs::SendRequest::package(from, to, flags)
+                }
             }
         })
     }

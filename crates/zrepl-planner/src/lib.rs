@@ -38,6 +38,10 @@ pub struct Policy {
     /// version straight to the next selected one (`zfs send -i` skips the others). Any common
     /// version, selected or not, is a valid incremental base.
     pub snapshots: SnapshotFilter,
+    /// `replication.packages`: consecutive incremental steps go as one `zfs send -I` stream
+    /// where that carries exactly the same snapshots (the base is a snapshot, and no sender
+    /// snapshot in between is unselected). Off: one stream per snapshot, as zrepl 0.7.
+    pub packages: bool,
 }
 
 /// The sender's view of one filesystem.
@@ -67,6 +71,9 @@ pub struct Step {
     pub to: FilesystemVersion,
     /// Set for the step that resumes a partial receive.
     pub resume_token: Option<String>,
+    /// A package (`zfs send -I from to`): the snapshots the stream creates before `to`, oldest
+    /// first. Empty for a single-snapshot step.
+    pub intermediates: Vec<FilesystemVersion>,
 }
 
 impl Step {
@@ -86,6 +93,9 @@ impl fmt::Display for Step {
         match &self.from {
             Some(from) => write!(f, "{} => {}", from.relative_name(), self.to.relative_name())?,
             None => write!(f, "full send of {}", self.to.relative_name())?,
+        }
+        if !self.intermediates.is_empty() {
+            write!(f, " (-I, {} snapshots)", self.intermediates.len() + 1)?;
         }
         if self.resume_token.is_some() {
             f.write_str(" (resuming)")?;
@@ -205,6 +215,60 @@ pub fn plan(
     receiver: &ReceiverFs,
     policy: &Policy,
 ) -> Result<Vec<Step>, PlanError> {
+    let steps = plan_steps(sender, receiver, policy)?;
+    if !policy.packages || steps.len() < 2 {
+        return Ok(steps);
+    }
+    let mut svs = sender.versions.clone();
+    sort_versions(&mut svs);
+    Ok(packages(steps, &svs, &policy.snapshots))
+}
+
+/// Merges consecutive incremental steps into `-I` packages where the package carries exactly
+/// the snapshots the single steps would: the base is a snapshot (`-I` cannot start at a
+/// bookmark), neither step resumes a transfer, and every sender snapshot between the base and
+/// the new end is selected (`-I` sends every snapshot in between). `svs` is sorted.
+fn packages(steps: Vec<Step>, svs: &[FilesystemVersion], filter: &SnapshotFilter) -> Vec<Step> {
+    // Unselected snapshots by createtxg, to count those inside a range.
+    let unselected: Vec<u64> = snapshots(svs)
+        .filter(|v| !filter.selects(&v.name))
+        .map(|v| v.createtxg)
+        .collect();
+    let any_unselected_in = |lo: u64, hi: u64| {
+        // Some unselected snapshot with lo < txg < hi?
+        let i = unselected.partition_point(|t| *t <= lo);
+        unselected.get(i).is_some_and(|t| *t < hi)
+    };
+    let mut out: Vec<Step> = Vec::with_capacity(steps.len());
+    for step in steps {
+        if let Some(cur) = out.last_mut() {
+            let mergeable = cur.resume_token.is_none()
+                && step.resume_token.is_none()
+                && step.from.as_ref().is_some_and(|f| f.guid == cur.to.guid)
+                && cur
+                    .from
+                    .as_ref()
+                    .is_some_and(|f| f.typ == VersionType::Snapshot)
+                && !any_unselected_in(
+                    cur.from.as_ref().map_or(0, |f| f.createtxg),
+                    step.to.createtxg,
+                );
+            if mergeable {
+                let prev_to = std::mem::replace(&mut cur.to, step.to);
+                cur.intermediates.push(prev_to);
+                continue;
+            }
+        }
+        out.push(step);
+    }
+    out
+}
+
+fn plan_steps(
+    sender: &SenderFs,
+    receiver: &ReceiverFs,
+    policy: &Policy,
+) -> Result<Vec<Step>, PlanError> {
     if sender.is_placeholder {
         if receiver.exists && !receiver.is_placeholder {
             return Err(PlanError::SenderPlaceholderReceiverNot);
@@ -241,6 +305,7 @@ pub fn plan(
                 from: Some(w[0].clone()),
                 to: w[1].clone(),
                 resume_token: None,
+                intermediates: Vec::new(),
             })
             .collect()),
         Err(Conflict::NoCommonAncestor { .. }) if rvs.is_empty() => initial(&svs, policy),
@@ -283,12 +348,14 @@ fn initial(svs: &[FilesystemVersion], policy: &Policy) -> Result<Vec<Step>, Plan
             from: None,
             to: (*last).clone(),
             resume_token: None,
+            intermediates: Vec::new(),
         }]),
         InitialReplication::All => {
             let mut steps = vec![Step {
                 from: None,
                 to: (*first).clone(),
                 resume_token: None,
+                intermediates: Vec::new(),
             }];
             steps.extend(chain(&snaps));
             Ok(steps)
@@ -311,6 +378,7 @@ fn chain(snaps: &[&FilesystemVersion]) -> Vec<Step> {
             from: Some(prev.clone()),
             to: (*s).clone(),
             resume_token: None,
+            intermediates: Vec::new(),
         });
         prev = s;
     }
@@ -351,6 +419,7 @@ fn plan_resume(
         from,
         to: to.clone(),
         resume_token: Some(token.to_string()),
+        intermediates: Vec::new(),
     }];
     // The partial receive is finished whatever the filter says now (it was selected when it
     // started, and abandoning it would need a `zfs recv -A`); then the selected later snapshots.

@@ -408,6 +408,7 @@ fn snapshot_filter_table() {
         let policy = Policy {
             initial_replication: *pol,
             snapshots: (*filter).clone(),
+            packages: false,
         };
         match (want, plan(&sender(s), &rcv, &policy)) {
             (Ok(w), Ok(steps)) => assert_eq!(show(&steps), *w, "{name}"),
@@ -440,6 +441,89 @@ fn snapshot_filter_and_resume() {
 
 fn regex_lite(s: &str) -> regex::Regex {
     regex::Regex::new(s).unwrap()
+}
+
+/// `replication.packages`: runs of consecutive steps go as one `-I` stream, never across an
+/// unselected snapshot, never from a bookmark, never merged with a resumed transfer.
+#[test]
+fn packages_table() {
+    use zrepl_filters::SnapshotFilter;
+    let cases: &[(&str, &str, &str, &SnapshotFilter, &str)] = &[
+        (
+            "a backlog is one package",
+            "@a:1 @b:2 @c:3 @d:4",
+            "@a:1",
+            &SnapshotFilter::all(),
+            "@a => @d (-I, 3 snapshots)",
+        ),
+        (
+            "one new snapshot stays a single step",
+            "@a:1 @b:2",
+            "@a:1",
+            &SnapshotFilter::all(),
+            "@a => @b",
+        ),
+        (
+            "an unselected snapshot splits the run",
+            "@z_1:1 @z_2:2 @pve:3 @z_4:4 @z_5:5",
+            "@z_1:1",
+            &SnapshotFilter::prefix("z_"),
+            "@z_1 => @z_2; @z_2 => @z_4; @z_4 => @z_5",
+        ),
+        (
+            "packages on both sides of it",
+            "@z_1:1 @z_2:2 @z_3:3 @pve:4 @z_5:5 @z_6:6 @z_7:7",
+            "@z_1:1",
+            &SnapshotFilter::prefix("z_"),
+            "@z_1 => @z_3 (-I, 2 snapshots); @z_3 => @z_5; @z_5 => @z_7 (-I, 2 snapshots)",
+        ),
+        (
+            "a bookmark base goes alone first",
+            "#a:1 @b:2 @c:3 @d:4",
+            "@a:1",
+            &SnapshotFilter::all(),
+            "#a => @b; @b => @d (-I, 2 snapshots)",
+        ),
+        (
+            "initial all: full send, then one package",
+            "@a:1 @b:2 @c:3",
+            "",
+            &SnapshotFilter::all(),
+            "full send of @a; @a => @c (-I, 2 snapshots)",
+        ),
+    ];
+    for (name, s, r, filter, want) in cases {
+        let rcv = if r.is_empty() {
+            ReceiverFs::default()
+        } else {
+            receiver(r)
+        };
+        let policy = Policy {
+            initial_replication: InitialReplication::All,
+            snapshots: (*filter).clone(),
+            packages: true,
+        };
+        assert_eq!(
+            show(&plan(&sender(s), &rcv, &policy).unwrap()),
+            *want,
+            "{name}"
+        );
+    }
+    // A resumed transfer is finished alone; what follows is packaged.
+    let r = ReceiverFs {
+        exists: true,
+        is_placeholder: false,
+        versions: vs("@a:1"),
+        resume_token: Some(token(2, Some(1))),
+    };
+    let policy = Policy {
+        packages: true,
+        ..Policy::default()
+    };
+    assert_eq!(
+        show(&plan(&sender("@a:1 @b:2 @c:3 @d:4"), &r, &policy).unwrap()),
+        "@a => @b (resuming); @b => @d (-I, 2 snapshots)"
+    );
 }
 
 mod props {
@@ -527,13 +611,14 @@ mod props {
             let policy = Policy {
                 initial_replication: if all { InitialReplication::All } else { InitialReplication::MostRecent },
                 snapshots: zrepl_filters::SnapshotFilter::prefix("zrepl_"),
+                packages: false,
             };
             let sfs = SenderFs { is_placeholder: false, versions: s.clone() };
             let rfs = ReceiverFs { exists: !r.is_empty(), is_placeholder: false, versions: r.clone(), resume_token: None };
             let wanted: Vec<u64> = match r.last() {
                 Some(base) => s.iter().filter(selected).filter(|v| v.createtxg > base.createtxg).map(|v| v.guid).collect(),
                 None if all => s.iter().filter(selected).map(|v| v.guid).collect(),
-                None => s.iter().filter(selected).last().map(|v| v.guid).into_iter().collect(),
+                None => s.iter().rfind(selected).map(|v| v.guid).into_iter().collect(),
             };
             match plan(&sfs, &rfs, &policy) {
                 Ok(steps) => {
@@ -550,6 +635,58 @@ mod props {
                     prop_assert!(wanted.is_empty() && r.is_empty(), "{}", e);
                     prop_assert!(matches!(e, PlanError::Conflict(Conflict::NoSelectedSnapshots { .. })), "{}", e);
                 }
+            }
+        }
+
+        /// Packages carry exactly the snapshots the single steps would, in order, each from a
+        /// snapshot base and with no unselected sender snapshot inside; and no two neighbouring
+        /// packages could have been one (the fewest streams).
+        #[test]
+        fn packages_carry_exactly_the_single_steps(
+            items in proptest::collection::vec((any::<bool>(), any::<bool>()), 1..40),
+            replicated in 0usize..40,
+        ) {
+            let s: Vec<FilesystemVersion> = items.iter().enumerate().map(|(i, (selected, bm))| {
+                let txg = i as u64 + 1;
+                FilesystemVersion {
+                    typ: if *bm && i > 0 { VersionType::Bookmark } else { VersionType::Snapshot },
+                    name: format!("{}{txg}", if *selected { "zrepl_" } else { "pve_" }),
+                    guid: txg,
+                    createtxg: txg,
+                    creation: txg as i64,
+                    userrefs: None,
+                }
+            }).collect();
+            let r: Vec<FilesystemVersion> = s.iter()
+                .filter(|v| v.typ == VersionType::Snapshot && v.name.starts_with("zrepl_"))
+                .take(replicated).cloned().collect();
+            let sfs = SenderFs { is_placeholder: false, versions: s.clone() };
+            let rfs = ReceiverFs { exists: !r.is_empty(), is_placeholder: false, versions: r, resume_token: None };
+            let single = Policy {
+                initial_replication: InitialReplication::All,
+                snapshots: zrepl_filters::SnapshotFilter::prefix("zrepl_"),
+                packages: false,
+            };
+            let packed = Policy { packages: true, ..single.clone() };
+            let (Ok(a), Ok(b)) = (plan(&sfs, &rfs, &single), plan(&sfs, &rfs, &packed)) else {
+                return Ok(());
+            };
+            let flat: Vec<u64> = b.iter().flat_map(|st| st.intermediates.iter().chain([&st.to]).map(|v| v.guid)).collect();
+            let single_tos: Vec<u64> = a.iter().map(|st| st.to.guid).collect();
+            prop_assert_eq!(flat, single_tos);
+            for st in &b {
+                if st.intermediates.is_empty() { continue; }
+                let from = st.from.as_ref().unwrap();
+                prop_assert_eq!(from.typ, VersionType::Snapshot);
+                for v in s.iter().filter(|v| v.typ == VersionType::Snapshot && v.createtxg > from.createtxg && v.createtxg < st.to.createtxg) {
+                    prop_assert!(v.name.starts_with("zrepl_"), "{} inside a package", v.name);
+                }
+            }
+            for w in b.windows(2) {
+                let merged_ok = w[0].from.as_ref().is_some_and(|f| f.typ == VersionType::Snapshot)
+                    && !s.iter().any(|v| v.typ == VersionType::Snapshot && !v.name.starts_with("zrepl_")
+                        && v.createtxg > w[0].from.as_ref().unwrap().createtxg && v.createtxg < w[1].to.createtxg);
+                prop_assert!(!merged_ok, "{} and {} could be one package", w[0], w[1]);
             }
         }
     }

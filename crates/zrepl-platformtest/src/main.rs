@@ -191,7 +191,8 @@ fn main() {
         crash_injected_error_fails_the_run_then_converges,
         crash_kill_anywhere_campaign,
     ]);
-    trials.extend(trials![selection: select_foreign_snapshots_skipped_and_spared_by_pruning, select_mapping_strip_prefix_mirrors_one_to_one]);
+    trials.extend(trials![selection: select_foreign_snapshots_skipped_and_spared_by_pruning, select_mapping_strip_prefix_mirrors_one_to_one,
+        select_packages_backlog_one_stream_and_cut_package_resumes]);
     trials.extend(trials![faults:
         fault_quota_mid_stream_then_resume,
         fault_stalled_transfer_is_aborted_and_resumed,

@@ -747,6 +747,7 @@ pub async fn net_source_bounds_what_a_pull_client_destroys(t: Ctx) -> TestResult
             incremental: Protection::GuaranteeResumability,
         };
         let req = SendRequest {
+            intermediates: Vec::new(),
             filesystem: fs.clone(),
             from: None,
             to: v3,

@@ -45,6 +45,7 @@ fn two_snapshots(t: &Ctx, rel: &str) -> Result<String, String> {
 
 fn send_req(fs: &str, from: Option<FilesystemVersion>, to: FilesystemVersion) -> SendRequest {
     SendRequest {
+        intermediates: Vec::new(),
         filesystem: dp(fs),
         from,
         to,
@@ -56,6 +57,7 @@ fn send_req(fs: &str, from: Option<FilesystemVersion>, to: FilesystemVersion) ->
 /// A deferred receive (completed by `receives_completed`), as the batched driver sends it.
 fn recv_req(fs: &str, from: Option<FilesystemVersion>, to: FilesystemVersion) -> ReceiveRequest {
     ReceiveRequest {
+        intermediates: Vec::new(),
         filesystem: dp(fs),
         to,
         clear_resume_token: false,
@@ -227,6 +229,7 @@ pub async fn repl_batched_round_still_checks_guids(t: Ctx) -> TestResult {
     must_succeed(&replicate(&s, &r, &one_attempt()).await)?;
     let rel = dp(&fs);
     let mut wrong = ReceiveRequest {
+        intermediates: Vec::new(),
         filesystem: rel.clone(),
         to: version("2", to.guid ^ 1, to.createtxg),
         clear_resume_token: false,

@@ -259,9 +259,9 @@ pub(crate) fn wait_daemon(
 
 /// A sender whose streams end after `cut` bytes: the receiver sees a truncated stream, exactly
 /// like a connection cut mid-transfer.
-struct CuttingSender {
-    inner: LocalSender,
-    cut: u64,
+pub(crate) struct CuttingSender {
+    pub(crate) inner: LocalSender,
+    pub(crate) cut: u64,
 }
 
 impl Sender for CuttingSender {
@@ -807,6 +807,7 @@ pub async fn repl_malicious_requests_refused(t: Ctx) -> TestResult {
         })
     };
     let req = |fs: &str, to: FilesystemVersion, token: Option<String>| SendRequest {
+        intermediates: Vec::new(),
         filesystem: dp(fs),
         from: None,
         to,

@@ -48,6 +48,7 @@ pub async fn select_foreign_snapshots_skipped_and_spared_by_pruning(t: Ctx) -> T
         policy: zrepl_planner::Policy {
             initial_replication: zrepl_planner::InitialReplication::All,
             snapshots: SnapshotFilter::prefix("zrepl_"),
+            packages: false,
         },
         ..DriverConfig::default()
     };
@@ -279,6 +280,145 @@ pub async fn select_mapping_strip_prefix_mirrors_one_to_one(t: Ctx) -> TestResul
     ensure!(
         crate::replication::versions(&backup)?.is_empty(),
         "nothing may be received into root_fs"
+    );
+    Ok(())
+}
+
+fn packaged() -> DriverConfig {
+    DriverConfig {
+        max_attempts: 1,
+        policy: zrepl_planner::Policy {
+            packages: true,
+            ..Default::default()
+        },
+        ..DriverConfig::default()
+    }
+}
+
+/// `replication.packages`: a backlog of 150 snapshots goes as one `zfs send -I` stream (one
+/// step, one `zfs send`), every snapshot arriving with its guid; a package cut in the middle
+/// leaves a resume token inside it, and the next run resumes that snapshot and sends the rest
+/// as one more package; afterwards the round's abstractions are as after single steps (no step
+/// hold left, the cursor on the newest snapshot, the last-received hold on the receiver's
+/// newest).
+pub async fn select_packages_backlog_one_stream_and_cut_package_resumes(t: Ctx) -> TestResult {
+    use crate::replication::{all_holds, holds, zfs, CuttingSender, RECEIVER_JOB, SENDER_JOB};
+    use zrepl_zfs_types::abstraction::{cursor_bookmark_name, last_received_hold_tag};
+    let a = create(&t, "src/a")?;
+    write(&a, "f0", 1)?;
+    snapshot(&format!("{a}@p000"))?;
+    let s = sender(&t, &[("src/a", true)]);
+    let r = receiver(&t, "client", PlaceholderPolicy::Inherit)?;
+    must_succeed(&replicate(&s, &r, &packaged()).await)?;
+    let ra = recv_path(&t, "a");
+    for i in 1..=150 {
+        if i % 10 == 0 {
+            write(&a, &format!("f{i}"), 1)?;
+        }
+        snapshot(&format!("{a}@p{i:03}"))?;
+    }
+    let sends = t.zfs.zfs_commands_started("send");
+    let rep = replicate(&s, &r, &packaged()).await;
+    must_succeed(&rep)?;
+    ensure!(
+        t.zfs.zfs_commands_started("send") - sends == 1,
+        "a backlog must go as one zfs send, not {}",
+        t.zfs.zfs_commands_started("send") - sends
+    );
+    let fsr = rep
+        .attempts
+        .last()
+        .and_then(|x| x.filesystems.iter().find(|f| f.name == a))
+        .ok_or("fs missing from report")?;
+    ensure!(
+        fsr.steps.len() == 1 && fsr.steps[0].intermediates.len() == 149,
+        "one package of 150 snapshots: {:?}",
+        fsr.steps
+            .iter()
+            .map(|s| (s.from.clone(), s.to.clone(), s.intermediates.len()))
+            .collect::<Vec<_>>()
+    );
+    let got = snaps(&ra)?;
+    ensure!(got.len() == 151, "{} snapshots received", got.len());
+    for v in ["@p001", "@p077", "@p150"] {
+        ensure!(
+            guid(&format!("{a}{v}"))? == guid(&format!("{ra}{v}"))?,
+            "guid of {v}"
+        );
+    }
+
+    // A package cut in the middle.
+    for i in 1..=24 {
+        write(&a, &format!("q{i}"), 1)?;
+        snapshot(&format!("{a}@q{i:03}"))?;
+    }
+    let cut = CuttingSender {
+        inner: sender(&t, &[("src/a", true)]),
+        cut: 6 << 20,
+    };
+    let rep = replicate(&cut, &r, &packaged()).await;
+    ensure!(
+        rep.state != zrepl_replication::RunState::Done,
+        "the cut must fail the run"
+    );
+    let token = zfs(&["get", "-H", "-o", "value", "receive_resume_token", &ra])?
+        .trim()
+        .to_string();
+    ensure!(token != "-", "no resume token after the cut");
+    let partial = snaps(&ra)?.iter().filter(|v| v.starts_with("@q")).count();
+    ensure!(partial < 24, "the cut came too late: {partial} received");
+
+    let rep = replicate(&s, &r, &packaged()).await;
+    must_succeed(&rep)?;
+    let fsr = rep
+        .attempts
+        .last()
+        .and_then(|x| x.filesystems.iter().find(|f| f.name == a))
+        .ok_or("fs missing from report")?;
+    ensure!(
+        fsr.steps.first().is_some_and(|s| s.resumed),
+        "first step resumes: {:?}",
+        fsr.steps
+    );
+    ensure!(
+        fsr.steps.len() <= 2,
+        "resume, then one package: {:?}",
+        fsr.steps
+    );
+    let got: Vec<String> = snaps(&ra)?
+        .into_iter()
+        .filter(|v| v.starts_with("@q"))
+        .collect();
+    ensure!(got.len() == 24, "{got:?}");
+    for v in &got {
+        ensure!(
+            guid(&format!("{a}{v}"))? == guid(&format!("{ra}{v}"))?,
+            "guid of {v}"
+        );
+    }
+    let tok = zfs(&["get", "-H", "-o", "value", "receive_resume_token", &ra])?;
+    ensure!(tok.trim() == "-", "token left: {tok}");
+    ensure!(
+        all_holds(&a)?.is_empty(),
+        "sender holds left: {:?}",
+        all_holds(&a)?
+    );
+    let newest = format!("{a}@q024");
+    let cursor = cursor_bookmark_name(guid(&newest)?, SENDER_JOB);
+    ensure!(
+        crate::replication::versions(&a)?.contains(&format!("#{cursor}")),
+        "cursor on @q024: {:?}",
+        crate::replication::versions(&a)?
+    );
+    ensure!(
+        holds(&format!("{ra}@q024"))? == [last_received_hold_tag(RECEIVER_JOB)],
+        "last-received hold on the newest: {:?}",
+        all_holds(&ra)?
+    );
+    ensure!(
+        all_holds(&ra)?.len() == 1,
+        "one last-received hold only: {:?}",
+        all_holds(&ra)?
     );
     Ok(())
 }

@@ -65,6 +65,12 @@ pub struct SendRequest {
     pub to: FilesystemVersion,
     pub resume_token: Option<String>,
     pub replication: ReplicationConfig,
+    /// A package (`zfs send -I from to`, `replication.packages`): the snapshots the stream
+    /// creates before `to`, oldest first, as the planner listed them. The sender sends the
+    /// package only if these are exactly the snapshots between `from` (a snapshot) and `to`.
+    /// Empty: one snapshot (`-i`), as in zrepl.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intermediates: Vec<FilesystemVersion>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +96,11 @@ pub struct ReceiveRequest {
     /// receiver may leave the GUID check and the last-received hold to that call.
     #[serde(default)]
     pub deferred: bool,
+    /// A package: the snapshots the stream creates before `to` (see [`SendRequest`]); the
+    /// stream's first record must recreate the first of them. Received into the filesystem
+    /// (the names come from the stream), and checked by listing afterwards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intermediates: Vec<FilesystemVersion>,
 }
 
 /// `converge`: bring one filesystem's replication abstractions of this side's job to the version

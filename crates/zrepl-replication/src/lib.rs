@@ -563,6 +563,7 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
 
     fn request(&self, fs: &DatasetPath, s: &Step) -> SendRequest {
         SendRequest {
+            intermediates: s.intermediates.clone(),
             filesystem: fs.clone(),
             from: s.from.clone(),
             to: s.to.clone(),
@@ -589,6 +590,7 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
                 counter: counter.clone(),
             });
             let recv = ReceiveRequest {
+                intermediates: step.intermediates.clone(),
                 filesystem: fs.clone(),
                 to: step.to.clone(),
                 clear_resume_token: partial_state && !res.used_resume_token,
@@ -795,6 +797,7 @@ fn step_report(s: &Step, expected: u64) -> StepReport {
     StepReport {
         from: s.from.as_ref().map(|f| f.relative_name()),
         to: s.to.relative_name(),
+        intermediates: s.intermediates.iter().map(|v| v.relative_name()).collect(),
         resumed: s.resume_token.is_some(),
         bytes_expected: expected,
         bytes_replicated: Counter::default(),

@@ -561,6 +561,7 @@ async fn child(role: &str, args: &[String]) {
                     },
                 );
                 let req = ReceiveRequest {
+                    intermediates: Vec::new(),
                     filesystem: DatasetPath::parse("pool/bench").unwrap(),
                     to: FilesystemVersion {
                         typ: VersionType::Snapshot,

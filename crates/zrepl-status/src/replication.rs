@@ -97,6 +97,9 @@ pub struct StepReport {
     /// `@snap` or `#bookmark`; `None` for a full send.
     pub from: Option<String>,
     pub to: String,
+    /// A package (`zfs send -I`, `replication.packages`): the snapshots the stream creates
+    /// before `to` (`@snap`), oldest first; empty for a single snapshot.
+    pub intermediates: Vec<String>,
     pub resumed: bool,
     pub bytes_expected: u64,
     pub bytes_replicated: Counter,

@@ -430,8 +430,12 @@ fn fs_line(fs: &Filesystem, name_w: usize) -> Line<'_> {
     ];
     if let Some(st) = fs.steps.get(fs.current_step) {
         let from = st.from.as_deref().unwrap_or("full");
+        let package = match st.intermediates.len() {
+            0 => String::new(),
+            n => format!(" (-I, {} snapshots)", n + 1),
+        };
         spans.push(Span::raw(format!(
-            " {from} => {}{}",
+            " {from} => {}{package}{}",
             st.to,
             if st.resumed { " (resumed)" } else { "" }
         )));

@@ -30,6 +30,10 @@ pub struct RecvRequest {
     pub exclude_props: Vec<String>,
     /// `-o <prop>=<value>`.
     pub override_props: Vec<(String, String)>,
+    /// The stream is a `zfs send -I` package: received into `target`'s filesystem, each
+    /// snapshot named as in the stream (OpenZFS refuses a snapshot name for a multi-snapshot
+    /// stream). Never with `force_rollback`.
+    pub package: bool,
 }
 
 impl RecvRequest {
@@ -42,6 +46,7 @@ impl RecvRequest {
             no_mount: false,
             exclude_props: Vec::new(),
             override_props: Vec::new(),
+            package: false,
         }
     }
 
@@ -71,7 +76,16 @@ impl RecvRequest {
             check_property_value(v)?;
             a.extend(args!["-o", format!("{k}={v}")]);
         }
-        a.push(self.target.to_string());
+        if self.package {
+            if self.force_rollback {
+                return Err(ZfsError::InvalidArgument(
+                    "a package is never received with -F".into(),
+                ));
+            }
+            a.push(self.target.fs().to_string());
+        } else {
+            a.push(self.target.to_string());
+        }
         Ok(a)
     }
 }

@@ -23,6 +23,8 @@ pub enum SendSource {
     Full { to: VersionPath },
     /// `zfs send <flags> -i <fs>@<from>|<fs>#<from> <fs>@<to>`.
     Incremental { from: VersionPath, to: VersionPath },
+    /// `zfs send <flags> -I <fs>@<from> <fs>@<to>`: every snapshot after `from` up to `to`.
+    Package { from: VersionPath, to: VersionPath },
     /// `zfs send -t <token>`: the token carries the flags, so [`SendFlags`] are ignored.
     Resume { token: String },
 }
@@ -64,6 +66,14 @@ impl SendRequest {
     pub fn incremental(from: VersionPath, to: VersionPath, flags: SendFlags) -> Self {
         SendRequest {
             source: SendSource::Incremental { from, to },
+            flags,
+        }
+    }
+
+    /// `-I`: `from` must be a snapshot (OpenZFS refuses a bookmark there).
+    pub fn package(from: VersionPath, to: VersionPath, flags: SendFlags) -> Self {
+        SendRequest {
+            source: SendSource::Package { from, to },
             flags,
         }
     }
@@ -119,6 +129,20 @@ impl SendRequest {
                 }
                 push_flags(&mut a);
                 a.extend(args!["-i", from.to_string(), to.to_string()]);
+            }
+            SendSource::Package { from, to } => {
+                if !to.is_snapshot() || !from.is_snapshot() {
+                    return Err(ZfsError::InvalidArgument(format!(
+                        "send -I: {from} and {to} must be snapshots"
+                    )));
+                }
+                if from.fs() != to.fs() {
+                    return Err(ZfsError::InvalidArgument(format!(
+                        "send: {from} and {to} are on different filesystems"
+                    )));
+                }
+                push_flags(&mut a);
+                a.extend(args!["-I", from.to_string(), to.to_string()]);
             }
             SendSource::Resume { token } => {
                 check_resume_token(token)?;

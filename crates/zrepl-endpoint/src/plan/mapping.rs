@@ -65,6 +65,7 @@ mod tests {
 
     #[test]
     fn mapping_table() {
+        #[allow(clippy::type_complexity)]
         let cases: &[(&str, Option<&str>, &str, Result<&str, &str>)] = &[
             (
                 "backup/client",

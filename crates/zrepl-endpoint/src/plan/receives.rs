@@ -278,6 +278,7 @@ mod tests {
 
     fn req(f: &str, from: Option<u64>, to: u64, p: Protection) -> ReceiveRequest {
         ReceiveRequest {
+            intermediates: Vec::new(),
             filesystem: fs(f),
             from: from.map(|g| snap(&format!("s{g}"), g, g * 10, 0)),
             to: snap(&format!("s{to}"), to, to * 10, 0),

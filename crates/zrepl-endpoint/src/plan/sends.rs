@@ -49,13 +49,63 @@ pub fn check_request(
             return Err(EndpointError::invalid("'from' must be older than 'to'"));
         }
     }
+    if !req.intermediates.is_empty() {
+        check_package(req, versions)?;
+    }
+    Ok(())
+}
+
+/// A package (`zfs send -I`) sends every snapshot between `from` and `to`: allowed only from a
+/// snapshot, never with a resume token, and only if the snapshots between them are exactly
+/// the request's `intermediates` (by GUID, in order) as this side lists them now, so that no
+/// snapshot the planner did not choose leaves this host.
+fn check_package(req: &SendRequest, versions: &[FilesystemVersion]) -> Result<(), EndpointError> {
+    let fs = &req.filesystem;
+    if req.resume_token.is_some() {
+        return Err(EndpointError::invalid(
+            "a resumed transfer cannot be a package (intermediates)",
+        ));
+    }
+    let Some(from) = req.from.as_ref().filter(|f| f.typ == VersionType::Snapshot) else {
+        return Err(EndpointError::invalid(
+            "a package (zfs send -I) needs a snapshot as its incremental source",
+        ));
+    };
+    let mut between: Vec<&FilesystemVersion> = versions
+        .iter()
+        .filter(|v| {
+            v.typ == VersionType::Snapshot
+                && v.createtxg > from.createtxg
+                && v.createtxg < req.to.createtxg
+        })
+        .collect();
+    between.sort_by_key(|v| v.createtxg);
+    let same = between.len() == req.intermediates.len()
+        && between
+            .iter()
+            .zip(&req.intermediates)
+            .all(|(a, b)| a.guid == b.guid && a.name == b.name);
+    if !same {
+        let names = |vs: &mut dyn Iterator<Item = &FilesystemVersion>| {
+            vs.map(|v| format!("@{}", v.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(EndpointError::invalid(format!(
+            "the snapshots of {fs} between @{} and @{} are [{}], the package expected [{}] (a snapshot was created, destroyed or renamed since planning; the next attempt plans again)",
+            from.name,
+            req.to.name,
+            names(&mut between.iter().copied()),
+            names(&mut req.intermediates.iter()),
+        )));
+    }
     Ok(())
 }
 
 /// The identity of a request among the steps `prepare_sends` prepared.
 pub fn prepared_key(req: &SendRequest) -> String {
     format!(
-        "{}\0{:?}\0{}\0{}\0{:?}\0{:?}",
+        "{}\0{:?}\0{}\0{}\0{:?}\0{:?}\0{:?}",
         req.filesystem,
         req.from
             .as_ref()
@@ -64,6 +114,7 @@ pub fn prepared_key(req: &SendRequest) -> String {
         req.to.guid,
         req.resume_token,
         req.replication,
+        req.intermediates.iter().map(|v| v.guid).collect::<Vec<_>>(),
     )
 }
 
@@ -591,6 +642,7 @@ mod tests {
 
     fn req(f: &str, from: Option<FilesystemVersion>, to: FilesystemVersion) -> SendRequest {
         SendRequest {
+            intermediates: Vec::new(),
             filesystem: fs(f),
             from,
             to,

@@ -260,6 +260,7 @@ fn receiver_client(c: Compression) -> (Client, Arc<MockReceiver>) {
 
 fn send_req() -> SendRequest {
     SendRequest {
+        intermediates: Vec::new(),
         filesystem: fs("pool/a"),
         from: Some(snap("s1", 1)),
         to: snap("s2", 2),
@@ -270,6 +271,7 @@ fn send_req() -> SendRequest {
 
 fn recv_req() -> ReceiveRequest {
     ReceiveRequest {
+        intermediates: Vec::new(),
         filesystem: fs("pool/a"),
         to: snap("s2", 2),
         clear_resume_token: false,

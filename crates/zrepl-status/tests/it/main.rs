@@ -15,6 +15,7 @@ fn t(secs: i64) -> DateTime<Utc> {
 
 fn step(from: Option<&str>, to: &str, expected: u64, replicated: u64) -> StepReport {
     StepReport {
+        intermediates: Vec::new(),
         from: from.map(String::from),
         to: to.into(),
         resumed: from.is_some(),
@@ -264,7 +265,7 @@ fn field_names_and_shape_are_pinned() {
                  "plan_error": null, "filesystems": [
                     {"name": "pool/a", "state": "planning", "blocked_on": "plan-queue",
                      "plan_error": null, "step_error": null, "steps": [
-                        {"from": null, "to": "@1", "resumed": false, "bytes_expected": 10,
+                        {"from": null, "to": "@1", "intermediates": [], "resumed": false, "bytes_expected": 10,
                          "bytes_replicated": 4, "to_creation": 1_764_000_000}],
                      "current_step": 0}]}],
                 "wait_reconnect_until": null, "wait_reconnect_error": null},

@@ -50,6 +50,14 @@ async fn send_argv_variants() {
             snap("pool/a b", "s 2"),
             SendFlags::default(),
         ),
+        SendRequest::package(
+            snap("pool/a b", "s 1"),
+            snap("pool/a b", "s 5"),
+            SendFlags {
+                compressed: true,
+                ..Default::default()
+            },
+        ),
         SendRequest {
             flags: all_flags(), // ignored with a token
             ..SendRequest::resume("1-abc-12-789c")
@@ -79,6 +87,7 @@ async fn send_argv_variants() {
             ]),
             v(&["send", "-w", "-i", "pool/a b#bm 1", "pool/a b@s 2"]),
             v(&["send", "-i", "pool/a b@s 1", "pool/a b@s 2"]),
+            v(&["send", "-c", "-I", "pool/a b@s 1", "pool/a b@s 5"]),
             v(&["send", "-t", "1-abc-12-789c"]),
         ]
     );
@@ -95,6 +104,12 @@ async fn send_argv_variants() {
             SendFlags::default(),
         ),
         SendRequest::resume(""),
+        // -I cannot start at a bookmark.
+        SendRequest::package(
+            VersionPath::bookmark(&p("pool/a"), "b").unwrap(),
+            snap("pool/a", "c"),
+            SendFlags::default(),
+        ),
     ] {
         assert!(zfs.send(&bad).await.is_err());
     }

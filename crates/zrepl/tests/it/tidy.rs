@@ -15,7 +15,7 @@ const TIERS: &[(&str, u8)] = &[
     ("zrepl-failpoint", 0),
     ("zrepl-status", 0),
     ("zrepl-filters", 1),
-    ("zrepl-planner", 1),
+    ("zrepl-planner", 2),
     ("zrepl-pruning", 1),
     ("zrepl-config", 2),
     ("zrepl-protocol", 2),
