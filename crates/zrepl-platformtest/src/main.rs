@@ -19,6 +19,7 @@ mod monitor;
 mod network;
 mod observe;
 mod orch;
+mod parity;
 mod pool;
 mod replication;
 mod scripting;
@@ -213,6 +214,30 @@ fn main() {
         script_sigterm_lets_the_run_finish,
         script_second_sigterm_aborts,
         script_replication_hooks,
+    ]);
+    trials.extend(trials![parity:
+        parity_list_versions_types_and_userrefs,
+        parity_list_filesystems_includes_volumes,
+        parity_idempotent_destroy,
+        parity_receive_force_rollback_and_encrypted_refusal,
+        parity_replication_cursor_names_with_spaces,
+        parity_failing_initial_parent_prohibits_child,
+        parity_receiver_error_while_still_sending,
+        parity_stale_abstractions_cleaned_other_jobs_kept,
+        parity_resumable_full_send,
+        parity_step_holds_released_after_switch_to_incremental,
+        parity_tentative_cursor_as_incremental_source,
+        parity_chained_replication_of_placeholders,
+        parity_placeholder_encryption_unspecified,
+        parity_step_completed_lost,
+        parity_send_encryption_and_raw_policies,
+        parity_zvol_replication_below_placeholders,
+        parity_encrypted_root_fs_placeholder_inherit,
+        parity_send_properties_recv_override_inherit,
+        parity_clone_on_receiver_blocks_only_its_origin,
+        parity_two_jobs_same_filesystem_and_users_objects,
+        parity_recreated_snapshot_name_fails_only_that_filesystem,
+        parity_resume_partial_receive_made_outside_zrepl,
     ]);
     // Every failpoint has its crash test.
     for (fp, _) in zrepl_failpoint::ALL {
