@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the zrepl platform tests (zrepl-platformtest) against real OpenZFS 2.3.
+# Run the zrepl platform tests (zrepl-platformtest) against real OpenZFS (2.3
+# unless ZREPL_VM_ZFS selects another series).
 #
 #   tools/platform-test.sh [FILTER...]
 #
@@ -15,6 +16,9 @@
 # with their own non-zero status.
 #
 # Environment:
+#   ZREPL_VM_ZFS=2.1|2.3|2.4     OpenZFS series of the VM image (default 2.3; see
+#                                tools/vm/build-image.sh); passed on to the guest
+#                                when set. Ignored by a direct run
 #   ZREPL_PLATFORMTEST_DIRECT=1  if /dev/zfs exists on this host, run the tests
 #                                directly here (cwd .vm-run/, as the current user)
 #                                instead of in the VM. Without /dev/zfs the VM is used.
@@ -41,6 +45,12 @@ if [[ ${ZREPL_PLATFORMTEST_DIRECT:-0} == 1 ]]; then
 fi
 
 if [[ $direct == 0 ]]; then
+    if [[ -n ${ZREPL_VM_ZFS:-} ]]; then
+        case $ZREPL_VM_ZFS in
+        2.1 | 2.3 | 2.4) log "OpenZFS $ZREPL_VM_ZFS VM image (ZREPL_VM_ZFS)" ;;
+        *) die "ZREPL_VM_ZFS='$ZREPL_VM_ZFS' is not supported (one of 2.1, 2.3, 2.4; default 2.3)" ;;
+        esac
+    fi
     "$vm/setup-host.sh"
     "$vm/build-image.sh" >/dev/null
 fi
@@ -87,4 +97,6 @@ fi
 
 export ZREPL_VM_PATH_PREPEND=/mnt/host
 export ZREPL_VM_PASS_ENV="RUST_LOG ${ZREPL_VM_PASS_ENV:-}"
+# Only when set, so that a default run passes the guest exactly what it always did.
+[[ -n ${ZREPL_VM_ZFS:-} ]] && ZREPL_VM_PASS_ENV+=" ZREPL_VM_ZFS"
 exec "$vm/run-in-vm.sh" "$stage" ./zrepl-platformtest "$@"

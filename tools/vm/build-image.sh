@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Build (or reuse) the Debian bookworm guest image with OpenZFS 2.3 used by
-# run-in-vm.sh.
+# Build (or reuse) the Debian guest image with OpenZFS used by run-in-vm.sh.
+# ZREPL_VM_ZFS selects the OpenZFS series (see vm_zfs_version in lib.sh):
+#   2.3 (default)  bookworm + bookworm-backports: kernel 6.12, OpenZFS 2.3
+#   2.1            bookworm + contrib only: kernel 6.1, Debian 12's OpenZFS 2.1.11
+#   2.4            trixie + trixie-backports: trixie's kernel 6.12 (pinned: the
+#                  backports kernel is newer than OpenZFS supports), OpenZFS 2.4
 #
 # Cache: ${ZREPL_VM_CACHE:-/var/cache/zrepl-vm}/<hash>/ where <hash> covers the
-# recipe files (this script, lib.sh, guest-packages.txt, guest-init.sh). The
+# recipe files (this script, lib.sh, guest-packages.txt, guest-init.sh) and, for
+# any series but 2.3, the series. A recipe hash listed in cache-keys.txt uses the
+# cache key given there instead (keeps the 2.3 image built before ZREPL_VM_ZFS
+# existed valid: same commands, same image). The
 # directory holds root.img (ext4, 4 GiB sparse), vmlinuz, initrd.img, info,
 # packages.txt and `ready`. It is built in a temporary directory next to it and
 # renamed into place only when complete, so an interrupted build is redone.
@@ -12,7 +19,7 @@
 # After a new build, image directories beyond the ZREPL_VM_CACHE_KEEP (default 3)
 # most recently used ones are deleted (run-in-vm.sh touches <hash>/last-used).
 #
-# Env: ZREPL_VM_CACHE (cache root), ZREPL_VM_CACHE_KEEP (images kept, default 3),
+# Env: ZREPL_VM_ZFS (2.1, 2.3 or 2.4; default 2.3), ZREPL_VM_CACHE (cache root), ZREPL_VM_CACHE_KEEP (images kept, default 3),
 # ZREPL_VM_KEEP_BUILD=1 (keep the temporary build directory after a failure,
 # for debugging). Must run as root.
 set -euo pipefail
@@ -20,6 +27,35 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 . "$here/lib.sh"
+
+zfs_version=$(vm_zfs_version) || exit 2
+# Per series: the debootstrap suite, the apt suites, apt's target release (-t) and
+# the release the kernel image/headers are pinned to (empty: as the target release).
+extra_packages=()
+case $zfs_version in
+2.1)
+    suite=bookworm
+    apt_suites="bookworm bookworm-updates"
+    target_release=""
+    kernel_release=""
+    ;;
+2.3)
+    suite=bookworm
+    apt_suites="bookworm bookworm-updates bookworm-backports"
+    target_release=bookworm-backports
+    kernel_release=""
+    ;;
+2.4)
+    suite=trixie
+    apt_suites="trixie trixie-updates trixie-backports"
+    target_release=trixie-backports
+    # trixie-backports carries kernels far newer than OpenZFS 2.4 builds against.
+    kernel_release=trixie
+    # linux-image's initramfs generator, named explicitly in case a dependency
+    # alternative would satisfy it without building an initrd.
+    extra_packages=(initramfs-tools)
+    ;;
+esac
 
 recipe_files=(build-image.sh lib.sh guest-packages.txt guest-init.sh)
 # Packages needed only to build zfs.ko; removed again once it is built.
@@ -34,9 +70,17 @@ recipe_hash() {
         [[ -f $here/$f ]] || vm_die "recipe file $here/$f is missing"
         printf '%s\0' "$f"
         sha256sum <"$here/$f"
-    done | sha256sum | cut -c1-16
+    done
+    # The default series adds nothing, so its hash is computed as before ZREPL_VM_ZFS.
+    [[ $zfs_version == 2.3 ]] || printf 'zfs=%s\0' "$zfs_version"
 }
-hash=$(recipe_hash)
+recipe=$(recipe_hash | sha256sum | cut -c1-16)
+hash=$recipe
+# Cache-key aliases: "<recipe hash> <cache key>" lines (see the header).
+if [[ -f $here/cache-keys.txt ]]; then
+    alias_key=$(awk -v h="$recipe" '$1 == h && $2 ~ /^[0-9a-f]+$/ { print $2; exit }' "$here/cache-keys.txt")
+    [[ -n $alias_key ]] && hash=$alias_key
+fi
 final=$cache_root/$hash
 
 if [[ -f $final/ready ]]; then
@@ -114,9 +158,19 @@ mirror=$(vm_debian_mirror)
 security_mirror=$(vm_security_mirror)
 mapfile -t packages < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "$here/guest-packages.txt")
 [[ ${#packages[@]} -gt 0 ]] || vm_die "no packages listed in guest-packages.txt"
+packages+=("${extra_packages[@]}")
+# What apt-get install is given: the packages, with the kernel pinned where the series says so.
+install_args=()
+[[ -n $target_release ]] && install_args+=(-t "$target_release")
+for p in "${packages[@]}" "${build_only_packages[@]}"; do
+    case $p in
+    linux-image-amd64 | linux-headers-amd64) install_args+=("$p${kernel_release:+/$kernel_release}") ;;
+    *) install_args+=("$p") ;;
+    esac
+done
 
 start=$SECONDS
-vm_log "building image $hash in $build (mirror $mirror)"
+vm_log "building image $hash (OpenZFS $zfs_version, Debian $suite) in $build (mirror $mirror)"
 
 # Run a command inside the guest root with a clean environment.
 in_root() {
@@ -125,22 +179,39 @@ in_root() {
         chroot "$root" "$@"
 }
 
-vm_log "[1/6] debootstrap --variant=minbase bookworm"
-debootstrap --variant=minbase --components=main bookworm "$root" "$mirror" >&2 ||
+debootstrap_args=()
+if [[ $suite != bookworm ]]; then
+    # A newer release than the host's: its Release file must verify against the host's
+    # keyring (debootstrap --keyring refuses an unsigned or unverifiable one).
+    keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    command -v gpgv >/dev/null || vm_die "gpgv is needed to verify the $suite archive"
+    curl_or_wget() {
+        if command -v curl >/dev/null; then curl -fsS "$1"; else wget -qO- "$1"; fi
+    }
+    curl_or_wget "$mirror/dists/$suite/InRelease" >"$build/InRelease" ||
+        vm_die "cannot download $mirror/dists/$suite/InRelease"
+    gpgv --keyring "$keyring" "$build/InRelease" >/dev/null 2>&1 ||
+        vm_die "the host's $keyring cannot verify $suite's InRelease: install a newer debian-archive-keyring (bookworm-updates ships the $suite keys)"
+    vm_log "the host's debian-archive-keyring verifies $suite's InRelease"
+    debootstrap_args+=(--keyring="$keyring")
+fi
+
+vm_log "[1/6] debootstrap --variant=minbase $suite"
+debootstrap --variant=minbase --components=main "${debootstrap_args[@]}" "$suite" "$root" "$mirror" >&2 ||
     vm_die "debootstrap failed (see $root/debootstrap/debootstrap.log if kept)"
 
-vm_log "[2/6] configuring apt sources (contrib, bookworm-backports)"
+vm_log "[2/6] configuring apt sources (contrib${target_release:+, $target_release})"
 rm -f "$root/etc/apt/sources.list"
 cat >"$root/etc/apt/sources.list.d/debian.sources" <<SRC
 Types: deb
 URIs: $mirror
-Suites: bookworm bookworm-updates bookworm-backports
+Suites: $apt_suites
 Components: main contrib
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb
 URIs: $security_mirror
-Suites: bookworm-security
+Suites: $suite-security
 Components: main contrib
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
@@ -165,10 +236,9 @@ mount -t sysfs -o ro sysfs "$root/sys"
 mkdir -p "$root/dev/pts"
 mount -t devpts -o newinstance,ptmxmode=0666 devpts "$root/dev/pts"
 
-vm_log "[3/6] apt-get install -t bookworm-backports ${packages[*]} ${build_only_packages[*]} (DKMS builds zfs.ko: several minutes)"
+vm_log "[3/6] apt-get install ${install_args[*]} (DKMS builds zfs.ko: several minutes)"
 in_root apt-get update -q >&2 || vm_die "apt-get update in the guest root failed"
-in_root apt-get install -y -q -t bookworm-backports \
-    "${packages[@]}" "${build_only_packages[@]}" >&2 ||
+in_root apt-get install -y -q "${install_args[@]}" >&2 ||
     vm_die "apt-get install in the guest root failed"
 
 kvers=()

@@ -55,3 +55,16 @@ vm_find_mirror() {
 
 vm_debian_mirror()   { vm_find_mirror bookworm http://deb.debian.org/debian; }
 vm_security_mirror() { vm_find_mirror bookworm-security http://deb.debian.org/debian-security; }
+
+# The OpenZFS series of the test VM image, from ZREPL_VM_ZFS (default 2.3):
+#   2.1  Debian 12's own OpenZFS 2.1.11 (bookworm/contrib, bookworm kernel 6.1)
+#   2.3  bookworm-backports OpenZFS 2.3 and kernel 6.12 (the default image)
+#   2.4  a Debian 13 (trixie) guest with OpenZFS 2.4 from trixie-backports, trixie kernel 6.12
+# Prints the series or dies (call as `v=$(vm_zfs_version) || exit N`).
+vm_zfs_version() {
+    local v=${ZREPL_VM_ZFS:-2.3}
+    case $v in
+    2.1 | 2.3 | 2.4) printf '%s\n' "$v" ;;
+    *) vm_die "ZREPL_VM_ZFS='$v' is not supported (one of 2.1, 2.3, 2.4; default 2.3)" ;;
+    esac
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run a command inside a throwaway OpenZFS 2.3 VM (qemu TCG) and exit with its
-# exit code.
+# Run a command inside a throwaway OpenZFS VM (qemu TCG; OpenZFS 2.3 unless
+# ZREPL_VM_ZFS says otherwise) and exit with its exit code.
 #
 #   tools/vm/run-in-vm.sh HOSTDIR GUEST_COMMAND [ARGS...]
 #
@@ -13,6 +13,10 @@
 # (build-image.sh). Run as root.
 #
 # Environment:
+#   ZREPL_VM_ZFS           OpenZFS series of the guest image: 2.1 (bookworm's own
+#                          2.1.11, kernel 6.1), 2.3 (default: bookworm-backports,
+#                          kernel 6.12) or 2.4 (trixie guest, trixie-backports,
+#                          kernel 6.12); each has its own cached image
 #   ZREPL_VM_MEM           guest RAM in MiB (default 4096)
 #   ZREPL_VM_SMP           guest CPUs (default 2)
 #   ZREPL_VM_TIMEOUT       overall limit in seconds, boot included (default 2400);
@@ -66,6 +70,7 @@ for v in mem smp vm_timeout boot_timeout; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { vm_log "ERROR: $v='${!v}' is not a positive integer (see ZREPL_VM_* in $0)"; exit 2; }
 done
 
+zfs_version=$(vm_zfs_version) || exit 2
 vm_require_root
 
 image=$("$here/build-image.sh" | tail -n1) || vm_die "building the VM image failed"
@@ -142,7 +147,7 @@ qemu=(
     -virtfs "local,path=$(qesc "$hostdir"),mount_tag=host0,security_model=none"
 )
 
-vm_log "booting $(basename "$image") (${mem} MiB, ${smp} CPUs, timeout ${vm_timeout} s), HOSTDIR $hostdir -> /mnt/host: $*"
+vm_log "booting $(basename "$image") (OpenZFS $zfs_version, ${mem} MiB, ${smp} CPUs, timeout ${vm_timeout} s), HOSTDIR $hostdir -> /mnt/host: $*"
 start=$SECONDS
 # timeout(1) runs qemu in its own process group, so forward our signals (above).
 timeout -k 15 "$vm_timeout" "${qemu[@]}" </dev/null &
