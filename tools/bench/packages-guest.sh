@@ -10,7 +10,7 @@
 set -euo pipefail
 N=${ZREPL_BENCH_FILESYSTEMS:-40}
 S=${ZREPL_BENCH_SNAPSHOTS:-6}
-B=${ZREPL_BENCH_BACKLOG:-2000}
+B=${ZREPL_BENCH_BACKLOG:-300}
 mkdir -p /tmp/bench-bin
 cp "$(command -v zrepl)" /tmp/bench-bin/zrepl
 export PATH=/tmp/bench-bin:$PATH
