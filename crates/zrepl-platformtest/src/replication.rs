@@ -191,7 +191,7 @@ pub(crate) fn must_succeed(r: &RunReport) -> TestResult {
     Ok(())
 }
 
-fn fs_report<'a>(
+pub(crate) fn fs_report<'a>(
     r: &'a RunReport,
     fs: &str,
 ) -> Result<&'a zrepl_replication::FilesystemReport, String> {

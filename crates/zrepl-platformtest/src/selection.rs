@@ -264,11 +264,7 @@ pub async fn select_mapping_strip_prefix_mirrors_one_to_one(t: Ctx) -> TestResul
     // The prefix itself has nowhere to go: a clear error, root_fs untouched.
     let s2 = sender(&t, &[("src/data<", true), ("src/data/deep", false)]);
     let rep = replicate(&s2, &rcv()?, &cfg).await;
-    let d = rep
-        .attempts
-        .last()
-        .and_then(|a| a.filesystems.iter().find(|f| f.name == data))
-        .ok_or("prefix fs missing from report")?;
+    let d = crate::replication::fs_report(&rep, &data)?;
     ensure!(
         d.error()
             .unwrap_or("")
@@ -325,11 +321,7 @@ pub async fn select_packages_backlog_one_stream_and_cut_package_resumes(t: Ctx) 
         "a backlog must go as one zfs send, not {}",
         t.zfs.zfs_commands_started("send") - sends
     );
-    let fsr = rep
-        .attempts
-        .last()
-        .and_then(|x| x.filesystems.iter().find(|f| f.name == a))
-        .ok_or("fs missing from report")?;
+    let fsr = crate::replication::fs_report(&rep, &a)?;
     ensure!(
         fsr.steps.len() == 1 && fsr.steps[0].intermediates.len() == 149,
         "one package of 150 snapshots: {:?}",
@@ -370,11 +362,7 @@ pub async fn select_packages_backlog_one_stream_and_cut_package_resumes(t: Ctx) 
 
     let rep = replicate(&s, &r, &packaged()).await;
     must_succeed(&rep)?;
-    let fsr = rep
-        .attempts
-        .last()
-        .and_then(|x| x.filesystems.iter().find(|f| f.name == a))
-        .ok_or("fs missing from report")?;
+    let fsr = crate::replication::fs_report(&rep, &a)?;
     ensure!(
         fsr.steps.first().is_some_and(|s| s.resumed),
         "first step resumes: {:?}",
