@@ -120,6 +120,7 @@ fn main() {
     let mut trials = trials![tests:
         feature_detection,
         get_set_user_properties,
+        received_user_property_cannot_forge_listing_rows,
         nonexistent_datasets_are_classified,
         multi_dataset_snapshot_is_one_command,
         bookmark_idempotent_and_exists_error,
@@ -147,6 +148,7 @@ fn main() {
         net_signal_reset_aborts_and_next_run_resumes,
         net_received_properties_cannot_mount_or_hook_into_the_host,
         net_source_bounds_what_a_pull_client_destroys,
+        net_sink_refuses_a_replication_stream,
     ]);
     trials.extend(trials![replication:
         repl_initial_then_incremental_chain,

@@ -790,3 +790,122 @@ pub async fn net_source_bounds_what_a_pull_client_destroys(t: Ctx) -> TestResult
         .into()
     })
 }
+
+/// A client that sends a sink a replication stream (`zfs send -R`, as a compromised client can
+/// over the real wire) does not make the sink create the stream's descendants below the
+/// target (or rename or destroy anything): the stream is refused before `zfs recv` runs.
+pub async fn net_sink_refuses_a_replication_stream(t: Ctx) -> TestResult {
+    use zrepl_protocol::{Protection, ReceiveRequest, Receiver, ReplicationConfig};
+    let p = t.pool.clone();
+    let r = create(&t, "src/r")?;
+    let kid = create(&t, "src/r/kid")?;
+    create(&t, "sink")?;
+    write(&r, "f", 1)?;
+    write(&kid, "f", 1)?;
+    zfs(&["snapshot", "-r", &format!("{r}@1")])?;
+    let dir = format!("/tmp/{p}-recursive");
+    std::fs::create_dir_all(&dir)?;
+    let stream_file = format!("{dir}/r.zstream");
+    sh(&["sh", "-c", &format!("zfs send -R {r}@1 > {stream_file}")])?;
+    let port = 28861;
+    let cfg = format!("{dir}/zrepl.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  control: {{sockpath: {dir}/run/control}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+             jobs:\n\
+             - type: sink\n  name: sink\n  root_fs: {p}/sink\n  recv: {{placeholder: {{encryption: inherit}}}}\n  serve: {{type: tcp, listen: \"127.0.0.1:{port}\", clients: {{\"127.0.0.1\": c}}}}\n"
+        ),
+    )?;
+    let mut d = Daemon {
+        cfg,
+        log: format!("{dir}/daemon.log"),
+        child: None,
+    };
+    let res: TestResult = async {
+        d.start()?;
+        let dial: zrepl_rpc::Dialer = std::sync::Arc::new(move || {
+            Box::pin(async move {
+                let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Box::new(s) as Box<dyn zrepl_rpc::ClientConn>)
+            })
+        });
+        let client = zrepl_rpc::Client::new("tcp://sink", dial, Default::default());
+        let fs = zrepl_zfs_types::DatasetPath::parse(&r)?;
+        let to = t
+            .zfs
+            .list_versions(&fs, zrepl_zfs::VersionTypes::Snapshots)
+            .await?
+            .into_iter()
+            .find(|v| v.name == "1")
+            .ok_or("no @1")?;
+        let req = ReceiveRequest {
+            filesystem: fs,
+            to,
+            clear_resume_token: false,
+            replication: ReplicationConfig {
+                initial: Protection::GuaranteeResumability,
+                incremental: Protection::GuaranteeResumability,
+            },
+            from: None,
+            deferred: false,
+            intermediates: Vec::new(),
+        };
+        let file = tokio::fs::File::open(&stream_file).await?;
+        let got = client.receive(req, Box::pin(file)).await;
+        let err = match got {
+            Ok(()) => return Err("the sink received a replication stream".into()),
+            Err(e) => e.to_string(),
+        };
+        ensure!(
+            err.contains("replication stream (zfs send -R)"),
+            "the refusal names the reason: {err}"
+        );
+        let below = zfs(&["list", "-H", "-o", "name", "-r", &format!("{p}/sink")])?;
+        ensure!(
+            !below.contains("/src/r"),
+            "datasets were created below the sink: {below}"
+        );
+        // The same client's ordinary stream of the same snapshot still arrives.
+        sh(&["sh", "-c", &format!("zfs send {r}@1 > {stream_file}")])?;
+        let to = t
+            .zfs
+            .list_versions(
+                &zrepl_zfs_types::DatasetPath::parse(&r)?,
+                zrepl_zfs::VersionTypes::Snapshots,
+            )
+            .await?
+            .into_iter()
+            .find(|v| v.name == "1")
+            .ok_or("no @1")?;
+        let req = ReceiveRequest {
+            filesystem: zrepl_zfs_types::DatasetPath::parse(&r)?,
+            to,
+            clear_resume_token: false,
+            replication: ReplicationConfig {
+                initial: Protection::GuaranteeResumability,
+                incremental: Protection::GuaranteeResumability,
+            },
+            from: None,
+            deferred: false,
+            intermediates: Vec::new(),
+        };
+        let file = tokio::fs::File::open(&stream_file).await?;
+        client.receive(req, Box::pin(file)).await?;
+        let recv = format!("{p}/sink/c/{r}");
+        ensure!(
+            guid(&format!("{recv}@1"))? == guid(&format!("{r}@1"))?,
+            "the plain stream arrived"
+        );
+        ensure!(
+            zfs(&["list", "-H", "-o", "name", "-r", &recv])?.lines().count() == 1,
+            "no descendant below {recv}"
+        );
+        Ok(())
+    }
+    .await;
+    d.kill();
+    res.map_err(|e| format!("{e}\n--- daemon log:\n{}", tail(&d.log())).into())
+}

@@ -155,26 +155,26 @@ pub async fn get_set_user_properties(t: Ctx) -> TestResult {
     check_eq!(p["zrepl:foo"].value, "bar");
     check_eq!(p["zrepl:foo"].source, PropertySource::Local);
     check_eq!(p["com.example:x"].value, "with space");
-    check_eq!(p["zrepl:unset"].value, "-");
-    check_eq!(p["zrepl:unset"].source, PropertySource::None);
-    let c = t.zfs.get_property(&child, "zrepl:foo").await?;
-    check_eq!(c.value, "bar");
-    check_eq!(
-        c.source,
-        PropertySource::Inherited {
-            from: parent.to_string()
-        }
-    );
+    // User properties are read from local values only: unset and inherited ones are absent.
+    check!(!p.contains_key("zrepl:unset"));
+    check!(!t
+        .zfs
+        .get_properties(&child, &["zrepl:foo"])
+        .await?
+        .contains_key("zrepl:foo"));
     let all = t
         .zfs
         .get_properties_recursive(&parent, None, &["zrepl:foo"])
         .await?;
     check_eq!(all.len(), 2);
+    check_eq!(all[&parent]["zrepl:foo"].value, "bar");
+    check!(all[&child].is_empty());
     t.zfs.inherit_property(&parent, "zrepl:foo").await?;
-    check_eq!(
-        t.zfs.get_property(&child, "zrepl:foo").await?.source,
-        PropertySource::None
-    );
+    check!(!t
+        .zfs
+        .get_properties(&parent, &["zrepl:foo"])
+        .await?
+        .contains_key("zrepl:foo"));
     // Properties of snapshots work the same way.
     let s = t.snapshot("parent", "s").await?;
     let sp = t.snap("parent", "s");
@@ -799,15 +799,14 @@ pub async fn placeholder_creation_and_detection(t: Ctx) -> TestResult {
     check_eq!(p["mountpoint"].value, "none");
     check_eq!(p["encryption"].value, "off");
     check_eq!(p["mounted"].value, "no");
-    // A child of a placeholder inherits zrepl:placeholder=on but is not a placeholder.
+    // A child of a placeholder inherits zrepl:placeholder=on but is not a placeholder (and
+    // user properties are read from local values only: the inherited one is not reported).
     let child = t.create("ph/child").await?;
-    check_eq!(
-        t.zfs
-            .get_property(&child, zrepl_zfs::PLACEHOLDER_PROPERTY)
-            .await?
-            .value,
-        "on"
-    );
+    check!(!t
+        .zfs
+        .get_properties(&child, &[zrepl_zfs::PLACEHOLDER_PROPERTY])
+        .await?
+        .contains_key(zrepl_zfs::PLACEHOLDER_PROPERTY));
     let st = t.zfs.placeholder_state(&child).await?;
     check!(
         st.exists && !st.is_placeholder && st.raw_local_value.is_none(),
@@ -1041,5 +1040,55 @@ pub async fn subtree_listing_200x20_is_one_command(t: Ctx) -> TestResult {
         let txg0: Vec<u64> = half.iter().map(|c| map[c][0].createtxg).collect();
         check!(txg0.iter().all(|x| *x == txg0[0]), "{txg0:?}");
     }
+    Ok(())
+}
+
+/// A received user property whose value holds tabs and newlines (a peer's `zfs send -p`)
+/// cannot forge rows of `zfs get -H`: user properties are read with `-s local,none`, so a
+/// received value (or one inherited from it) is never printed. Here the value would otherwise
+/// make the received filesystem a placeholder (source `local`) and invent a dataset.
+pub async fn received_user_property_cannot_forge_listing_rows(t: Ctx) -> TestResult {
+    let evil = t.create("evil").await?;
+    let recv_root = t.create("recvroot").await?;
+    let x = t.ds("recvroot/x");
+    let forged = format!(
+        "on\tlocal\n{recv_root}/phantom\tguid\t1\t-\n{recv_root}/phantom\tcreatetxg\t1\t-\n{recv_root}/phantom\tcreation\t1\t-\n{recv_root}/phantom\tuserrefs\t-\t-\n{recv_root}/phantom\tzrepl:placeholder\ton"
+    );
+    let st = std::process::Command::new("zfs")
+        .arg("set")
+        .arg(format!("{}={forged}", zrepl_zfs::PLACEHOLDER_PROPERTY))
+        .arg(evil.to_string())
+        .status()?;
+    check!(st.success(), "zfs set of a value with tabs and newlines");
+    t.snapshot("evil", "1").await?;
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("zfs send -p {evil}@1 | zfs recv -u {x}"))
+        .status()?;
+    check!(st.success(), "zfs send -p | zfs recv");
+    let (props, versions) = t
+        .zfs
+        .list_subtree_with_properties(
+            &recv_root,
+            &[zrepl_zfs::PLACEHOLDER_PROPERTY, "receive_resume_token"],
+        )
+        .await?;
+    let names: Vec<String> = props.keys().map(|k| k.to_string()).collect();
+    check_eq!(names, vec![recv_root.to_string(), x.to_string()]);
+    check!(!props[&x].contains_key(zrepl_zfs::PLACEHOLDER_PROPERTY));
+    check_eq!(versions[&x].len(), 1);
+    check!(!t.zfs.placeholder_state(&x).await?.is_placeholder);
+    let rec = t
+        .zfs
+        .get_properties_recursive(&recv_root, None, &[zrepl_zfs::PLACEHOLDER_PROPERTY])
+        .await?;
+    check_eq!(rec.len(), 2);
+    check!(rec.values().all(|p| p.is_empty()));
+    // The received value itself is intact (it is the peer's to keep, just never parsed).
+    let out = std::process::Command::new("zfs")
+        .args(["get", "-H", "-o", "received", zrepl_zfs::PLACEHOLDER_PROPERTY])
+        .arg(x.to_string())
+        .output()?;
+    check!(String::from_utf8_lossy(&out.stdout).starts_with("on\tlocal\n"));
     Ok(())
 }

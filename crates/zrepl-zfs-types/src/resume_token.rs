@@ -337,6 +337,17 @@ pub fn decode_packed_nvlist(packed: &[u8]) -> Result<ResumeToken> {
     token_from_pairs(pairs)
 }
 
+/// The names of the top-level pairs of a packed nvlist (native or XDR encoding), in order; the
+/// whole list is checked as [`decode_packed_nvlist`] checks it. A compound `zfs send` stream's
+/// header is such a list (XDR): its `not_recursive` flag says whether `zfs recv` would create,
+/// rename or destroy datasets below its target (`zfs send -R`).
+pub fn packed_nvlist_names(packed: &[u8]) -> Result<Vec<String>> {
+    Ok(parse_packed(packed)?
+        .into_iter()
+        .map(|p| String::from_utf8_lossy(p.name).into_owned())
+        .collect())
+}
+
 /// Encodes `token` as OpenZFS would on a little-endian host (native little-endian nvlist,
 /// zlib level 6). `toname` must not contain NUL bytes (C strings end at the first one).
 pub fn encode(token: &ResumeToken) -> String {

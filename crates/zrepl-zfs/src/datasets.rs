@@ -130,6 +130,71 @@ pub(crate) fn classify_not_exist(out: Output, path: &str) -> ZfsError {
     }
 }
 
+/// How a `zfs get` asks for `props`. A user property's (`module:name`) value is whatever
+/// anyone who can send us a stream set (received, or inherited from a received value), and
+/// `zfs get -H` prints tabs and newlines in values as they are, so such a value could forge
+/// rows (another dataset, another source). With a user property in the request, `zfs get`
+/// prints only local values and read-only properties (`-s local,none`): a user property that
+/// is not set locally is absent from the result, and `name` is asked too, so that every
+/// dataset still has a row. Settable native properties must then not be asked together with
+/// user properties (they would be missing unless set locally, which is refused as unexpected
+/// output).
+struct GetPlan<'a> {
+    /// `-s local,none`, or nothing.
+    sources: Vec<String>,
+    /// What the command asks for.
+    asked: Vec<&'a str>,
+    /// The user properties among `props`: optional in the result.
+    optional: Vec<&'a str>,
+    /// `name` was added and is removed from the result.
+    drop_name: bool,
+}
+
+impl<'a> GetPlan<'a> {
+    fn new(props: &[&'a str]) -> GetPlan<'a> {
+        let optional: Vec<&str> = props.iter().copied().filter(|p| p.contains(':')).collect();
+        let mut asked = props.to_vec();
+        let mut drop_name = false;
+        let sources = if optional.is_empty() {
+            Vec::new()
+        } else {
+            if !asked.contains(&"name") {
+                asked.insert(0, "name");
+                drop_name = true;
+            }
+            args!["-s", "local,none"]
+        };
+        GetPlan {
+            sources,
+            asked,
+            optional,
+            drop_name,
+        }
+    }
+
+    /// Removes the added `name` and checks that every property that is not optional is there;
+    /// returns what is missing.
+    fn finish(&self, p: &mut Properties) -> Vec<&'a str> {
+        if self.drop_name {
+            p.remove("name");
+        }
+        self.asked
+            .iter()
+            .copied()
+            .filter(|k| !(self.drop_name && *k == "name"))
+            .filter(|k| !self.optional.contains(k) && !p.contains_key(*k))
+            .collect()
+    }
+
+    /// Properties in `p` that were not asked for.
+    fn extra(&self, p: &Properties) -> Vec<String> {
+        p.keys()
+            .filter(|k| !self.asked.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    }
+}
+
 impl Zfs {
     /// All filesystems and volumes of all pools, or of the subtree at `root` (root included):
     /// `zfs list -H -p -o name -r -t filesystem,volume [root]`.
@@ -220,19 +285,18 @@ impl Zfs {
                 .copied()
                 .filter(|p| !matches!(*p, "guid" | "createtxg" | "creation" | "userrefs")),
         );
-        let out = self
-            .zfs(&args![
-                "get",
-                "-Hp",
-                "-o",
-                "name,property,value,source",
-                "-r",
-                "-t",
-                "filesystem,volume,snapshot,bookmark",
-                wanted.join(","),
-                r.clone()
-            ])
-            .await?;
+        // `guid` and the others are read-only: every dataset keeps its rows with
+        // `-s local,none`.
+        let plan = GetPlan::new(&wanted);
+        let mut a = args!["get", "-Hp", "-o", "name,property,value,source", "-r"];
+        a.extend(plan.sources.iter().cloned());
+        a.extend(args![
+            "-t",
+            "filesystem,volume,snapshot,bookmark",
+            wanted.join(","),
+            r.clone()
+        ]);
+        let out = self.zfs(&a).await?;
         if !out.success() {
             return Err(classify_not_exist(out, &r));
         }
@@ -305,26 +369,22 @@ impl Zfs {
         for p in props {
             check_property_name(p)?;
         }
-        let out = self
-            .zfs(&args![
-                "get",
-                "-Hp",
-                "-o",
-                "name,property,value,source",
-                props.join(","),
-                t.clone()
-            ])
-            .await?;
+        let plan = GetPlan::new(props);
+        let mut a = args!["get", "-Hp", "-o", "name,property,value,source"];
+        a.extend(plan.sources.iter().cloned());
+        a.extend(args![plan.asked.join(","), t.clone()]);
+        let out = self.zfs(&a).await?;
         if !out.success() {
             return Err(classify_not_exist(out, &t));
         }
         let mut by_name = parse_get(&out.stdout).map_err(|e| unexpected(&out, e))?;
-        let got = by_name.remove(&t).unwrap_or_default();
-        let missing: Vec<&&str> = props.iter().filter(|p| !got.contains_key(**p)).collect();
-        if !by_name.is_empty() || !missing.is_empty() || got.len() != props.len() {
+        let mut got = by_name.remove(&t).unwrap_or_default();
+        let extra = plan.extra(&got);
+        let missing = plan.finish(&mut got);
+        if !by_name.is_empty() || !missing.is_empty() || !extra.is_empty() {
             return Err(ZfsError::UnexpectedOutput {
                 reason: format!(
-                    "expected properties {props:?} of {t}, missing {missing:?}, extra datasets {:?}",
+                    "expected properties {props:?} of {t}, missing {missing:?}, extra {extra:?}, extra datasets {:?}",
                     by_name.keys().collect::<Vec<_>>()
                 ),
                 output: out.stdout.clone(),
@@ -360,24 +420,34 @@ impl Zfs {
         for p in props {
             check_property_name(p)?;
         }
+        let plan = GetPlan::new(props);
         let mut a = args!["get", "-Hp", "-o", "name,property,value,source", "-r"];
+        a.extend(plan.sources.iter().cloned());
         if let Some(d) = depth {
             a.extend(args!["-d", d.to_string()]);
         }
-        a.extend(args!["-t", "filesystem,volume", props.join(","), r.clone()]);
+        a.extend(args!["-t", "filesystem,volume", plan.asked.join(","), r.clone()]);
         let out = self.zfs(&a).await?;
         if !out.success() {
             return Err(classify_not_exist(out, &r));
         }
         let by_name = parse_get(&out.stdout).map_err(|e| unexpected(&out, e))?;
         let mut res = BTreeMap::new();
-        for (name, p) in by_name {
+        for (name, mut p) in by_name {
             let path = DatasetPath::parse(&name).map_err(|e| ZfsError::UnexpectedOutput {
                 argv: out.argv.clone(),
                 reason: format!("invalid dataset name {name:?}: {e}"),
                 output: String::new(),
             })?;
-            if p.len() != props.len() {
+            if !path.has_prefix(root) {
+                return Err(ZfsError::UnexpectedOutput {
+                    argv: out.argv.clone(),
+                    reason: format!("dataset {path} is not inside {root}"),
+                    output: String::new(),
+                });
+            }
+            let extra = plan.extra(&p);
+            if !plan.finish(&mut p).is_empty() || !extra.is_empty() {
                 return Err(ZfsError::UnexpectedOutput {
                     argv: out.argv.clone(),
                     reason: format!("not all requested properties returned for {name}"),
@@ -412,13 +482,10 @@ impl Zfs {
         if names.is_empty() {
             return Ok(res);
         }
-        let prefix = args![
-            "get",
-            "-Hp",
-            "-o",
-            "name,property,value,source",
-            props.join(",")
-        ];
+        let plan = GetPlan::new(props);
+        let mut prefix = args!["get", "-Hp", "-o", "name,property,value,source"];
+        prefix.extend(plan.sources.iter().cloned());
+        prefix.push(plan.asked.join(","));
         self.run_batched(&prefix, &names, |out, batch| {
             let missing_only = out.stderr.lines().all(|l| {
                 l.trim().is_empty()
@@ -428,8 +495,9 @@ impl Zfs {
                 return Err(out.into_error());
             }
             let by_name = parse_get(&out.stdout).map_err(|e| unexpected(&out, e))?;
-            for (name, p) in by_name {
-                if !batch.contains(&name) || p.len() != props.len() {
+            for (name, mut p) in by_name {
+                let extra = plan.extra(&p);
+                if !batch.contains(&name) || !plan.finish(&mut p).is_empty() || !extra.is_empty() {
                     return Err(ZfsError::UnexpectedOutput {
                         argv: out.argv.clone(),
                         reason: format!(
@@ -506,15 +574,18 @@ impl Zfs {
 
     /// Placeholder state (§3.6); a nonexistent filesystem is reported, not an error.
     pub async fn placeholder_state(&self, fs: &DatasetPath) -> Result<PlaceholderState, ZfsError> {
-        match self.get_property(fs, PLACEHOLDER_PROPERTY).await {
+        match self.get_properties(fs, &[PLACEHOLDER_PROPERTY]).await {
             Err(ZfsError::DatasetDoesNotExist { .. }) => Ok(PlaceholderState {
                 exists: false,
                 is_placeholder: false,
                 raw_local_value: None,
             }),
             Err(e) => Err(e),
-            Ok(v) => {
-                let local = (v.source == PropertySource::Local).then_some(v.value);
+            Ok(mut p) => {
+                let local = p
+                    .remove(PLACEHOLDER_PROPERTY)
+                    .filter(|v| v.source == PropertySource::Local)
+                    .map(|v| v.value);
                 Ok(PlaceholderState {
                     exists: true,
                     is_placeholder: local

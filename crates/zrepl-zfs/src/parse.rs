@@ -344,10 +344,15 @@ pub fn split_get_listing(
         let Some((delim, short)) = version else {
             let mut mine = Properties::new();
             for k in fs_props {
-                let v = p
-                    .remove(*k)
-                    .ok_or_else(|| err(&name, format!("property {k} missing")))?;
-                mine.insert(k.to_string(), v);
+                // A user property is read with `-s local,none` (see `GetPlan`): absent
+                // unless set locally.
+                match p.remove(*k) {
+                    Some(v) => {
+                        mine.insert(k.to_string(), v);
+                    }
+                    None if k.contains(':') => {}
+                    None => return Err(err(&name, format!("property {k} missing"))),
+                }
             }
             props.insert(path.clone(), mine);
             versions.entry(path).or_default();
@@ -979,7 +984,11 @@ mod tests {
             assert!(split_get_listing(rows, &[]).is_err(), "{bad:?}");
         }
         let rows = parse_get("p/u\tguid\t1\t-\n").unwrap();
-        assert!(split_get_listing(rows, &["zrepl:placeholder"]).is_err());
+        assert!(split_get_listing(rows, &["receive_resume_token"]).is_err());
+        // A user property is read with `-s local,none`: absent when not set locally.
+        let rows = parse_get("p/u\tguid\t1\t-\n").unwrap();
+        let (props, _) = split_get_listing(rows, &["zrepl:placeholder"]).unwrap();
+        assert!(props[&DatasetPath::parse("p/u").unwrap()].is_empty());
     }
 
     /// A `DRR_BEGIN` record as OpenZFS writes it, in the given byte order.

@@ -417,7 +417,8 @@ pub enum StreamHeaderError {
 const MAX_HEADER_PAYLOAD: usize = 16 << 20;
 
 /// Reads the header of a `zfs send` stream: its first BEGIN record and, for a compound stream
-/// (`-p`, `-b`), the properties, the END record and the substream's BEGIN record. Returns the
+/// (`-p`, `-b`), the properties, the END record and the substream's BEGIN record. A
+/// replication stream (`-R`) is refused. Returns the
 /// bytes read, to be put back in front of the rest of the stream, and the BEGIN record with
 /// the stream's real GUIDs: what the stream recreates, whatever it was asked or said to be.
 pub async fn read_send_begin<R: AsyncRead + Unpin>(
@@ -439,6 +440,19 @@ pub async fn read_send_begin<R: AsyncRead + Unpin>(
         head.resize(at + payload + 2 * LEN, 0);
         r.read_exact(&mut head[at..]).await?;
         let end = at + payload;
+        // `zfs recv` treats a header without `not_recursive` (an empty header: none at all) as
+        // a replication stream (`zfs send -R`): it would create, rename and (with -F) destroy
+        // datasets below the target as the stream's sender lists them. Nothing we send is
+        // one, and no peer may make us receive one.
+        if payload > 0 {
+            let names = zrepl_zfs_types::resume_token::packed_nvlist_names(&head[at..end])
+                .map_err(|e| StreamHeaderError::Format(format!("stream header: {e}")))?;
+            if !names.iter().any(|n| n == "not_recursive") {
+                return Err(StreamHeaderError::Format(
+                    "a replication stream (zfs send -R), which would create, rename or destroy datasets below its target; refusing it".into(),
+                ));
+            }
+        }
         if send_record_type(&head[..LEN], &head[end..end + LEN]) != Some(5) {
             return Err(StreamHeaderError::Format(
                 "no END record after the stream header".into(),

@@ -219,13 +219,15 @@ async fn properties_get_set_and_sources() {
     let m = Mock::new(
         r#"case "$1" in
   get) for last; do :; done
+       printf '%s\tname\t%s\t-\n' "$last" "$last"
        printf '%s\tzrepl:placeholder\ton\tlocal\n' "$last"
-       printf '%s\treceive_resume_token\t-\t-\n' "$last"
-       printf '%s\tcom.example:x\tv\tinherited from pool\n' "$last" ;;
+       printf '%s\treceive_resume_token\t-\t-\n' "$last" ;;
 esac"#,
     );
     let zfs = m.zfs();
     let fs = p("pool/with space");
+    // User properties are read from local values only (`-s local,none`): `com.example:x`,
+    // inherited or received, is not printed and is absent.
     let props = zfs
         .get_properties(
             &fs,
@@ -234,12 +236,9 @@ esac"#,
         .await
         .unwrap();
     assert_eq!(props["zrepl:placeholder"].source, PropertySource::Local);
-    assert_eq!(
-        props["com.example:x"].source,
-        PropertySource::Inherited {
-            from: "pool".into()
-        }
-    );
+    assert_eq!(props["receive_resume_token"].value, "-");
+    assert!(!props.contains_key("com.example:x"));
+    assert!(!props.contains_key("name"));
     zfs.set_properties(&fs, &[("zrepl:a", "1"), ("zrepl:b", "two words")])
         .await
         .unwrap();
@@ -252,7 +251,9 @@ esac"#,
                 "-Hp",
                 "-o",
                 "name,property,value,source",
-                "zrepl:placeholder,receive_resume_token,com.example:x",
+                "-s",
+                "local,none",
+                "name,zrepl:placeholder,receive_resume_token,com.example:x",
                 "pool/with space"
             ]),
             v(&["set", "zrepl:a=1", "zrepl:b=two words", "pool/with space"]),
@@ -261,7 +262,7 @@ esac"#,
     );
     // The mock returns more properties than asked for: refuse.
     let e = zfs
-        .get_property(&fs, "zrepl:placeholder")
+        .get_properties(&fs, &["zrepl:placeholder", "name"])
         .await
         .unwrap_err();
     assert!(matches!(e, ZfsError::UnexpectedOutput { .. }), "{e}");
@@ -274,12 +275,17 @@ async fn placeholder_detection_and_resume_token() {
     for (value, source, want) in [
         ("on", "local", true),
         ("off", "local", false),
-        ("on", "inherited from pool", false),
-        ("-", "-", false),
         (legacy.as_str(), "local", true),
+        // Not set locally: `-s local,none` prints no row for it.
+        ("", "", false),
     ] {
+        let row = if value.is_empty() {
+            String::new()
+        } else {
+            format!("printf '%s\\tzrepl:placeholder\\t%s\\t%s\\n' \"$last\" '{value}' '{source}'")
+        };
         let m = Mock::new(&format!(
-            "for last; do :; done; printf '%s\\t%s\\t%s\\t%s\\n' \"$last\" \"$5\" '{value}' '{source}'"
+            "for last; do :; done; printf '%s\\tname\\t%s\\t-\\n' \"$last\" \"$last\"; {row}"
         ));
         let st = m.zfs().placeholder_state(&fs).await.unwrap();
         assert!(st.exists);
@@ -786,7 +792,7 @@ printf '%s\tcreatetxg\t17\t-\n%s\tguid\t99\t-\n%s\tcreation\t1700000000\t-\n%s\t
 #[tokio::test]
 async fn recursive_get_argv_and_grouping() {
     let m = Mock::new(
-        r#"printf 'pool/a\tzrepl:placeholder\ton\tlocal\npool/a/b c\tzrepl:placeholder\ton\tinherited from pool/a\n'"#,
+        r#"printf 'pool/a\tname\tpool/a\t-\npool/a\tzrepl:placeholder\ton\tlocal\npool/a/b c\tname\tpool/a/b c\t-\n'"#,
     );
     let zfs = m.zfs();
     let r = zfs
@@ -795,11 +801,10 @@ async fn recursive_get_argv_and_grouping() {
         .unwrap();
     assert_eq!(r.len(), 2);
     assert_eq!(
-        r[&p("pool/a/b c")]["zrepl:placeholder"].source,
-        PropertySource::Inherited {
-            from: "pool/a".into()
-        }
+        r[&p("pool/a")]["zrepl:placeholder"].source,
+        PropertySource::Local
     );
+    assert!(r[&p("pool/a/b c")].is_empty());
     assert_eq!(
         m.calls(),
         [v(&[
@@ -808,11 +813,13 @@ async fn recursive_get_argv_and_grouping() {
             "-o",
             "name,property,value,source",
             "-r",
+            "-s",
+            "local,none",
             "-d",
             "2",
             "-t",
             "filesystem,volume",
-            "zrepl:placeholder",
+            "name,zrepl:placeholder",
             "pool/a"
         ])]
     );

@@ -427,9 +427,42 @@ fn record(typ: u32, hdrtype: u64, payload: u32, to: u64, from: u64) -> Vec<u8> {
     b
 }
 
+/// A compound stream's header nvlist as libzfs packs it (XDR): `tosnap`, then each of `flags`
+/// as a boolean (`not_recursive`, `raw`).
+fn header_nvlist(flags: &[&str]) -> Vec<u8> {
+    fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        out.extend_from_slice(b);
+        out.resize(out.len().next_multiple_of(4), 0);
+    }
+    let mut out = vec![1, 1, 0, 0]; // NV_ENCODE_XDR
+    out.extend_from_slice(&0u32.to_be_bytes()); // version
+    out.extend_from_slice(&1u32.to_be_bytes()); // NV_UNIQUE_NAME
+    let mut pair = |name: &str, typ: u32, value: Option<&str>| {
+        let mut p = Vec::new();
+        bytes(&mut p, name.as_bytes());
+        p.extend_from_slice(&typ.to_be_bytes());
+        p.extend_from_slice(&u32::from(value.is_some()).to_be_bytes());
+        if let Some(v) = value {
+            bytes(&mut p, v.as_bytes());
+        }
+        let size = (p.len() + 8) as u32;
+        out.extend_from_slice(&size.to_be_bytes());
+        out.extend_from_slice(&size.to_be_bytes());
+        out.extend_from_slice(&p);
+    };
+    pair("tosnap", 9, Some("s")); // DATA_TYPE_STRING
+    for f in flags {
+        pair(f, 1, None); // DATA_TYPE_BOOLEAN
+    }
+    out.extend_from_slice(&[0; 8]);
+    out
+}
+
 #[tokio::test]
 async fn send_stream_headers() {
-    let props = vec![7u8; 100];
+    let props = header_nvlist(&["not_recursive"]);
+    let recursive = header_nvlist(&[]);
     let compound = [
         record(0, 2, props.len() as u32, 0, 0),
         props.clone(),
@@ -456,10 +489,42 @@ async fn send_stream_headers() {
         ),
         ("short stream", data[..100].to_vec(), Err("early eof")),
         (
+            "compound stream without a header (-b)",
+            [
+                record(0, 2, 0, 0, 0),
+                record(5, 0, 0, 0, 0),
+                record(0, 1, 0, 11, 10),
+            ]
+            .concat(),
+            Ok((3 * 312, 11, 10)),
+        ),
+        (
+            "replication stream (-R)",
+            [
+                record(0, 2, recursive.len() as u32, 0, 0),
+                recursive,
+                record(5, 0, 0, 0, 0),
+                record(0, 1, 0, 11, 10),
+            ]
+            .concat(),
+            Err("replication stream (zfs send -R)"),
+        ),
+        (
+            "compound header that is no nvlist",
+            [
+                record(0, 2, 100, 0, 0),
+                vec![7; 100],
+                record(5, 0, 0, 0, 0),
+                record(0, 1, 0, 11, 10),
+            ]
+            .concat(),
+            Err("stream header:"),
+        ),
+        (
             "compound header without END",
             [
-                record(0, 2, 4, 0, 0),
-                vec![0; 4],
+                record(0, 2, props.len() as u32, 0, 0),
+                props.clone(),
                 record(3, 0, 0, 0, 0),
                 record(0, 1, 0, 1, 2),
             ]
