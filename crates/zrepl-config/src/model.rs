@@ -406,6 +406,19 @@ pub struct SourceJob {
     pub hooks: ReplicationHooks,
     /// Extension: what a pull client may destroy here (its `keep_sender` pruning).
     pub client_pruning: ClientPruning,
+    /// Extension: `step_holds: {max_age: <duration>}`: this job's step holds (a pull client's
+    /// steps in progress) older than this are released, so a client that never completes its
+    /// steps cannot keep snapshots here forever. `None` (the default): zrepl 0.7's behaviour,
+    /// a step hold stays until the client completes a later step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_holds: Option<StepHolds>,
+}
+
+/// `step_holds:` of a source job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StepHolds {
+    #[serde(serialize_with = "ser_display")]
+    pub max_age: ZreplDuration,
 }
 
 /// `client_pruning:` of a source job: the source operator's bound on what pull clients destroy.

@@ -707,6 +707,12 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
                 ClientPruning::default(),
                 decode_client_pruning,
             );
+            let step_holds = m.opt(cx, "step_holds", |cx, n, p| {
+                let mut m = cx.map(n, p)?;
+                let max_age = m.req(cx, "max_age", zrepl_duration_positive);
+                m.finish(cx);
+                Some(StepHolds { max_age: max_age? })
+            });
             Some(Job::Source(SourceJob {
                 name: name.clone()?,
                 serve: serve?,
@@ -715,6 +721,7 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
                 send: send?,
                 hooks: hooks?,
                 client_pruning: client_pruning?,
+                step_holds: step_holds?,
             }))
         }
         Some("snap") => {

@@ -186,6 +186,8 @@ pub(crate) enum Role {
         snapshotter: Option<Box<Snapshotter>>,
         /// The snapshotter's wakeups (drained: the pulling side decides when to replicate).
         wakeups: Option<Wakeups>,
+        /// `step_holds.max_age`: step holds older than this are released.
+        step_holds_max_age: Option<std::time::Duration>,
     },
 }
 
@@ -666,6 +668,9 @@ fn build_job(
                         },
                         snapshotter: snapshotter.map(Box::new),
                         wakeups: Some(rx),
+                        step_holds_max_age: s.step_holds.map(|h| {
+                            std::time::Duration::from_secs(h.max_age.as_secs().max(1) as u64)
+                        }),
                     },
                     hooks: s.hooks.clone(),
                 })
@@ -1313,12 +1318,17 @@ pub(crate) async fn run(
             if let Role::Source {
                 snapshotter,
                 wakeups,
-                ..
+                sender,
+                step_holds_max_age,
             } = &mut role
             {
                 spawn_snapshotter(&handle, snapshotter.take().map(|s| *s), &stop);
                 if let Some(mut rx) = wakeups.take() {
                     tokio::spawn(async move { while rx.recv().await.is_some() {} });
+                }
+                if let Some(max_age) = *step_holds_max_age {
+                    let s = LocalSender::new(zfs.clone(), sender.clone(), &reg);
+                    spawn_step_hold_expiry(&handle.name, s, max_age, &stop);
                 }
             }
             let hooks = crate::serve_hooks::for_role(&handle.name, &role, &hooks);
@@ -1438,6 +1448,45 @@ pub(crate) async fn run(
 }
 
 /// Starts a job's snapshotter (if any); each round wakes the job.
+/// A source's `step_holds.max_age`: releases the job's step holds older than `max_age` now
+/// and then every quarter of it (at least every 5 s, at most every 10 min) until shutdown.
+fn spawn_step_hold_expiry(
+    job: &str,
+    sender: LocalSender,
+    max_age: std::time::Duration,
+    shutdown: &CancellationToken,
+) {
+    let every = (max_age / 4).clamp(
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(600),
+    );
+    let (job, shutdown) = (job.to_string(), shutdown.clone());
+    tokio::spawn(async move {
+        loop {
+            let now = chrono::Utc::now().timestamp();
+            match sender.release_expired_step_holds(now, max_age).await {
+                Ok(released) if !released.is_empty() => {
+                    let names: Vec<String> = released.iter().map(ToString::to_string).collect();
+                    tracing::info!(
+                        job = %job,
+                        max_age_secs = max_age.as_secs(),
+                        snapshots = %names.join(" "),
+                        "released step holds older than step_holds.max_age (a client did not complete its steps)"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(job = %job, error = %e, "cannot release expired step holds")
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    });
+}
+
 fn spawn_snapshotter(
     handle: &Arc<JobHandle>,
     snapshotter: Option<Snapshotter>,

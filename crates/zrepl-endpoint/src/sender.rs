@@ -1167,3 +1167,56 @@ pub(crate) async fn destroy_snapshots(
     results.sort_by(|a, b| a.snapshot.cmp(&b.snapshot));
     Ok(results)
 }
+
+impl LocalSender {
+    /// Releases this job's step holds taken more than `max_age` before `now` (Unix seconds) on
+    /// the filesystems the job may send (a source's `step_holds.max_age`): a pull client that
+    /// prepares steps and never completes them keeps snapshots from being destroyed no longer
+    /// than that. Only snapshots with holds are asked for theirs. Returns what was released.
+    pub async fn release_expired_step_holds(
+        &self,
+        now: i64,
+        max_age: std::time::Duration,
+    ) -> Result<Vec<VersionPath>, EndpointError> {
+        use zrepl_protocol::Sender as _;
+        let fss: Vec<DatasetPath> = self
+            .list_filesystems()
+            .await?
+            .into_iter()
+            .filter(|f| !f.is_placeholder)
+            .map(|f| f.path)
+            .collect();
+        let mut held = Vec::new();
+        for (fs, versions) in fss.iter().zip(list_versions_many(&self.zfs, &fss).await?) {
+            let Ok(versions) = versions else { continue };
+            for v in versions {
+                if v.typ == VersionType::Snapshot && v.userrefs.unwrap_or(0) > 0 {
+                    if let Ok(p) = VersionPath::of(fs, &v) {
+                        held.push(p);
+                    }
+                }
+            }
+        }
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let holds = self
+            .zfs
+            .holds_timed(&held)
+            .await
+            .map_err(|e| zfs_err("cannot list holds", e))?;
+        let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+        let expired: Vec<VersionPath> =
+            crate::plan::expired_step_holds(&self.cfg.job, holds.iter(), now, max_age)
+                .into_iter()
+                .cloned()
+                .collect();
+        if !expired.is_empty() {
+            self.zfs
+                .release(&step_hold_tag(&self.cfg.job), &expired)
+                .await
+                .map_err(|e| zfs_err("cannot release expired step holds", e))?;
+        }
+        Ok(expired)
+    }
+}

@@ -900,12 +900,112 @@ pub async fn net_sink_refuses_a_replication_stream(t: Ctx) -> TestResult {
             "the plain stream arrived"
         );
         ensure!(
-            zfs(&["list", "-H", "-o", "name", "-r", &recv])?.lines().count() == 1,
+            zfs(&["list", "-H", "-o", "name", "-r", &recv])?
+                .lines()
+                .count()
+                == 1,
             "no descendant below {recv}"
         );
         Ok(())
     }
     .await;
+    d.kill();
+    res.map_err(|e| format!("{e}\n--- daemon log:\n{}", tail(&d.log())).into())
+}
+
+/// A pull client that prepares steps (step holds on the source) and never completes them
+/// cannot keep the snapshots held for longer than the source's `step_holds.max_age`: the
+/// source releases its expired step holds itself (a user's hold on the same snapshot stays).
+pub async fn net_source_expires_step_holds_of_a_client_that_never_completes(t: Ctx) -> TestResult {
+    use zrepl_protocol::{Protection, ReplicationConfig, SendRequest, Sender};
+    let p = t.pool.clone();
+    let b = create(&t, "src/b")?;
+    write(&b, "f", 1)?;
+    snapshot(&format!("{b}@1"))?;
+    zfs(&["hold", "users-own", &format!("{b}@1")])?;
+    let dir = format!("/tmp/{p}-stepholds");
+    std::fs::create_dir_all(&dir)?;
+    let port = 28871;
+    let cfg = format!("{dir}/zrepl.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  control: {{sockpath: {dir}/run/control}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+             jobs:\n\
+             - type: source\n  name: source\n  serve: {{type: tcp, listen: \"127.0.0.1:{port}\", clients: {{\"127.0.0.1\": b}}}}\n  filesystems: {{\"{b}\": true}}\n  snapshotting: {{type: manual}}\n  step_holds: {{max_age: 1s}}\n"
+        ),
+    )?;
+    let mut d = Daemon {
+        cfg,
+        log: format!("{dir}/daemon.log"),
+        child: None,
+    };
+    let holds_of = |snap: &str| -> Result<Vec<String>, String> {
+        Ok(zfs(&["holds", "-H", snap])?
+            .lines()
+            .filter_map(|l| l.split('\t').nth(1).map(str::to_string))
+            .collect())
+    };
+    let res: TestResult = async {
+        d.start()?;
+        let dial: zrepl_rpc::Dialer = std::sync::Arc::new(move || {
+            Box::pin(async move {
+                let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Box::new(s) as Box<dyn zrepl_rpc::ClientConn>)
+            })
+        });
+        let client = zrepl_rpc::Client::new("tcp://source", dial, Default::default());
+        let fs = zrepl_zfs_types::DatasetPath::parse(&b)?;
+        let v1 = t
+            .zfs
+            .list_versions(&fs, zrepl_zfs::VersionTypes::Snapshots)
+            .await?
+            .into_iter()
+            .find(|v| v.name == "1")
+            .ok_or("no @1")?;
+        let req = SendRequest {
+            intermediates: Vec::new(),
+            filesystem: fs,
+            from: None,
+            to: v1,
+            resume_token: None,
+            replication: ReplicationConfig {
+                initial: Protection::GuaranteeResumability,
+                incremental: Protection::GuaranteeResumability,
+            },
+        };
+        client.prepare_sends(&[req]).await?;
+        let snap = format!("{b}@1");
+        let step_tag = "zrepl_STEP_J_source";
+        ensure!(
+            holds_of(&snap)?.iter().any(|t| t == step_tag),
+            "the client's prepared step holds @1: {:?}",
+            holds_of(&snap)?
+        );
+        // Never completed: the source releases the step hold once it is older than 1 s (the
+        // expiry runs every 5 s; hold times have minute resolution, so it is soon).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let tags = holds_of(&snap)?;
+            if !tags.iter().any(|t| t == step_tag) {
+                ensure!(tags == ["users-own"], "the user's own hold stays: {tags:?}");
+                break;
+            }
+            ensure!(Instant::now() < deadline, "the step hold stayed: {tags:?}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        ensure!(
+            d.log()
+                .contains("released step holds older than step_holds.max_age"),
+            "the source logs the release: {}",
+            tail(&d.log())
+        );
+        Ok(())
+    }
+    .await;
+    let _ = zfs(&["release", "users-own", &format!("{b}@1")]);
     d.kill();
     res.map_err(|e| format!("{e}\n--- daemon log:\n{}", tail(&d.log())).into())
 }

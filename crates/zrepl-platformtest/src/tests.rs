@@ -155,8 +155,10 @@ pub async fn get_set_user_properties(t: Ctx) -> TestResult {
     check_eq!(p["zrepl:foo"].value, "bar");
     check_eq!(p["zrepl:foo"].source, PropertySource::Local);
     check_eq!(p["com.example:x"].value, "with space");
-    // User properties are read from local values only: unset and inherited ones are absent.
-    check!(!p.contains_key("zrepl:unset"));
+    // User properties are read from local values only (`-s local,none`): an unset one is
+    // `-` with source none, an inherited (or received) one is absent.
+    check_eq!(p["zrepl:unset"].value, "-");
+    check_eq!(p["zrepl:unset"].source, PropertySource::None);
     check!(!t
         .zfs
         .get_properties(&child, &["zrepl:foo"])
@@ -168,13 +170,12 @@ pub async fn get_set_user_properties(t: Ctx) -> TestResult {
         .await?;
     check_eq!(all.len(), 2);
     check_eq!(all[&parent]["zrepl:foo"].value, "bar");
-    check!(all[&child].is_empty());
+    check!(!all[&child].contains_key("zrepl:foo"));
     t.zfs.inherit_property(&parent, "zrepl:foo").await?;
-    check!(!t
-        .zfs
-        .get_properties(&parent, &["zrepl:foo"])
-        .await?
-        .contains_key("zrepl:foo"));
+    check_eq!(
+        t.zfs.get_properties(&parent, &["zrepl:foo"]).await?["zrepl:foo"].source,
+        PropertySource::None
+    );
     // Properties of snapshots work the same way.
     let s = t.snapshot("parent", "s").await?;
     let sp = t.snap("parent", "s");
@@ -1083,10 +1084,19 @@ pub async fn received_user_property_cannot_forge_listing_rows(t: Ctx) -> TestRes
         .get_properties_recursive(&recv_root, None, &[zrepl_zfs::PLACEHOLDER_PROPERTY])
         .await?;
     check_eq!(rec.len(), 2);
-    check!(rec.values().all(|p| p.is_empty()));
+    check!(!rec[&x].contains_key(zrepl_zfs::PLACEHOLDER_PROPERTY));
+    check!(rec.values().all(|p| p
+        .get(zrepl_zfs::PLACEHOLDER_PROPERTY)
+        .is_none_or(|v| v.source == PropertySource::None && v.value == "-")));
     // The received value itself is intact (it is the peer's to keep, just never parsed).
     let out = std::process::Command::new("zfs")
-        .args(["get", "-H", "-o", "received", zrepl_zfs::PLACEHOLDER_PROPERTY])
+        .args([
+            "get",
+            "-H",
+            "-o",
+            "received",
+            zrepl_zfs::PLACEHOLDER_PROPERTY,
+        ])
         .arg(x.to_string())
         .output()?;
     check!(String::from_utf8_lossy(&out.stdout).starts_with("on\tlocal\n"));

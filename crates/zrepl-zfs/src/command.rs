@@ -1,7 +1,8 @@
 //! The [`Zfs`] handle and the command runner every operation goes through.
 //!
 //! The runner owns three cross-cutting concerns so that no operation can forget them:
-//! * process hygiene: argv only (never a shell), `LC_ALL=C` (we classify English error strings),
+//! * process hygiene: argv only (never a shell), `LC_ALL=C` (we classify English error strings)
+//!   and `TZ=UTC` (timestamps zfs prints for people),
 //!   stdin closed unless streaming, stdout/stderr captured, `kill_on_drop(true)` so dropping a
 //!   future (cancellation, timeout) kills the child;
 //! * accounting: per `(binary, verb)` counters and durations ([`Zfs::command_stats`]) and an
@@ -368,6 +369,8 @@ impl Zfs {
         let mut cmd = Command::new(self.binary_path(binary));
         cmd.args(args.iter().map(OsString::from))
             .env("LC_ALL", "C")
+            // Times zfs prints for people (`zfs holds` timestamps) read the same everywhere.
+            .env("TZ", "UTC")
             .stdin(match stdin {
                 StdinMode::Null => Stdio::null(),
                 StdinMode::Piped => Stdio::piped(),

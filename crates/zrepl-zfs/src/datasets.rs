@@ -134,9 +134,9 @@ pub(crate) fn classify_not_exist(out: Output, path: &str) -> ZfsError {
 /// anyone who can send us a stream set (received, or inherited from a received value), and
 /// `zfs get -H` prints tabs and newlines in values as they are, so such a value could forge
 /// rows (another dataset, another source). With a user property in the request, `zfs get`
-/// prints only local values and read-only properties (`-s local,none`): a user property that
-/// is not set locally is absent from the result, and `name` is asked too, so that every
-/// dataset still has a row. Settable native properties must then not be asked together with
+/// prints only local values, unset ones and read-only properties (`-s local,none`): a user
+/// property that is received or inherited is absent from the result (an unset one is `-` with
+/// source none), and `name` is asked too, so that every dataset still has a row. Settable native properties must then not be asked together with
 /// user properties (they would be missing unless set locally, which is refused as unexpected
 /// output).
 struct GetPlan<'a> {
@@ -214,7 +214,7 @@ impl Zfs {
         ];
         let root_arg = root.map(dataset_arg).transpose()?;
         if let Some(r) = &root_arg {
-            a.push(r.clone());
+            a.extend(args!["--", r.clone()]);
         }
         let out = self.zfs(&a).await?;
         if !out.success() {
@@ -247,6 +247,7 @@ impl Zfs {
                 "filesystem,volume,snapshot,bookmark",
                 "-s",
                 "createtxg",
+                "--",
                 r.clone()
             ])
             .await?;
@@ -293,6 +294,7 @@ impl Zfs {
         a.extend(args![
             "-t",
             "filesystem,volume,snapshot,bookmark",
+            "--",
             wanted.join(","),
             r.clone()
         ]);
@@ -336,6 +338,7 @@ impl Zfs {
                 types.arg(),
                 "-s",
                 "createtxg",
+                "--",
                 f.clone()
             ])
             .await?;
@@ -372,7 +375,7 @@ impl Zfs {
         let plan = GetPlan::new(props);
         let mut a = args!["get", "-Hp", "-o", "name,property,value,source"];
         a.extend(plan.sources.iter().cloned());
-        a.extend(args![plan.asked.join(","), t.clone()]);
+        a.extend(args!["--", plan.asked.join(","), t.clone()]);
         let out = self.zfs(&a).await?;
         if !out.success() {
             return Err(classify_not_exist(out, &t));
@@ -426,7 +429,13 @@ impl Zfs {
         if let Some(d) = depth {
             a.extend(args!["-d", d.to_string()]);
         }
-        a.extend(args!["-t", "filesystem,volume", plan.asked.join(","), r.clone()]);
+        a.extend(args![
+            "-t",
+            "filesystem,volume",
+            "--",
+            plan.asked.join(","),
+            r.clone()
+        ]);
         let out = self.zfs(&a).await?;
         if !out.success() {
             return Err(classify_not_exist(out, &r));
@@ -485,7 +494,7 @@ impl Zfs {
         let plan = GetPlan::new(props);
         let mut prefix = args!["get", "-Hp", "-o", "name,property,value,source"];
         prefix.extend(plan.sources.iter().cloned());
-        prefix.push(plan.asked.join(","));
+        prefix.extend(args!["--", plan.asked.join(",")]);
         self.run_batched(&prefix, &names, |out, batch| {
             let missing_only = out.stderr.lines().all(|l| {
                 l.trim().is_empty()
@@ -532,6 +541,9 @@ impl Zfs {
         if props.is_empty() {
             return Err(ZfsError::InvalidArgument("no properties to set".into()));
         }
+        // No `--`: `zfs set` reads options with getopt only since OpenZFS 2.3 (before, a first
+        // argument beginning with `-` is an invalid option). Property names are checked not to
+        // begin with `-`, and the target is a checked name.
         let mut a = args!["set"];
         for (k, v) in props {
             check_property_name(k)?;
@@ -550,7 +562,7 @@ impl Zfs {
     pub async fn inherit_property(&self, fs: &DatasetPath, prop: &str) -> Result<(), ZfsError> {
         let f = dataset_arg(fs)?;
         check_property_name(prop)?;
-        let out = self.zfs(&args!["inherit", prop, f.clone()]).await?;
+        let out = self.zfs(&args!["inherit", "--", prop, f.clone()]).await?;
         if !out.success() {
             return Err(classify_not_exist(out, &f));
         }
@@ -672,7 +684,7 @@ impl Zfs {
             check_property_value(v)?;
             a.extend(args!["-o", format!("{k}={v}")]);
         }
-        a.push(f);
+        a.extend(args!["--", f]);
         self.zfs(&a).await?.check()?;
         Ok(())
     }
@@ -718,7 +730,7 @@ impl Zfs {
             a.push("-r".into());
         }
         let s = snapshot.to_string();
-        a.push(s.clone());
+        a.extend(args!["--", s.clone()]);
         let out = self.zfs(&a).await?;
         if !out.success() {
             return Err(classify_not_exist(out, &s));
@@ -729,7 +741,7 @@ impl Zfs {
     /// `zfs recv -A <fs>`; idempotent: no partial state is success.
     pub async fn recv_abort(&self, fs: &DatasetPath) -> Result<(), ZfsError> {
         let f = dataset_arg(fs)?;
-        let out = self.zfs(&args!["recv", "-A", f.clone()]).await?;
+        let out = self.zfs(&args!["recv", "-A", "--", f.clone()]).await?;
         if out.success() || is_recv_abort_nothing_to_abort(&out.combined()) {
             return Ok(());
         }

@@ -124,6 +124,7 @@ impl Zfs {
                     "-p",
                     "-o",
                     "value",
+                    "--",
                     "feature@extensible_dataset",
                     pool
                 ],

@@ -345,7 +345,7 @@ pub fn split_get_listing(
             let mut mine = Properties::new();
             for k in fs_props {
                 // A user property is read with `-s local,none` (see `GetPlan`): absent
-                // unless set locally.
+                // when received or inherited.
                 match p.remove(*k) {
                     Some(v) => {
                         mine.insert(k.to_string(), v);
@@ -410,17 +410,67 @@ pub fn split_get_listing(
 /// Parses `zfs holds -H`: `NAME\tTAG\tTIMESTAMP` lines into snapshot name → tags. The tag is
 /// everything between the first and the last tab.
 pub fn parse_holds(text: &str) -> Result<Vec<(String, String)>, ParseError> {
+    Ok(parse_holds_timed(text)?
+        .into_iter()
+        .map(|h| (h.snapshot, h.tag))
+        .collect())
+}
+
+/// One hold as `zfs holds -H` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRow {
+    pub snapshot: String,
+    pub tag: String,
+    /// When the hold was taken, in Unix seconds (minute resolution: OpenZFS prints
+    /// `%a %b %e %H:%M %Y`, which every `zfs` we run prints in UTC and the C locale); `None`
+    /// when the timestamp does not read that way.
+    pub since: Option<i64>,
+}
+
+/// Like [`parse_holds`], with each hold's timestamp.
+pub fn parse_holds_timed(text: &str) -> Result<Vec<HoldRow>, ParseError> {
     lines(text)
         .map(|(n, line)| {
             let (name, rest) = line
                 .split_once('\t')
                 .ok_or_else(|| perr(n, line, "expected NAME, TAG, TIMESTAMP"))?;
-            let (tag, _ts) = rest
+            let (tag, ts) = rest
                 .rsplit_once('\t')
                 .ok_or_else(|| perr(n, line, "expected NAME, TAG, TIMESTAMP"))?;
-            Ok((name.to_string(), tag.to_string()))
+            Ok(HoldRow {
+                snapshot: name.to_string(),
+                tag: tag.to_string(),
+                since: parse_hold_timestamp(ts),
+            })
         })
         .collect()
+}
+
+/// `Sun Dec  6 16:01 2026` (strftime `%a %b %e %H:%M %Y`, C locale, UTC) as Unix seconds.
+pub fn parse_hold_timestamp(ts: &str) -> Option<i64> {
+    let mut it = ts.split_whitespace();
+    let (_wday, mon, day, hm, year) = (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
+    if it.next().is_some() {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == mon)? as i64 + 1;
+    let day: i64 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let (h, m) = hm.split_once(':')?;
+    let h: i64 = h.parse().ok().filter(|h| (0..24).contains(h))?;
+    let m: i64 = m.parse().ok().filter(|m| (0..60).contains(m))?;
+    let year: i64 = year.parse().ok().filter(|y| (1970..=9999).contains(y))?;
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3_600 + m * 60)
 }
 
 /// Full or incremental, as `zfs send -nvP` reports it.
@@ -951,6 +1001,34 @@ mod tests {
     }
 
     #[test]
+    fn hold_timestamps() {
+        for (ts, want) in [
+            ("Sun Dec  6 16:01 2026", Some(1_796_572_860)),
+            ("Thu Jan  1 00:00 1970", Some(0)),
+            ("Tue Feb 29 23:59 2028", Some(1_835_481_540)),
+            ("Wed Mar  1 00:00 2000", Some(951_868_800)),
+            ("Sun Dec 6 16:01 2026", Some(1_796_572_860)),
+            ("Sun Dez  6 16:01 2026", None),
+            ("Sun Dec  6 24:00 2026", None),
+            ("Sun Dec 32 16:01 2026", None),
+            ("1796572860", None),
+            ("", None),
+            ("Sun Dec  6 16:01 2026 extra", None),
+        ] {
+            assert_eq!(parse_hold_timestamp(ts), want, "{ts:?}");
+        }
+        let rows = parse_holds_timed("p/a@s\tzrepl_STEP_J_x\tSun Dec  6 16:01 2026\n").unwrap();
+        assert_eq!(
+            rows,
+            [HoldRow {
+                snapshot: "p/a@s".into(),
+                tag: "zrepl_STEP_J_x".into(),
+                since: Some(1_796_572_860)
+            }]
+        );
+    }
+
+    #[test]
     fn get_listing_splits_into_properties_and_versions() {
         let text = "p/u\tguid\t1\t-\np/u\tcreatetxg\t9\t-\np/u\tcreation\t100\t-\n\
                     p/u\tuserrefs\t-\t-\np/u\tzrepl:placeholder\ton\tlocal\n\
@@ -985,7 +1063,7 @@ mod tests {
         }
         let rows = parse_get("p/u\tguid\t1\t-\n").unwrap();
         assert!(split_get_listing(rows, &["receive_resume_token"]).is_err());
-        // A user property is read with `-s local,none`: absent when not set locally.
+        // A user property is read with `-s local,none`: absent when received or inherited.
         let rows = parse_get("p/u\tguid\t1\t-\n").unwrap();
         let (props, _) = split_get_listing(rows, &["zrepl:placeholder"]).unwrap();
         assert!(props[&DatasetPath::parse("p/u").unwrap()].is_empty());

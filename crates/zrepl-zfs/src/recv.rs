@@ -82,9 +82,9 @@ impl RecvRequest {
                     "a package is never received with -F".into(),
                 ));
             }
-            a.push(self.target.fs().to_string());
+            a.extend(args!["--", self.target.fs().to_string()]);
         } else {
-            a.push(self.target.to_string());
+            a.extend(args!["--", self.target.to_string()]);
         }
         Ok(a)
     }

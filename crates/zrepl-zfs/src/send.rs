@@ -114,7 +114,7 @@ impl SendRequest {
                     )));
                 }
                 push_flags(&mut a);
-                a.push(to.to_string());
+                a.extend(args!["--", to.to_string()]);
             }
             SendSource::Incremental { from, to } => {
                 if !to.is_snapshot() {
@@ -128,7 +128,7 @@ impl SendRequest {
                     )));
                 }
                 push_flags(&mut a);
-                a.extend(args!["-i", from.to_string(), to.to_string()]);
+                a.extend(args!["-i", from.to_string(), "--", to.to_string()]);
             }
             SendSource::Package { from, to } => {
                 if !to.is_snapshot() || !from.is_snapshot() {
@@ -142,7 +142,7 @@ impl SendRequest {
                     )));
                 }
                 push_flags(&mut a);
-                a.extend(args!["-I", from.to_string(), to.to_string()]);
+                a.extend(args!["-I", from.to_string(), "--", to.to_string()]);
             }
             SendSource::Resume { token } => {
                 check_resume_token(token)?;

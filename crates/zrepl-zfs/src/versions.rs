@@ -15,7 +15,7 @@ use crate::names::{check_tag, dataset_arg, VersionPath};
 use crate::parse::{
     dataset_does_not_exist_path, is_bookmark_does_not_exist, is_bookmark_exists,
     is_destroy_no_snapshots, is_hold_tag_exists, is_release_no_such_tag,
-    parse_destroy_snapshots_error, parse_holds,
+    parse_destroy_snapshots_error, parse_holds_timed,
 };
 
 /// Outcome of [`Zfs::destroy_snapshots`] per snapshot (short name). Errors are shared because
@@ -105,7 +105,7 @@ impl Zfs {
             by_pool.entry(pool).or_default().push(s.to_string());
         }
         for names in by_pool.values() {
-            self.run_batched(&args!["snapshot"], names, |out, batch| {
+            self.run_batched(&args!["snapshot", "--"], names, |out, batch| {
                 if out.success() {
                     return Ok(());
                 }
@@ -157,7 +157,7 @@ impl Zfs {
             };
         }
         let out = self
-            .zfs(&args!["bookmark", src.to_string(), bm.to_string()])
+            .zfs(&args!["bookmark", "--", src.to_string(), bm.to_string()])
             .await?;
         if out.success() {
             return Ok(result);
@@ -190,7 +190,7 @@ impl Zfs {
         let names: Vec<String> = snapshots.iter().map(ToString::to_string).collect();
         let rest = self.via_lzc("hold", Some(tag), &names, |l, n, t| l.hold(&with_tag(n, t)));
         let rest = rest.await;
-        self.run_parallel(&args!["hold", tag], &rest, |out, batch| {
+        self.run_parallel(&args!["hold", "--", tag], &rest, |out, batch| {
             tolerate_lines(out, batch, is_hold_tag_exists)
         })
         .await
@@ -206,7 +206,7 @@ impl Zfs {
             l.release(&with_tag(n, t))
         });
         let rest = rest.await;
-        self.run_parallel(&args!["release", tag], &rest, |out, batch| {
+        self.run_parallel(&args!["release", "--", tag], &rest, |out, batch| {
             tolerate_lines(out, batch, is_release_no_such_tag)
         })
         .await
@@ -230,7 +230,8 @@ impl Zfs {
                 "-o",
                 "name,guid,createtxg,creation,userrefs",
                 "-t",
-                "snapshot,bookmark"
+                "snapshot,bookmark",
+                "--"
             ],
             &names,
             |out, batch| {
@@ -276,11 +277,25 @@ impl Zfs {
         &self,
         snapshots: &[VersionPath],
     ) -> Result<BTreeMap<VersionPath, Vec<String>>, ZfsError> {
+        Ok(self
+            .holds_timed(snapshots)
+            .await?
+            .into_iter()
+            .map(|(s, hs)| (s, hs.into_iter().map(|(tag, _)| tag).collect()))
+            .collect())
+    }
+
+    /// Like [`Zfs::holds`], with when each hold was taken (Unix seconds, minute resolution;
+    /// `None` if `zfs` printed a timestamp that does not read as OpenZFS's format).
+    pub async fn holds_timed(
+        &self,
+        snapshots: &[VersionPath],
+    ) -> Result<BTreeMap<VersionPath, Vec<(String, Option<i64>)>>, ZfsError> {
         require_snapshots(snapshots)?;
         let names: Vec<String> = snapshots.iter().map(ToString::to_string).collect();
-        let mut by_name: BTreeMap<String, Vec<String>> =
+        let mut by_name: BTreeMap<String, Vec<(String, Option<i64>)>> =
             names.iter().map(|n| (n.clone(), Vec::new())).collect();
-        self.run_batched(&args!["holds", "-H"], &names, |out, batch| {
+        self.run_batched(&args!["holds", "-H", "--"], &names, |out, batch| {
             if !out.success() {
                 if let Some(p) = dataset_does_not_exist_path(&out.stderr) {
                     if batch.iter().any(|b| b == p) {
@@ -291,14 +306,19 @@ impl Zfs {
                 }
                 return Err(out.into_error());
             }
-            let rows = parse_holds(&out.stdout).map_err(|e| ZfsError::UnexpectedOutput {
+            let rows = parse_holds_timed(&out.stdout).map_err(|e| ZfsError::UnexpectedOutput {
                 argv: out.argv.clone(),
                 reason: e.to_string(),
                 output: e.line.clone(),
             })?;
-            for (name, tag) in rows {
+            for crate::parse::HoldRow {
+                snapshot: name,
+                tag,
+                since,
+            } in rows
+            {
                 match by_name.get_mut(&name) {
-                    Some(tags) if batch.contains(&name) => tags.push(tag),
+                    Some(tags) if batch.contains(&name) => tags.push((tag, since)),
                     _ => {
                         return Err(ZfsError::UnexpectedOutput {
                             argv: out.argv.clone(),
@@ -325,7 +345,7 @@ impl Zfs {
         if recursive {
             a.push("-r".into());
         }
-        a.push(arg.to_string());
+        a.extend(args!["--", arg.to_string()]);
         let out = self.zfs(&a).await?;
         if out.success() {
             return Ok(());
@@ -667,7 +687,7 @@ impl Zfs {
         let mut out = BTreeMap::new();
         for (pool, ops) in by_pool {
             DatasetPath::parse(&pool).map_err(|e| ZfsError::invalid_name(&pool, e))?;
-            let prefix = args!["program", "-j", pool, "/dev/stdin"];
+            let prefix = args!["program", "-j", "--", pool, "/dev/stdin"];
             let prefix_len: usize = prefix.iter().map(|a| a.len() + 1).sum();
             let limit = self
                 .inner

@@ -714,6 +714,37 @@ fn client_pruning_of_a_source() {
 }
 
 #[test]
+fn step_holds_of_a_source() {
+    let load = |src: &str| {
+        load_str(src, Path::new("/t/zrepl.yml"), &MemLoader::default())
+            .map(|c| c.config)
+            .map_err(|e| e.to_string())
+    };
+    let of = |cfg: zrepl_config::Config| match cfg.jobs.into_iter().next() {
+        Some(zrepl_config::Job::Source(s)) => s.step_holds,
+        _ => panic!("not a source job"),
+    };
+    let src =
+        |v: &str| SOURCE_CP.replace("  client_pruning: CP\n", &format!("  step_holds: {v}\n"));
+    // Absent: zrepl 0.7's meaning, a step hold stays until the client completes a step.
+    assert_eq!(
+        of(load(&SOURCE_CP.replace("  client_pruning: CP\n", "")).unwrap()),
+        None
+    );
+    let h = of(load(&src("{max_age: 7d}")).unwrap()).unwrap();
+    assert_eq!(h.max_age.as_secs(), 7 * 86400);
+    for (bad, want) in [
+        ("{}", "max_age"),
+        ("{max_age: 0s}", "max_age"),
+        ("{max_age: soon}", "max_age"),
+        ("{max_age: 1h, other: 1}", "other"),
+    ] {
+        let e = load(&src(bad)).unwrap_err();
+        assert!(e.contains(want) && e.contains(":7:"), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn backpressure_parses_off_by_default() {
     let bp = |src: &str| {
         let cfg = load_str(src, Path::new("/t/zrepl.yml"), &MemLoader::default())

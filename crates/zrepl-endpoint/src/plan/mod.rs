@@ -118,6 +118,31 @@ where
         .collect()
 }
 
+/// Of the snapshots' holds with when each was taken (as `zfs holds` lists them), the snapshots
+/// whose `job` step hold was taken more than `max_age_secs` before `now` (Unix seconds): a
+/// pull client that prepared steps and never completed them keeps snapshots no longer than
+/// that. A hold whose time did not read is kept (no evidence of its age).
+pub fn expired_step_holds<'a, K>(
+    job: &str,
+    holds: impl IntoIterator<Item = (&'a K, &'a Vec<(String, Option<i64>)>)>,
+    now: i64,
+    max_age_secs: i64,
+) -> Vec<&'a K>
+where
+    K: 'a,
+{
+    holds
+        .into_iter()
+        .filter(|(_, tags)| {
+            tags.iter().any(|(t, since)| {
+                parse_step_hold_tag(t) == Some(job)
+                    && since.is_some_and(|s| now.saturating_sub(s) > max_age_secs)
+            })
+        })
+        .map(|(k, _)| k)
+        .collect()
+}
+
 /// The receiver's part of converging one filesystem.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ReceiverConverge {
@@ -386,6 +411,37 @@ mod tests {
                     .collect();
             assert_eq!(got, *want, "{what}");
         }
+    }
+
+    #[test]
+    fn expired_step_holds_by_age() {
+        use zrepl_zfs_types::abstraction::{last_received_hold_tag, step_hold_tag};
+        let now = 1_000_000;
+        let h = |tags: &[(String, Option<i64>)]| tags.to_vec();
+        let holds: Vec<(String, Vec<(String, Option<i64>)>)> = vec![
+            (
+                "a@old".into(),
+                h(&[(step_hold_tag("j"), Some(now - 3_601))]),
+            ),
+            (
+                "a@young".into(),
+                h(&[(step_hold_tag("j"), Some(now - 3_600))]),
+            ),
+            ("a@other".into(), h(&[(step_hold_tag("k"), Some(0))])),
+            ("a@user".into(), h(&[("keep".into(), Some(0))])),
+            ("a@lr".into(), h(&[(last_received_hold_tag("j"), Some(0))])),
+            ("a@unknown".into(), h(&[(step_hold_tag("j"), None)])),
+            (
+                "a@both".into(),
+                h(&[("keep".into(), Some(0)), (step_hold_tag("j"), Some(5))]),
+            ),
+            (
+                "a@future".into(),
+                h(&[(step_hold_tag("j"), Some(now + 60))]),
+            ),
+        ];
+        let got = expired_step_holds("j", holds.iter().map(|(k, v)| (k, v)), now, 3_600);
+        assert_eq!(got, [&"a@old".to_string(), &"a@both".to_string()]);
     }
 
     #[test]

@@ -50,6 +50,7 @@ async fn list_subtree_is_one_command_and_grouped() {
             "filesystem,volume,snapshot,bookmark",
             "-s",
             "createtxg",
+            "--",
             "pool/a b"
         ])]
     );
@@ -104,6 +105,7 @@ esac"#,
                 "-r",
                 "-t",
                 "filesystem,volume",
+                "--",
                 "pool"
             ]),
             v(&[
@@ -119,6 +121,7 @@ esac"#,
                 "bookmark,snapshot",
                 "-s",
                 "createtxg",
+                "--",
                 "pool/x y"
             ]),
             v(&[
@@ -134,6 +137,7 @@ esac"#,
                 "snapshot",
                 "-s",
                 "createtxg",
+                "--",
                 "pool/x y"
             ]),
         ]
@@ -253,11 +257,12 @@ esac"#,
                 "name,property,value,source",
                 "-s",
                 "local,none",
+                "--",
                 "name,zrepl:placeholder,receive_resume_token,com.example:x",
                 "pool/with space"
             ]),
             v(&["set", "zrepl:a=1", "zrepl:b=two words", "pool/with space"]),
-            v(&["inherit", "zrepl:a", "pool/with space"]),
+            v(&["inherit", "--", "zrepl:a", "pool/with space"]),
         ]
     );
     // The mock returns more properties than asked for: refuse.
@@ -331,6 +336,7 @@ esac"#,
                 "mountpoint=none",
                 "-o",
                 "encryption=off",
+                "--",
                 "pool/a b"
             ]),
             v(&[
@@ -339,10 +345,11 @@ esac"#,
                 "zrepl:placeholder=on",
                 "-o",
                 "mountpoint=none",
+                "--",
                 "pool/a b"
             ]),
-            v(&["rollback", "-r", "pool/a b@s 1"]),
-            v(&["recv", "-A", "pool/a b"]),
+            v(&["rollback", "-r", "--", "pool/a b@s 1"]),
+            v(&["recv", "-A", "--", "pool/a b"]),
         ]
     );
 }
@@ -361,8 +368,8 @@ async fn multi_snapshot_one_command_per_pool() {
     assert_eq!(
         m.calls(),
         [
-            v(&["snapshot", "other/x@s"]),
-            v(&["snapshot", "pool/a@s", "pool/b c@s"]),
+            v(&["snapshot", "--", "other/x@s"]),
+            v(&["snapshot", "--", "pool/a@s", "pool/b c@s"]),
         ]
     );
     assert!(zfs
@@ -375,12 +382,12 @@ async fn multi_snapshot_one_command_per_pool() {
 async fn hold_release_idempotent_and_batched() {
     let m = Mock::new(
         r#"case "$1" in
-  hold) shift 2; for s; do echo "cannot hold snapshot '$s': tag already exists on this dataset" >&2; done; exit 1 ;;
-  release) shift 2; for s; do echo "cannot release hold from snapshot '$s': no such tag on this dataset" >&2; done; exit 1 ;;
+  hold) shift 3; for s; do echo "cannot hold snapshot '$s': tag already exists on this dataset" >&2; done; exit 1 ;;
+  release) shift 3; for s; do echo "cannot release hold from snapshot '$s': no such tag on this dataset" >&2; done; exit 1 ;;
 esac"#,
     );
     let zfs = Zfs::new(ZfsConfig {
-        argv_batch_limit: 64,
+        argv_batch_limit: 67,
         ..m.config()
     });
     let snaps: Vec<VersionPath> = (0..6)
@@ -390,9 +397,9 @@ esac"#,
     zfs.release("my tag", &snaps).await.unwrap();
     let calls = m.calls();
     // Up to 8 concurrent commands of at least 5 snapshots each: [s0..s4] and [s5]. Each is
-    // further split by the argv limit of 64 bytes: "hold" + "my tag" take 12 bytes of prefix
-    // and each snapshot 13, so 4 per hold command ("release": 3). The concurrent commands may
-    // run in any order.
+    // further split by the argv limit of 67 bytes: "hold" + "--" + "my tag" take 15 bytes of
+    // prefix and each snapshot 13, so 4 per hold command ("release": 18 bytes of prefix, 3).
+    // The concurrent commands may run in any order.
     let s = |i: usize| format!("pool/fs x@s{i}");
     for (verb, batches) in [
         ("hold", vec![vec![0, 1, 2, 3], vec![4], vec![5]]),
@@ -403,7 +410,7 @@ esac"#,
         let want: Vec<Vec<String>> = batches
             .iter()
             .map(|b| {
-                let mut c = v(&[verb, "my tag"]);
+                let mut c = v(&[verb, "--", "my tag"]);
                 c.extend(b.iter().map(|i| s(*i)));
                 c
             })
@@ -441,7 +448,10 @@ async fn holds_parsed_per_snapshot() {
         .unwrap();
     assert_eq!(h[&snap("pool/a", "s1")], ["tag one", "zrepl_STEP_J_j"]);
     assert!(h[&snap("pool/a", "s2")].is_empty());
-    assert_eq!(m.calls(), [v(&["holds", "-H", "pool/a@s1", "pool/a@s2"])]);
+    assert_eq!(
+        m.calls(),
+        [v(&["holds", "-H", "--", "pool/a@s1", "pool/a@s2"])]
+    );
 }
 
 #[tokio::test]
@@ -450,8 +460,8 @@ async fn bookmark_idempotency() {
     let m = Mock::new(&format!(
         r#"{PROBES_2_3}
 case "$1" in
-  bookmark) echo "cannot create bookmark '$3': bookmark exists" >&2; exit 1 ;;
-  get) printf '%s\tguid\t42\t-\n' "$6" ;;
+  bookmark) echo "cannot create bookmark '$4': bookmark exists" >&2; exit 1 ;;
+  get) printf '%s\tguid\t42\t-\n' "$7" ;;
 esac"#
     ));
     let zfs = m.zfs();
@@ -478,7 +488,10 @@ esac"#
         "{e}"
     );
     let calls = m.calls_no_probes();
-    assert_eq!(calls[0], v(&["bookmark", "pool/a b@s 1", "pool/a b#bm 1"]));
+    assert_eq!(
+        calls[0],
+        v(&["bookmark", "--", "pool/a b@s 1", "pool/a b#bm 1"])
+    );
     assert_eq!(
         calls[1],
         v(&[
@@ -486,6 +499,7 @@ esac"#
             "-Hp",
             "-o",
             "name,property,value,source",
+            "--",
             "guid",
             "pool/a b#bm 1"
         ])
@@ -496,7 +510,7 @@ esac"#
         .unwrap();
     assert_eq!(
         m.calls_no_probes()[4],
-        v(&["bookmark", "pool/a b#other", "pool/a b#bm 1"])
+        v(&["bookmark", "--", "pool/a b#other", "pool/a b#bm 1"])
     );
 }
 
@@ -504,8 +518,8 @@ esac"#
 async fn bookmark_copy_unsupported_and_missing_source() {
     let m = Mock::new(
         r#"case "$1" in
-  bookmark) echo "cannot open '$2': dataset does not exist" >&2; exit 1 ;;
-  get) echo "cannot open '$6': dataset does not exist" >&2; exit 1 ;;
+  bookmark) echo "cannot open '$3': dataset does not exist" >&2; exit 1 ;;
+  get) echo "cannot open '$7': dataset does not exist" >&2; exit 1 ;;
 esac"#,
     );
     let zfs = Zfs::new(ZfsConfig {
@@ -540,7 +554,7 @@ async fn batched_destroy_strips_held_and_reports_exactly_them() {
         r#"{PROBES_2_3}
 case "$1" in
   destroy)
-    arg="$2"; fs="${{arg%%@*}}"; snaps="${{arg#*@}}"
+    arg="$3"; fs="${{arg%%@*}}"; snaps="${{arg#*@}}"
     IFS=, read -ra list <<< "$snaps"
     rc=0
     for s in "${{list[@]}}"; do
@@ -572,9 +586,9 @@ esac"#
     assert_eq!(
         m.calls_no_probes(),
         [
-            v(&["destroy", "pool/with space@a,c,held 2"]),
-            v(&["destroy", "pool/with space@a,c"]),
-            v(&["destroy", "pool/with space@held 2"]),
+            v(&["destroy", "--", "pool/with space@a,c,held 2"]),
+            v(&["destroy", "--", "pool/with space@a,c"]),
+            v(&["destroy", "--", "pool/with space@held 2"]),
         ]
     );
 }
@@ -583,9 +597,9 @@ esac"#
 async fn destroy_without_comma_support_is_sequential_and_classified() {
     let m = Mock::new(
         r#"case "$1" in
-  destroy) case "$2" in
+  destroy) case "$3" in
       *@gone) echo "could not find any snapshots to destroy; check snapshot names." >&2; exit 1 ;;
-      *#gone) echo "bookmark '$2' does not exist" >&2; exit 1 ;;
+      *#gone) echo "bookmark '$3' does not exist" >&2; exit 1 ;;
       pool/nofs*) echo "cannot open 'pool/nofs': dataset does not exist" >&2; exit 1 ;;
     esac ;;
 esac"#,
@@ -617,7 +631,10 @@ esac"#,
     assert!(matches!(&e, ZfsError::DatasetDoesNotExist { path } if path == "pool/nofs"));
     zfs.destroy_dataset(&p("pool/a/b c"), true).await.unwrap();
     let calls = m.calls_no_probes();
-    assert_eq!(calls.last().unwrap(), &v(&["destroy", "-r", "pool/a/b c"]));
+    assert_eq!(
+        calls.last().unwrap(),
+        &v(&["destroy", "-r", "--", "pool/a/b c"])
+    );
 }
 
 #[tokio::test]
@@ -635,7 +652,8 @@ async fn destroy_batches_split_on_limit() {
     let mut destroyed: Vec<String> = calls
         .iter()
         .flat_map(|c| {
-            c[2].strip_prefix("pool/a@")
+            assert_eq!(c[..3], ["zfs", "destroy", "--"], "{c:?}");
+            c[3].strip_prefix("pool/a@")
                 .unwrap()
                 .split(',')
                 .map(str::to_string)
@@ -648,7 +666,7 @@ async fn destroy_batches_split_on_limit() {
 
 #[tokio::test]
 async fn destroy_if_guid_matches() {
-    let m = Mock::new(r#"case "$1" in get) printf '%s\tguid\t7\t-\n' "$6" ;; esac"#);
+    let m = Mock::new(r#"case "$1" in get) printf '%s\tguid\t7\t-\n' "$7" ;; esac"#);
     let zfs = m.zfs();
     let s = snap("pool/a", "s");
     let e = zfs.destroy_if_guid_matches(&s, 8).await.unwrap_err();
@@ -694,6 +712,7 @@ async fn feature_detection_cached() {
             "-p",
             "-o",
             "value",
+            "--",
             "feature@extensible_dataset",
             "pool"
         ]]
@@ -779,7 +798,7 @@ async fn observer_sees_commands() {
 #[tokio::test]
 async fn get_version_parses_numbers() {
     let m = Mock::new(
-        r#"t="$6"
+        r#"t="$7"
 printf '%s\tcreatetxg\t17\t-\n%s\tguid\t99\t-\n%s\tcreation\t1700000000\t-\n%s\tuserrefs\t2\t-\n' "$t" "$t" "$t" "$t""#,
     );
     let v = m.zfs().get_version(&snap("pool/a", "s")).await.unwrap();
@@ -819,6 +838,7 @@ async fn recursive_get_argv_and_grouping() {
             "2",
             "-t",
             "filesystem,volume",
+            "--",
             "name,zrepl:placeholder",
             "pool/a"
         ])]
@@ -858,6 +878,7 @@ echo "cannot open 'pool/c@gone': dataset does not exist" >&2; exit 1"#,
             "name,guid,createtxg,creation,userrefs",
             "-t",
             "snapshot,bookmark",
+            "--",
             "pool/a@s1",
             "pool/b#m",
             "pool/c@gone"
@@ -892,6 +913,7 @@ echo "cannot open 'pool/gone': dataset does not exist" >&2; exit 1"#,
             "-Hp",
             "-o",
             "name,property,value,source",
+            "--",
             "written",
             "pool/a",
             "pool/b c",
@@ -918,4 +940,309 @@ async fn get_properties_of_fails_on_other_errors() {
         .unwrap()
         .is_empty());
     assert!(m.calls().is_empty());
+}
+
+/// The operands of the commands in `every_name_follows_double_dash` all name datasets of the
+/// pool `tank`, or are this hold tag.
+const TAG: &str = "my tag";
+
+fn is_operand(a: &str) -> bool {
+    a == TAG
+        || a == "tank"
+        || a.starts_with("tank/")
+        || a.starts_with("tank@")
+        || a.starts_with("tank#")
+}
+
+/// `Err` unless `call` (binary, subcommand, arguments) has exactly one `--` and every dataset,
+/// snapshot or bookmark name and the hold tag come after it. The exception is the option
+/// argument of `zfs send -i`/`-I`, which comes before `--`.
+fn check_double_dash(call: &[String]) -> Result<(), String> {
+    let dd: Vec<usize> = (0..call.len()).filter(|&i| call[i] == "--").collect();
+    let [dd] = dd[..] else {
+        return Err(format!("expected one `--`, found {}", dd.len()));
+    };
+    for i in 2..dd {
+        let option_argument = matches!(call[i - 1].as_str(), "-i" | "-I");
+        if is_operand(&call[i]) && !option_argument {
+            return Err(format!("{:?} comes before `--`", call[i]));
+        }
+    }
+    Ok(())
+}
+
+type Op<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ZfsError>> + 'a>>;
+
+async fn send_all(zfs: &Zfs, req: zrepl_zfs::SendRequest) -> Result<(), ZfsError> {
+    use tokio::io::AsyncReadExt;
+    let mut s = zfs.send(&req).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    assert_eq!(buf, b"stream");
+    s.finish().await
+}
+
+/// Every command that takes a name puts `--` before it (defense in depth against a name being
+/// read as an option), except `zfs set` (no getopt before OpenZFS 2.3).
+#[tokio::test]
+async fn every_name_follows_double_dash() {
+    use zrepl_zfs::{RecvRequest, SendFlags, SendRequest};
+    // `get` answers every property after `--` of every dataset after them (`1`, set locally),
+    // `send -n` a size of 5 bytes; the channel program reports the one bookmark it is asked to
+    // create as created.
+    let m = Mock::new(&format!(
+        r#"{PROBES_2_3}
+if [ "$BIN" = zpool ]; then echo active; exit 0; fi
+case "$1" in
+  get) while [ $# -gt 0 ] && [ "$1" != -- ]; do shift; done; IFS=, read -ra props <<< "$2"; shift 2
+       for d; do
+         for q in "${{props[@]}}"; do
+           if [ "$q" = name ]; then printf '%s\tname\t%s\t-\n' "$d" "$d"
+           else printf '%s\t%s\t1\tlocal\n' "$d" "$q"; fi
+         done
+       done ;;
+  send) if [ "$2" = -n ]; then printf 'full\ttank/a b@s 2\t5\nsize\t5\n'; else printf 'stream'; fi ;;
+  recv) cat > /dev/null ;;
+  program) cat > /dev/null; printf '{{"return": {{"tank/a b#bm 2": 0}}}}\n' ;;
+esac"#
+    ));
+    let zfs = m.zfs();
+    let zfs = &zfs;
+    let root = p("tank");
+    let fs = p("tank/a b");
+    let s1 = snap("tank/a b", "s 1");
+    let s2 = snap("tank/a b", "s 2");
+    let bm1 = VersionPath::bookmark(&fs, "bm 1").unwrap();
+    let bm2 = VersionPath::bookmark(&fs, "bm 2").unwrap();
+    let ops: Vec<(&str, &str, Op)> = vec![
+        (
+            "list filesystems",
+            "list",
+            Box::pin(async { zfs.list_filesystems(Some(&root)).await.map(drop) }),
+        ),
+        (
+            "list versions",
+            "list",
+            Box::pin(async { zfs.list_versions(&fs, VersionTypes::All).await.map(drop) }),
+        ),
+        (
+            "list subtree",
+            "list",
+            Box::pin(async { zfs.list_subtree_versions(&root).await.map(drop) }),
+        ),
+        (
+            "list named versions",
+            "list",
+            Box::pin(async { zfs.get_versions(&[s1.clone(), bm1.clone()]).await.map(drop) }),
+        ),
+        (
+            "list subtree with properties",
+            "get",
+            Box::pin(async {
+                zfs.list_subtree_with_properties(&root, &["zrepl:placeholder"])
+                    .await
+                    .map(drop)
+            }),
+        ),
+        (
+            "get",
+            "get",
+            Box::pin(async {
+                let r = zfs.get_properties(&fs, &["zrepl:placeholder"]).await?;
+                assert_eq!(r["zrepl:placeholder"].value, "1");
+                Ok(())
+            }),
+        ),
+        (
+            "get recursive",
+            "get",
+            Box::pin(async {
+                zfs.get_properties_recursive(&root, Some(1), &["zrepl:placeholder"])
+                    .await
+                    .map(drop)
+            }),
+        ),
+        (
+            "get of many",
+            "get",
+            Box::pin(async {
+                zfs.get_properties_of(&[root.clone(), fs.clone()], &["written"])
+                    .await
+                    .map(drop)
+            }),
+        ),
+        (
+            "inherit",
+            "inherit",
+            Box::pin(zfs.inherit_property(&fs, "zrepl:a")),
+        ),
+        (
+            "snapshot",
+            "snapshot",
+            Box::pin(zfs.snapshot(std::slice::from_ref(&s2))),
+        ),
+        (
+            "bookmark",
+            "bookmark",
+            Box::pin(async {
+                zfs.bookmark(&fs, &version(VersionType::Snapshot, "s 1", 1), "bm 1")
+                    .await
+                    .map(drop)
+            }),
+        ),
+        (
+            "bookmarks by channel program",
+            "program",
+            Box::pin(async {
+                let r = zfs
+                    .create_bookmarks(&[(s1.clone(), bm2.clone(), 1)])
+                    .await?;
+                assert_eq!(r["tank/a b#bm 2"], Ok(()));
+                Ok(())
+            }),
+        ),
+        (
+            "hold",
+            "hold",
+            Box::pin(zfs.hold(TAG, std::slice::from_ref(&s1))),
+        ),
+        (
+            "holds",
+            "holds",
+            Box::pin(async { zfs.holds(std::slice::from_ref(&s1)).await.map(drop) }),
+        ),
+        (
+            "release",
+            "release",
+            Box::pin(zfs.release(TAG, std::slice::from_ref(&s1))),
+        ),
+        (
+            "destroy snapshots",
+            "destroy",
+            Box::pin(async {
+                let out = zfs
+                    .destroy_snapshots(&fs, &["s 1".into(), "s 2".into()])
+                    .await?;
+                assert!(out.iter().all(|(_, r)| r.is_ok()));
+                Ok(())
+            }),
+        ),
+        (
+            "destroy bookmark",
+            "destroy",
+            Box::pin(zfs.destroy_version(&bm1)),
+        ),
+        (
+            "destroy filesystem",
+            "destroy",
+            Box::pin(zfs.destroy_dataset(&fs, true)),
+        ),
+        ("recv -A", "recv", Box::pin(zfs.recv_abort(&fs))),
+        ("rollback", "rollback", Box::pin(zfs.rollback(&s1, true))),
+        (
+            "create",
+            "create",
+            Box::pin(zfs.create_filesystem(&fs, &[("zrepl:x", "y")], true)),
+        ),
+        (
+            "create placeholder",
+            "create",
+            Box::pin(zfs.create_placeholder(&fs, PlaceholderEncryption::Off)),
+        ),
+        (
+            "send full",
+            "send",
+            Box::pin(send_all(
+                zfs,
+                SendRequest::full(s2.clone(), SendFlags::default()),
+            )),
+        ),
+        (
+            "send incremental",
+            "send",
+            Box::pin(send_all(
+                zfs,
+                SendRequest::incremental(bm1.clone(), s2.clone(), SendFlags::default()),
+            )),
+        ),
+        (
+            "send package",
+            "send",
+            Box::pin(send_all(
+                zfs,
+                SendRequest::package(s1.clone(), s2.clone(), SendFlags::default()),
+            )),
+        ),
+        (
+            "send dry run",
+            "send",
+            Box::pin(async {
+                let i = zfs
+                    .send_dry(&SendRequest::full(s2.clone(), SendFlags::default()))
+                    .await?;
+                assert_eq!(i.size, 5);
+                Ok(())
+            }),
+        ),
+        (
+            "recv",
+            "recv",
+            Box::pin(async {
+                let req = RecvRequest {
+                    force_rollback: true,
+                    save_partial: true,
+                    ..RecvRequest::new(s2.clone())
+                };
+                zfs.receive(&req, &b"stream"[..]).await.map(drop)
+            }),
+        ),
+        (
+            "recv package",
+            "recv",
+            Box::pin(async {
+                let req = RecvRequest {
+                    package: true,
+                    ..RecvRequest::new(s2.clone())
+                };
+                zfs.receive(&req, &b"stream"[..]).await.map(drop)
+            }),
+        ),
+        (
+            "pool feature",
+            "get",
+            Box::pin(async {
+                assert!(zfs.pool_resumable_recv("tank").await?);
+                Ok(())
+            }),
+        ),
+    ];
+    let mut seen = 0;
+    for (what, verb, op) in ops {
+        op.await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        // Feature probes (`zfs version`, `zfs send` without arguments) have no operands.
+        let calls = m.calls();
+        let new: Vec<&Vec<String>> = calls[seen..].iter().filter(|c| c.len() > 2).collect();
+        seen = calls.len();
+        assert!(
+            new.iter().any(|c| c[1] == verb),
+            "{what}: no {verb} in {new:?}"
+        );
+        for c in new {
+            if let Err(e) = check_double_dash(c) {
+                panic!("{what}: {e}: {c:?}");
+            }
+        }
+    }
+
+    // `zfs set` is the exception: no `--`, the name last.
+    zfs.set_properties(&fs, &[("zrepl:a", "1")]).await.unwrap();
+    assert_eq!(
+        m.calls().last().unwrap(),
+        &v(&["set", "zrepl:a=1", "tank/a b"])
+    );
+    // The check itself catches a name before `--` and a missing `--`.
+    assert!(check_double_dash(&v(&["destroy", "tank/a@x", "--"])).is_err());
+    assert!(check_double_dash(&v(&["hold", TAG, "--", "tank/a@x"])).is_err());
+    assert!(check_double_dash(&v(&["rollback", "-r", "tank/a@x"])).is_err());
+    assert!(check_double_dash(&v(&["send", "-i", "tank/a@x", "--", "tank/a@y"])).is_ok());
 }

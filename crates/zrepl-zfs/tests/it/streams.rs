@@ -73,7 +73,7 @@ async fn send_argv_variants() {
     assert_eq!(
         m.calls(),
         [
-            v(&["send", "pool/a b@s 2"]),
+            v(&["send", "--", "pool/a b@s 2"]),
             v(&[
                 "send",
                 "-w",
@@ -83,11 +83,12 @@ async fn send_argv_variants() {
                 "-c",
                 "-e",
                 "-S",
+                "--",
                 "pool/a b@s 2"
             ]),
-            v(&["send", "-w", "-i", "pool/a b#bm 1", "pool/a b@s 2"]),
-            v(&["send", "-i", "pool/a b@s 1", "pool/a b@s 2"]),
-            v(&["send", "-c", "-I", "pool/a b@s 1", "pool/a b@s 5"]),
+            v(&["send", "-w", "-i", "pool/a b#bm 1", "--", "pool/a b@s 2"]),
+            v(&["send", "-i", "pool/a b@s 1", "--", "pool/a b@s 2"]),
+            v(&["send", "-c", "-I", "pool/a b@s 1", "--", "pool/a b@s 5"]),
             v(&["send", "-t", "1-abc-12-789c"]),
         ]
     );
@@ -243,7 +244,10 @@ async fn send_dry_run_parsing_and_bookmark_skip() {
         .await
         .unwrap();
     assert_eq!(i.size, 0);
-    assert_eq!(m.calls(), [v(&["send", "-n", "-v", "-P", "pool/a@s"])]);
+    assert_eq!(
+        m.calls(),
+        [v(&["send", "-n", "-v", "-P", "--", "pool/a@s"])]
+    );
 }
 
 #[tokio::test]
@@ -273,6 +277,7 @@ async fn receive_feeds_stdin_and_builds_argv() {
             "zrepl:ignored",
             "-o",
             "zrepl:o=v w",
+            "--",
             "pool/r x@s 1"
         ])]
     );
