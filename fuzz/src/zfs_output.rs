@@ -1,11 +1,15 @@
-//! The parsers of `zfs` output and the classifiers of its stderr (`zrepl_zfs::parse`).
+//! The parsers of `zfs` output and the classifiers of its stderr (`zrepl_zfs::parse`, and
+//! `zrepl_endpoint::classify_recv_failure` for a failed `zfs recv`, whose stderr echoes names and
+//! data from the peer's stream).
 //!
 //! Input: a selector byte, then the text (lossy UTF-8, as the command runner reads it). Beyond
 //! "no panic": what parses prints back and parses to the same value, listings come out in
-//! zrepl's order with valid names, and the classifiers agree with each other.
+//! zrepl's order with valid names, the classifiers agree with each other, and a receive failure's
+//! class is deterministic, ignores ASCII case and is decided line by line.
 
 use std::fmt::Write;
 
+use zrepl_endpoint::{classify_recv_failure, RecvFailure};
 use zrepl_zfs::parse::{
     dataset_does_not_exist_path, is_bookmark_does_not_exist, is_bookmark_exists,
     is_dataset_does_not_exist, is_destroy_no_snapshots, is_hold_tag_exists,
@@ -27,6 +31,7 @@ pub const KINDS: &[&str] = &[
     "program",
     "stderr",
     "destroy-stderr",
+    "recv-stderr",
 ];
 
 pub fn run(data: &[u8]) {
@@ -71,6 +76,7 @@ pub fn run(data: &[u8]) {
                 assert!(u.iter().all(|u| !u.snapshot.is_empty()));
             }
         }
+        "recv-stderr" => recv_stderr(&text),
         other => unreachable!("{other}"),
     }
 }
@@ -136,7 +142,8 @@ fn get(text: &str) {
     let again = parse_get(&printed).expect("printed rows parse");
     assert_eq!(again, rows);
     if let Ok((props, versions)) = split_get_listing(rows, &["zrepl:placeholder"]) {
-        assert!(props.values().all(|p| p.len() == 1));
+        // The user property is absent when not set locally (read with `-s local,none`).
+        assert!(props.values().all(|p| p.len() <= 1));
         for vs in versions.values() {
             assert!(vs.windows(2).all(|w| w[0].order_key() <= w[1].order_key()));
         }
@@ -161,6 +168,43 @@ fn stderr(text: &str) {
     let _ = is_recv_abort_nothing_to_abort(text);
     let _ = is_hold_tag_exists(text);
     let _ = is_release_no_such_tag(text);
+}
+
+/// The class of several lines' worth of stderr: out of space wins over modified.
+fn join(a: Option<RecvFailure>, b: Option<RecvFailure>) -> Option<RecvFailure> {
+    match (a, b) {
+        (Some(RecvFailure::OutOfSpace), _) | (_, Some(RecvFailure::OutOfSpace)) => {
+            Some(RecvFailure::OutOfSpace)
+        }
+        (Some(RecvFailure::Modified), _) | (_, Some(RecvFailure::Modified)) => {
+            Some(RecvFailure::Modified)
+        }
+        (None, None) => None,
+    }
+}
+
+fn recv_stderr(text: &str) {
+    let class = classify_recv_failure(text);
+    assert_eq!(classify_recv_failure(text), class, "deterministic");
+    // OpenZFS's casing is not relied on (and a rewording in case only does not change a hint).
+    assert_eq!(classify_recv_failure(&text.to_ascii_uppercase()), class);
+    assert_eq!(classify_recv_failure(&text.to_ascii_lowercase()), class);
+    // Decided by single lines: no phrase is made of text spread over lines, so the class of the
+    // whole is the class of its lines, and a line keeps its class whatever surrounds it.
+    let lines = text.split('\n').map(classify_recv_failure);
+    assert_eq!(lines.clone().fold(None, join), class);
+    if let Some(c) = class {
+        assert!(lines.clone().any(|l| l == Some(c)));
+    }
+    let wrapped =
+        format!("cannot receive: failed to read from stream\n{text}\nsince most recent snapshot");
+    assert_eq!(classify_recv_failure(&wrapped), class);
+    // The `zrepl_zfs` classifiers of the same stderr do not panic on it either.
+    if let Some(t) = recv_resume_token(text) {
+        assert!(text.contains(t));
+    }
+    let _ = is_recv_cannot_read_from_stream(text);
+    let _ = is_recv_destroy_or_overwrite_encrypted(text);
 }
 
 /// Seeds: captured outputs and messages (from this crate's unit tests and OpenZFS 2.3).
@@ -304,6 +348,56 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             "pool/with space\ncannot destroy snapshot pool/with space@4 5 6: dataset is busy\n\
              cannot destroy snapshot pool/with space@x: it's being held. Run 'zfs holds -r \
              pool/with space@x' to see holders.\n",
+        ),
+        // `zfs recv` failures (libzfs_sendrecv.c's wording, as in zrepl-endpoint's error.rs tests).
+        seed(
+            "recv-stderr",
+            "modified",
+            "cannot receive incremental stream: destination pool/sink/a has been modified\n\
+             since most recent snapshot\n",
+        ),
+        seed(
+            "recv-stderr",
+            "partial-state",
+            "cannot receive new filesystem stream: destination 'pool/sink/a' contains \
+             partially-complete state from \"zfs receive -s\".\n",
+        ),
+        seed(
+            "recv-stderr",
+            "out-of-space",
+            "cannot receive new filesystem stream: out of space\n",
+        ),
+        seed(
+            "recv-stderr",
+            "quota",
+            "cannot receive incremental stream: destination pool/sink/a space quota exceeded.\n",
+        ),
+        seed(
+            "recv-stderr",
+            "checksum-resumable",
+            "cannot receive new filesystem stream: checksum mismatch or incomplete stream.\n\
+             Partially received snapshot is saved.\n\
+             A resuming stream can be generated on the sending system by running:\n    \
+             zfs send -t 1-e604ea4bf-e0-789c63a2\n",
+        ),
+        seed(
+            "recv-stderr",
+            "not-incremental-source",
+            "cannot receive incremental stream: most recent snapshot of pool/sink/a does not\n\
+             match incremental source\n",
+        ),
+        seed(
+            "recv-stderr",
+            "has-snapshots",
+            "cannot receive new filesystem stream: destination has snapshots (eg. \
+             pool/sink/a@s1)\nmust destroy them to overwrite it\n",
+        ),
+        // A name from the peer, echoed by zfs, that contains a class's phrase.
+        seed(
+            "recv-stderr",
+            "peer-name-echoed",
+            "cannot receive incremental stream: most recent snapshot of pool/sink/out of space \
+             does not\nmatch incremental source\n",
         ),
     ]
 }

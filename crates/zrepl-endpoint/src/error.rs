@@ -13,8 +13,10 @@ pub(crate) fn zfs_err(context: impl std::fmt::Display, e: ZfsError) -> EndpointE
 }
 
 /// Why a `zfs recv` failed, when its stderr says something a user must act on.
+///
+/// `pub` (in this private module) only for the re-export the fuzz targets use (see `lib.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RecvFailure {
+pub enum RecvFailure {
     /// A quota, a reservation elsewhere or a full pool.
     OutOfSpace,
     /// The receiving filesystem was written to since its newest snapshot.
@@ -22,7 +24,7 @@ pub(crate) enum RecvFailure {
 }
 
 /// Classifies a failed receive's stderr (OpenZFS's wording under `LC_ALL=C`).
-pub(crate) fn classify_recv_failure(stderr: &str) -> Option<RecvFailure> {
+pub fn classify_recv_failure(stderr: &str) -> Option<RecvFailure> {
     let s = stderr.to_ascii_lowercase();
     if s.contains("out of space") || s.contains("quota exceeded") || s.contains("no space left") {
         Some(RecvFailure::OutOfSpace)

@@ -26,3 +26,8 @@ pub use ratelimit::BandwidthLimit;
 pub use receiver::{LocalReceiver, PlaceholderPolicy, ReceiverConfig};
 pub use registry::Registry;
 pub use sender::{LocalSender, SenderConfig};
+
+/// The classifier of `zfs recv` stderr (text a peer's stream influences), for the fuzz targets
+/// (`fuzz/src/zfs_output.rs`); not an API.
+#[doc(hidden)]
+pub use error::{classify_recv_failure, RecvFailure};

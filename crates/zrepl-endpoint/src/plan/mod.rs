@@ -417,8 +417,9 @@ mod tests {
     fn expired_step_holds_by_age() {
         use zrepl_zfs_types::abstraction::{last_received_hold_tag, step_hold_tag};
         let now = 1_000_000;
-        let h = |tags: &[(String, Option<i64>)]| tags.to_vec();
-        let holds: Vec<(String, Vec<(String, Option<i64>)>)> = vec![
+        type Tags = Vec<(String, Option<i64>)>;
+        let h = |tags: &[(String, Option<i64>)]| -> Tags { tags.to_vec() };
+        let holds: Vec<(String, Tags)> = vec![
             (
                 "a@old".into(),
                 h(&[(step_hold_tag("j"), Some(now - 3_601))]),
