@@ -25,7 +25,20 @@ pub enum RecvFailure {
 
 /// Classifies a failed receive's stderr (OpenZFS's wording under `LC_ALL=C`).
 pub fn classify_recv_failure(stderr: &str) -> Option<RecvFailure> {
-    let s = stderr.to_ascii_lowercase();
+    classify_recv_failure_naming(stderr, &[])
+}
+
+/// [`classify_recv_failure`] of stderr that echoes `names` (the target, the filesystem): a
+/// peer chooses those names (`.../out of space@has been modified`), so they are taken out of
+/// the text before it is read.
+pub(crate) fn classify_recv_failure_naming(stderr: &str, names: &[&str]) -> Option<RecvFailure> {
+    let mut s = stderr.to_ascii_lowercase();
+    let mut names: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+    // The longest first: a snapshot's name contains its filesystem's.
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    for n in names.iter().filter(|n| !n.is_empty()) {
+        s = s.replace(n.as_str(), " ");
+    }
     if s.contains("out of space") || s.contains("quota exceeded") || s.contains("no space left") {
         Some(RecvFailure::OutOfSpace)
     } else if s.contains("has been modified") {
@@ -36,9 +49,11 @@ pub fn classify_recv_failure(stderr: &str) -> Option<RecvFailure> {
 }
 
 /// Whether [`recv_err`]'s hint depends on a resume token the error does not carry.
-pub(crate) fn needs_token_check(e: &ZfsError) -> bool {
+pub(crate) fn needs_token_check(e: &ZfsError, names: &[&str]) -> bool {
     !matches!(e, ZfsError::RecvFailedWithResumeToken { .. })
-        && e.stderr().and_then(classify_recv_failure) == Some(RecvFailure::OutOfSpace)
+        && e.stderr()
+            .and_then(|s| classify_recv_failure_naming(s, names))
+            == Some(RecvFailure::OutOfSpace)
 }
 
 /// The endpoint error of a failed `zfs recv` into `target` (a snapshot of `fs`), with what to do
@@ -52,7 +67,12 @@ pub(crate) fn recv_err(
     e: ZfsError,
     resumable: bool,
 ) -> EndpointError {
-    let hint = match e.stderr().and_then(classify_recv_failure) {
+    let names = [target.to_string(), fs.to_string()];
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let hint = match e
+        .stderr()
+        .and_then(|s| classify_recv_failure_naming(s, &names))
+    {
         Some(RecvFailure::OutOfSpace) => Some(format!(
             "the receiving side is out of space (a quota, a reservation or a full pool): free space or raise the quota of {fs} or its parents; {}",
             if resumable {
@@ -93,6 +113,35 @@ mod tests {
         ];
         for (stderr, want) in cases {
             assert_eq!(classify_recv_failure(stderr), *want, "{stderr:?}");
+        }
+    }
+
+    /// Names a peer chose cannot make a failure look like another.
+    #[test]
+    fn names_in_stderr_are_not_read_as_wording() {
+        let fs = "pool/sink/c/out of space";
+        let target = "pool/sink/c/out of space@has been modified";
+        let cases: &[(String, Option<RecvFailure>)] = &[
+            (
+                format!("cannot receive incremental stream: most recent snapshot of {fs} does not\nmatch incremental source\n"),
+                None,
+            ),
+            (format!("cannot receive new filesystem stream: destination '{target}' exists\n"), None),
+            (
+                format!("cannot receive incremental stream: destination {fs} has been modified\nsince most recent snapshot\n"),
+                Some(RecvFailure::Modified),
+            ),
+            (
+                format!("cannot receive resume stream of {target}: out of space\n"),
+                Some(RecvFailure::OutOfSpace),
+            ),
+        ];
+        for (stderr, want) in cases {
+            assert_eq!(
+                classify_recv_failure_naming(stderr, &[fs, target]),
+                *want,
+                "{stderr:?}"
+            );
         }
     }
 }

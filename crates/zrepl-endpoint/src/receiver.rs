@@ -627,7 +627,7 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                 )));
             }
             let resumable = matches!(e, ZfsError::RecvFailedWithResumeToken { .. })
-                || (crate::error::needs_token_check(&e)
+                || (crate::error::needs_token_check(&e, &[&target.to_string(), &lp.to_string()])
                     && matches!(self.zfs.receive_resume_token(&lp).await, Ok(Some(_))));
             return Err(crate::error::recv_err(&target, &lp, e, resumable));
         }
