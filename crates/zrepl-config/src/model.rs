@@ -508,6 +508,38 @@ pub enum Connect {
         #[serde(serialize_with = "ser_display")]
         dial_timeout: GoDuration,
     },
+    /// Extension (zrepl#409, #812): an agentless remote that has only sshd and `zfs`; this
+    /// daemon runs the remote `zfs` commands itself over one multiplexed ssh connection. A
+    /// push job receives below `root_fs` there (as a sink with
+    /// `mapping.identity_component: false` would, with `recv` as a sink's); a pull job sends
+    /// the remote `filesystems` (with `send` as a source's).
+    #[serde(rename = "ssh+zfs")]
+    Agentless(Box<Agentless>),
+}
+
+/// `connect: {type: ssh+zfs}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Agentless {
+    pub host: String,
+    pub user: String,
+    pub port: u16,
+    pub identity_file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
+    pub options: Vec<String>,
+    /// Push: the remote receiving root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_fs: Option<DatasetPath>,
+    /// Push: receive options on the remote (a sink's `recv`).
+    pub recv: RecvOptions,
+    /// Pull: the remote filesystems to send.
+    #[serde(
+        serialize_with = "ser_opt_filter",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub filesystems: Option<DatasetFilter>,
+    /// Pull: send options on the remote (a source's `send`).
+    pub send: SendOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -925,6 +957,13 @@ fn ser_snapshot_filter<S: Serializer>(f: &SnapshotFilter, s: S) -> Result<S::Ok,
     m.serialize_entry("include", &list(&f.include))?;
     m.serialize_entry("exclude", &list(&f.exclude))?;
     m.end()
+}
+
+fn ser_opt_filter<S: Serializer>(f: &Option<DatasetFilter>, s: S) -> Result<S::Ok, S::Error> {
+    match f {
+        Some(f) => ser_filter(f, s),
+        None => s.serialize_none(),
+    }
 }
 
 fn ser_filter<S: Serializer>(f: &DatasetFilter, s: S) -> Result<S::Ok, S::Error> {

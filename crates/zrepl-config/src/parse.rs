@@ -572,6 +572,9 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
     let job = (|| match t.as_deref() {
         Some("push") => {
             let connect = m.req(cx, "connect", decode_connect);
+            if !check_agentless(cx, m.mark, path, connect.as_ref(), true) {
+                return None;
+            }
             let filesystems = m.req(cx, "filesystems", filter);
             let snapshotting = m.req(cx, "snapshotting", decode_snapshotting);
             let send = from_defaults(cx, &mut m, "send", decode_send);
@@ -655,6 +658,9 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
         }
         Some("pull") => {
             let connect = m.req(cx, "connect", decode_connect);
+            if !check_agentless(cx, m.mark, path, connect.as_ref(), false) {
+                return None;
+            }
             let root_fs = m.req(cx, "root_fs", dataset_path);
             let mapping = m.or(cx, "mapping", Mapping::default(), |cx, n, p| {
                 decode_mapping(cx, n, p, false)
@@ -763,7 +769,7 @@ fn decode_job(cx: &mut Cx, node: &Node, path: &str) -> Option<Job> {
 
 fn decode_connect(cx: &mut Cx, node: &Node, path: &str) -> Option<Connect> {
     let mut m = cx.map(node, path)?;
-    let t = m.tag(cx, &["tcp", "tls", "ssh+stdinserver", "local"]);
+    let t = m.tag(cx, &["tcp", "tls", "ssh+stdinserver", "local", "ssh+zfs"]);
     let c = (|| match t.as_deref() {
         Some("tcp") => {
             let address = m.req(cx, "address", hostport);
@@ -834,6 +840,39 @@ fn decode_connect(cx: &mut Cx, node: &Node, path: &str) -> Option<Connect> {
                 transport_open_command: toc?,
                 dial_timeout: dial?,
             })
+        }
+        Some("ssh+zfs") => {
+            let host = m.req(cx, "host", |cx, n, p| cx.nonempty_string(n, p));
+            let user = m.req(cx, "user", |cx, n, p| cx.nonempty_string(n, p));
+            let port = m.or(cx, "port", 22, |cx, n, p| {
+                let v = cx.int(n, p)?;
+                if !(1..=65535).contains(&v) {
+                    cx.err(n.mark, p, format!("port {v} is out of range 1-65535"));
+                    return None;
+                }
+                Some(v as u16)
+            });
+            let identity_file = m.req(cx, "identity_file", |cx, n, p| cx.nonempty_string(n, p));
+            let known_hosts = m.opt(cx, "known_hosts", |cx, n, p| cx.nonempty_string(n, p));
+            let options = m.or(cx, "options", Vec::new(), |cx, n, p| {
+                cx.list(n, p, |cx, n, p| cx.nonempty_string(n, p))
+            });
+            let root_fs = m.opt(cx, "root_fs", dataset_path);
+            let recv = from_defaults(cx, &mut m, "recv", decode_recv);
+            let filesystems = m.opt(cx, "filesystems", filter);
+            let send = from_defaults(cx, &mut m, "send", decode_send);
+            Some(Connect::Agentless(Box::new(Agentless {
+                host: host?,
+                user: user?,
+                port: port?,
+                identity_file: identity_file?,
+                known_hosts: known_hosts?,
+                options: options?,
+                root_fs: root_fs?,
+                recv: recv?,
+                filesystems: filesystems?,
+                send: send?,
+            })))
         }
         Some("local") => {
             let listener_name = m.req(cx, "listener_name", |cx, n, p| cx.nonempty_string(n, p));
@@ -1808,6 +1847,35 @@ fn snapshot_prefix(cx: &mut Cx, n: &Node, p: &str) -> Option<String> {
 /// Can the job honour its `pruning.scope`? `filter`: the job's snapshot selection (`None`: the
 /// job has none, a snap job); `prefix`: its snapshotting prefix (`None`: the job makes no
 /// snapshots, a pull job; `Some(None)`: manual snapshotting).
+/// `connect: {type: ssh+zfs}` names the remote's side of the job: a receiving `root_fs` for a
+/// push job, the `filesystems` to send for a pull job, and not the other.
+fn check_agentless(
+    cx: &mut Cx,
+    mark: crate::yaml::Mark,
+    path: &str,
+    connect: Option<&Connect>,
+    push: bool,
+) -> bool {
+    let Some(Connect::Agentless(a)) = connect else {
+        return true;
+    };
+    let at = format!("{path}.connect");
+    let problem = match (push, a.root_fs.is_some(), a.filesystems.is_some()) {
+        (true, false, _) => Some("a push job to an ssh+zfs remote needs connect.root_fs: where on the remote the filesystems are received"),
+        (true, true, true) => Some("connect.filesystems is for pull jobs (what the remote sends); a push job sends its own filesystems"),
+        (false, _, false) => Some("a pull job from an ssh+zfs remote needs connect.filesystems: which of the remote's filesystems it may send"),
+        (false, true, true) => Some("connect.root_fs is for push jobs (where the remote receives); a pull job receives below its own root_fs"),
+        _ => None,
+    };
+    match problem {
+        Some(p) => {
+            cx.err(mark, &at, p);
+            false
+        }
+        None => true,
+    }
+}
+
 fn check_scope(
     cx: &mut Cx,
     mark: crate::yaml::Mark,

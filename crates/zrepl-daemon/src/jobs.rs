@@ -141,6 +141,14 @@ pub(crate) enum Connection {
         connector: Arc<zrepl_transport::Connector>,
         opts: zrepl_rpc::ClientOptions,
     },
+    /// An agentless remote (`ssh+zfs`): the remote side's endpoint runs here, on a `zfs`
+    /// handle whose commands run over ssh. A push job has the receiver's config, a pull job
+    /// the sender's.
+    Agentless {
+        zfs: Zfs,
+        receiver: Option<Box<ReceiverConfig>>,
+        sender: Option<Box<SenderConfig>>,
+    },
 }
 
 impl Connection {
@@ -469,8 +477,52 @@ fn connection(
     c: &config::Connect,
     r: &config::Replication,
     local_send_compressible: bool,
+    zfs: &Zfs,
+    sockdir: &str,
 ) -> Result<Connection, DaemonError> {
     Ok(match c {
+        config::Connect::Agentless(a) => {
+            let remote = zrepl_zfs::Remote {
+                ssh_binary: "ssh".into(),
+                host: a.host.clone(),
+                user: a.user.clone(),
+                port: a.port,
+                identity_file: a.identity_file.clone().into(),
+                known_hosts: a.known_hosts.clone().map(Into::into),
+                options: a.options.clone(),
+                // One master connection per remote, in the daemon's own socket directory.
+                control_path: zrepl_zfs::Remote::control_path_in(
+                    std::path::Path::new(sockdir),
+                    &a.user,
+                    &a.host,
+                    a.port,
+                ),
+                zfs_binary: "zfs".into(),
+                zpool_binary: "zpool".into(),
+            };
+            let remote_zfs = Zfs::new(zrepl_zfs::ZfsConfig {
+                remote: Some(remote),
+                ..zfs.config().clone()
+            });
+            Connection::Agentless {
+                zfs: remote_zfs,
+                receiver: a.root_fs.as_ref().map(|root| {
+                    Box::new(receiver_config(
+                        job,
+                        root,
+                        &config::Mapping {
+                            identity_component: false,
+                            ..config::Mapping::default()
+                        },
+                        &a.recv,
+                    ))
+                }),
+                sender: a
+                    .filesystems
+                    .as_ref()
+                    .map(|f| Box::new(sender_config(job, f, &a.send))),
+            }
+        }
         config::Connect::Local {
             listener_name,
             client_identity,
@@ -596,6 +648,8 @@ fn build_job(
                             &p.connect,
                             &p.replication,
                             compressible(&p.send),
+                            zfs,
+                            sockdir,
                         )?,
                         driver: driver_config(&p.replication, &p.conflict_resolution),
                         keep_sender: keep(
@@ -627,7 +681,14 @@ fn build_job(
                     active: Active {
                         handle: Arc::new(JobHandle::new(&p.name, "pull", Some(tx), JobState::Idle)),
                         wakeups: rx,
-                        connection: connection(&p.name, &p.connect, &p.replication, false)?,
+                        connection: connection(
+                            &p.name,
+                            &p.connect,
+                            &p.replication,
+                            false,
+                            zfs,
+                            sockdir,
+                        )?,
                         driver: driver_config(&p.replication, &p.conflict_resolution),
                         keep_sender: keep(&p.pruning.keep_sender, &p.pruning, &p.replication, None),
                         keep_receiver: keep(
@@ -799,6 +860,32 @@ pub(crate) async fn prune_dry_run(
                         )
                         .await)
                     }
+                    (
+                        Connection::Agentless {
+                            zfs: remote,
+                            receiver: Some(rc),
+                            ..
+                        },
+                        None,
+                    ) => {
+                        let receiver = zrepl_endpoint::LocalReceiver::new(
+                            remote.clone(),
+                            (**rc).clone(),
+                            &reg,
+                        )
+                        .map_err(|e| err(e.to_string()))?;
+                        Ok(crate::prune::prune(
+                            &sender,
+                            &receiver,
+                            &a.keep_sender,
+                            &a.keep_receiver,
+                            true,
+                        )
+                        .await)
+                    }
+                    (Connection::Agentless { .. }, None) => {
+                        Err(err("connect.root_fs is missing".into()))
+                    }
                     (Connection::Remote { .. }, None) => {
                         unreachable!("remote connections have a client")
                     }
@@ -834,6 +921,27 @@ pub(crate) async fn prune_dry_run(
                             true,
                         )
                         .await)
+                    }
+                    (
+                        Connection::Agentless {
+                            zfs: remote,
+                            sender: Some(sc),
+                            ..
+                        },
+                        None,
+                    ) => {
+                        let sender = LocalSender::new(remote.clone(), (**sc).clone(), &reg);
+                        Ok(crate::prune::prune(
+                            &sender,
+                            &receiver,
+                            &a.keep_sender,
+                            &a.keep_receiver,
+                            true,
+                        )
+                        .await)
+                    }
+                    (Connection::Agentless { .. }, None) => {
+                        Err(err("connect.filesystems is missing".into()))
                     }
                     (Connection::Remote { .. }, None) => {
                         unreachable!("remote connections have a client")
@@ -1079,6 +1187,44 @@ async fn run_active(
                             Err(e)
                         }
                     }
+                }
+                (
+                    Side::Push(sender),
+                    Connection::Agentless {
+                        zfs: remote,
+                        receiver: Some(rc),
+                        ..
+                    },
+                    None,
+                ) => {
+                    match zrepl_endpoint::LocalReceiver::new(remote.clone(), (**rc).clone(), reg) {
+                        Ok(receiver) => {
+                            invocation(a, *sender, &receiver, &report, &run_cancel, &mut pruned)
+                                .await
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                (
+                    Side::Pull(rc),
+                    Connection::Agentless {
+                        zfs: remote,
+                        sender: Some(sc),
+                        ..
+                    },
+                    None,
+                ) => {
+                    let sender = LocalSender::new(remote.clone(), (**sc).clone(), reg);
+                    match zrepl_endpoint::LocalReceiver::new(zfs.clone(), (*rc).clone(), reg) {
+                        Ok(receiver) => {
+                            invocation(a, &sender, &receiver, &report, &run_cancel, &mut pruned)
+                                .await
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                (_, Connection::Agentless { .. }, None) => {
+                    Err("the ssh+zfs connection names no remote side for this job".into())
                 }
                 (_, Connection::Remote { .. }, None) => {
                     unreachable!("remote connections have a client")

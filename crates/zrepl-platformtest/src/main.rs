@@ -149,6 +149,8 @@ fn main() {
         net_received_properties_cannot_mount_or_hook_into_the_host,
         net_source_bounds_what_a_pull_client_destroys,
         net_sink_refuses_a_replication_stream,
+        net_push_to_agentless_ssh_remote,
+        net_pull_from_agentless_ssh_remote,
         net_source_expires_step_holds_of_a_client_that_never_completes,
     ]);
     trials.extend(trials![replication:

@@ -158,16 +158,23 @@ fn sshd(dir: &str, cfg_a: &str, cfg_b: &str) -> Result<Child, String> {
             "command=\"{zrepl} --config {target_cfg} stdinserver {identity}\",restrict {public}"
         ));
     }
+    start_sshd(dir, 2222, &keys)
+}
+
+/// Starts sshd on 127.0.0.1:`port` with `authorized_keys` (host keys generated if missing).
+fn start_sshd(dir: &str, port: u16, authorized_keys: &str) -> Result<Child, String> {
+    sh(&["ssh-keygen", "-A"])?;
     let ak = format!("{dir}/authorized_keys");
-    std::fs::write(&ak, keys).map_err(|e| e.to_string())?;
+    std::fs::write(&ak, authorized_keys).map_err(|e| e.to_string())?;
     std::fs::create_dir_all("/run/sshd").map_err(|e| e.to_string())?;
     let log = std::fs::File::create(format!("{dir}/sshd.log")).map_err(|e| e.to_string())?;
+    let port_s = port.to_string();
     let child = std::process::Command::new("/usr/sbin/sshd")
         .args([
             "-D",
             "-e",
             "-p",
-            "2222",
+            &port_s,
             "-o",
             "ListenAddress=127.0.0.1",
             "-o",
@@ -184,7 +191,7 @@ fn sshd(dir: &str, cfg_a: &str, cfg_b: &str) -> Result<Child, String> {
         .spawn()
         .map_err(|e| format!("cannot start sshd: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect("127.0.0.1:2222").is_err() {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
             return Err("sshd did not start listening".into());
         }
@@ -1008,4 +1015,252 @@ pub async fn net_source_expires_step_holds_of_a_client_that_never_completes(t: C
     let _ = zfs(&["release", "users-own", &format!("{b}@1")]);
     d.kill();
     res.map_err(|e| format!("{e}\n--- daemon log:\n{}", tail(&d.log())).into())
+}
+
+/// Push to an agentless remote (`connect: {type: ssh+zfs}`): a host with only sshd and `zfs`.
+/// The daemon runs the remote `zfs` commands over one multiplexed ssh connection: initial and
+/// incremental replication below the remote `root_fs` with placeholders for the missing
+/// parents, the last-received hold there, pruning of the remote side by `keep_receiver`, and
+/// a host key that is not in `known_hosts` refused.
+pub async fn net_push_to_agentless_ssh_remote(t: Ctx) -> TestResult {
+    let p = t.pool.clone();
+    let a = create(&t, "src/a")?;
+    create(&t, "remote")?;
+    let dir = format!("/tmp/{p}-agentless");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let key = format!("{dir}/id");
+    sh(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", &key])?;
+    let public = std::fs::read_to_string(format!("{key}.pub"))?;
+    let port = 2223;
+    let mut sshd = start_sshd(&dir, port, &public)?;
+    let host_key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")?;
+    let known_hosts = format!("{dir}/known_hosts");
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}"))?;
+    let sockdir = format!("{dir}/sock");
+    let cfg_for = |known: &str| {
+        format!(
+            "global:\n  control: {{sockpath: {dir}/run/control}}\n  serve: {{stdinserver: {{sockdir: {sockdir}}}}}\n  logging: [{{type: stdout, level: debug, format: human}}]\n\
+             jobs:\n\
+             - type: push\n  name: offsite\n  connect: {{type: ssh+zfs, host: 127.0.0.1, port: {port}, user: root, identity_file: {key}, known_hosts: {known}, root_fs: {p}/remote, recv: {{placeholder: {{encryption: inherit}}, bandwidth_limit: {{max: 6 MiB}}}}}}\n  filesystems: {{\"{a}\": true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: last_n, count: 2}}]}}\n"
+        )
+    };
+    let cfg = format!("{dir}/zrepl.yml");
+    std::fs::write(&cfg, cfg_for(&known_hosts))?;
+    let mut d = Daemon {
+        cfg: cfg.clone(),
+        log: format!("{dir}/daemon.log"),
+        child: None,
+    };
+    let recv = format!("{p}/remote/{a}");
+    let res: TestResult = async {
+        d.start()?;
+        write(&a, "f1", 1)?;
+        snapshot(&format!("{a}@1"))?;
+        d.replicate("offsite")?;
+        ensure!(
+            guid(&format!("{recv}@1"))? == guid(&format!("{a}@1"))?,
+            "initial replication to the remote"
+        );
+        for ph in [format!("{p}/remote/{p}"), format!("{p}/remote/{p}/src")] {
+            ensure!(
+                zfs(&["get", "-H", "-o", "value,source", "zrepl:placeholder", &ph])?.trim()
+                    == "on\tlocal",
+                "{ph} is a placeholder"
+            );
+        }
+        for i in 2..=3 {
+            write(&a, &format!("f{i}"), 1)?;
+            snapshot(&format!("{a}@{i}"))?;
+        }
+        d.replicate("offsite")?;
+        ensure!(
+            guid(&format!("{recv}@3"))? == guid(&format!("{a}@3"))?,
+            "incremental replication to the remote"
+        );
+        // keep_receiver last_n 2 pruned the remote side.
+        let remote_snaps = zfs(&["list", "-H", "-o", "name", "-t", "snapshot", "-s", "createtxg", &recv])?;
+        let names: Vec<&str> = remote_snaps.lines().filter_map(|l| l.rsplit('@').next()).collect();
+        ensure!(names == ["2", "3"], "remote snapshots after pruning: {names:?}");
+        let holds = all_holds(&format!("{recv}@3"))?;
+        ensure!(
+            holds
+                .iter()
+                .any(|h| h.ends_with(" zrepl_last_received_J_offsite")),
+            "last-received hold on the remote's newest: {holds:?}"
+        );
+        // A transfer cut by killing the daemon (its ssh sessions die with it) leaves a
+        // partial receive on the remote, which the next run resumes.
+        write(&a, "big", 40)?;
+        snapshot(&format!("{a}@big"))?;
+        d.zrepl(&["signal", "wakeup", "offsite"])?;
+        d.wait_bytes("offsite", 8 << 20)?;
+        d.kill();
+        wait_token(&recv)?;
+        d.start()?;
+        d.replicate("offsite")?;
+        ensure!(
+            guid(&format!("{recv}@big"))? == guid(&format!("{a}@big"))?,
+            "the cut transfer completed"
+        );
+        ensure!(
+            resumed(&d.status()?, "offsite"),
+            "the transfer was resumed, not restarted"
+        );
+        // One shared ssh connection: its control socket is in the daemon's socket directory.
+        let socks: Vec<String> = std::fs::read_dir(&sockdir)?
+            .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.starts_with("ssh-"))
+            .collect();
+        ensure!(socks.len() == 1, "one control socket: {socks:?}");
+        let log = d.log();
+        ensure!(
+            log.contains("root@127.0.0.1:zfs"),
+            "remote commands are logged as such: {}",
+            tail(&log)
+        );
+        d.kill();
+        // A host key that known_hosts does not list is refused, nothing is received.
+        let other = format!("{dir}/other_known_hosts");
+        std::fs::write(&other, format!("[127.0.0.1]:{port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"))?;
+        std::fs::write(&cfg, cfg_for(&other))?;
+        let _ = std::fs::remove_dir_all(&sockdir);
+        d.start()?;
+        write(&a, "f4", 1)?;
+        snapshot(&format!("{a}@4"))?;
+        d.zrepl(&["signal", "wakeup", "offsite"])?;
+        let r = d.wait_run("offsite")?;
+        ensure!(r == "failed", "the run with an unknown host key ended {r}");
+        let st = d.status()?;
+        let text = st["jobs"]["offsite"].to_string();
+        ensure!(
+            text.contains("Host key verification failed") || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+            "the failure names the host key: {text}"
+        );
+        ensure!(
+            zfs(&["list", "-H", "-o", "name", &format!("{recv}@4")]).is_err(),
+            "nothing received with an unverified host key"
+        );
+        Ok(())
+    }
+    .await;
+    d.kill();
+    let _ = sshd.kill();
+    let _ = sshd.wait();
+    res.map_err(|e| {
+        format!(
+            "{e}\n--- daemon log:\n{}\n--- sshd log:\n{}",
+            tail(&d.log()),
+            tail(&std::fs::read_to_string(format!("{dir}/sshd.log")).unwrap_or_default())
+        )
+        .into()
+    })
+}
+
+/// Pull from an agentless remote (`connect: {type: ssh+zfs, filesystems: ...}`): the daemon
+/// runs the remote `zfs send` and the sender's abstractions over ssh: initial and incremental,
+/// the replication cursor and step holds on the remote, and pruning of the remote side by
+/// `keep_sender`.
+pub async fn net_pull_from_agentless_ssh_remote(t: Ctx) -> TestResult {
+    let p = t.pool.clone();
+    let b = create(&t, "rsrc/b")?;
+    create(&t, "pulled")?;
+    let dir = format!("/tmp/{p}-agentless-pull");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let key = format!("{dir}/id");
+    sh(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", &key])?;
+    let public = std::fs::read_to_string(format!("{key}.pub"))?;
+    let port = 2224;
+    let mut sshd = start_sshd(&dir, port, &public)?;
+    let host_key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")?;
+    let known_hosts = format!("{dir}/known_hosts");
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}"))?;
+    let cfg = format!("{dir}/zrepl.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  control: {{sockpath: {dir}/run/control}}\n  serve: {{stdinserver: {{sockdir: {dir}/sock}}}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+             jobs:\n\
+             - type: pull\n  name: fetch\n  interval: manual\n  root_fs: {p}/pulled\n  recv: {{placeholder: {{encryption: inherit}}}}\n  connect: {{type: ssh+zfs, host: 127.0.0.1, port: {port}, user: root, identity_file: {key}, known_hosts: {known_hosts}, filesystems: {{\"{b}\": true}}}}\n  pruning: {{keep_sender: [{{type: last_n, count: 1}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n"
+        ),
+    )?;
+    let mut d = Daemon {
+        cfg,
+        log: format!("{dir}/daemon.log"),
+        child: None,
+    };
+    let pulled = format!("{p}/pulled/{b}");
+    let snaps = |fs: &str| -> Result<Vec<String>, String> {
+        Ok(zfs(&[
+            "list",
+            "-H",
+            "-o",
+            "name",
+            "-t",
+            "snapshot",
+            "-s",
+            "createtxg",
+            fs,
+        ])?
+        .lines()
+        .filter_map(|l| l.rsplit('@').next().map(str::to_string))
+        .collect())
+    };
+    let res: TestResult = async {
+        d.start()?;
+        write(&b, "f1", 1)?;
+        snapshot(&format!("{b}@1"))?;
+        d.replicate("fetch")?;
+        ensure!(
+            guid(&format!("{pulled}@1"))? == guid(&format!("{b}@1"))?,
+            "initial pull from the remote"
+        );
+        for i in 2..=3 {
+            write(&b, &format!("f{i}"), 1)?;
+            snapshot(&format!("{b}@{i}"))?;
+        }
+        d.replicate("fetch")?;
+        ensure!(
+            guid(&format!("{pulled}@3"))? == guid(&format!("{b}@3"))?,
+            "incremental pull from the remote"
+        );
+        ensure!(
+            snaps(&pulled)? == ["1", "2", "3"],
+            "all received: {:?}",
+            snaps(&pulled)?
+        );
+        // keep_sender last_n 1 pruned the remote side; the cursor is on the remote's newest.
+        ensure!(
+            snaps(&b)? == ["3"],
+            "remote snapshots after pruning: {:?}",
+            snaps(&b)?
+        );
+        let bookmarks = zfs(&["list", "-H", "-o", "name", "-t", "bookmark", &b])?;
+        let g3 = guid(&format!("{b}@3"))?;
+        ensure!(
+            bookmarks
+                .lines()
+                .any(|l| l.contains("zrepl_CURSOR_G_") && l.contains(&format!("{g3:016x}"))),
+            "the replication cursor is on the remote's @3: {bookmarks}"
+        );
+        let holds = all_holds(&b)?;
+        ensure!(
+            !holds.iter().any(|h| h.contains(" zrepl_STEP_")),
+            "no step hold left on the remote: {holds:?}"
+        );
+        Ok(())
+    }
+    .await;
+    d.kill();
+    let _ = sshd.kill();
+    let _ = sshd.wait();
+    res.map_err(|e| {
+        format!(
+            "{e}\n--- daemon log:\n{}\n--- sshd log:\n{}",
+            tail(&d.log()),
+            tail(&std::fs::read_to_string(format!("{dir}/sshd.log")).unwrap_or_default())
+        )
+        .into()
+    })
 }

@@ -129,6 +129,12 @@ impl Connector {
                     "the local transport has no network connector".into(),
                 ))
             }
+            Connect::Agentless(_) => {
+                return Err(TransportError::Config(
+                    "an ssh+zfs remote runs zfs commands over ssh, not a replication connection"
+                        .into(),
+                ))
+            }
         })
     }
 

@@ -118,6 +118,9 @@ pub struct ZfsConfig {
     /// system's `zfs` (`zfs_binary` = `zfs`): a handle running another binary (a mock) never
     /// talks to the kernel behind its back. Default on.
     pub libzfs_core: bool,
+    /// Run every command on this agentless remote over ssh instead of locally (see
+    /// [`crate::remote`]); libzfs_core is then never used.
+    pub remote: Option<crate::remote::Remote>,
 }
 
 impl Default for ZfsConfig {
@@ -135,6 +138,7 @@ impl Default for ZfsConfig {
             pool_feature_negative_recheck: Duration::from_secs(30),
             observer: None,
             libzfs_core: true,
+            remote: None,
         }
     }
 }
@@ -168,7 +172,13 @@ pub(crate) struct Inner {
     stats: Mutex<BTreeMap<(Binary, String), VerbStats>>,
     active: Mutex<BTreeMap<u64, CommandInfo>>,
     next_id: AtomicU64,
+    /// On a remote: the ssh sessions a command may use at once (sshd's `MaxSessions` is 10 per
+    /// connection by default; every command and stream is one session of the shared one).
+    sessions: Option<Arc<tokio::sync::Semaphore>>,
 }
+
+/// Commands (and streams) that run at once on one remote; the others wait.
+pub const REMOTE_SESSIONS: usize = 8;
 
 impl std::fmt::Debug for Zfs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -240,6 +250,8 @@ pub(crate) struct Tracker {
     info: CommandInfo,
     start: Instant,
     done: bool,
+    /// The remote session the command holds until it ends.
+    _session: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Tracker {
@@ -294,6 +306,10 @@ impl Zfs {
     pub fn new(config: ZfsConfig) -> Self {
         Zfs {
             inner: Arc::new(Inner {
+                sessions: config
+                    .remote
+                    .as_ref()
+                    .map(|_| Arc::new(tokio::sync::Semaphore::new(REMOTE_SESSIONS))),
                 config,
                 features: tokio::sync::OnceCell::new(),
                 pool_features: PoolFeatureCache::default(),
@@ -353,7 +369,11 @@ impl Zfs {
 
     fn argv_of(&self, b: Binary, args: &[String]) -> Argv {
         let mut v = Vec::with_capacity(args.len() + 1);
-        v.push(self.binary_path(b).to_string_lossy().into_owned());
+        match (&self.inner.config.remote, b) {
+            (Some(r), Binary::Zfs) => v.push(format!("{}@{}:{}", r.user, r.host, r.zfs_binary)),
+            (Some(r), Binary::Zpool) => v.push(format!("{}@{}:{}", r.user, r.host, r.zpool_binary)),
+            _ => v.push(self.binary_path(b).to_string_lossy().into_owned()),
+        }
         v.extend(args.iter().cloned());
         Argv(v)
     }
@@ -364,11 +384,34 @@ impl Zfs {
         binary: Binary,
         args: &[String],
         stdin: StdinMode,
+        session: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<(Child, Tracker), ZfsError> {
         let argv = self.argv_of(binary, args);
-        let mut cmd = Command::new(self.binary_path(binary));
-        cmd.args(args.iter().map(OsString::from))
-            .env("LC_ALL", "C")
+        let mut cmd = match &self.inner.config.remote {
+            Some(r) => {
+                // The shared connection's socket directory (the daemon's own).
+                if let Some(dir) = r.control_path.parent() {
+                    use std::os::unix::fs::DirBuilderExt;
+                    let _ = std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir);
+                }
+                let remote_binary = match binary {
+                    Binary::Zpool => &r.zpool_binary,
+                    _ => &r.zfs_binary,
+                };
+                let mut c = Command::new(&r.ssh_binary);
+                c.args(r.argv(remote_binary, args));
+                c
+            }
+            None => {
+                let mut c = Command::new(self.binary_path(binary));
+                c.args(args.iter().map(OsString::from));
+                c
+            }
+        };
+        cmd.env("LC_ALL", "C")
             // Times zfs prints for people (`zfs holds` timestamps) read the same everywhere.
             .env("TZ", "UTC")
             .stdin(match stdin {
@@ -392,7 +435,9 @@ impl Zfs {
                 }
             }
         })?;
-        Ok((child, self.begin(binary, verb, argv.0)))
+        let mut tracker = self.begin(binary, verb, argv.0);
+        tracker._session = session;
+        Ok((child, tracker))
     }
 
     /// Registers a started command (or libzfs_core call): counters, the running list, the
@@ -418,13 +463,20 @@ impl Zfs {
             info,
             start: Instant::now(),
             done: false,
+            _session: None,
         }
+    }
+
+    /// On a remote, a session for one more command (waits while [`REMOTE_SESSIONS`] run).
+    pub(crate) async fn session(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let s = self.inner.sessions.clone()?;
+        s.acquire_owned().await.ok()
     }
 
     /// libzfs_core, if this handle may use it (see [`ZfsConfig::libzfs_core`]) and it loads.
     pub(crate) fn lzc(&self) -> Option<&'static crate::lzc::Lzc> {
         let c = &self.inner.config;
-        if c.libzfs_core && c.zfs_binary == Path::new("zfs") {
+        if c.libzfs_core && c.remote.is_none() && c.zfs_binary == Path::new("zfs") {
             crate::lzc::get()
         } else {
             None
@@ -439,7 +491,8 @@ impl Zfs {
     /// Runs a non-streaming command to completion and captures its output. A non-zero exit is
     /// not an error here: callers classify stderr first and fall back to [`Output::check`].
     pub(crate) async fn run(&self, binary: Binary, args: &[String]) -> Result<Output, ZfsError> {
-        let (child, tracker) = self.spawn(binary, args, StdinMode::Null)?;
+        let session = self.session().await;
+        let (child, tracker) = self.spawn(binary, args, StdinMode::Null, session)?;
         let argv = tracker.argv();
         // `wait_with_output` reads stdout and stderr concurrently, so neither pipe can fill up
         // and block the child. If this future is dropped, the child is dropped and killed.
@@ -483,7 +536,8 @@ impl Zfs {
         input: &[u8],
     ) -> Result<Output, ZfsError> {
         use tokio::io::AsyncWriteExt;
-        let (mut child, tracker) = self.spawn(binary, args, StdinMode::Piped)?;
+        let session = self.session().await;
+        let (mut child, tracker) = self.spawn(binary, args, StdinMode::Piped, session)?;
         let argv = tracker.argv();
         if let Some(mut stdin) = child.stdin.take() {
             // A command that exits without reading its input is judged by its exit status.

@@ -33,10 +33,13 @@ pub mod names;
 pub mod parse;
 mod pipe;
 pub mod recv;
+pub mod remote;
 pub mod send;
 pub mod versions;
 
-pub use command::{Binary, CommandInfo, CommandObserver, CommandResult, VerbStats, Zfs, ZfsConfig};
+pub use command::{
+    Binary, CommandInfo, CommandObserver, CommandResult, VerbStats, Zfs, ZfsConfig, REMOTE_SESSIONS,
+};
 pub use datasets::{
     is_placeholder_value, legacy_placeholder_value, PlaceholderEncryption, PlaceholderState,
     Target, VersionTypes, PLACEHOLDER_PROPERTY, PLACEHOLDER_REPLACING,
@@ -49,6 +52,7 @@ pub use parse::{
     SendBegin, SendDryRunInfo, VersionsByFilesystem, ZfsVersion, SEND_BEGIN_LEN,
 };
 pub use recv::RecvRequest;
+pub use remote::Remote;
 pub use send::{
     read_send_begin, SendFlags, SendRequest, SendSource, SendStream, StreamHeaderError,
 };

@@ -134,7 +134,8 @@ impl Zfs {
         R: AsyncRead + Unpin + Send,
     {
         let a = req.args()?;
-        let (mut child, tracker) = self.spawn(Binary::Zfs, &a, StdinMode::Piped)?;
+        let session = self.session().await;
+        let (mut child, tracker) = self.spawn(Binary::Zfs, &a, StdinMode::Piped, session)?;
         let argv = tracker.argv();
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())

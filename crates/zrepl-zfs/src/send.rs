@@ -344,7 +344,8 @@ impl Zfs {
     pub async fn send(&self, req: &SendRequest) -> Result<SendStream, ZfsError> {
         let mut a = args!["send"];
         a.extend(req.args()?);
-        let (mut child, tracker) = self.spawn(Binary::Zfs, &a, StdinMode::Null)?;
+        let session = self.session().await;
+        let (mut child, tracker) = self.spawn(Binary::Zfs, &a, StdinMode::Null, session)?;
         let argv = tracker.argv();
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(ZfsError::Io {

@@ -714,6 +714,83 @@ fn client_pruning_of_a_source() {
 }
 
 #[test]
+fn agentless_connect() {
+    let push = |connect: &str| {
+        format!("jobs:\n- name: p\n  type: push\n  connect: {connect}\n  filesystems: {{\"tank<\": true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: last_n, count: 1}}], keep_receiver: [{{type: last_n, count: 1}}]}}\n")
+    };
+    let pull = |connect: &str| {
+        format!("jobs:\n- name: q\n  type: pull\n  connect: {connect}\n  root_fs: tank/pulled\n  interval: manual\n  pruning: {{keep_sender: [{{type: last_n, count: 1}}], keep_receiver: [{{type: last_n, count: 1}}]}}\n")
+    };
+    let load = |src: &str| {
+        load_str(src, Path::new("/t/zrepl.yml"), &MemLoader::default())
+            .map(|c| c.config)
+            .map_err(|e| e.to_string())
+    };
+    let base = "type: ssh+zfs, host: b.example, user: z, identity_file: /k";
+    let cfg = load(&push(&format!(
+        "{{{base}, root_fs: backup/h, recv: {{placeholder: {{encryption: inherit}}}}}}"
+    )))
+    .unwrap();
+    match &cfg.jobs[0] {
+        zrepl_config::Job::Push(j) => match &j.connect {
+            zrepl_config::Connect::Agentless(a) => {
+                assert_eq!(a.port, 22);
+                assert_eq!(a.root_fs.as_ref().unwrap().to_string(), "backup/h");
+                assert!(a.filesystems.is_none());
+                assert!(a.known_hosts.is_none());
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    let cfg = load(&pull(&format!(
+        "{{{base}, port: 2222, known_hosts: /kh, filesystems: {{\"pool/data<\": true}}}}"
+    )))
+    .unwrap();
+    match &cfg.jobs[0] {
+        zrepl_config::Job::Pull(j) => match &j.connect {
+            zrepl_config::Connect::Agentless(a) => {
+                assert_eq!(a.port, 2222);
+                assert!(a.filesystems.is_some() && a.root_fs.is_none());
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    for (src, want) in [
+        (push(&format!("{{{base}}}")), "needs connect.root_fs"),
+        (
+            push(&format!(
+                "{{{base}, root_fs: b/h, filesystems: {{\"x\": true}}}}"
+            )),
+            "connect.filesystems is for pull jobs",
+        ),
+        (pull(&format!("{{{base}}}")), "needs connect.filesystems"),
+        (
+            pull(&format!(
+                "{{{base}, root_fs: b/h, filesystems: {{\"x\": true}}}}"
+            )),
+            "connect.root_fs is for push jobs",
+        ),
+        (
+            push(&format!("{{{base}, root_fs: b/h, port: 70000}}")),
+            "out of range",
+        ),
+        (
+            push("{type: ssh+zfs, host: b, user: z, root_fs: b/h}"),
+            "identity_file",
+        ),
+        (
+            push(&format!("{{{base}, root_fs: b/h, bogus: 1}}")),
+            "bogus",
+        ),
+    ] {
+        let e = load(&src).unwrap_err();
+        assert!(e.contains(want), "{src}: {e}");
+    }
+}
+
+#[test]
 fn step_holds_of_a_source() {
     let load = |src: &str| {
         load_str(src, Path::new("/t/zrepl.yml"), &MemLoader::default())

@@ -1246,3 +1246,66 @@ esac"#
     assert!(check_double_dash(&v(&["rollback", "-r", "tank/a@x"])).is_err());
     assert!(check_double_dash(&v(&["send", "-i", "tank/a@x", "--", "tank/a@y"])).is_ok());
 }
+
+/// A remote handle runs every command as `ssh … -- host '<quoted argv>'` (here a mock `ssh`)
+/// and never more than `REMOTE_SESSIONS` at once (sshd's MaxSessions per connection).
+#[tokio::test]
+async fn remote_commands_go_over_ssh_with_bounded_sessions() {
+    let m = Mock::new(
+        r#"exec 9>>"$D/lock"
+flock 9; n=$(( $(cat "$D/n" 2>/dev/null || echo 0) + 1 )); echo $n > "$D/n"
+max=$(cat "$D/max" 2>/dev/null || echo 0); [ $n -gt $max ] && echo $n > "$D/max"; flock -u 9
+sleep 0.2
+flock 9; echo $(( $(cat "$D/n") - 1 )) > "$D/n"; flock -u 9"#,
+    );
+    let remote = zrepl_zfs::Remote {
+        ssh_binary: m.dir().join("zfs"),
+        host: "backup.example".into(),
+        user: "zrepl".into(),
+        port: 22,
+        identity_file: "/k".into(),
+        known_hosts: None,
+        options: Vec::new(),
+        control_path: m.dir().join("ctl/ssh-x"),
+        zfs_binary: "zfs".into(),
+        zpool_binary: "zpool".into(),
+    };
+    let zfs = Zfs::new(ZfsConfig {
+        remote: Some(remote),
+        ..ZfsConfig::default()
+    });
+    assert!(!zfs.uses_libzfs_core());
+    let fss: Vec<DatasetPath> = (0..20).map(|i| p(&format!("tank/fs {i}"))).collect();
+    let results = futures::future::join_all(fss.iter().map(|f| zfs.recv_abort(f))).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let max: usize = std::fs::read_to_string(m.dir().join("max"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (2..=zrepl_zfs::REMOTE_SESSIONS).contains(&max),
+        "{max} commands at once"
+    );
+    // The control socket's directory is created, private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(m.dir().join("ctl"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let calls = m.calls();
+    assert_eq!(calls.len(), 20);
+    let c = &calls[0];
+    let dd = c.iter().position(|a| a == "--").unwrap();
+    assert_eq!(c[dd + 1], "backup.example");
+    assert!(
+        c[dd + 2].starts_with("exec env LC_ALL=C TZ=UTC 'zfs' 'recv' '-A' '--' 'tank/fs "),
+        "{:?}",
+        c[dd + 2]
+    );
+    assert!(c.iter().any(|a| a == "ControlMaster=auto"));
+    // Status and logs name the remote.
+    let stats = zfs.command_stats();
+    assert!(!stats.is_empty());
+}
