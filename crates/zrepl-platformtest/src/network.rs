@@ -1264,3 +1264,201 @@ pub async fn net_pull_from_agentless_ssh_remote(t: Ctx) -> TestResult {
         .into()
     })
 }
+
+/// Push to an agentless remote as a non-root user with `zfs allow` delegation only: the
+/// permissions README lists suffice, and a missing one fails the run with an error that names
+/// it; once granted, the next run converges.
+pub async fn net_push_to_agentless_remote_as_delegated_user(t: Ctx) -> TestResult {
+    let p = t.pool.clone();
+    let a = create(&t, "src/a")?;
+    create(&t, "remote")?;
+    let user = "zrepl-remote";
+    sh(&[
+        "sh",
+        "-c",
+        &format!("id {user} >/dev/null 2>&1 || useradd -m -s /bin/sh {user}"),
+    ])?;
+    let remote_root = format!("{p}/remote");
+    // Everything a push target needs but `hold`.
+    zfs(&[
+        "allow",
+        "-u",
+        user,
+        "create,mount,receive,userprop,mountpoint,release,destroy",
+        &remote_root,
+    ])?;
+    let dir = format!("/tmp/{p}-agentless-user");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let key = format!("{dir}/id");
+    sh(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", &key])?;
+    let public = std::fs::read_to_string(format!("{key}.pub"))?;
+    let port = 2225;
+    let mut sshd = start_sshd(&dir, port, &public)?;
+    let host_key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")?;
+    let known_hosts = format!("{dir}/known_hosts");
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}"))?;
+    let cfg = format!("{dir}/zrepl.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  control: {{sockpath: {dir}/run/control}}\n  serve: {{stdinserver: {{sockdir: {dir}/sock}}}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+             jobs:\n\
+             - type: push\n  name: offsite\n  connect: {{type: ssh+zfs, host: 127.0.0.1, port: {port}, user: {user}, identity_file: {key}, known_hosts: {known_hosts}, root_fs: {remote_root}, recv: {{placeholder: {{encryption: inherit}}}}}}\n  filesystems: {{\"{a}\": true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: last_n, count: 1}}]}}\n"
+        ),
+    )?;
+    let mut d = Daemon {
+        cfg,
+        log: format!("{dir}/daemon.log"),
+        child: None,
+    };
+    let recv = format!("{remote_root}/{a}");
+    let res: TestResult = async {
+        d.start()?;
+        write(&a, "f1", 1)?;
+        snapshot(&format!("{a}@1"))?;
+        d.zrepl(&["signal", "wakeup", "offsite"])?;
+        let r = d.wait_run("offsite")?;
+        let st = d.status()?;
+        let text = st["jobs"]["offsite"].to_string();
+        ensure!(r == "failed", "without hold the run ended {r}: {text}");
+        ensure!(
+            text.contains("zfs allow <user> hold"),
+            "the error names the missing permission: {text}"
+        );
+        // The data arrived as the non-root user (placeholders included); the hold did not.
+        ensure!(
+            guid(&format!("{recv}@1"))? == guid(&format!("{a}@1"))?,
+            "received as the delegated user"
+        );
+        zfs(&["allow", "-u", user, "hold", &remote_root])?;
+        write(&a, "f2", 1)?;
+        snapshot(&format!("{a}@2"))?;
+        d.replicate("offsite")?;
+        ensure!(
+            guid(&format!("{recv}@2"))? == guid(&format!("{a}@2"))?,
+            "incremental as the delegated user"
+        );
+        let holds = all_holds(&recv)?;
+        ensure!(
+            holds
+                .iter()
+                .any(|h| h.ends_with("@2 zrepl_last_received_J_offsite")),
+            "last-received hold on @2: {holds:?}"
+        );
+        let remote_snaps = zfs(&["list", "-H", "-o", "name", "-t", "snapshot", &recv])?;
+        ensure!(
+            remote_snaps.lines().count() == 1,
+            "keep_receiver last_n 1 pruned the remote as the delegated user: {remote_snaps}"
+        );
+        Ok(())
+    }
+    .await;
+    d.kill();
+    let _ = sshd.kill();
+    let _ = sshd.wait();
+    let _ = zfs(&["unallow", "-u", user, &remote_root]);
+    res.map_err(|e| {
+        format!(
+            "{e}\n--- daemon log:\n{}\n--- sshd log:\n{}",
+            tail(&d.log()),
+            tail(&std::fs::read_to_string(format!("{dir}/sshd.log")).unwrap_or_default())
+        )
+        .into()
+    })
+}
+
+/// Pull from an agentless remote as a non-root user with the delegation README lists for a pull
+/// source: channel programs need root, so cursors are moved one `zfs bookmark` at a time;
+/// pruning of the remote works.
+pub async fn net_pull_from_agentless_remote_as_delegated_user(t: Ctx) -> TestResult {
+    let p = t.pool.clone();
+    let b = create(&t, "rsrc/b")?;
+    create(&t, "pulled")?;
+    let user = "zrepl-remote";
+    sh(&[
+        "sh",
+        "-c",
+        &format!("id {user} >/dev/null 2>&1 || useradd -m -s /bin/sh {user}"),
+    ])?;
+    zfs(&[
+        "allow",
+        "-u",
+        user,
+        "send,hold,release,bookmark,destroy,mount",
+        &b,
+    ])?;
+    let dir = format!("/tmp/{p}-agentless-pulluser");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let key = format!("{dir}/id");
+    sh(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", &key])?;
+    let public = std::fs::read_to_string(format!("{key}.pub"))?;
+    let port = 2226;
+    let mut sshd = start_sshd(&dir, port, &public)?;
+    let host_key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")?;
+    let known_hosts = format!("{dir}/known_hosts");
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}"))?;
+    let cfg = format!("{dir}/zrepl.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  control: {{sockpath: {dir}/run/control}}\n  serve: {{stdinserver: {{sockdir: {dir}/sock}}}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+             jobs:\n\
+             - type: pull\n  name: fetch\n  interval: manual\n  root_fs: {p}/pulled\n  recv: {{placeholder: {{encryption: inherit}}}}\n  connect: {{type: ssh+zfs, host: 127.0.0.1, port: {port}, user: {user}, identity_file: {key}, known_hosts: {known_hosts}, filesystems: {{\"{b}\": true}}}}\n  pruning: {{keep_sender: [{{type: last_n, count: 1}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n"
+        ),
+    )?;
+    let mut d = Daemon {
+        cfg,
+        log: format!("{dir}/daemon.log"),
+        child: None,
+    };
+    let pulled = format!("{p}/pulled/{b}");
+    let res: TestResult = async {
+        d.start()?;
+        for i in 1..=2 {
+            write(&b, &format!("f{i}"), 1)?;
+            snapshot(&format!("{b}@{i}"))?;
+        }
+        d.replicate("fetch")?;
+        write(&b, "f3", 1)?;
+        snapshot(&format!("{b}@3"))?;
+        d.replicate("fetch")?;
+        ensure!(
+            guid(&format!("{pulled}@3"))? == guid(&format!("{b}@3"))?,
+            "pulled as the delegated user"
+        );
+        let g3 = guid(&format!("{b}@3"))?;
+        let bookmarks = zfs(&["list", "-H", "-o", "name", "-t", "bookmark", &b])?;
+        ensure!(
+            bookmarks
+                .lines()
+                .any(|l| l.contains("zrepl_CURSOR_G_") && l.contains(&format!("{g3:016x}"))),
+            "the cursor on the remote's @3: {bookmarks}"
+        );
+        let left = zfs(&["list", "-H", "-o", "name", "-t", "snapshot", &b])?;
+        ensure!(
+            left.lines().count() == 1 && left.contains("@3"),
+            "keep_sender pruned the remote as the delegated user: {left}"
+        );
+        let holds = all_holds(&b)?;
+        ensure!(
+            !holds.iter().any(|h| h.contains(" zrepl_STEP_")),
+            "no step hold left: {holds:?}"
+        );
+        Ok(())
+    }
+    .await;
+    d.kill();
+    let _ = sshd.kill();
+    let _ = sshd.wait();
+    let _ = zfs(&["unallow", "-u", user, &b]);
+    res.map_err(|e| {
+        format!(
+            "{e}\n--- daemon log:\n{}\n--- sshd log:\n{}",
+            tail(&d.log()),
+            tail(&std::fs::read_to_string(format!("{dir}/sshd.log")).unwrap_or_default())
+        )
+        .into()
+    })
+}
