@@ -151,7 +151,10 @@ fn main() {
         net_sink_refuses_a_replication_stream,
         net_push_to_agentless_ssh_remote,
         net_pull_from_agentless_ssh_remote,
+        net_push_to_agentless_remote_as_delegated_user,
+        net_pull_from_agentless_remote_as_delegated_user,
         net_source_expires_step_holds_of_a_client_that_never_completes,
+        net_sink_bounds_connections_per_client,
     ]);
     trials.extend(trials![replication:
         repl_initial_then_incremental_chain,

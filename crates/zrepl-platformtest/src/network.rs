@@ -1462,3 +1462,73 @@ pub async fn net_pull_from_agentless_remote_as_delegated_user(t: Ctx) -> TestRes
         .into()
     })
 }
+
+/// Connections an authenticated client may hold at once, over the real wire: a sink serves 64
+/// connections of one client identity; the 65th is refused with a reason the client reads,
+/// and once one closes, the client connects again.
+pub async fn net_sink_bounds_connections_per_client(t: Ctx) -> TestResult {
+    let p = t.pool.clone();
+    create(&t, "sink")?;
+    let dir = format!("/tmp/{p}-connlimit");
+    std::fs::create_dir_all(&dir)?;
+    let port = 28881;
+    let cfg = format!("{dir}/zrepl.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  control: {{sockpath: {dir}/run/control}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+             jobs:\n\
+             - type: sink\n  name: sink\n  root_fs: {p}/sink\n  recv: {{placeholder: {{encryption: inherit}}}}\n  serve: {{type: tcp, listen: \"127.0.0.1:{port}\", clients: {{\"127.0.0.1\": c}}}}\n"
+        ),
+    )?;
+    let mut d = Daemon {
+        cfg,
+        log: format!("{dir}/daemon.log"),
+        child: None,
+    };
+    let res: TestResult = async {
+        d.start()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            ensure!(Instant::now() < deadline, "the sink does not listen");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let hs = Duration::from_secs(10);
+        let mut held = Vec::new();
+        for i in 0..64 {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            zrepl_rpc::handshake::exchange(&mut s, hs)
+                .await
+                .map_err(|e| format!("connection {}: {e}", i + 1))?;
+            held.push(s);
+        }
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let refused = zrepl_rpc::handshake::exchange(&mut s, hs).await;
+        let e = match refused {
+            Ok(_) => return Err("the 65th connection of one client was served".into()),
+            Err(e) => e.to_string(),
+        };
+        ensure!(
+            e.contains("too many connections") && e.contains("64"),
+            "the refusal says why: {e}"
+        );
+        drop(held.pop());
+        // The server notices the closed connection.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            match zrepl_rpc::handshake::exchange(&mut s, hs).await {
+                Ok(_) => break,
+                Err(e) => ensure!(
+                    Instant::now() < deadline,
+                    "after one closed, still refused: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+    .await;
+    d.kill();
+    res.map_err(|e| format!("{e}\n--- daemon log:\n{}", tail(&d.log())).into())
+}

@@ -215,6 +215,20 @@ impl Output {
 
     /// The generic error for this failed command.
     pub fn into_error(self) -> ZfsError {
+        let verb = self.argv.0.get(1).map(String::as_str).unwrap_or("");
+        if self
+            .stderr
+            .to_ascii_lowercase()
+            .contains("permission denied")
+        {
+            if let Some(permissions) = crate::error::delegated_permissions(verb) {
+                return ZfsError::PermissionDenied {
+                    argv: self.argv,
+                    permissions,
+                    stderr: self.stderr,
+                };
+            }
+        }
         ZfsError::Command {
             argv: self.argv,
             status: self.status,

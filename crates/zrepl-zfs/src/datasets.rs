@@ -685,7 +685,13 @@ impl Zfs {
             a.extend(args!["-o", format!("{k}={v}")]);
         }
         a.extend(args!["--", f]);
-        self.zfs(&a).await?.check()?;
+        let out = self.zfs(&a).await?;
+        // A non-root user (an agentless remote's, with `zfs allow`) creates the filesystem
+        // but may not mount it (Linux): created is what was asked.
+        if !out.success() && is_created_but_not_mounted(&out.stderr) {
+            return Ok(());
+        }
+        out.check()?;
         Ok(())
     }
 
@@ -749,6 +755,13 @@ impl Zfs {
     }
 }
 
+/// `zfs create` as a non-root user on Linux: `filesystem successfully created, but it may only
+/// be mounted by root` (exit 1) and nothing else on stderr.
+fn is_created_but_not_mounted(stderr: &str) -> bool {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines == ["filesystem successfully created, but it may only be mounted by root"]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -772,5 +785,21 @@ mod tests {
             hex,
             "53048e2681941ef99b2e29b76b4c7dabe4c2d0c634fc6d46e0e2f13107e7af23"
         );
+    }
+}
+
+#[cfg(test)]
+mod created_tests {
+    #[test]
+    fn created_but_not_mounted() {
+        for (stderr, want) in [
+            ("filesystem successfully created, but it may only be mounted by root\n", true),
+            ("filesystem successfully created, but it may only be mounted by root", true),
+            ("cannot create 'p/x': permission denied\n", false),
+            ("filesystem successfully created, but it may only be mounted by root\ncannot share 'p/x'\n", false),
+            ("", false),
+        ] {
+            assert_eq!(super::is_created_but_not_mounted(stderr), want, "{stderr:?}");
+        }
     }
 }

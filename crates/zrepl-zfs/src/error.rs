@@ -86,6 +86,14 @@ pub enum ZfsError {
         status: ExitStatus,
         stderr: String,
     },
+    /// The command was refused for lack of a delegated permission (`zfs allow`), as a non-root
+    /// user (an agentless remote's) meets it.
+    #[error("permission denied: {argv}: the user needs `zfs allow <user> {permissions} <dataset>` on the dataset or a parent (see README, agentless remotes)\nstderr:\n{stderr}")]
+    PermissionDenied {
+        argv: Argv,
+        permissions: &'static str,
+        stderr: String,
+    },
     /// The command did not finish within the handle's timeout and was killed.
     #[error("command timed out after {after:?}: {argv}")]
     Timeout { argv: Argv, after: Duration },
@@ -183,6 +191,7 @@ impl ZfsError {
     pub fn stderr(&self) -> Option<&str> {
         match self {
             ZfsError::Command { stderr, .. }
+            | ZfsError::PermissionDenied { stderr, .. }
             | ZfsError::DestroySnapshots { stderr, .. }
             | ZfsError::RecvFailedWithResumeToken { stderr, .. }
             | ZfsError::RecvDestroyOrOverwriteEncrypted { stderr }
@@ -197,4 +206,21 @@ impl ZfsError {
         e.get_ref()
             .and_then(|inner| inner.downcast_ref::<ZfsError>())
     }
+}
+
+/// The `zfs allow` permissions a `zfs <verb>` of zrepl's needs (for a non-root user).
+pub fn delegated_permissions(verb: &str) -> Option<&'static str> {
+    Some(match verb {
+        "create" => "create,mount,userprop,mountpoint",
+        "recv" | "receive" => "receive,create,mount",
+        "hold" => "hold",
+        "release" => "release",
+        "destroy" => "destroy,mount",
+        "bookmark" => "bookmark",
+        "send" => "send",
+        "snapshot" => "snapshot,mount",
+        "set" | "inherit" => "userprop",
+        "rollback" => "rollback,mount",
+        _ => return None,
+    })
 }
