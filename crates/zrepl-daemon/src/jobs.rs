@@ -500,10 +500,7 @@ fn connection(
                 zfs_binary: "zfs".into(),
                 zpool_binary: "zpool".into(),
             };
-            let remote_zfs = Zfs::new(zrepl_zfs::ZfsConfig {
-                remote: Some(remote),
-                ..zfs.config().clone()
-            });
+            let remote_zfs = zfs.with_remote(remote);
             Connection::Agentless {
                 zfs: remote_zfs,
                 receiver: a.root_fs.as_ref().map(|root| {

@@ -1089,6 +1089,35 @@ pub async fn net_push_to_agentless_ssh_remote(t: Ctx) -> TestResult {
                 .any(|h| h.ends_with(" zrepl_last_received_J_offsite")),
             "last-received hold on the remote's newest: {holds:?}"
         );
+        // `zrepl prune --dry-run` lists the remote side (read-only) and status counts the
+        // remote commands with the daemon's own.
+        let before = zfs(&["list", "-H", "-o", "name", "-t", "snapshot", &recv])?;
+        let dry: serde_json::Value = serde_json::from_str(&d.zrepl(&[
+            "prune",
+            "--dry-run",
+            "--job",
+            "offsite",
+            "--json",
+        ])?)?;
+        ensure!(
+            dry["receiver"]["error"].is_null()
+                && dry["receiver"]["filesystems"]
+                    .as_array()
+                    .is_some_and(|fs| fs
+                        .iter()
+                        .any(|f| f["filesystem"] == a.as_str() && f["skipped"].is_null())),
+            "dry run of the remote side: {dry:#}"
+        );
+        ensure!(
+            zfs(&["list", "-H", "-o", "name", "-t", "snapshot", &recv])? == before,
+            "a dry run destroys nothing"
+        );
+        let st = d.status()?;
+        let started = st["global"]["zfs_commands"]["started"].to_string();
+        ensure!(
+            started.contains("zfs recv") && started.contains("zfs hold"),
+            "status counts the remote commands: {started}"
+        );
         // A transfer cut by killing the daemon (its ssh sessions die with it) leaves a
         // partial receive on the remote, which the next run resumes.
         write(&a, "big", 40)?;

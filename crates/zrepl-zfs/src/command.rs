@@ -169,9 +169,10 @@ pub(crate) struct Inner {
     pub(crate) config: ZfsConfig,
     pub(crate) features: tokio::sync::OnceCell<Features>,
     pub(crate) pool_features: PoolFeatureCache,
-    stats: Mutex<BTreeMap<(Binary, String), VerbStats>>,
-    active: Mutex<BTreeMap<u64, CommandInfo>>,
-    next_id: AtomicU64,
+    /// Shared with the handles made by [`Zfs::with_remote`]: one account of every command.
+    stats: Arc<Mutex<BTreeMap<(Binary, String), VerbStats>>>,
+    active: Arc<Mutex<BTreeMap<u64, CommandInfo>>>,
+    next_id: Arc<AtomicU64>,
     /// On a remote: the ssh sessions a command may use at once (sshd's `MaxSessions` is 10 per
     /// connection by default; every command and stream is one session of the shared one).
     sessions: Option<Arc<tokio::sync::Semaphore>>,
@@ -327,9 +328,9 @@ impl Zfs {
                 config,
                 features: tokio::sync::OnceCell::new(),
                 pool_features: PoolFeatureCache::default(),
-                stats: Mutex::new(BTreeMap::new()),
-                active: Mutex::new(BTreeMap::new()),
-                next_id: AtomicU64::new(1),
+                stats: Arc::new(Mutex::new(BTreeMap::new())),
+                active: Arc::new(Mutex::new(BTreeMap::new())),
+                next_id: Arc::new(AtomicU64::new(1)),
             }),
         }
     }
@@ -345,6 +346,27 @@ impl Zfs {
 
     pub fn config(&self) -> &ZfsConfig {
         &self.inner.config
+    }
+
+    /// A handle with this one's config that runs its commands on `remote` (see
+    /// [`crate::remote`]); its commands are counted and listed with this handle's
+    /// ([`Zfs::command_stats`], [`Zfs::active_commands`]), so status and metrics show them.
+    pub fn with_remote(&self, remote: crate::remote::Remote) -> Zfs {
+        let config = ZfsConfig {
+            remote: Some(remote),
+            ..self.inner.config.clone()
+        };
+        Zfs {
+            inner: Arc::new(Inner {
+                sessions: Some(Arc::new(tokio::sync::Semaphore::new(REMOTE_SESSIONS))),
+                config,
+                features: tokio::sync::OnceCell::new(),
+                pool_features: PoolFeatureCache::default(),
+                stats: self.inner.stats.clone(),
+                active: self.inner.active.clone(),
+                next_id: self.inner.next_id.clone(),
+            }),
+        }
     }
 
     /// Counters per `(binary, verb)` since the handle was created.

@@ -1271,10 +1271,20 @@ flock 9; echo $(( $(cat "$D/n") - 1 )) > "$D/n"; flock -u 9"#,
         zpool_binary: "zpool".into(),
     };
     let zfs = Zfs::new(ZfsConfig {
-        remote: Some(remote),
+        remote: Some(remote.clone()),
         ..ZfsConfig::default()
     });
     assert!(!zfs.uses_libzfs_core());
+    // A remote handle made from a local one is accounted with it (status, metrics).
+    let local = Zfs::default();
+    let via = local.with_remote(remote);
+    assert!(!via.uses_libzfs_core());
+    via.recv_abort(&p("tank/x")).await.unwrap();
+    assert_eq!(
+        local.command_stats()[&(Binary::Zfs, "recv".to_string())].started,
+        1
+    );
+    assert_eq!(via.command_stats(), local.command_stats());
     let fss: Vec<DatasetPath> = (0..20).map(|i| p(&format!("tank/fs {i}"))).collect();
     let results = futures::future::join_all(fss.iter().map(|f| zfs.recv_abort(f))).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -1295,8 +1305,11 @@ flock 9; echo $(( $(cat "$D/n") - 1 )) > "$D/n"; flock -u 9"#,
         .mode();
     assert_eq!(mode & 0o777, 0o700);
     let calls = m.calls();
-    assert_eq!(calls.len(), 20);
-    let c = &calls[0];
+    assert_eq!(calls.len(), 21);
+    let c = calls
+        .iter()
+        .find(|c| c.iter().any(|a| a.contains("tank/fs ")))
+        .unwrap();
     let dd = c.iter().position(|a| a == "--").unwrap();
     assert_eq!(c[dd + 1], "backup.example");
     assert!(
