@@ -1136,6 +1136,32 @@ pub async fn net_push_to_agentless_ssh_remote(t: Ctx) -> TestResult {
             resumed(&d.status()?, "offsite"),
             "the transfer was resumed, not restarted"
         );
+        // The round's invariants after the kill: no step hold left on the sender, the cursor
+        // on the newest replicated snapshot, one last-received hold, on the remote's newest.
+        let sender_holds = all_holds(&a)?;
+        ensure!(
+            !sender_holds.iter().any(|h| h.contains(" zrepl_STEP_")),
+            "step holds left on the sender: {sender_holds:?}"
+        );
+        let gbig = guid(&format!("{a}@big"))?;
+        let cursors = zfs(&["list", "-H", "-o", "name", "-t", "bookmark", &a])?;
+        ensure!(
+            cursors
+                .lines()
+                .filter(|l| l.contains("zrepl_CURSOR_G_"))
+                .collect::<Vec<_>>()
+                .iter()
+                .all(|l| l.contains(&format!("{gbig:016x}"))),
+            "the cursor is on @big only: {cursors}"
+        );
+        let remote_holds: Vec<String> = all_holds(&recv)?
+            .into_iter()
+            .filter(|h| h.contains("zrepl_last_received_J_offsite"))
+            .collect();
+        ensure!(
+            remote_holds.len() == 1 && remote_holds[0].contains("@big "),
+            "one last-received hold, on @big: {remote_holds:?}"
+        );
         // One shared ssh connection: its control socket is in the daemon's socket directory.
         let socks: Vec<String> = std::fs::read_dir(&sockdir)?
             .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
