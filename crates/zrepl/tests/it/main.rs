@@ -807,7 +807,7 @@ case "$*" in
     printf 'pool/a#zrepl_CURSORTENTATIVE__G_{g2:016x}_J_push\t{g2}\t20\t2000\t-\n'
     printf 'pool/a#zrepl_CURSOR_G_0000000000000bad_J_push\t{g2}\t20\t2000\t-\n'
     ;;
-  "holds -H pool/a@s1") printf 'pool/a@s1\tzrepl_STEP_J_push\tTue Nov 24 12:00 2026\n' ;;
+  "holds -H -- pool/a@s1") printf 'pool/a@s1\tzrepl_STEP_J_push\tTue Nov 24 12:00 2026\n' ;;
   *) echo "mock zfs: unexpected: $*" >&2; exit 1 ;;
 esac
 "#
