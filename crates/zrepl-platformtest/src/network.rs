@@ -1359,7 +1359,7 @@ pub async fn net_push_to_agentless_remote_as_delegated_user(t: Ctx) -> TestResul
         format!(
             "global:\n  control: {{sockpath: {dir}/run/control}}\n  serve: {{stdinserver: {{sockdir: {dir}/sock}}}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
              jobs:\n\
-             - type: push\n  name: offsite\n  connect: {{type: ssh+zfs, host: 127.0.0.1, port: {port}, user: {user}, identity_file: {key}, known_hosts: {known_hosts}, root_fs: {remote_root}, recv: {{placeholder: {{encryption: inherit}}}}}}\n  filesystems: {{\"{a}\": true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: last_n, count: 1}}]}}\n"
+             - type: push\n  name: offsite\n  connect: {{type: ssh+zfs, host: 127.0.0.1, port: {port}, user: {user}, identity_file: {key}, known_hosts: {known_hosts}, root_fs: {remote_root}, recv: {{placeholder: {{encryption: inherit}}, bandwidth_limit: {{max: 6 MiB}}}}}}\n  filesystems: {{\"{a}\": true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: last_n, count: 1}}]}}\n"
         ),
     )?;
     let mut d = Daemon {
@@ -1405,6 +1405,37 @@ pub async fn net_push_to_agentless_remote_as_delegated_user(t: Ctx) -> TestResul
         ensure!(
             remote_snaps.lines().count() == 1,
             "keep_receiver last_n 1 pruned the remote as the delegated user: {remote_snaps}"
+        );
+        // A transfer cut by killing the daemon is resumed as the delegated user, and the
+        // round's invariants hold afterwards.
+        write(&a, "big", 40)?;
+        snapshot(&format!("{a}@big"))?;
+        d.zrepl(&["signal", "wakeup", "offsite"])?;
+        d.wait_bytes("offsite", 8 << 20)?;
+        d.kill();
+        wait_token(&recv)?;
+        d.start()?;
+        d.replicate("offsite")?;
+        ensure!(
+            guid(&format!("{recv}@big"))? == guid(&format!("{a}@big"))?,
+            "the cut transfer completed as the delegated user"
+        );
+        ensure!(
+            resumed(&d.status()?, "offsite"),
+            "the transfer was resumed, not restarted"
+        );
+        ensure!(
+            !all_holds(&a)?.iter().any(|h| h.contains(" zrepl_STEP_")),
+            "step holds left on the sender: {:?}",
+            all_holds(&a)?
+        );
+        let lr: Vec<String> = all_holds(&recv)?
+            .into_iter()
+            .filter(|h| h.contains("zrepl_last_received_J_offsite"))
+            .collect();
+        ensure!(
+            lr.len() == 1 && lr[0].contains("@big "),
+            "one last-received hold, on @big: {lr:?}"
         );
         Ok(())
     }
