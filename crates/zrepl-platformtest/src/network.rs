@@ -200,6 +200,79 @@ fn start_sshd(dir: &str, port: u16, authorized_keys: &str) -> Result<Child, Stri
     Ok(child)
 }
 
+/// A hand-driven RPC client of the daemon serving tcp on 127.0.0.1:`port` (what a malicious
+/// client can send over the real wire).
+fn tcp_client(port: u16, name: &str) -> zrepl_rpc::Client {
+    let dial: zrepl_rpc::Dialer = std::sync::Arc::new(move || {
+        Box::pin(async move {
+            let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Box::new(s) as Box<dyn zrepl_rpc::ClientConn>)
+        })
+    });
+    zrepl_rpc::Client::new(format!("tcp://{name}"), dial, Default::default())
+}
+
+/// An agentless remote for a test: a fresh directory, a client key, sshd on
+/// 127.0.0.1:`port` accepting it, and a known_hosts file listing the host key.
+struct AgentlessRemote {
+    dir: String,
+    key: String,
+    known_hosts: String,
+    port: u16,
+    sshd: Child,
+}
+
+impl AgentlessRemote {
+    fn start(dir: String, port: u16) -> Result<Self, String> {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let key = format!("{dir}/id");
+        sh(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", &key])?;
+        let public = std::fs::read_to_string(format!("{key}.pub")).map_err(|e| e.to_string())?;
+        let sshd = start_sshd(&dir, port, &public)?;
+        let host_key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")
+            .map_err(|e| e.to_string())?;
+        let known_hosts = format!("{dir}/known_hosts");
+        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}"))
+            .map_err(|e| e.to_string())?;
+        Ok(AgentlessRemote {
+            dir,
+            key,
+            known_hosts,
+            port,
+            sshd,
+        })
+    }
+
+    /// `connect:` keys for `user`, without the closing brace (the caller adds root_fs or
+    /// filesystems).
+    fn connect(&self, user: &str, known_hosts: &str) -> String {
+        format!(
+            "{{type: ssh+zfs, host: 127.0.0.1, port: {}, user: {user}, identity_file: {}, known_hosts: {known_hosts}",
+            self.port, self.key
+        )
+    }
+
+    /// Stops the daemon and sshd; on failure, adds both logs to the error.
+    fn finish(mut self, d: &mut Daemon, res: TestResult) -> TestResult {
+        d.kill();
+        let _ = self.sshd.kill();
+        let _ = self.sshd.wait();
+        res.map_err(|e| {
+            format!(
+                "{e}\n--- daemon log:\n{}\n--- sshd log:\n{}",
+                tail(&d.log()),
+                tail(
+                    &std::fs::read_to_string(format!("{}/sshd.log", self.dir)).unwrap_or_default()
+                )
+            )
+            .into()
+        })
+    }
+}
+
 fn connect(tr: Transport, dir: &str, me: &str, peer: &str, port: u16) -> String {
     match tr {
         Transport::Tcp => format!("{{type: tcp, address: \"127.0.0.1:{port}\"}}"),
@@ -720,15 +793,7 @@ pub async fn net_source_bounds_what_a_pull_client_destroys(t: Ctx) -> TestResult
             tail(&log)
         );
         // A hand-driven client completes a "step" to @3, older than the cursor at @4.
-        let dial: zrepl_rpc::Dialer = std::sync::Arc::new(move || {
-            Box::pin(async move {
-                let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(Box::new(s) as Box<dyn zrepl_rpc::ClientConn>)
-            })
-        });
-        let client = zrepl_rpc::Client::new("tcp://source", dial, Default::default());
+        let client = tcp_client(port, "source");
         let fs = zrepl_zfs_types::DatasetPath::parse(&b)?;
         let versions = t
             .zfs
@@ -831,15 +896,7 @@ pub async fn net_sink_refuses_a_replication_stream(t: Ctx) -> TestResult {
     };
     let res: TestResult = async {
         d.start()?;
-        let dial: zrepl_rpc::Dialer = std::sync::Arc::new(move || {
-            Box::pin(async move {
-                let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(Box::new(s) as Box<dyn zrepl_rpc::ClientConn>)
-            })
-        });
-        let client = zrepl_rpc::Client::new("tcp://sink", dial, Default::default());
+        let client = tcp_client(port, "sink");
         let fs = zrepl_zfs_types::DatasetPath::parse(&r)?;
         let to = t
             .zfs
@@ -939,7 +996,7 @@ pub async fn net_source_expires_step_holds_of_a_client_that_never_completes(t: C
         format!(
             "global:\n  control: {{sockpath: {dir}/run/control}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
              jobs:\n\
-             - type: source\n  name: source\n  serve: {{type: tcp, listen: \"127.0.0.1:{port}\", clients: {{\"127.0.0.1\": b}}}}\n  filesystems: {{\"{b}\": true}}\n  snapshotting: {{type: manual}}\n  step_holds: {{max_age: 1s}}\n"
+             - type: source\n  name: source\n  serve: {{type: tcp, listen: \"127.0.0.1:{port}\", clients: {{\"127.0.0.1\": b}}}}\n  filesystems: {{\"{b}\": true}}\n  snapshotting: {{type: manual}}\n  step_holds: {{max_age: 90s}}\n"
         ),
     )?;
     let mut d = Daemon {
@@ -955,15 +1012,7 @@ pub async fn net_source_expires_step_holds_of_a_client_that_never_completes(t: C
     };
     let res: TestResult = async {
         d.start()?;
-        let dial: zrepl_rpc::Dialer = std::sync::Arc::new(move || {
-            Box::pin(async move {
-                let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(Box::new(s) as Box<dyn zrepl_rpc::ClientConn>)
-            })
-        });
-        let client = zrepl_rpc::Client::new("tcp://source", dial, Default::default());
+        let client = tcp_client(port, "source");
         let fs = zrepl_zfs_types::DatasetPath::parse(&b)?;
         let v1 = t
             .zfs
@@ -991,9 +1040,11 @@ pub async fn net_source_expires_step_holds_of_a_client_that_never_completes(t: C
             "the client's prepared step holds @1: {:?}",
             holds_of(&snap)?
         );
-        // Never completed: the source releases the step hold once it is older than 1 s (the
-        // expiry runs every 5 s; hold times have minute resolution, so it is soon).
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Never completed: the source releases the step hold once it is older than 90 s. Hold
+        // times have minute resolution (a hold may look up to 59 s older than it is, so a
+        // shorter max_age could release it before the check above) and the expiry runs every
+        // max_age/4 (22.5 s): released within about two minutes.
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let tags = holds_of(&snap)?;
             if !tags.iter().any(|t| t == step_tag) {
@@ -1026,23 +1077,15 @@ pub async fn net_push_to_agentless_ssh_remote(t: Ctx) -> TestResult {
     let p = t.pool.clone();
     let a = create(&t, "src/a")?;
     create(&t, "remote")?;
-    let dir = format!("/tmp/{p}-agentless");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let key = format!("{dir}/id");
-    sh(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", &key])?;
-    let public = std::fs::read_to_string(format!("{key}.pub"))?;
-    let port = 2223;
-    let mut sshd = start_sshd(&dir, port, &public)?;
-    let host_key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")?;
-    let known_hosts = format!("{dir}/known_hosts");
-    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}"))?;
+    let remote = AgentlessRemote::start(format!("/tmp/{p}-agentless"), 2223)?;
+    let (dir, known_hosts, port) = (remote.dir.clone(), remote.known_hosts.clone(), remote.port);
     let sockdir = format!("{dir}/sock");
     let cfg_for = |known: &str| {
+        let conn = remote.connect("root", known);
         format!(
             "global:\n  control: {{sockpath: {dir}/run/control}}\n  serve: {{stdinserver: {{sockdir: {sockdir}}}}}\n  logging: [{{type: stdout, level: debug, format: human}}]\n\
              jobs:\n\
-             - type: push\n  name: offsite\n  connect: {{type: ssh+zfs, host: 127.0.0.1, port: {port}, user: root, identity_file: {key}, known_hosts: {known}, root_fs: {p}/remote, recv: {{placeholder: {{encryption: inherit}}, bandwidth_limit: {{max: 6 MiB}}}}}}\n  filesystems: {{\"{a}\": true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: last_n, count: 2}}]}}\n"
+             - type: push\n  name: offsite\n  connect: {conn}, root_fs: {p}/remote, recv: {{placeholder: {{encryption: inherit}}, bandwidth_limit: {{max: 6 MiB}}}}}}\n  filesystems: {{\"{a}\": true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: last_n, count: 2}}]}}\n"
         )
     };
     let cfg = format!("{dir}/zrepl.yml");
@@ -1145,13 +1188,15 @@ pub async fn net_push_to_agentless_ssh_remote(t: Ctx) -> TestResult {
         );
         let gbig = guid(&format!("{a}@big"))?;
         let cursors = zfs(&["list", "-H", "-o", "name", "-t", "bookmark", &a])?;
+        let cursor_lines: Vec<&str> = cursors
+            .lines()
+            .filter(|l| l.contains("zrepl_CURSOR_G_"))
+            .collect();
         ensure!(
-            cursors
-                .lines()
-                .filter(|l| l.contains("zrepl_CURSOR_G_"))
-                .collect::<Vec<_>>()
-                .iter()
-                .all(|l| l.contains(&format!("{gbig:016x}"))),
+            !cursor_lines.is_empty()
+                && cursor_lines
+                    .iter()
+                    .all(|l| l.contains(&format!("{gbig:016x}"))),
             "the cursor is on @big only: {cursors}"
         );
         let remote_holds: Vec<String> = all_holds(&recv)?
@@ -1199,17 +1244,7 @@ pub async fn net_push_to_agentless_ssh_remote(t: Ctx) -> TestResult {
         Ok(())
     }
     .await;
-    d.kill();
-    let _ = sshd.kill();
-    let _ = sshd.wait();
-    res.map_err(|e| {
-        format!(
-            "{e}\n--- daemon log:\n{}\n--- sshd log:\n{}",
-            tail(&d.log()),
-            tail(&std::fs::read_to_string(format!("{dir}/sshd.log")).unwrap_or_default())
-        )
-        .into()
-    })
+    remote.finish(&mut d, res)
 }
 
 /// Pull from an agentless remote (`connect: {type: ssh+zfs, filesystems: ...}`): the daemon
@@ -1220,24 +1255,16 @@ pub async fn net_pull_from_agentless_ssh_remote(t: Ctx) -> TestResult {
     let p = t.pool.clone();
     let b = create(&t, "rsrc/b")?;
     create(&t, "pulled")?;
-    let dir = format!("/tmp/{p}-agentless-pull");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let key = format!("{dir}/id");
-    sh(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", &key])?;
-    let public = std::fs::read_to_string(format!("{key}.pub"))?;
-    let port = 2224;
-    let mut sshd = start_sshd(&dir, port, &public)?;
-    let host_key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")?;
-    let known_hosts = format!("{dir}/known_hosts");
-    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}"))?;
+    let remote = AgentlessRemote::start(format!("/tmp/{p}-agentless-pull"), 2224)?;
+    let (dir, known_hosts) = (remote.dir.clone(), remote.known_hosts.clone());
     let cfg = format!("{dir}/zrepl.yml");
+    let conn = remote.connect("root", &known_hosts);
     std::fs::write(
         &cfg,
         format!(
             "global:\n  control: {{sockpath: {dir}/run/control}}\n  serve: {{stdinserver: {{sockdir: {dir}/sock}}}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
              jobs:\n\
-             - type: pull\n  name: fetch\n  interval: manual\n  root_fs: {p}/pulled\n  recv: {{placeholder: {{encryption: inherit}}}}\n  connect: {{type: ssh+zfs, host: 127.0.0.1, port: {port}, user: root, identity_file: {key}, known_hosts: {known_hosts}, filesystems: {{\"{b}\": true}}}}\n  pruning: {{keep_sender: [{{type: last_n, count: 1}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n"
+             - type: pull\n  name: fetch\n  interval: manual\n  root_fs: {p}/pulled\n  recv: {{placeholder: {{encryption: inherit}}}}\n  connect: {conn}, filesystems: {{\"{b}\": true}}}}\n  pruning: {{keep_sender: [{{type: last_n, count: 1}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n"
         ),
     )?;
     let mut d = Daemon {
@@ -1307,17 +1334,7 @@ pub async fn net_pull_from_agentless_ssh_remote(t: Ctx) -> TestResult {
         Ok(())
     }
     .await;
-    d.kill();
-    let _ = sshd.kill();
-    let _ = sshd.wait();
-    res.map_err(|e| {
-        format!(
-            "{e}\n--- daemon log:\n{}\n--- sshd log:\n{}",
-            tail(&d.log()),
-            tail(&std::fs::read_to_string(format!("{dir}/sshd.log")).unwrap_or_default())
-        )
-        .into()
-    })
+    remote.finish(&mut d, res)
 }
 
 /// Push to an agentless remote as a non-root user with `zfs allow` delegation only: the
@@ -1342,24 +1359,16 @@ pub async fn net_push_to_agentless_remote_as_delegated_user(t: Ctx) -> TestResul
         "create,mount,receive,userprop,mountpoint,release,destroy",
         &remote_root,
     ])?;
-    let dir = format!("/tmp/{p}-agentless-user");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let key = format!("{dir}/id");
-    sh(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", &key])?;
-    let public = std::fs::read_to_string(format!("{key}.pub"))?;
-    let port = 2225;
-    let mut sshd = start_sshd(&dir, port, &public)?;
-    let host_key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")?;
-    let known_hosts = format!("{dir}/known_hosts");
-    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}"))?;
+    let remote = AgentlessRemote::start(format!("/tmp/{p}-agentless-user"), 2225)?;
+    let (dir, known_hosts) = (remote.dir.clone(), remote.known_hosts.clone());
     let cfg = format!("{dir}/zrepl.yml");
+    let conn = remote.connect(user, &known_hosts);
     std::fs::write(
         &cfg,
         format!(
             "global:\n  control: {{sockpath: {dir}/run/control}}\n  serve: {{stdinserver: {{sockdir: {dir}/sock}}}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
              jobs:\n\
-             - type: push\n  name: offsite\n  connect: {{type: ssh+zfs, host: 127.0.0.1, port: {port}, user: {user}, identity_file: {key}, known_hosts: {known_hosts}, root_fs: {remote_root}, recv: {{placeholder: {{encryption: inherit}}, bandwidth_limit: {{max: 6 MiB}}}}}}\n  filesystems: {{\"{a}\": true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: last_n, count: 1}}]}}\n"
+             - type: push\n  name: offsite\n  connect: {conn}, root_fs: {remote_root}, recv: {{placeholder: {{encryption: inherit}}, bandwidth_limit: {{max: 6 MiB}}}}}}\n  filesystems: {{\"{a}\": true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: regex, regex: \".*\"}}], keep_receiver: [{{type: last_n, count: 1}}]}}\n"
         ),
     )?;
     let mut d = Daemon {
@@ -1440,18 +1449,8 @@ pub async fn net_push_to_agentless_remote_as_delegated_user(t: Ctx) -> TestResul
         Ok(())
     }
     .await;
-    d.kill();
-    let _ = sshd.kill();
-    let _ = sshd.wait();
     let _ = zfs(&["unallow", "-u", user, &remote_root]);
-    res.map_err(|e| {
-        format!(
-            "{e}\n--- daemon log:\n{}\n--- sshd log:\n{}",
-            tail(&d.log()),
-            tail(&std::fs::read_to_string(format!("{dir}/sshd.log")).unwrap_or_default())
-        )
-        .into()
-    })
+    remote.finish(&mut d, res)
 }
 
 /// Pull from an agentless remote as a non-root user with the delegation README lists for a pull
@@ -1474,24 +1473,16 @@ pub async fn net_pull_from_agentless_remote_as_delegated_user(t: Ctx) -> TestRes
         "send,hold,release,bookmark,destroy,mount",
         &b,
     ])?;
-    let dir = format!("/tmp/{p}-agentless-pulluser");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let key = format!("{dir}/id");
-    sh(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", &key])?;
-    let public = std::fs::read_to_string(format!("{key}.pub"))?;
-    let port = 2226;
-    let mut sshd = start_sshd(&dir, port, &public)?;
-    let host_key = std::fs::read_to_string("/etc/ssh/ssh_host_ed25519_key.pub")?;
-    let known_hosts = format!("{dir}/known_hosts");
-    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}"))?;
+    let remote = AgentlessRemote::start(format!("/tmp/{p}-agentless-pulluser"), 2226)?;
+    let (dir, known_hosts) = (remote.dir.clone(), remote.known_hosts.clone());
     let cfg = format!("{dir}/zrepl.yml");
+    let conn = remote.connect(user, &known_hosts);
     std::fs::write(
         &cfg,
         format!(
             "global:\n  control: {{sockpath: {dir}/run/control}}\n  serve: {{stdinserver: {{sockdir: {dir}/sock}}}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
              jobs:\n\
-             - type: pull\n  name: fetch\n  interval: manual\n  root_fs: {p}/pulled\n  recv: {{placeholder: {{encryption: inherit}}}}\n  connect: {{type: ssh+zfs, host: 127.0.0.1, port: {port}, user: {user}, identity_file: {key}, known_hosts: {known_hosts}, filesystems: {{\"{b}\": true}}}}\n  pruning: {{keep_sender: [{{type: last_n, count: 1}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n"
+             - type: pull\n  name: fetch\n  interval: manual\n  root_fs: {p}/pulled\n  recv: {{placeholder: {{encryption: inherit}}}}\n  connect: {conn}, filesystems: {{\"{b}\": true}}}}\n  pruning: {{keep_sender: [{{type: last_n, count: 1}}], keep_receiver: [{{type: regex, regex: \".*\"}}]}}\n"
         ),
     )?;
     let mut d = Daemon {
@@ -1535,18 +1526,8 @@ pub async fn net_pull_from_agentless_remote_as_delegated_user(t: Ctx) -> TestRes
         Ok(())
     }
     .await;
-    d.kill();
-    let _ = sshd.kill();
-    let _ = sshd.wait();
     let _ = zfs(&["unallow", "-u", user, &b]);
-    res.map_err(|e| {
-        format!(
-            "{e}\n--- daemon log:\n{}\n--- sshd log:\n{}",
-            tail(&d.log()),
-            tail(&std::fs::read_to_string(format!("{dir}/sshd.log")).unwrap_or_default())
-        )
-        .into()
-    })
+    remote.finish(&mut d, res)
 }
 
 /// Connections an authenticated client may hold at once, over the real wire: a sink serves 64
