@@ -545,6 +545,7 @@ fn connection(
                 // per step, and ssh's own cipher caps throughput below what HTTP/2 framing
                 // costs: over ssh, streams share the one connection.
                 stream_connections: !matches!(other, config::Connect::Ssh { .. }),
+                limits: zrepl_rpc::wire::Limits::lowered_by_env(),
             };
             Connection::Remote {
                 connector: Arc::new(connector),

@@ -91,6 +91,7 @@ pub(crate) async fn serve(
             let opts = |send_compressible| zrepl_rpc::ServeOptions {
                 send_compressible,
                 handshake_timeout,
+                limits: zrepl_rpc::wire::Limits::lowered_by_env(),
             };
             let compressible = match &endpoint {
                 Endpoint::Sink(_) => false,

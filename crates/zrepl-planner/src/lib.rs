@@ -224,6 +224,11 @@ pub fn plan(
     Ok(packages(steps, &svs, &policy.snapshots))
 }
 
+/// The most snapshots one `-I` package carries: its request names each of them (at most ~400
+/// bytes each with a 255-byte name, so a package request stays far below the 4 MiB request
+/// limit) and a longer backlog costs one more stream per thousand snapshots.
+pub const MAX_PACKAGE_SNAPSHOTS: usize = 1000;
+
 /// Merges consecutive incremental steps into `-I` packages where the package carries exactly
 /// the snapshots the single steps would: the base is a snapshot (`-I` cannot start at a
 /// bookmark), neither step resumes a transfer, and every sender snapshot between the base and
@@ -242,7 +247,8 @@ fn packages(steps: Vec<Step>, svs: &[FilesystemVersion], filter: &SnapshotFilter
     let mut out: Vec<Step> = Vec::with_capacity(steps.len());
     for step in steps {
         if let Some(cur) = out.last_mut() {
-            let mergeable = cur.resume_token.is_none()
+            let mergeable = cur.intermediates.len() + 2 <= MAX_PACKAGE_SNAPSHOTS
+                && cur.resume_token.is_none()
                 && step.resume_token.is_none()
                 && step.from.as_ref().is_some_and(|f| f.guid == cur.to.guid)
                 && cur

@@ -443,6 +443,28 @@ fn regex_lite(s: &str) -> regex::Regex {
     regex::Regex::new(s).unwrap()
 }
 
+/// A backlog longer than a package may be goes as packages of `MAX_PACKAGE_SNAPSHOTS`, in order
+/// and without a gap.
+#[test]
+fn long_backlogs_split_into_bounded_packages() {
+    let max = crate::MAX_PACKAGE_SNAPSHOTS;
+    let n = 2 * max + max / 2;
+    let s: Vec<String> = (1..=n + 1).map(|i| format!("@s{i}:{i}")).collect();
+    let policy = Policy {
+        packages: true,
+        ..Default::default()
+    };
+    let steps = plan(&sender(&s.join(" ")), &receiver("@s1:1"), &policy).unwrap();
+    let sizes: Vec<usize> = steps.iter().map(|s| s.intermediates.len() + 1).collect();
+    assert_eq!(sizes, [max, max, max / 2]);
+    let mut prev = 1u64;
+    for st in &steps {
+        assert_eq!(st.from.as_ref().unwrap().guid, prev);
+        prev = st.to.guid;
+    }
+    assert_eq!(prev, n as u64 + 1);
+}
+
 /// `replication.packages`: runs of consecutive steps go as one `-I` stream, never across an
 /// unselected snapshot, never from a bookmark, never merged with a resumed transfer.
 #[test]

@@ -155,6 +155,7 @@ fn main() {
         net_pull_from_agentless_remote_as_delegated_user,
         net_source_expires_step_holds_of_a_client_that_never_completes,
         net_sink_bounds_connections_per_client,
+        net_push_beyond_message_limits,
     ]);
     trials.extend(trials![replication:
         repl_initial_then_incremental_chain,

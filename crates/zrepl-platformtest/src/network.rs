@@ -1599,3 +1599,179 @@ pub async fn net_sink_bounds_connections_per_client(t: Ctx) -> TestResult {
     d.kill();
     res.map_err(|e| format!("{e}\n--- daemon log:\n{}", tail(&d.log())).into())
 }
+
+/// Issue 22's size cliff, crossed on real ZFS over tcp (PROTOCOL.md §4b): both daemons' message
+/// limits are lowered (`ZREPL_RPC_MESSAGE_LIMITS`: 16 KiB requests, 4 KiB replies, the ratio of
+/// the real 4 MiB / 64 MiB) so that a few thousand snapshots exceed them as half a million
+/// would exceed the real ones. 41 filesystems with `-I` packages: `prepare_sends` and the
+/// completions of 82 steps (~400 KB), the receiver's listings (one filesystem alone ~11 KB,
+/// all ~200 KB) and a pruning that destroys 197 snapshots of one filesystem in one request
+/// (~22 KB) all go as parts and the job converges; a message of the old kind over the limit is
+/// refused by the same daemon, so the limits were in force.
+pub async fn net_push_beyond_message_limits(t: Ctx) -> TestResult {
+    use zrepl_protocol::{Protection, ReceiveRequest, Receiver, ReplicationConfig};
+    let p = t.pool.clone();
+    let root = create(&t, "src/many")?;
+    let mut children = Vec::new();
+    for i in 0..39 {
+        children.push(create(&t, &format!("src/many/c{i:02}"))?);
+    }
+    let big = create(&t, "src/many/big")?;
+    children.push(big.clone());
+    create(&t, "sink")?;
+    write(&big, "f", 1)?;
+    for i in 0..20 {
+        zfs(&["snapshot", "-r", &format!("{root}@r{i:02}")])?;
+    }
+    for i in 0..80 {
+        snapshot(&format!("{big}@b{i:03}"))?;
+    }
+    let dir = format!("/tmp/{p}-limits");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let port = 28881;
+    let cfg = format!("{dir}/zrepl.yml");
+    let write_cfg = |keep: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "global:\n  control: {{sockpath: {dir}/run/control}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+                 jobs:\n\
+                 - type: sink\n  name: sink\n  root_fs: {p}/sink\n  recv: {{placeholder: {{encryption: inherit}}}}\n  serve: {{type: tcp, listen: \"127.0.0.1:{port}\", clients: {{\"127.0.0.1\": a}}}}\n\
+                 - type: push\n  name: push\n  connect: {{type: tcp, address: \"127.0.0.1:{port}\"}}\n  filesystems: {{\"{root}<\": true}}\n  snapshotting: {{type: manual}}\n  replication: {{packages: true}}\n  conflict_resolution: {{initial_replication: all}}\n  pruning: {{keep_sender: [{{type: not_replicated}}, {keep}], keep_receiver: [{keep}]}}\n"
+            ),
+        )
+    };
+    let env = [(
+        zrepl_rpc::wire::LIMITS_ENV.to_string(),
+        "16384,4096".to_string(),
+    )];
+    let log = format!("{dir}/daemon.log");
+    let start = |log_name: &str| -> Result<Child, String> {
+        let f = std::fs::File::create(log_name).map_err(|e| e.to_string())?;
+        let mut c = crate::replication::start_daemon(&cfg, f, None, &env)?;
+        crate::replication::wait_daemon(&cfg, &mut c, log_name)?;
+        Ok(c)
+    };
+    let mut d = Daemon {
+        cfg: cfg.clone(),
+        log: log.clone(),
+        child: None,
+    };
+    let received = |fs: &str| format!("{p}/sink/a/{fs}");
+    let snaps_of = |fs: &str| -> Result<Vec<String>, String> {
+        Ok(crate::replication::versions(fs)?
+            .into_iter()
+            .filter(|v| v.starts_with('@'))
+            .collect())
+    };
+    let res: TestResult = async {
+        // Round 1: everything kept; 41 full sends and 41 packages.
+        write_cfg("{type: regex, regex: \".*\"}")?;
+        d.child = Some(start(&log)?);
+        d.replicate("push")?;
+        for c in &children {
+            let want = if *c == big { 100 } else { 20 };
+            let got = snaps_of(&received(c))?;
+            ensure!(got.len() == want, "{c}: {} of {want} received", got.len());
+        }
+        ensure!(
+            guid(&format!("{big}@b079"))? == guid(&format!("{}@b079", received(&big)))?,
+            "newest of big"
+        );
+        // The daemon enforces the lowered limits: one message of 41 requests is refused.
+        let client = tcp_client(port, "sink");
+        let banner = client.peer_banner().await?;
+        ensure!(banner.has(zrepl_rpc::handshake::EXT_PARTS), "{banner:?}");
+        let one = ReceiveRequest {
+            filesystem: zrepl_zfs_types::DatasetPath::parse(&big)?,
+            from: None,
+            to: zrepl_zfs_types::FilesystemVersion {
+                typ: zrepl_zfs_types::VersionType::Snapshot,
+                name: "b079".into(),
+                guid: guid(&format!("{big}@b079"))?,
+                createtxg: 1,
+                creation: 0,
+                userrefs: None,
+            },
+            clear_resume_token: false,
+            deferred: true,
+            replication: ReplicationConfig {
+                initial: Protection::GuaranteeResumability,
+                incremental: Protection::GuaranteeResumability,
+            },
+            intermediates: Vec::new(),
+        };
+        // 60 requests (~20 KB): a client with the default limits sends them as one part,
+        // which the daemon refuses; one with the daemon's limits splits them and is served
+        // (completing the newest again changes nothing).
+        let many: Vec<ReceiveRequest> = (0..60).map(|_| one.clone()).collect();
+        ensure!(
+            serde_json::to_vec(&many)?.len() > 16384,
+            "the probe must exceed the lowered limit"
+        );
+        let e = client.receives_completed(&many).await.unwrap_err();
+        ensure!(
+            e.to_string().contains("exceeds the limit of 16384 bytes"),
+            "{e}"
+        );
+        let lowered = zrepl_rpc::Client::new(
+            "tcp://lowered",
+            std::sync::Arc::new(move || {
+                Box::pin(async move {
+                    let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(Box::new(s) as Box<dyn zrepl_rpc::ClientConn>)
+                })
+            }),
+            zrepl_rpc::ClientOptions {
+                limits: zrepl_rpc::wire::Limits::lowered(Some("16384,4096")),
+                ..Default::default()
+            },
+        );
+        let r = lowered.receives_completed(&many).await?;
+        ensure!(r.len() == 60, "{} results", r.len());
+        ensure!(
+            r.iter().all(Result::is_ok),
+            "{:?}",
+            r.iter().find(|r| r.is_err())
+        );
+        drop((client, lowered));
+
+        // Round 2: 100 more snapshots on big, one more everywhere; keep the newest 3.
+        for i in 80..180 {
+            snapshot(&format!("{big}@b{i:03}"))?;
+        }
+        zfs(&["snapshot", "-r", &format!("{root}@r20")])?;
+        d.kill();
+        write_cfg("{type: last_n, count: 3}")?;
+        d.child = Some(start(&log)?);
+        d.replicate("push")?;
+        let st = d.status()?;
+        let pruning = &st["jobs"]["push"]["pruning"];
+        ensure!(
+            pruning["sender"]["error"].is_null() && pruning["receiver"]["error"].is_null(),
+            "pruning: {pruning:#}"
+        );
+        for c in &children {
+            let got = snaps_of(&received(c))?;
+            ensure!(got.len() == 3, "{c}: receiver kept {got:?}");
+            let sent = snaps_of(c)?;
+            ensure!(sent.len() == 3, "{c}: sender kept {sent:?}");
+            ensure!(
+                guid(&format!("{c}@r20"))? == guid(&format!("{}@r20", received(c)))?,
+                "{c}: newest"
+            );
+        }
+        ensure!(
+            !d.log().contains("exceeds the limit"),
+            "no message over the limit: {}",
+            tail(&d.log())
+        );
+        Ok(())
+    }
+    .await;
+    d.kill();
+    res.map_err(|e| format!("{e}\n--- daemon log:\n{}", tail(&d.log())).into())
+}

@@ -558,6 +558,7 @@ async fn child(role: &str, args: &[String]) {
                         local_send_compressible: true,
                         dial_timeout: Duration::from_secs(10),
                         stream_connections: !args.iter().any(|a| a == "h2"),
+                        limits: Default::default(),
                     },
                 );
                 let req = ReceiveRequest {

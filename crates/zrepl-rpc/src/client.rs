@@ -51,6 +51,8 @@ pub struct ClientOptions {
     /// Carry each zfs stream on a connection of its own (PROTOCOL.md §5) when the peer offers
     /// it, instead of inside the HTTP/2 connection.
     pub stream_connections: bool,
+    /// The message limits (the defaults unless a test lowers them).
+    pub limits: wire::Limits,
 }
 
 impl Default for ClientOptions {
@@ -61,6 +63,7 @@ impl Default for ClientOptions {
             local_send_compressible: false,
             dial_timeout: Duration::from_secs(10),
             stream_connections: true,
+            limits: wire::Limits::default(),
         }
     }
 }
@@ -180,7 +183,7 @@ impl Client {
 
     async fn reply<T: DeserializeOwned>(&self, body: &mut InStream) -> Result<T, EndpointError> {
         let m = body
-            .message(wire::MAX_REPLY)
+            .message(self.opts.limits.reply)
             .await
             .map_err(|e| self.io_err(e))?;
         let r: Reply<T> = serde_json::from_slice(&m).map_err(|e| {
@@ -350,6 +353,117 @@ impl Client {
         r
     }
 
+    /// Whether the peer reads and writes lists as parts (PROTOCOL.md §4b).
+    async fn parts(&self) -> Result<bool, EndpointError> {
+        Ok(self.connection().await?.1.has(handshake::EXT_PARTS))
+    }
+
+    /// Sends a batched request: its list as parts (asking for a list reply in parts too) when
+    /// the peer reads them, else all in one message (a peer from before parts).
+    async fn send_batch<Q: wire::Batch>(
+        &self,
+        method: &str,
+        mut req: Q,
+    ) -> Result<(crate::body::InStream, http::HeaderMap), EndpointError>
+    where
+        Q::Item: Send + Unpin + 'static,
+    {
+        if !self.parts().await? {
+            let m = serde_json::to_vec(&req).expect("requests serialize");
+            return self.request(method, &m, None, &[]).await;
+        }
+        let items = req.take_items();
+        let m = serde_json::to_vec(&req).expect("requests serialize");
+        let budget = crate::parts::budget(self.opts.limits.request);
+        let one = HeaderValue::from_static("1");
+        self.request(
+            method,
+            &m,
+            Some(crate::parts::stream(items, budget)),
+            &[
+                (wire::HDR_REQUEST_PARTS, one.clone()),
+                (wire::HDR_REPLY_PARTS, one),
+            ],
+        )
+        .await
+    }
+
+    /// Reads a list reply, from its parts if the peer sent it so.
+    async fn read_list<I: DeserializeOwned>(
+        &self,
+        mut body: crate::body::InStream,
+        headers: &http::HeaderMap,
+    ) -> Result<Vec<I>, EndpointError> {
+        let r: Result<Vec<I>, EndpointError> = self.reply(&mut body).await;
+        let mut v = match r {
+            Ok(v) => v,
+            Err(e) => {
+                body.finish().await.map_err(|e| self.io_err(e))?;
+                return Err(e);
+            }
+        };
+        if headers.contains_key(wire::HDR_REPLY_PARTS) {
+            if !v.is_empty() {
+                return Err(EndpointError::new(
+                    ErrorKind::Internal,
+                    format!(
+                        "{}: malformed reply: items in the message of a reply in parts",
+                        self.peer
+                    ),
+                ));
+            }
+            v = crate::parts::read(&mut body, self.opts.limits.reply, Duration::ZERO)
+                .await
+                .map_err(|e| self.io_err(e))?;
+        }
+        body.finish().await.map_err(|e| self.io_err(e))?;
+        Ok(v)
+    }
+
+    /// A batched RPC with a list reply.
+    async fn call_batch_list<Q: wire::Batch, I: DeserializeOwned>(
+        &self,
+        method: &str,
+        req: Q,
+    ) -> Result<Vec<I>, EndpointError>
+    where
+        Q::Item: Send + Unpin + 'static,
+    {
+        let (body, headers) = self.send_batch(method, req).await?;
+        self.read_list(body, &headers).await
+    }
+
+    /// A batched RPC with a reply that is not a list.
+    async fn call_batch<Q: wire::Batch, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        req: Q,
+    ) -> Result<T, EndpointError>
+    where
+        Q::Item: Send + Unpin + 'static,
+    {
+        let (mut body, _) = self.send_batch(method, req).await?;
+        let r = self.reply(&mut body).await;
+        body.finish().await.map_err(|e| self.io_err(e))?;
+        r
+    }
+
+    /// An RPC with one message and a list reply.
+    async fn call_list<Q: Serialize, I: DeserializeOwned>(
+        &self,
+        method: &str,
+        req: &Q,
+    ) -> Result<Vec<I>, EndpointError> {
+        let m = serde_json::to_vec(req).expect("requests serialize");
+        let h = if self.parts().await? {
+            vec![(wire::HDR_REPLY_PARTS, HeaderValue::from_static("1"))]
+        } else {
+            vec![]
+        };
+        let (body, headers) = self.request(method, &m, None, &h).await?;
+        self.read_list(body, &headers).await
+    }
+
     /// Round trip to the peer (`zrepl test`).
     pub async fn ping(&self, message: &str) -> Result<String, EndpointError> {
         let echo: String = self
@@ -375,13 +489,14 @@ impl Client {
     }
 
     async fn list_filesystems_(&self) -> Result<Vec<FilesystemInfo>, EndpointError> {
-        self.call(method::LIST_FILESYSTEMS, &wire::Empty {}).await
+        self.call_list(method::LIST_FILESYSTEMS, &wire::Empty {})
+            .await
     }
     async fn list_versions_(
         &self,
         fs: &DatasetPath,
     ) -> Result<Vec<FilesystemVersion>, EndpointError> {
-        self.call(
+        self.call_list(
             method::LIST_VERSIONS,
             &wire::FilesystemReq {
                 filesystem: fs.clone(),
@@ -393,21 +508,29 @@ impl Client {
         &self,
         fss: &[DatasetPath],
     ) -> Result<wire::Results<Vec<FilesystemVersion>>, EndpointError> {
-        self.call(
-            method::LIST_VERSIONS_MANY,
-            &wire::FilesystemsReq {
-                filesystems: fss.to_vec(),
-            },
-        )
-        .await
+        let req = wire::FilesystemsReq {
+            filesystems: fss.to_vec(),
+        };
+        if !self.parts().await? {
+            return self.call(method::LIST_VERSIONS_MANY, &req).await;
+        }
+        let items: Vec<wire::ManyItem> = self
+            .call_batch_list(method::LIST_VERSIONS_MANY, req)
+            .await?;
+        wire::from_many_items(fss.len(), items).map_err(|e| {
+            EndpointError::new(
+                ErrorKind::Internal,
+                format!("{}: malformed reply: {e}", self.peer),
+            )
+        })
     }
     async fn converge_(
         &self,
         reqs: &[zrepl_protocol::ConvergeRequest],
     ) -> Result<wire::Results<()>, EndpointError> {
-        self.call(
+        self.call_batch_list(
             method::CONVERGE,
-            &wire::ConvergeReq {
+            wire::ConvergeReq {
                 requests: reqs.to_vec(),
             },
         )
@@ -418,9 +541,9 @@ impl Client {
         fs: &DatasetPath,
         snapshots: &[FilesystemVersion],
     ) -> Result<Vec<DestroyResult>, EndpointError> {
-        self.call(
+        self.call_batch_list(
             method::DESTROY_SNAPSHOTS,
-            &wire::DestroyReq {
+            wire::DestroyReq {
                 filesystem: fs.clone(),
                 snapshots: snapshots.to_vec(),
             },
@@ -492,27 +615,27 @@ impl Sender for Client {
         &self,
         fss: &[DatasetPath],
     ) -> zrepl_protocol::Result<wire::Results<Option<FilesystemVersion>>> {
-        self.call(
+        self.call_batch_list(
             method::REPLICATION_CURSORS,
-            &wire::FilesystemsReq {
+            wire::FilesystemsReq {
                 filesystems: fss.to_vec(),
             },
         )
         .await
     }
     async fn prepare_sends(&self, reqs: &[SendReq]) -> zrepl_protocol::Result<()> {
-        self.call(
+        self.call_batch(
             method::PREPARE_SENDS,
-            &wire::SendsReq {
+            wire::SendsReq {
                 requests: reqs.to_vec(),
             },
         )
         .await
     }
     async fn sends_completed(&self, reqs: &[SendReq]) -> zrepl_protocol::Result<wire::Results<()>> {
-        self.call(
+        self.call_batch_list(
             method::SENDS_COMPLETED,
-            &wire::SendsReq {
+            wire::SendsReq {
                 requests: reqs.to_vec(),
             },
         )
@@ -565,9 +688,9 @@ impl Receiver for Client {
         &self,
         reqs: &[ReceiveRequest],
     ) -> zrepl_protocol::Result<wire::Results<()>> {
-        self.call(
+        self.call_batch_list(
             method::RECEIVES_COMPLETED,
-            &wire::ReceivesReq {
+            wire::ReceivesReq {
                 requests: reqs.to_vec(),
             },
         )

@@ -18,6 +18,8 @@ pub const MAX_BANNER: usize = 64 << 10;
 pub const EXT_ZSTD: &str = "zstd";
 /// Extension: the peer serves `send` and `receive` on stream connections (PROTOCOL.md §5).
 pub const EXT_STREAM_CONN: &str = "stream-conn";
+/// Extension: the peer reads and writes the lists of batched RPCs as parts (PROTOCOL.md §4b).
+pub const EXT_PARTS: &str = "parts";
 /// An extension line starting with this refuses the connection, giving the reason (a server
 /// beyond a bound: too many connections of this client). Older peers ignore it and see the
 /// connection closed.
@@ -35,7 +37,11 @@ impl Banner {
     pub fn ours() -> Self {
         Banner {
             version: PROTOCOL_VERSION,
-            extensions: vec![EXT_ZSTD.to_string(), EXT_STREAM_CONN.to_string()],
+            extensions: vec![
+                EXT_ZSTD.to_string(),
+                EXT_STREAM_CONN.to_string(),
+                EXT_PARTS.to_string(),
+            ],
         }
     }
 

@@ -13,6 +13,7 @@
 mod body;
 mod client;
 pub mod handshake;
+mod parts;
 mod server;
 mod streamconn;
 pub mod wire;

@@ -23,6 +23,8 @@ pub struct ServeOptions {
     pub send_compressible: bool,
     /// Time allowed for the peer's version banner (zero: none).
     pub handshake_timeout: Duration,
+    /// The message limits (the defaults unless a test lowers them).
+    pub limits: wire::Limits,
 }
 
 fn builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
@@ -134,9 +136,10 @@ where
 
     /// Serves `receiver` (a sink job's endpoint for this peer's identity).
     pub async fn serve_receiver<E: Receiver + 'static>(self, ep: Arc<E>) -> Result<(), RpcError> {
+        let opts = self.opts;
         match self.opened {
             Opened::Http2(io) => {
-                serve_http2(io, move |req| receiver_dispatch(ep.clone(), req)).await
+                serve_http2(io, move |req| receiver_dispatch(ep.clone(), opts, req)).await
             }
             Opened::Stream(io) => stream_receive(io, ep).await,
             Opened::Closed => Ok(()),
@@ -332,10 +335,84 @@ fn parse<T: DeserializeOwned>(m: &[u8]) -> Result<T, EndpointError> {
     serde_json::from_slice(m).map_err(|e| EndpointError::invalid(format!("malformed request: {e}")))
 }
 
-/// Splits a request into its method, message and the rest of its body.
+/// How one control request's list and its list reply travel (PROTOCOL.md §4b).
+struct Parts {
+    /// The rest of the body when the request's list follows its message as parts.
+    request: Option<InStream>,
+    /// The client reads a list reply in parts.
+    reply: bool,
+    limits: wire::Limits,
+}
+
+impl Parts {
+    /// The batched request: its message, with its list read from the parts if it has them.
+    async fn batch<Q: wire::Batch>(&mut self, msg: &[u8]) -> Result<Q, EndpointError> {
+        let mut q: Q = parse(msg)?;
+        if let Some(mut body) = self.request.take() {
+            if !q.take_items().is_empty() {
+                return Err(EndpointError::invalid(
+                    "malformed request: a request in parts carries items in its message",
+                ));
+            }
+            let items = crate::parts::read(&mut body, self.limits.request, wire::REQUEST_DEADLINE)
+                .await
+                .map_err(|e| EndpointError::invalid(format!("request parts: {e}")))?;
+            q.put_items(items);
+        }
+        Ok(q)
+    }
+
+    /// A request of a method whose message is all there is.
+    fn single<Q: DeserializeOwned>(&self, msg: &[u8]) -> Result<Q, EndpointError> {
+        if self.request.is_some() {
+            return Err(EndpointError::invalid(
+                "malformed request: this method takes no parts",
+            ));
+        }
+        parse(msg)
+    }
+
+    /// A list reply: in parts when the client reads them (also when short, so that one path
+    /// serves every size), else as one message.
+    fn reply_list<T>(&self, r: Result<Vec<T>, EndpointError>) -> Response<OutBody>
+    where
+        T: Serialize + Send + Unpin + 'static,
+    {
+        match r {
+            Ok(items) if self.reply => {
+                let m = serde_json::to_vec(&Reply::Ok(Vec::<T>::new())).expect("replies serialize");
+                let budget = crate::parts::budget(self.limits.reply);
+                let mut resp =
+                    Response::new(OutBody::new(&m, Some(crate::parts::stream(items, budget))));
+                resp.headers_mut()
+                    .insert(wire::HDR_REPLY_PARTS, http::HeaderValue::from_static("1"));
+                resp
+            }
+            r => reply(r),
+        }
+    }
+
+    /// `list_versions_many`'s reply: in parts as [`wire::ManyItem`]s.
+    fn reply_many(
+        &self,
+        r: Result<wire::Results<Vec<zrepl_zfs_types::FilesystemVersion>>, EndpointError>,
+    ) -> Response<OutBody> {
+        if self.reply {
+            let per_item = wire::versions_per_item(crate::parts::budget(self.limits.reply));
+            self.reply_list(r.map(|r| wire::many_items(r, per_item)))
+        } else {
+            reply(r)
+        }
+    }
+}
+
+/// Splits a request into its method, message and parts, or refuses it. A request without
+/// parts must end cleanly after its message (within the deadline) unless it carries a stream.
 async fn open(
     req: Request<Incoming>,
-) -> Result<(String, Vec<u8>, InStream, http::HeaderMap), EndpointError> {
+    limits: wire::Limits,
+    takes_stream: impl Fn(&str) -> bool,
+) -> Result<(String, Vec<u8>, Option<InStream>, Parts, http::HeaderMap), EndpointError> {
     let (parts, body) = req.into_parts();
     if parts.method != http::Method::POST {
         return Err(EndpointError::invalid("requests must be POST"));
@@ -347,7 +424,7 @@ async fn open(
         .ok_or_else(|| EndpointError::invalid(format!("unknown path {}", parts.uri.path())))?
         .to_string();
     let mut body = InStream::new(body);
-    let msg = tokio::time::timeout(wire::REQUEST_DEADLINE, body.message(wire::MAX_REQUEST))
+    let msg = tokio::time::timeout(wire::REQUEST_DEADLINE, body.message(limits.request))
         .await
         .map_err(|_| {
             EndpointError::invalid(format!(
@@ -356,35 +433,61 @@ async fn open(
             ))
         })?
         .map_err(|e| EndpointError::invalid(format!("request {method}: {e}")))?;
-    Ok((method, msg, body, parts.headers))
+    let headers = parts.headers;
+    let mut p = Parts {
+        request: None,
+        reply: headers.contains_key(wire::HDR_REPLY_PARTS),
+        limits,
+    };
+    if takes_stream(&method) {
+        return Ok((method, msg, Some(body), p, headers));
+    }
+    if headers.contains_key(wire::HDR_REQUEST_PARTS) {
+        p.request = Some(body);
+        return Ok((method, msg, None, p, headers));
+    }
+    let finished = tokio::time::timeout(wire::REQUEST_DEADLINE, body.finish())
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("it did not end within {:?}", wire::REQUEST_DEADLINE),
+            ))
+        });
+    if let Err(e) = finished {
+        return Err(EndpointError::invalid(format!("request {method}: {e}")));
+    }
+    Ok((method, msg, None, p, headers))
 }
 
 /// The methods both roles serve, for an endpoint `$ep` of either trait.
 macro_rules! common {
-    ($ep:expr, $method:expr, $msg:expr) => {
+    ($ep:expr, $method:expr, $msg:expr, $p:expr) => {
         match $method {
-            method::PING => return reply(parse::<wire::Ping>($msg).map(|p| p.message)),
+            method::PING => return reply($p.single::<wire::Ping>($msg).map(|p| p.message)),
             method::LIST_FILESYSTEMS => {
-                return match parse::<wire::Empty>($msg) {
-                    Ok(_) => reply($ep.list_filesystems().await),
+                return match $p.single::<wire::Empty>($msg) {
+                    Ok(_) => $p.reply_list($ep.list_filesystems().await),
                     Err(e) => reply::<()>(Err(e)),
                 }
             }
             method::LIST_VERSIONS => {
-                return match parse::<wire::FilesystemReq>($msg) {
-                    Ok(r) => reply($ep.list_versions(&r.filesystem).await),
+                return match $p.single::<wire::FilesystemReq>($msg) {
+                    Ok(r) => $p.reply_list($ep.list_versions(&r.filesystem).await),
                     Err(e) => reply::<()>(Err(e)),
                 }
             }
             method::LIST_VERSIONS_MANY => {
-                return match parse::<wire::FilesystemsReq>($msg) {
-                    Ok(r) => reply($ep.list_versions_many(&r.filesystems).await),
+                return match $p.batch::<wire::FilesystemsReq>($msg).await {
+                    Ok(r) => $p.reply_many($ep.list_versions_many(&r.filesystems).await),
                     Err(e) => reply::<()>(Err(e)),
                 }
             }
             method::DESTROY_SNAPSHOTS => {
-                return match parse::<wire::DestroyReq>($msg) {
-                    Ok(r) => reply($ep.destroy_snapshots(&r.filesystem, &r.snapshots).await),
+                return match $p.batch::<wire::DestroyReq>($msg).await {
+                    Ok(r) => {
+                        $p.reply_list($ep.destroy_snapshots(&r.filesystem, &r.snapshots).await)
+                    }
                     Err(e) => reply::<()>(Err(e)),
                 }
             }
@@ -398,56 +501,43 @@ async fn sender_dispatch<E: Sender + 'static>(
     opts: ServeOptions,
     req: Request<Incoming>,
 ) -> Response<OutBody> {
-    let (method, msg, body, headers) = match open(req).await {
+    // No sender method carries a stream in.
+    let (method, msg, _, mut p, headers) = match open(req, opts.limits, |_| false).await {
         Ok(x) => x,
         Err(e) => return reply::<()>(Err(e)),
     };
-    // No sender method carries a stream in: the request must end cleanly after its message.
-    let finished = tokio::time::timeout(wire::REQUEST_DEADLINE, body.finish())
-        .await
-        .unwrap_or_else(|_| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("it did not end within {:?}", wire::REQUEST_DEADLINE),
-            ))
-        });
-    if let Err(e) = finished {
-        return reply::<()>(Err(EndpointError::invalid(format!(
-            "request {method}: {e}"
-        ))));
-    }
-    common!(ep, method.as_str(), &msg);
+    common!(ep, method.as_str(), &msg, p);
     match method.as_str() {
-        method::REPLICATION_CURSOR => match parse::<wire::FilesystemReq>(&msg) {
+        method::REPLICATION_CURSOR => match p.single::<wire::FilesystemReq>(&msg) {
             Ok(r) => reply(ep.replication_cursor(&r.filesystem).await),
             Err(e) => reply::<()>(Err(e)),
         },
-        method::SEND_DRY => match parse::<SendRequest>(&msg) {
+        method::SEND_DRY => match p.single::<SendRequest>(&msg) {
             Ok(r) => reply(ep.send_dry(&r).await),
             Err(e) => reply::<()>(Err(e)),
         },
-        method::SEND_COMPLETED => match parse::<SendRequest>(&msg) {
+        method::SEND_COMPLETED => match p.single::<SendRequest>(&msg) {
             Ok(r) => reply(ep.send_completed(&r).await),
             Err(e) => reply::<()>(Err(e)),
         },
-        method::REPLICATION_CURSORS => match parse::<wire::FilesystemsReq>(&msg) {
-            Ok(r) => reply(ep.replication_cursors(&r.filesystems).await),
+        method::REPLICATION_CURSORS => match p.batch::<wire::FilesystemsReq>(&msg).await {
+            Ok(r) => p.reply_list(ep.replication_cursors(&r.filesystems).await),
             Err(e) => reply::<()>(Err(e)),
         },
-        method::PREPARE_SENDS => match parse::<wire::SendsReq>(&msg) {
+        method::PREPARE_SENDS => match p.batch::<wire::SendsReq>(&msg).await {
             Ok(r) => reply(ep.prepare_sends(&r.requests).await),
             Err(e) => reply::<()>(Err(e)),
         },
-        method::SENDS_COMPLETED => match parse::<wire::SendsReq>(&msg) {
-            Ok(r) => reply(ep.sends_completed(&r.requests).await),
+        method::SENDS_COMPLETED => match p.batch::<wire::SendsReq>(&msg).await {
+            Ok(r) => p.reply_list(ep.sends_completed(&r.requests).await),
             Err(e) => reply::<()>(Err(e)),
         },
-        method::CONVERGE => match parse::<wire::ConvergeReq>(&msg) {
-            Ok(r) => reply(Sender::converge(&*ep, &r.requests).await),
+        method::CONVERGE => match p.batch::<wire::ConvergeReq>(&msg).await {
+            Ok(r) => p.reply_list(Sender::converge(&*ep, &r.requests).await),
             Err(e) => reply::<()>(Err(e)),
         },
         method::SEND => {
-            let r = match parse::<SendRequest>(&msg) {
+            let r = match p.single::<SendRequest>(&msg) {
                 Ok(r) => r,
                 Err(e) => return reply::<()>(Err(e)),
             };
@@ -484,13 +574,15 @@ async fn sender_dispatch<E: Sender + 'static>(
 
 async fn receiver_dispatch<E: Receiver + 'static>(
     ep: Arc<E>,
+    opts: ServeOptions,
     req: Request<Incoming>,
 ) -> Response<OutBody> {
-    let (method, msg, body, headers) = match open(req).await {
-        Ok(x) => x,
-        Err(e) => return reply::<()>(Err(e)),
-    };
-    if method == method::RECEIVE {
+    let (method, msg, body, mut p, headers) =
+        match open(req, opts.limits, |m| m == method::RECEIVE).await {
+            Ok(x) => x,
+            Err(e) => return reply::<()>(Err(e)),
+        };
+    if let Some(body) = body {
         let r = match parse::<ReceiveRequest>(&msg) {
             Ok(r) => r,
             Err(e) => return reply::<()>(Err(e)),
@@ -507,29 +599,16 @@ async fn receiver_dispatch<E: Receiver + 'static>(
         };
         return reply(ep.receive(r, stream).await);
     }
-    let finished = tokio::time::timeout(wire::REQUEST_DEADLINE, body.finish())
-        .await
-        .unwrap_or_else(|_| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("it did not end within {:?}", wire::REQUEST_DEADLINE),
-            ))
-        });
-    if let Err(e) = finished {
-        return reply::<()>(Err(EndpointError::invalid(format!(
-            "request {method}: {e}"
-        ))));
-    }
-    common!(ep, method.as_str(), &msg);
+    common!(ep, method.as_str(), &msg, p);
     if method == method::RECEIVES_COMPLETED {
-        return match parse::<wire::ReceivesReq>(&msg) {
-            Ok(r) => reply(ep.receives_completed(&r.requests).await),
+        return match p.batch::<wire::ReceivesReq>(&msg).await {
+            Ok(r) => p.reply_list(ep.receives_completed(&r.requests).await),
             Err(e) => reply::<()>(Err(e)),
         };
     }
     if method == method::CONVERGE {
-        return match parse::<wire::ConvergeReq>(&msg) {
-            Ok(r) => reply(Receiver::converge(&*ep, &r.requests).await),
+        return match p.batch::<wire::ConvergeReq>(&msg).await {
+            Ok(r) => p.reply_list(Receiver::converge(&*ep, &r.requests).await),
             Err(e) => reply::<()>(Err(e)),
         };
     }

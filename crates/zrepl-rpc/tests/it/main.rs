@@ -201,6 +201,7 @@ fn opts(c: Compression) -> ClientOptions {
         local_send_compressible: true,
         dial_timeout: Duration::from_secs(5),
         stream_connections: true,
+        limits: Default::default(),
     }
 }
 
@@ -238,6 +239,7 @@ fn sender_client(data: Vec<u8>, fail_after: bool, c: Compression) -> (Client, Ar
                 ServeOptions {
                     send_compressible: true,
                     handshake_timeout: Duration::from_secs(5),
+                    ..Default::default()
                 },
             )
             .await;
@@ -653,7 +655,42 @@ async fn server_refuses_malformed_and_oversized_requests() {
             "{m}: {text}"
         );
     }
+    // Requests in parts (PROTOCOL.md §4b) a client would never send.
+    let parted: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "converge",
+            [framed(b"{\"requests\": []}"), vec![0, 0xff, 0xff, 0xff]].concat(),
+            "exceeds the limit",
+        ),
+        (
+            "converge",
+            [framed(b"{\"requests\": []}"), framed(b"[{\"x\": 1}]")].concat(),
+            "malformed part",
+        ),
+        (
+            "receives_completed",
+            [framed(b"{\"requests\": []}"), vec![0, 0, 0, 9, b'[']].concat(),
+            "early eof",
+        ),
+        ("list_filesystems", framed(b"{}"), "takes no parts"),
+    ];
+    for (m, b, want) in parted {
+        let req = http::Request::post(format!("http://zrepl/v1/{m}"))
+            .header(zrepl_rpc::wire::HDR_REQUEST_PARTS, "1")
+            .body(body(b, true))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        use http_body_util::BodyExt;
+        let b = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&b[4..]).to_string();
+        assert!(
+            text.contains("invalid_request") && text.contains(want),
+            "{m}: {text}"
+        );
+    }
     assert!(ep.got.lock().unwrap().is_empty());
+    assert!(ep.converged.lock().unwrap().is_empty());
+    assert!(ep.completed.lock().unwrap().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -921,5 +958,215 @@ async fn mutated_stream_connections_never_panic_the_server() {
                 assert!(data.len() <= 317, "{data:?}");
             }
         }
+    }
+}
+
+/// A sender with one filesystem of `n` snapshots (`pool/big`), one of two, and one it refuses.
+struct ScaleSender {
+    n: usize,
+    prepared: Mutex<usize>,
+}
+
+impl ScaleSender {
+    fn versions(&self, f: &DatasetPath) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+        match f.to_string().as_str() {
+            "pool/big" => Ok((1..=self.n as u64)
+                .map(|g| snap(&format!("zrepl_20261206_{g:09}_000"), g))
+                .collect()),
+            "pool/small" => Ok(vec![snap("s1", 1), snap("s2", 2)]),
+            _ => Err(EndpointError::invalid(format!("{f} not allowed"))),
+        }
+    }
+}
+
+impl Sender for ScaleSender {
+    async fn list_filesystems(&self) -> zrepl_protocol::Result<Vec<FilesystemInfo>> {
+        Ok((0..self.n / 10)
+            .map(|i| FilesystemInfo {
+                path: fs(&format!("pool/fs{i}")),
+                is_placeholder: false,
+                resume_token: None,
+            })
+            .collect())
+    }
+    async fn list_versions(
+        &self,
+        f: &DatasetPath,
+    ) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+        self.versions(f)
+    }
+    async fn list_versions_many(
+        &self,
+        fss: &[DatasetPath],
+    ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<Vec<FilesystemVersion>>>> {
+        Ok(fss.iter().map(|f| self.versions(f)).collect())
+    }
+    async fn send_dry(&self, _: &SendRequest) -> zrepl_protocol::Result<u64> {
+        Ok(0)
+    }
+    async fn send(&self, _: SendRequest) -> zrepl_protocol::Result<(SendResponse, ByteStream)> {
+        Err(EndpointError::invalid("no sends here"))
+    }
+    async fn send_completed(&self, _: &SendRequest) -> zrepl_protocol::Result<()> {
+        Ok(())
+    }
+    async fn prepare_sends(&self, reqs: &[SendRequest]) -> zrepl_protocol::Result<()> {
+        *self.prepared.lock().unwrap() = reqs.len();
+        Ok(())
+    }
+    async fn converge(
+        &self,
+        reqs: &[zrepl_protocol::ConvergeRequest],
+    ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<()>>> {
+        Ok(reqs.iter().map(|_| Ok(())).collect())
+    }
+    async fn replication_cursor(
+        &self,
+        _: &DatasetPath,
+    ) -> zrepl_protocol::Result<Option<FilesystemVersion>> {
+        Ok(None)
+    }
+    async fn destroy_snapshots(
+        &self,
+        _: &DatasetPath,
+        s: &[FilesystemVersion],
+    ) -> zrepl_protocol::Result<Vec<DestroyResult>> {
+        Ok(s.iter()
+            .map(|v| DestroyResult {
+                snapshot: v.name.clone(),
+                error: None,
+            })
+            .collect())
+    }
+}
+
+/// Every batched RPC of a round and of pruning with lists larger than `limits` allow in one
+/// message: all of it arrives, in order.
+async fn beyond_the_limits(n: usize, steps: usize, limits: zrepl_rpc::wire::Limits) {
+    let ep = Arc::new(ScaleSender {
+        n,
+        prepared: Mutex::new(0),
+    });
+    let e = ep.clone();
+    let c = client(
+        ClientOptions {
+            limits,
+            ..opts(Compression::Off)
+        },
+        move |io| {
+            let e = e.clone();
+            async move {
+                let _ = serve_sender(
+                    io,
+                    e,
+                    ServeOptions {
+                        limits,
+                        ..Default::default()
+                    },
+                )
+                .await;
+            }
+        },
+    );
+    let big = Sender::list_versions(&c, &fs("pool/big")).await.unwrap();
+    assert_eq!(big, ep.versions(&fs("pool/big")).unwrap());
+    assert!(serde_json::to_vec(&big).unwrap().len() > limits.reply);
+
+    let many = Sender::list_versions_many(
+        &c,
+        &[
+            fs("pool/small"),
+            fs("pool/big"),
+            fs("pool/nope"),
+            fs("pool/big"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(many.len(), 4);
+    assert_eq!(many[0].as_ref().unwrap().len(), 2);
+    assert_eq!(many[1].as_ref().unwrap(), &big);
+    assert_eq!(
+        many[2].as_ref().unwrap_err().kind,
+        ErrorKind::InvalidRequest
+    );
+    assert_eq!(many[3].as_ref().unwrap(), &big);
+
+    let fss = Sender::list_filesystems(&c).await.unwrap();
+    assert_eq!(fss.len(), n / 10);
+
+    let reqs: Vec<SendRequest> = (0..steps)
+        .map(|i| {
+            let mut r = send_req();
+            r.filesystem = fs(&format!("pool/fs{i}"));
+            r
+        })
+        .collect();
+    assert!(serde_json::to_vec(&reqs).unwrap().len() > limits.request);
+    Sender::prepare_sends(&c, &reqs).await.unwrap();
+    assert_eq!(*ep.prepared.lock().unwrap(), steps);
+    let done = Sender::sends_completed(&c, &reqs).await.unwrap();
+    assert_eq!(done.len(), steps);
+    let cursors = Sender::replication_cursors(
+        &c,
+        &reqs
+            .iter()
+            .map(|r| r.filesystem.clone())
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cursors.len(), steps);
+
+    let destroyed = Sender::destroy_snapshots(&c, &fs("pool/big"), &big)
+        .await
+        .unwrap();
+    assert_eq!(destroyed.len(), big.len());
+    assert!(destroyed
+        .iter()
+        .zip(&big)
+        .all(|(d, v)| d.snapshot == v.name));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_beyond_the_real_message_limits_arrive_whole() {
+    // 700,000 snapshots: a listing of ~80 MB (the reply limit is 64 MiB); 30,000 steps: a
+    // request of ~12 MB (the request limit is 4 MiB). Before parts, both failed every time.
+    beyond_the_limits(700_000, 30_000, zrepl_rpc::wire::Limits::default()).await;
+}
+
+#[tokio::test]
+async fn batches_beyond_lowered_limits_arrive_whole() {
+    let limits = zrepl_rpc::wire::Limits::lowered(Some("4096,16384"));
+    assert_eq!(limits.request, 4096);
+    beyond_the_limits(3000, 200, limits).await;
+}
+
+#[test]
+fn limits_can_only_be_lowered() {
+    use zrepl_rpc::wire::Limits;
+    let d = Limits::default();
+    let cases: &[(Option<&str>, Limits)] = &[
+        (None, d),
+        (Some(""), d),
+        (Some("junk"), d),
+        (Some("1,2"), d),
+        (
+            Some("2048,4096"),
+            Limits {
+                request: 2048,
+                reply: 4096,
+            },
+        ),
+        (
+            Some("99999999999,4096"),
+            Limits {
+                request: d.request,
+                reply: 4096,
+            },
+        ),
+    ];
+    for (v, want) in cases {
+        assert_eq!(Limits::lowered(*v), *want, "{v:?}");
     }
 }
