@@ -15,6 +15,7 @@
 
 pub mod abstractions;
 mod error;
+pub mod listings;
 pub mod plan;
 mod ratelimit;
 mod receiver;

@@ -74,6 +74,8 @@ pub struct LocalReceiver {
         Arc<std::sync::Mutex<Option<(std::time::Instant, zrepl_zfs::VersionsByFilesystem)>>>,
     /// `recv.bandwidth_limit`, shared by all streams of the job in this process.
     bucket: Option<Arc<crate::ratelimit::Bucket>>,
+    /// Versions listings kept between runs (see [`crate::listings`]), the root's.
+    listings: Arc<crate::listings::Listings>,
 }
 
 /// What the receivers of one root in this process share: a peer's control RPCs and its
@@ -95,6 +97,52 @@ const MAX_VERIFIED: usize = 1 << 16;
 const PREFETCH_FRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl LocalReceiver {
+    /// The local paths of those of `fss` this receiver maps.
+    fn local_paths<'a>(&self, fss: impl Iterator<Item = &'a DatasetPath>) -> Vec<DatasetPath> {
+        fss.filter_map(|f| self.local_path(f).ok()).collect()
+    }
+
+    /// The filesystems below the root with the placeholder mark, resume token and
+    /// `snapshots_changed`, and the versions of those marked `replacing` (which
+    /// `list_filesystems` must look at): one filesystem listing, no snapshot listing in the
+    /// usual case.
+    async fn list_filesystems_only(
+        &self,
+    ) -> Result<
+        (
+            std::collections::BTreeMap<DatasetPath, zrepl_zfs::Properties>,
+            zrepl_zfs::VersionsByFilesystem,
+        ),
+        ZfsError,
+    > {
+        let props = self
+            .zfs
+            .get_properties_recursive(
+                &self.root,
+                None,
+                &[
+                    PLACEHOLDER_PROPERTY,
+                    "receive_resume_token",
+                    crate::listings::SNAPSHOTS_CHANGED,
+                ],
+            )
+            .await?;
+        let mut versions = zrepl_zfs::VersionsByFilesystem::new();
+        for (path, p) in &props {
+            let marked = p.get(PLACEHOLDER_PROPERTY).is_some_and(|v| {
+                v.source == zrepl_zfs::PropertySource::Local
+                    && v.value == zrepl_zfs::PLACEHOLDER_REPLACING
+            });
+            if marked {
+                versions.insert(
+                    path.clone(),
+                    self.zfs.list_versions(path, VersionTypes::All).await?,
+                );
+            }
+        }
+        Ok((props, versions))
+    }
+
     /// Fails if the client identity is not a single valid dataset name component.
     /// State shared with the other receivers of the same root (placeholder creation, checked
     /// receives) and the job's bandwidth bucket come from `reg`.
@@ -121,6 +169,7 @@ impl LocalReceiver {
         Ok(LocalReceiver {
             zfs,
             cfg: Arc::new(cfg),
+            listings: reg.listings(&format!("receiver\0{root}")),
             shared: reg.root(&root),
             root,
             strip_prefix,
@@ -323,14 +372,21 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         self.check_root_fs().await?;
         // One command for names, placeholder state, resume tokens and all versions of the
         // whole subtree; the versions serve the `list_versions_many` that usually follows.
-        let props = match self
-            .zfs
-            .list_subtree_with_properties(
-                &self.root,
-                &[PLACEHOLDER_PROPERTY, "receive_resume_token"],
-            )
-            .await
-        {
+        // With `snapshots_changed` (see `crate::listings`): the filesystems only, their
+        // versions come from the cache or `list_versions_many`.
+        let cache = crate::sender::listings_enabled(&self.zfs).await;
+        let (started, wall) = (std::time::Instant::now(), crate::sender::unix_now());
+        let listed = if cache {
+            self.list_filesystems_only().await
+        } else {
+            self.zfs
+                .list_subtree_with_properties(
+                    &self.root,
+                    &[PLACEHOLDER_PROPERTY, "receive_resume_token"],
+                )
+                .await
+        };
+        let props = match listed {
             Ok((props, versions)) => {
                 // Filesystems marked `replacing`: still placeholders, being received, or
                 // replaced (a leftover mark, repaired below).
@@ -368,8 +424,20 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                         }
                     }
                 }
-                *self.prefetched.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((std::time::Instant::now(), versions));
+                if cache {
+                    let changed = props
+                        .iter()
+                        .filter_map(|(path, p)| {
+                            let v = p.get(crate::listings::SNAPSHOTS_CHANGED)?;
+                            Some((path.clone(), crate::listings::parse_changed(&v.value)?))
+                        })
+                        .collect();
+                    self.listings.observe(started, wall, changed);
+                } else {
+                    self.listings.unobserve();
+                    *self.prefetched.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((std::time::Instant::now(), versions));
+                }
                 (props, unreplaced)
             }
             // The client's dataset does not exist yet: nothing received so far.
@@ -446,7 +514,7 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                 .iter()
                 .map(|l| Ok(m.get(l).cloned().unwrap_or_default()))
                 .collect(),
-            None => crate::sender::list_versions_many(&self.zfs, &local).await?,
+            None => crate::sender::cached_versions_many(&self.zfs, &self.listings, &local).await?,
         };
         {
             let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
@@ -475,6 +543,7 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             return Err(EndpointError::invalid("'to' must be a snapshot"));
         }
         let lp = self.local_path(&req.filesystem)?;
+        let _changing = self.listings.changing(vec![lp.clone()]);
         let target =
             VersionPath::snapshot(&lp, &req.to.name).map_err(|e| zfs_err("invalid 'to'", e))?;
         // What the stream really recreates, before anything changes here: a stream of another
@@ -676,6 +745,9 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         // Decided by `plan::receives`: what to list, which steps completed (GUID checks),
         // the new last-received holds (before any old one goes), the old ones to release.
         use crate::plan::receives as plan;
+        let _changing = self
+            .listings
+            .changing(self.local_paths(reqs.iter().map(|r| &r.filesystem)));
         let mut results: Vec<Result<(), EndpointError>> = Vec::with_capacity(reqs.len());
         let mut locals = Vec::with_capacity(reqs.len());
         for r in reqs {
@@ -787,6 +859,9 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         &self,
         reqs: &[ConvergeRequest],
     ) -> Result<Vec<Result<(), EndpointError>>, EndpointError> {
+        let _changing = self
+            .listings
+            .changing(self.local_paths(reqs.iter().map(|r| &r.filesystem)));
         let tag = last_received_hold_tag(&self.cfg.job);
         let mut results = Vec::with_capacity(reqs.len());
         let mut hold: Vec<(usize, VersionPath)> = Vec::new();
@@ -848,6 +923,7 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         snapshots: &[FilesystemVersion],
     ) -> Result<Vec<DestroyResult>, EndpointError> {
         let lp = self.local_path(fs)?;
+        let _changing = self.listings.changing(vec![lp.clone()]);
         crate::sender::destroy_snapshots(&self.zfs, &lp, snapshots).await
     }
 }

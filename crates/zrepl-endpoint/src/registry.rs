@@ -4,7 +4,8 @@
 //! [`Registry`] and passes it to every endpoint it creates; nothing is process-global, so two
 //! daemons (or two tests) in one process share nothing.
 //!
-//! Entries are weak: state lives as long as some endpoint uses it.
+//! Entries are weak: state lives as long as some endpoint uses it; the versions listings
+//! caches are the exception (they must outlive a job's runs).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use zrepl_zfs_types::DatasetPath;
 
+use crate::listings::Listings;
 use crate::ratelimit::{BandwidthLimit, Bucket};
 use crate::receiver::RootShared;
 use crate::sender::Prepared;
@@ -30,6 +32,10 @@ struct Inner {
     roots: Mutex<HashMap<DatasetPath, Weak<RootShared>>>,
     /// Per job and side: the bandwidth token bucket.
     buckets: Mutex<HashMap<String, Weak<Bucket>>>,
+    /// Per job sender (and peer) and per receiver root: the versions listings kept between
+    /// runs. Held for the registry's (the daemon's) lifetime, unlike the entries above: a
+    /// job's cache must outlive its runs. Bounded by the filesystems of the daemon's jobs.
+    listings: Mutex<HashMap<String, Arc<Listings>>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -66,6 +72,17 @@ impl Registry {
             |_| true,
             Default::default,
         )
+    }
+
+    /// The versions listings cache of `key` (`sender\0<job>\0<peer>`, `receiver\0<root>`).
+    pub(crate) fn listings(&self, key: &str) -> Arc<Listings> {
+        self.inner
+            .listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_string())
+            .or_default()
+            .clone()
     }
 
     pub(crate) fn root(&self, root: &DatasetPath) -> Arc<RootShared> {

@@ -19,6 +19,7 @@ use zrepl_zfs_types::abstraction::{
 use zrepl_zfs_types::resume_token;
 
 use crate::error::zfs_err;
+use crate::listings::Listings;
 use crate::plan::sends::{self as plan, check_request, prepared_key};
 use crate::registry::Registry;
 
@@ -85,6 +86,8 @@ pub struct LocalSender {
     prepared: Arc<std::sync::Mutex<Prepared>>,
     /// `send.bandwidth_limit`, shared by all streams of the job in this process.
     bucket: Option<Arc<crate::ratelimit::Bucket>>,
+    /// Versions listings kept between runs (see [`crate::listings`]), the job's (and peer's).
+    listings: Arc<Listings>,
 }
 
 /// The state `prepare_sends` leaves for the round's `send`s and `sends_completed`.
@@ -160,6 +163,53 @@ pub(crate) async fn list_versions_many(
         .collect())
 }
 
+/// The cache is used where nothing but this process changes what it caches without changing
+/// `snapshots_changed`: not on an agentless remote (its clock and its other users are
+/// unknown), and only where the property exists.
+pub(crate) async fn listings_enabled(zfs: &Zfs) -> bool {
+    !zfs.is_remote() && zfs.features().await.is_ok_and(|f| f.snapshots_changed)
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn filesystems_of(reqs: &[SendRequest]) -> Vec<DatasetPath> {
+    reqs.iter().map(|r| r.filesystem.clone()).collect()
+}
+
+/// [`list_versions_many`] where `cache` has no confirmed listing (see [`crate::listings`]).
+pub(crate) async fn cached_versions_many(
+    zfs: &Zfs,
+    cache: &Listings,
+    paths: &[DatasetPath],
+) -> Result<Vec<Result<Vec<FilesystemVersion>, EndpointError>>, EndpointError> {
+    let (hits, misses, generation) = cache.lookup(paths, std::time::Instant::now());
+    let mut listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> =
+        BTreeMap::new();
+    if !misses.is_empty() {
+        let got = list_versions_many(zfs, &misses).await?;
+        for (p, r) in misses.into_iter().zip(got) {
+            if let Ok(v) = &r {
+                cache.store(&p, v, generation);
+            }
+            listed.insert(p, r);
+        }
+    }
+    Ok(paths
+        .iter()
+        .map(|p| match hits.get(p) {
+            Some(v) => Ok(v.clone()),
+            None => listed
+                .get(p)
+                .cloned()
+                .unwrap_or_else(|| Err(EndpointError::not_found(format!("{p} not listed")))),
+        })
+        .collect())
+}
+
 /// Completes `listed` (what this side already knows from the round) with one listing of the
 /// filesystems of `fss` it does not cover.
 async fn list_missing(
@@ -190,6 +240,7 @@ impl LocalSender {
     pub fn new(zfs: Zfs, cfg: SenderConfig, reg: &Registry) -> Self {
         LocalSender {
             bucket: send_bucket(&cfg, reg),
+            listings: reg.listings(&format!("sender\0{}\0", cfg.job)),
             zfs,
             cfg: Arc::new(cfg),
             prepared: Arc::default(),
@@ -203,6 +254,7 @@ impl LocalSender {
         LocalSender {
             bucket: send_bucket(&cfg, reg),
             prepared: reg.prepared(&cfg.job, peer),
+            listings: reg.listings(&format!("sender\0{}\0{peer}", cfg.job)),
             zfs,
             cfg: Arc::new(cfg),
         }
@@ -462,17 +514,30 @@ impl zrepl_protocol::Sender for LocalSender {
         // Usually the filter names its subtrees: then one recursive `zfs get` of the
         // placeholder property per subtree lists the filesystems and their placeholder state
         // together, without visiting the rest of the pools.
+        let cache = listings_enabled(&self.zfs).await;
+        let mut props_wanted = vec![PLACEHOLDER_PROPERTY];
+        if cache {
+            props_wanted.push(crate::listings::SNAPSHOTS_CHANGED);
+        }
+        let (started, wall) = (std::time::Instant::now(), unix_now());
+        let mut changed = BTreeMap::new();
         let states = match self.cfg.filesystems.roots() {
             Some(roots) => {
                 let mut out = std::collections::BTreeMap::new();
                 for root in roots {
                     match self
                         .zfs
-                        .get_properties_recursive(&root, None, &[PLACEHOLDER_PROPERTY])
+                        .get_properties_recursive(&root, None, &props_wanted)
                         .await
                     {
                         Ok(props) => out.extend(props.into_iter().map(|(path, p)| {
                             let ph = is_placeholder(&path, &p);
+                            if let Some(c) = p
+                                .get(crate::listings::SNAPSHOTS_CHANGED)
+                                .and_then(|v| crate::listings::parse_changed(&v.value))
+                            {
+                                changed.insert(path.clone(), c);
+                            }
                             (path, ph)
                         })),
                         Err(zrepl_zfs::ZfsError::DatasetDoesNotExist { .. }) => {}
@@ -496,6 +561,11 @@ impl zrepl_protocol::Sender for LocalSender {
                 placeholder_map(&self.zfs, &accepted).await?
             }
         };
+        if changed.is_empty() {
+            self.listings.unobserve();
+        } else {
+            self.listings.observe(started, wall, changed);
+        }
         Ok(states
             .into_iter()
             .filter(|(p, _)| self.cfg.filesystems.accepts(p))
@@ -530,7 +600,7 @@ impl zrepl_protocol::Sender for LocalSender {
         let listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> = allowed
             .iter()
             .cloned()
-            .zip(list_versions_many(&self.zfs, &allowed).await?)
+            .zip(cached_versions_many(&self.zfs, &self.listings, &allowed).await?)
             .collect();
         let out = fss
             .iter()
@@ -551,6 +621,7 @@ impl zrepl_protocol::Sender for LocalSender {
     }
 
     async fn prepare_sends(&self, reqs: &[SendRequest]) -> Result<(), EndpointError> {
+        let _changing = self.listings.changing(filesystems_of(reqs));
         let mut planned = std::mem::take(&mut *lock(&self.prepared)).planned;
         // Step holds (guarantee_resumability) on every `from` and `to` of the round in one
         // command; the requests are checked against the listing the round was planned on (a
@@ -604,6 +675,7 @@ impl zrepl_protocol::Sender for LocalSender {
         &self,
         reqs: &[SendRequest],
     ) -> Result<Vec<Result<(), EndpointError>>, EndpointError> {
+        let _changing = self.listings.changing(filesystems_of(reqs));
         match self.sends_completed_batched(reqs).await {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -622,6 +694,9 @@ impl zrepl_protocol::Sender for LocalSender {
         &self,
         reqs: &[ConvergeRequest],
     ) -> Result<Vec<Result<(), EndpointError>>, EndpointError> {
+        let _changing = self
+            .listings
+            .changing(reqs.iter().map(|r| r.filesystem.clone()).collect());
         self.converge_(reqs).await
     }
 
@@ -650,6 +725,7 @@ impl zrepl_protocol::Sender for LocalSender {
 
     async fn send(&self, req: SendRequest) -> Result<(SendResponse, ByteStream), EndpointError> {
         self.check_allowed(&req.filesystem)?;
+        let _changing = self.listings.changing(vec![req.filesystem.clone()]);
         if lock(&self.prepared).steps.remove(&prepared_key(&req)) {
             // Held and checked by `prepare_sends`.
             self.validate_send(&req).await?;
@@ -679,6 +755,7 @@ impl zrepl_protocol::Sender for LocalSender {
 
     async fn send_completed(&self, req: &SendRequest) -> Result<(), EndpointError> {
         self.check_allowed(&req.filesystem)?;
+        let _changing = self.listings.changing(vec![req.filesystem.clone()]);
         let fs = &req.filesystem;
         let versions = self.resolve(req).await?;
         // Its cursors change: a kept planning listing would show gone ones.
@@ -758,6 +835,7 @@ impl zrepl_protocol::Sender for LocalSender {
         snapshots: &[FilesystemVersion],
     ) -> Result<Vec<DestroyResult>, EndpointError> {
         self.check_allowed(fs)?;
+        let _changing = self.listings.changing(vec![fs.clone()]);
         let policy = &self.cfg.client_destroy;
         let listing = match policy {
             plan::ClientDestroy::Keep(_) => self
@@ -1178,6 +1256,8 @@ impl LocalSender {
         now: i64,
         max_age: std::time::Duration,
     ) -> Result<Vec<VersionPath>, EndpointError> {
+        self.listings.invalidate(None);
+        let _changing = self.listings.changing(Vec::new());
         use zrepl_protocol::Sender as _;
         let fss: Vec<DatasetPath> = self
             .list_filesystems()

@@ -156,6 +156,7 @@ fn main() {
         net_source_expires_step_holds_of_a_client_that_never_completes,
         net_sink_bounds_connections_per_client,
         net_push_beyond_message_limits,
+        net_noop_round_lists_filesystems_not_snapshots,
     ]);
     trials.extend(trials![replication:
         repl_initial_then_incremental_chain,

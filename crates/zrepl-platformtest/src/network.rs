@@ -1600,30 +1600,30 @@ pub async fn net_sink_bounds_connections_per_client(t: Ctx) -> TestResult {
     res.map_err(|e| format!("{e}\n--- daemon log:\n{}", tail(&d.log())).into())
 }
 
-/// Issue 22's size cliff, crossed on real ZFS over tcp (PROTOCOL.md §4b): both daemons' message
-/// limits are lowered (`ZREPL_RPC_MESSAGE_LIMITS`: 16 KiB requests, 4 KiB replies, the ratio of
-/// the real 4 MiB / 64 MiB) so that a few thousand snapshots exceed them as half a million
-/// would exceed the real ones. 41 filesystems with `-I` packages: `prepare_sends` and the
-/// completions of 82 steps (~400 KB), the receiver's listings (one filesystem alone ~11 KB,
-/// all ~200 KB) and a pruning that destroys 197 snapshots of one filesystem in one request
-/// (~22 KB) all go as parts and the job converges; a message of the old kind over the limit is
+/// Issue 22's size cliff, crossed on real ZFS over tcp (PROTOCOL.md §4b): the daemon's message
+/// limits are lowered (`ZREPL_RPC_MESSAGE_LIMITS`: 4 KiB requests, 2 KiB replies) so that a few
+/// dozen snapshots exceed them as hundreds of thousands would exceed the real ones. 9
+/// filesystems with `-I` packages: `prepare_sends` and the completions of 18 steps (~11 KB),
+/// the receiver's listings (one filesystem alone ~3 KB, all ~8 KB) and a pruning that destroys
+/// 43 snapshots of one filesystem in one request (~5 KB) all go as parts and the job
+/// converges; a client with the default limits, whose one part is over the lowered limit, is
 /// refused by the same daemon, so the limits were in force.
 pub async fn net_push_beyond_message_limits(t: Ctx) -> TestResult {
     use zrepl_protocol::{Protection, ReceiveRequest, Receiver, ReplicationConfig};
     let p = t.pool.clone();
     let root = create(&t, "src/many")?;
-    let mut children = Vec::new();
-    for i in 0..39 {
+    let mut children = vec![root.clone()];
+    for i in 0..7 {
         children.push(create(&t, &format!("src/many/c{i:02}"))?);
     }
     let big = create(&t, "src/many/big")?;
     children.push(big.clone());
     create(&t, "sink")?;
     write(&big, "f", 1)?;
-    for i in 0..20 {
+    for i in 0..5 {
         zfs(&["snapshot", "-r", &format!("{root}@r{i:02}")])?;
     }
-    for i in 0..80 {
+    for i in 0..20 {
         snapshot(&format!("{big}@b{i:03}"))?;
     }
     let dir = format!("/tmp/{p}-limits");
@@ -1644,7 +1644,7 @@ pub async fn net_push_beyond_message_limits(t: Ctx) -> TestResult {
     };
     let env = [(
         zrepl_rpc::wire::LIMITS_ENV.to_string(),
-        "16384,4096".to_string(),
+        "4096,2048".to_string(),
     )];
     let log = format!("{dir}/daemon.log");
     let start = |log_name: &str| -> Result<Child, String> {
@@ -1671,12 +1671,12 @@ pub async fn net_push_beyond_message_limits(t: Ctx) -> TestResult {
         d.child = Some(start(&log)?);
         d.replicate("push")?;
         for c in &children {
-            let want = if *c == big { 100 } else { 20 };
+            let want = if *c == big { 25 } else { 5 };
             let got = snaps_of(&received(c))?;
             ensure!(got.len() == want, "{c}: {} of {want} received", got.len());
         }
         ensure!(
-            guid(&format!("{big}@b079"))? == guid(&format!("{}@b079", received(&big)))?,
+            guid(&format!("{big}@b019"))? == guid(&format!("{}@b019", received(&big)))?,
             "newest of big"
         );
         // The daemon enforces the lowered limits: one message of 41 requests is refused.
@@ -1688,8 +1688,8 @@ pub async fn net_push_beyond_message_limits(t: Ctx) -> TestResult {
             from: None,
             to: zrepl_zfs_types::FilesystemVersion {
                 typ: zrepl_zfs_types::VersionType::Snapshot,
-                name: "b079".into(),
-                guid: guid(&format!("{big}@b079"))?,
+                name: "b019".into(),
+                guid: guid(&format!("{big}@b019"))?,
                 createtxg: 1,
                 creation: 0,
                 userrefs: None,
@@ -1702,17 +1702,17 @@ pub async fn net_push_beyond_message_limits(t: Ctx) -> TestResult {
             },
             intermediates: Vec::new(),
         };
-        // 60 requests (~20 KB): a client with the default limits sends them as one part,
+        // 60 requests (~14 KB): a client with the default limits sends them as one part,
         // which the daemon refuses; one with the daemon's limits splits them and is served
         // (completing the newest again changes nothing).
         let many: Vec<ReceiveRequest> = (0..60).map(|_| one.clone()).collect();
         ensure!(
-            serde_json::to_vec(&many)?.len() > 16384,
+            serde_json::to_vec(&many)?.len() > 4096,
             "the probe must exceed the lowered limit"
         );
         let e = client.receives_completed(&many).await.unwrap_err();
         ensure!(
-            e.to_string().contains("exceeds the limit of 16384 bytes"),
+            e.to_string().contains("exceeds the limit of 4096 bytes"),
             "{e}"
         );
         let lowered = zrepl_rpc::Client::new(
@@ -1726,7 +1726,7 @@ pub async fn net_push_beyond_message_limits(t: Ctx) -> TestResult {
                 })
             }),
             zrepl_rpc::ClientOptions {
-                limits: zrepl_rpc::wire::Limits::lowered(Some("16384,4096")),
+                limits: zrepl_rpc::wire::Limits::lowered(Some("4096,2048")),
                 ..Default::default()
             },
         );
@@ -1739,11 +1739,11 @@ pub async fn net_push_beyond_message_limits(t: Ctx) -> TestResult {
         );
         drop((client, lowered));
 
-        // Round 2: 100 more snapshots on big, one more everywhere; keep the newest 3.
-        for i in 80..180 {
+        // Round 2: 20 more snapshots on big, one more everywhere; keep the newest 3.
+        for i in 20..40 {
             snapshot(&format!("{big}@b{i:03}"))?;
         }
-        zfs(&["snapshot", "-r", &format!("{root}@r20")])?;
+        zfs(&["snapshot", "-r", &format!("{root}@r05")])?;
         d.kill();
         write_cfg("{type: last_n, count: 3}")?;
         d.child = Some(start(&log)?);
@@ -1760,7 +1760,7 @@ pub async fn net_push_beyond_message_limits(t: Ctx) -> TestResult {
             let sent = snaps_of(c)?;
             ensure!(sent.len() == 3, "{c}: sender kept {sent:?}");
             ensure!(
-                guid(&format!("{c}@r20"))? == guid(&format!("{}@r20", received(c)))?,
+                guid(&format!("{c}@r05"))? == guid(&format!("{}@r05", received(c)))?,
                 "{c}: newest"
             );
         }
@@ -1769,6 +1769,104 @@ pub async fn net_push_beyond_message_limits(t: Ctx) -> TestResult {
             "no message over the limit: {}",
             tail(&d.log())
         );
+        Ok(())
+    }
+    .await;
+    d.kill();
+    res.map_err(|e| format!("{e}\n--- daemon log:\n{}", tail(&d.log())).into())
+}
+
+/// Issue 22, rounds that cost what changed: with `snapshots_changed` (OpenZFS >= 2.2), once a
+/// tree is replicated and settled, a run that finds nothing new (replication and pruning of
+/// both sides) lists filesystems only: not one `zfs list` of snapshots. A snapshot made on one
+/// filesystem is still found and replicated, the run after it lists that filesystem again,
+/// and the one after that is back to no snapshot listing. Without the property (OpenZFS 2.1)
+/// every run lists, as before.
+pub async fn net_noop_round_lists_filesystems_not_snapshots(t: Ctx) -> TestResult {
+    let p = t.pool.clone();
+    let root = create(&t, "src/tree")?;
+    let mut children = Vec::new();
+    for i in 0..30 {
+        let c = create(&t, &format!("src/tree/c{i:02}"))?;
+        children.push(c);
+    }
+    create(&t, "sink")?;
+    for i in 0..20 {
+        zfs(&["snapshot", "-r", &format!("{root}@s{i:02}")])?;
+    }
+    let supported = sh(&["sh", "-c", "zfs get 2>&1 || true"])?.contains("snapshots_changed");
+    let dir = format!("/tmp/{p}-noop");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let port = 28891;
+    let cfg = format!("{dir}/zrepl.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  control: {{sockpath: {dir}/run/control}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+             jobs:\n\
+             - type: sink\n  name: sink\n  root_fs: {p}/sink\n  recv: {{placeholder: {{encryption: inherit}}}}\n  serve: {{type: tcp, listen: \"127.0.0.1:{port}\", clients: {{\"127.0.0.1\": a}}}}\n\
+             - type: push\n  name: push\n  connect: {{type: tcp, address: \"127.0.0.1:{port}\"}}\n  filesystems: {{\"{root}<\": true}}\n  snapshotting: {{type: manual}}\n  pruning: {{keep_sender: [{{type: not_replicated}}, {{type: last_n, count: 25}}], keep_receiver: [{{type: last_n, count: 25}}]}}\n"
+        ),
+    )?;
+    let mut d = Daemon {
+        cfg,
+        log: format!("{dir}/daemon.log"),
+        child: None,
+    };
+    let lists = |d: &Daemon| -> Result<u64, String> {
+        let st = d.status()?;
+        Ok(st["global"]["zfs_commands"]["started"]["zfs list"]
+            .as_u64()
+            .unwrap_or(0))
+    };
+    // A run, after the last snapshot change has settled (`snapshots_changed` has one-second
+    // resolution): the number of `zfs list` processes it started.
+    let run = |d: &Daemon| -> Result<u64, String> {
+        std::thread::sleep(Duration::from_secs(3));
+        let before = lists(d)?;
+        d.replicate("push").map_err(|e| e.to_string())?;
+        Ok(lists(d)? - before)
+    };
+    let res: TestResult = async {
+        d.start()?;
+        let first = run(&d)?;
+        ensure!(first > 0, "the first run lists");
+        let second = run(&d)?;
+        let third = run(&d)?;
+        if supported {
+            ensure!(
+                third == 0,
+                "a run with nothing new lists no snapshots: {third} zfs list (second run: {second})"
+            );
+        } else {
+            ensure!(third > 0, "without snapshots_changed every run lists");
+        }
+        // A new snapshot on one filesystem is found.
+        let c = &children[7];
+        zfs(&["snapshot", &format!("{c}@new")])?;
+        let changed = run(&d)?;
+        ensure!(changed > 0, "the changed filesystem is listed");
+        let received = format!("{p}/sink/a/{c}@new");
+        ensure!(
+            guid(&received)? == guid(&format!("{c}@new"))?,
+            "the new snapshot arrives"
+        );
+        let after = run(&d)?;
+        let settled = run(&d)?;
+        if supported {
+            ensure!(
+                settled == 0,
+                "back to no snapshot listing: {settled} zfs list (the run before: {after})"
+            );
+        }
+        // Every filesystem still up to date, the others untouched.
+        for c in &children {
+            ensure!(
+                guid(&format!("{p}/sink/a/{c}@s19"))? == guid(&format!("{c}@s19"))?,
+                "{c}"
+            );
+        }
         Ok(())
     }
     .await;

@@ -348,6 +348,11 @@ impl Zfs {
         &self.inner.config
     }
 
+    /// Whether this handle runs its commands on an agentless remote.
+    pub fn is_remote(&self) -> bool {
+        self.inner.config.remote.is_some()
+    }
+
     /// A handle with this one's config that runs its commands on `remote` (see
     /// [`crate::remote`]); its commands are counted and listed with this handle's
     /// ([`Zfs::command_stats`], [`Zfs::active_commands`]), so status and metrics show them.

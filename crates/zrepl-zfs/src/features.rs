@@ -32,6 +32,8 @@ pub struct Features {
     pub comma_destroy: bool,
     /// `zfs bookmark fs#a fs#b` (OpenZFS >= 2.0). zrepl 0.7 never used it; we detect it.
     pub bookmark_copy: bool,
+    /// The `snapshots_changed` property (OpenZFS >= 2.2), from `zfs get`'s property table.
+    pub snapshots_changed: bool,
 }
 
 /// Forced results for individual features; `None` = detect.
@@ -73,13 +75,14 @@ impl Zfs {
 
     async fn detect_features(&self) -> Result<Features, ZfsError> {
         let o = &self.inner.config.feature_overrides;
-        let (version, send, recv, load_key, destroy, bookmark) = tokio::join!(
+        let (version, send, recv, load_key, destroy, bookmark, get) = tokio::join!(
             self.probe("version", None),
             self.probe("send", o.resumable_send),
             self.probe("receive", None),
             self.probe("load-key", o.encryption),
             self.probe("destroy", o.comma_destroy),
             self.probe("bookmark", o.bookmark_copy),
+            self.probe("get", None),
         );
         let load_key = load_key?;
         Ok(Features {
@@ -98,6 +101,7 @@ impl Zfs {
             bookmark_copy: o
                 .bookmark_copy
                 .unwrap_or(bookmark?.contains("<snapshot|bookmark>")),
+            snapshots_changed: get?.contains("snapshots_changed"),
         })
     }
 

@@ -106,6 +106,7 @@ probe() {
     load-key) printf 'missing dataset argument\nusage:\n\tload-key [-rn] [-L <keylocation>] <-a | filesystem|volume>\n' >&2; exit 2 ;;
     destroy) printf 'usage:\n\tdestroy [-fnpRrv] <filesystem|volume>\n\tdestroy [-dnpRrv] <filesystem|volume>@<snap>[%%<snap>][,...]\n\tdestroy <filesystem|volume>#<bookmark>\n' >&2; exit 2 ;;
     bookmark) printf 'missing source argument\nusage:\n\tbookmark <snapshot|bookmark> <newbookmark>\n' >&2; exit 2 ;;
+    get) printf 'missing property argument\nusage:\n\tget [-rHp] [-d max] ...\n\nThe following properties are supported:\n\n\tPROPERTY       EDIT  INHERIT   VALUES\n\n\tsnapshots_changed  NO    NO   <date>\n' >&2; exit 2 ;;
   esac
 }
 if [ $# -eq 1 ]; then probe "$1"; fi

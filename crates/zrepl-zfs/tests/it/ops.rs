@@ -694,10 +694,10 @@ async fn feature_detection_cached() {
     let zfs = m.zfs();
     let f = zfs.features().await.unwrap();
     assert!(f.resumable_send && f.resumable_recv_cli && f.encryption && f.comma_destroy);
-    assert!(f.bookmark_copy);
+    assert!(f.bookmark_copy && f.snapshots_changed);
     assert_eq!(f.version.as_ref().unwrap().numeric, Some((2, 3, 2)));
     let n = zfs.total_commands_started();
-    assert_eq!(n, 6);
+    assert_eq!(n, 7);
     zfs.clone().features().await.unwrap();
     assert_eq!(zfs.total_commands_started(), n);
     assert!(zfs.resumable_recv_supported(&p("pool/a")).await.unwrap());

@@ -1,0 +1,303 @@
+//! Versions listings kept between rounds (issue 22: rounds that cost what changed).
+//!
+//! OpenZFS >= 2.2 keeps `snapshots_changed` per filesystem: the time (seconds) of the last
+//! snapshot created, destroyed or renamed in it. A filesystem listing reads it for every
+//! filesystem at the cost of listing filesystems; where it equals the value seen when a
+//! filesystem's versions were last listed, that listing still holds every snapshot and is
+//! served instead of listing the snapshots again.
+//!
+//! The cache is evidence, never truth:
+//! - an entry is stored only if the change it was listed after lies at least
+//!   [`SETTLED_SECS`] before the filesystem listing began (`snapshots_changed` has one-second
+//!   resolution: a change later in the same second would leave it equal);
+//! - it is used only with a filesystem listing of this endpoint taken within [`OBSERVED_FRESH`];
+//! - every call of this endpoint that changes versions (holds, bookmarks, receives, destroys)
+//!   drops the entries of its filesystems when it starts and when it ends, and a listing that
+//!   overlapped any such call is not stored ([`Listings::generation`]);
+//! - bookmarks and holds made by others do not change `snapshots_changed`: a cached listing
+//!   may show them stale until the next snapshot change. Nothing relies on that for safety:
+//!   streams are checked by GUID and `zfs destroy` refuses held snapshots.
+//! It lives in memory only: a restarted daemon lists everything once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use zrepl_zfs_types::{DatasetPath, FilesystemVersion};
+
+/// `snapshots_changed` must be at least this many seconds older than the filesystem listing
+/// for a versions listing after it to be kept.
+pub const SETTLED_SECS: u64 = 2;
+/// A filesystem listing stands for the current state this long.
+pub const OBSERVED_FRESH: Duration = Duration::from_secs(60);
+/// The property.
+pub const SNAPSHOTS_CHANGED: &str = "snapshots_changed";
+
+/// Whether a listing taken after a filesystem listing that began at `listed_at` (Unix seconds)
+/// and saw `changed` may be kept.
+pub fn settled(changed: u64, listed_at: u64) -> bool {
+    changed > 0
+        && changed
+            .checked_add(SETTLED_SECS)
+            .is_some_and(|c| c <= listed_at)
+}
+
+/// Whether an entry kept at `kept` serves a filesystem now seen at `now`.
+pub fn reusable(kept: u64, now: Option<u64>) -> bool {
+    now == Some(kept)
+}
+
+/// The value of `snapshots_changed` as `zfs get -p` prints it (`-` or empty: never changed or
+/// not supported).
+pub fn parse_changed(v: &str) -> Option<u64> {
+    v.trim().parse::<u64>().ok().filter(|&n| n > 0)
+}
+
+#[derive(Default)]
+struct State {
+    /// From the last filesystem listing: when it began (monotonic, and Unix seconds) and what
+    /// it saw.
+    observed_at: Option<(Instant, u64)>,
+    observed: BTreeMap<DatasetPath, u64>,
+    entries: HashMap<DatasetPath, (u64, Vec<FilesystemVersion>)>,
+    /// Bumped by every invalidation.
+    generation: u64,
+}
+
+/// One endpoint's cache (a job's sender, a receiver root). Shared through the `Registry`, so
+/// that it outlives the job's runs.
+#[derive(Default)]
+pub struct Listings {
+    state: Mutex<State>,
+}
+
+impl Listings {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a filesystem listing that began at `started` (`wall`: Unix seconds) and read
+    /// `changed` for the filesystems that have a value. Replaces the previous one.
+    pub fn observe(&self, started: Instant, wall: u64, changed: BTreeMap<DatasetPath, u64>) {
+        let mut s = self.lock();
+        s.observed_at = Some((started, wall));
+        s.observed = changed;
+    }
+
+    /// Forgets the last filesystem listing (one without `snapshots_changed`).
+    pub fn unobserve(&self) {
+        let mut s = self.lock();
+        s.observed_at = None;
+        s.observed.clear();
+    }
+
+    /// The cached listings of `fss` that the last filesystem listing confirms, the filesystems
+    /// to list, and the generation to pass to [`Listings::store`].
+    pub fn lookup(
+        &self,
+        fss: &[DatasetPath],
+        now: Instant,
+    ) -> (
+        BTreeMap<DatasetPath, Vec<FilesystemVersion>>,
+        Vec<DatasetPath>,
+        u64,
+    ) {
+        let s = self.lock();
+        let fresh = s
+            .observed_at
+            .is_some_and(|(at, _)| now.saturating_duration_since(at) < OBSERVED_FRESH);
+        let mut hits = BTreeMap::new();
+        let mut misses = Vec::new();
+        for f in fss {
+            match s.entries.get(f) {
+                Some((kept, v)) if fresh && reusable(*kept, s.observed.get(f).copied()) => {
+                    hits.insert(f.clone(), v.clone());
+                }
+                _ => misses.push(f.clone()),
+            }
+        }
+        (hits, misses, s.generation)
+    }
+
+    /// Keeps `versions` of `fs`, listed after [`Listings::lookup`] returned `generation`, if
+    /// nothing invalidated since and the observed change is settled.
+    pub fn store(&self, fs: &DatasetPath, versions: &[FilesystemVersion], generation: u64) {
+        let mut s = self.lock();
+        let Some((_, wall)) = s.observed_at else {
+            return;
+        };
+        let Some(&changed) = s.observed.get(fs) else {
+            return;
+        };
+        if s.generation != generation || !settled(changed, wall) {
+            s.entries.remove(fs);
+            return;
+        }
+        s.entries.insert(fs.clone(), (changed, versions.to_vec()));
+    }
+
+    /// Drops the entries of `fss` (all if `None`).
+    pub fn invalidate(&self, fss: Option<&[DatasetPath]>) {
+        let mut s = self.lock();
+        s.generation += 1;
+        match fss {
+            None => s.entries.clear(),
+            Some(fss) => {
+                for f in fss {
+                    s.entries.remove(f);
+                }
+            }
+        }
+    }
+
+    /// Invalidates `fss` now and again when the guard is dropped: for the calls that change
+    /// versions.
+    pub fn changing(&self, fss: Vec<DatasetPath>) -> Changing<'_> {
+        self.invalidate(Some(&fss));
+        Changing { cache: self, fss }
+    }
+
+    /// How many filesystems have an entry (tests, status).
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// See [`Listings::changing`].
+pub struct Changing<'a> {
+    cache: &'a Listings,
+    fss: Vec<DatasetPath>,
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.cache.invalidate(Some(&self.fss));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zrepl_zfs_types::VersionType;
+
+    fn p(s: &str) -> DatasetPath {
+        DatasetPath::parse(s).unwrap()
+    }
+
+    fn v(g: u64) -> FilesystemVersion {
+        FilesystemVersion {
+            typ: VersionType::Snapshot,
+            name: format!("s{g}"),
+            guid: g,
+            createtxg: g,
+            creation: 0,
+            userrefs: None,
+        }
+    }
+
+    #[test]
+    fn settled_and_reusable() {
+        let cases: &[(u64, u64, bool)] = &[
+            (100, 102, true),
+            (100, 101, false),
+            (100, 100, false),
+            (100, 99, false),
+            (0, 1000, false),
+            (u64::MAX, u64::MAX, false),
+        ];
+        for &(changed, at, want) in cases {
+            assert_eq!(settled(changed, at), want, "{changed} at {at}");
+        }
+        assert!(reusable(5, Some(5)));
+        assert!(!reusable(5, Some(6)));
+        assert!(!reusable(5, None));
+        for (s, want) in [
+            ("1700000000", Some(1700000000)),
+            ("-", None),
+            ("", None),
+            ("0", None),
+            ("x", None),
+        ] {
+            assert_eq!(parse_changed(s), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn served_only_while_the_filesystem_listing_confirms_it() {
+        let c = Listings::default();
+        let t0 = Instant::now();
+        let (a, b) = (p("pool/a"), p("pool/b"));
+        // Nothing observed: everything is listed, nothing kept.
+        let (hits, misses, g) = c.lookup(&[a.clone()], t0);
+        assert!(hits.is_empty() && misses == [a.clone()]);
+        c.store(&a, &[v(1)], g);
+        assert!(c.is_empty());
+
+        c.observe(
+            t0,
+            1000,
+            BTreeMap::from([(a.clone(), 900), (b.clone(), 999)]),
+        );
+        let (_, misses, g) = c.lookup(&[a.clone(), b.clone()], t0);
+        assert_eq!(misses.len(), 2);
+        c.store(&a, &[v(1)], g);
+        // b changed within the last second before the listing: not kept.
+        c.store(&b, &[v(2)], g);
+        assert_eq!(c.len(), 1);
+
+        // Same value next round: served.
+        c.observe(
+            t0,
+            1100,
+            BTreeMap::from([(a.clone(), 900), (b.clone(), 999)]),
+        );
+        let (hits, misses, _) = c.lookup(&[a.clone(), b.clone()], t0);
+        assert_eq!(hits[&a], [v(1)]);
+        assert_eq!(misses, [b.clone()]);
+        // Too long after the filesystem listing: listed again.
+        let (hits, _, _) = c.lookup(&[a.clone()], t0 + OBSERVED_FRESH);
+        assert!(hits.is_empty());
+        // A snapshot change: listed again.
+        c.observe(t0, 1200, BTreeMap::from([(a.clone(), 1150)]));
+        let (hits, _, _) = c.lookup(&[a.clone()], t0);
+        assert!(hits.is_empty());
+        // The filesystem disappeared from the listing (or lost its value): listed again.
+        c.observe(t0, 1200, BTreeMap::new());
+        let (hits, _, _) = c.lookup(&[a.clone()], t0);
+        assert!(hits.is_empty());
+        c.observe(t0, 1100, BTreeMap::from([(a.clone(), 900)]));
+        c.unobserve();
+        let (hits, _, _) = c.lookup(&[a.clone()], t0);
+        assert!(hits.is_empty());
+    }
+
+    #[test]
+    fn changes_of_our_own_drop_entries_and_racing_listings() {
+        let c = Listings::default();
+        let t0 = Instant::now();
+        let a = p("pool/a");
+        c.observe(t0, 1000, BTreeMap::from([(a.clone(), 900)]));
+        let (_, _, g) = c.lookup(&[a.clone()], t0);
+        c.store(&a, &[v(1)], g);
+        assert_eq!(c.len(), 1);
+        {
+            let _guard = c.changing(vec![a.clone()]);
+            assert!(c.is_empty(), "dropped when the change starts");
+            // A listing taken while the change runs is dropped when it ends.
+            let (_, _, g) = c.lookup(&[a.clone()], t0);
+            c.store(&a, &[v(1)], g);
+        }
+        assert!(c.is_empty(), "dropped again when it ends");
+        let (_, _, g) = c.lookup(&[a.clone()], t0);
+        c.invalidate(None);
+        c.store(&a, &[v(1)], g);
+        assert!(
+            c.is_empty(),
+            "a listing that overlapped an invalidation is not kept"
+        );
+    }
+}
