@@ -143,9 +143,14 @@ pub(crate) async fn list_versions_many(
     zfs: &Zfs,
     paths: &[DatasetPath],
 ) -> Result<Vec<Result<Vec<FilesystemVersion>, EndpointError>>, EndpointError> {
+    use futures::StreamExt;
     let mut all = zrepl_zfs::VersionsByFilesystem::new();
-    for root in covering_roots(paths) {
-        match zfs.list_subtree_versions(&root).await {
+    // Independent subtrees are listed concurrently.
+    let mut listings = futures::stream::iter(covering_roots(paths))
+        .map(|root| async move { (zfs.list_subtree_versions(&root).await, root) })
+        .buffered(LISTING_CONCURRENCY);
+    while let Some((r, root)) = listings.next().await {
+        match r {
             Ok(m) => all.extend(m),
             Err(zrepl_zfs::ZfsError::DatasetDoesNotExist { .. }) => {}
             Err(e) => return Err(zfs_err(format!("cannot list versions below {root}"), e)),
@@ -162,6 +167,9 @@ pub(crate) async fn list_versions_many(
         })
         .collect())
 }
+
+/// How many subtree listings run at once.
+pub(crate) const LISTING_CONCURRENCY: usize = 4;
 
 /// The cache is used where nothing but this process changes what it caches without changing
 /// `snapshots_changed`: not on an agentless remote (its clock and its other users are
