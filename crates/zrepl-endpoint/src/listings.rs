@@ -137,6 +137,23 @@ impl Listings {
         s.entries.insert(fs.clone(), (changed, versions.to_vec()));
     }
 
+    /// Whether most filesystems of the last filesystem listing have an entry: then listing
+    /// filesystems only and the few others' versions costs less than listing everything.
+    pub fn mostly_cached(&self) -> bool {
+        let s = self.lock();
+        let cached = s
+            .observed
+            .keys()
+            .filter(|f| s.entries.contains_key(*f))
+            .count();
+        !s.observed.is_empty() && cached * 2 >= s.observed.len()
+    }
+
+    /// The current generation: a listing taken after this may be stored with it.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
     /// Drops the entries of `fss` (all if `None`).
     pub fn invalidate(&self, fss: Option<&[DatasetPath]>) {
         let mut s = self.lock();
@@ -250,6 +267,7 @@ mod tests {
         c.store(&b, &[v(2)], g);
         assert_eq!(c.len(), 1);
 
+        assert!(c.mostly_cached(), "one of two");
         // Same value next round: served.
         c.observe(
             t0,
@@ -295,6 +313,7 @@ mod tests {
         assert!(c.is_empty(), "dropped again when it ends");
         let (_, _, g) = c.lookup(std::slice::from_ref(&a), t0);
         c.invalidate(None);
+        assert!(!c.mostly_cached());
         c.store(&a, &[v(1)], g);
         assert!(
             c.is_empty(),

@@ -374,16 +374,21 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         // whole subtree; the versions serve the `list_versions_many` that usually follows.
         // With `snapshots_changed` (see `crate::listings`): the filesystems only, their
         // versions come from the cache or `list_versions_many`.
+        // Unless most filesystems are cached (the first run, or after a run that changed most
+        // of them), one command lists filesystems and versions together and fills the cache.
         let cache = crate::sender::listings_enabled(&self.zfs).await;
+        let fs_only = cache && self.listings.mostly_cached();
         let (started, wall) = (std::time::Instant::now(), crate::sender::unix_now());
-        let listed = if cache {
+        let generation = self.listings.generation();
+        let listed = if fs_only {
             self.list_filesystems_only().await
         } else {
+            let mut props = vec![PLACEHOLDER_PROPERTY, "receive_resume_token"];
+            if cache {
+                props.push(crate::listings::SNAPSHOTS_CHANGED);
+            }
             self.zfs
-                .list_subtree_with_properties(
-                    &self.root,
-                    &[PLACEHOLDER_PROPERTY, "receive_resume_token"],
-                )
+                .list_subtree_with_properties(&self.root, &props)
                 .await
         };
         let props = match listed {
@@ -433,8 +438,15 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                         })
                         .collect();
                     self.listings.observe(started, wall, changed);
+                    if !fs_only {
+                        for (path, vs) in &versions {
+                            self.listings.store(path, vs, generation);
+                        }
+                    }
                 } else {
                     self.listings.unobserve();
+                }
+                if !fs_only {
                     *self.prefetched.lock().unwrap_or_else(|e| e.into_inner()) =
                         Some((std::time::Instant::now(), versions));
                 }

@@ -32,7 +32,7 @@ struct Inner {
     roots: Mutex<HashMap<DatasetPath, Weak<RootShared>>>,
     /// Per job and side: the bandwidth token bucket.
     buckets: Mutex<HashMap<String, Weak<Bucket>>>,
-    /// Per job sender (and peer) and per receiver root: the versions listings kept between
+    /// Per job sender and per receiver root: the versions listings kept between
     /// runs. Held for the registry's (the daemon's) lifetime, unlike the entries above: a
     /// job's cache must outlive its runs. Bounded by the filesystems of the daemon's jobs.
     listings: Mutex<HashMap<String, Arc<Listings>>>,
@@ -74,7 +74,7 @@ impl Registry {
         )
     }
 
-    /// The versions listings cache of `key` (`sender\0<job>\0<peer>`, `receiver\0<root>`).
+    /// The versions listings cache of `key` (`sender\0<job>`, `receiver\0<root>`).
     pub(crate) fn listings(&self, key: &str) -> Arc<Listings> {
         self.inner
             .listings

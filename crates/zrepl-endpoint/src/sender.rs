@@ -86,7 +86,7 @@ pub struct LocalSender {
     prepared: Arc<std::sync::Mutex<Prepared>>,
     /// `send.bandwidth_limit`, shared by all streams of the job in this process.
     bucket: Option<Arc<crate::ratelimit::Bucket>>,
-    /// Versions listings kept between runs (see [`crate::listings`]), the job's (and peer's).
+    /// Versions listings kept between runs (see [`crate::listings`]), the job's.
     listings: Arc<Listings>,
 }
 
@@ -248,7 +248,7 @@ impl LocalSender {
     pub fn new(zfs: Zfs, cfg: SenderConfig, reg: &Registry) -> Self {
         LocalSender {
             bucket: send_bucket(&cfg, reg),
-            listings: reg.listings(&format!("sender\0{}\0", cfg.job)),
+            listings: reg.listings(&format!("sender\0{}", cfg.job)),
             zfs,
             cfg: Arc::new(cfg),
             prepared: Arc::default(),
@@ -262,7 +262,9 @@ impl LocalSender {
         LocalSender {
             bucket: send_bucket(&cfg, reg),
             prepared: reg.prepared(&cfg.job, peer),
-            listings: reg.listings(&format!("sender\0{}\0{peer}", cfg.job)),
+            // Per job, not per peer: what one peer's calls (or the step-hold expiry) change
+            // must drop what another peer's calls cached.
+            listings: reg.listings(&format!("sender\0{}", cfg.job)),
             zfs,
             cfg: Arc::new(cfg),
         }

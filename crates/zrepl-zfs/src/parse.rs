@@ -351,6 +351,8 @@ pub fn split_get_listing(
                         mine.insert(k.to_string(), v);
                     }
                     None if k.contains(':') => {}
+                    // Optional: a filesystem that never had a snapshot may not print it.
+                    None if *k == "snapshots_changed" => {}
                     None => return Err(err(&name, format!("property {k} missing"))),
                 }
             }
