@@ -43,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
             zrepl_rpc::ServeOptions {
                 send_compressible: false,
                 handshake_timeout: Duration::from_millis(200),
+                ..Default::default()
             },
         ));
         let _ = client.write_all(&Banner::ours().encode()).await;

@@ -8,8 +8,9 @@
 //!   (500 when `status % 16 == 15`), the `zrepl-encoding` header of flags bits 0-1 (none,
 //!   identity, zstd, bogus) and the body of flags bits 2-5 and the chunk ([`crate::script`]);
 //!   a stream connection (`send`, `receive` when the banner offers `stream-conn`) gets the chunk
-//!   as the raw bytes after the handshake. The server's banner offers `stream-conn` (flags bit
-//!   0) and `zstd` (bit 1); the client's options come from bits 2-5.
+//!   as the raw bytes after the handshake; answer flags bit 6 adds `zrepl-reply-parts: 1` (a
+//!   list reply in parts, PROTOCOL.md §4b). The server's banner offers `stream-conn` (flags bit
+//!   0), `zstd` (bit 1) and `parts` (bit 6); the client's options come from bits 2-5.
 //!
 //! Properties: the client never panics, never hangs (its timeouts run on the paused clock) and
 //! reads no more than its limits allow; every call ends with a result.
@@ -59,10 +60,13 @@ pub const CLIENT_ZSTD_ALWAYS: u8 = 4;
 pub const CLIENT_ZSTD_AUTO: u8 = 8;
 pub const CLIENT_COMPRESSIBLE: u8 = 0x10;
 pub const CLIENT_STREAM_CONN: u8 = 0x20;
+pub const OFFER_PARTS: u8 = 0x40;
 pub const RAW_BANNER: u8 = 0x80;
 
 pub const ENC_IDENTITY: u8 = 1;
 pub const ENC_ZSTD: u8 = 2;
+/// Answer flag: the reply is in parts.
+pub const REPLY_PARTS: u8 = 0x40;
 
 /// One scripted answer.
 struct Answer {
@@ -97,6 +101,9 @@ pub fn run(data: &[u8]) {
         if flags & OFFER_ZSTD != 0 {
             exts.push(handshake::EXT_ZSTD.to_string());
         }
+        if flags & OFFER_PARTS != 0 {
+            exts.push(handshake::EXT_PARTS.to_string());
+        }
         if flags & OFFER_STREAM_CONN != 0 {
             exts.push(handshake::EXT_STREAM_CONN.to_string());
         }
@@ -129,6 +136,7 @@ fn client(flags: u8, dial: Dialer) -> Client {
             local_send_compressible: flags & CLIENT_COMPRESSIBLE != 0,
             dial_timeout: Duration::from_secs(10),
             stream_connections: flags & CLIENT_STREAM_CONN != 0,
+            limits: Default::default(),
         },
     )
 }
@@ -237,6 +245,12 @@ async fn serve(mut io: DuplexStream, banner: Vec<u8>, script: Script) {
                 resp.headers_mut().insert(
                     zrepl_rpc::wire::HDR_ENCODING,
                     http::HeaderValue::from_static(e),
+                );
+            }
+            if a.flags & REPLY_PARTS != 0 {
+                resp.headers_mut().insert(
+                    zrepl_rpc::wire::HDR_REPLY_PARTS,
+                    http::HeaderValue::from_static("1"),
                 );
             }
             Ok::<_, std::convert::Infallible>(resp)
@@ -438,6 +452,53 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         op(&mut s, name, *flags, &script::framed(m, &[]));
         out.push((format!("h2-{name}"), s));
     }
+    // Lists in parts (PROTOCOL.md §4b): the message's list empty, the items in frames.
+    let part = |items: serde_json::Value| {
+        let j = items.to_string().into_bytes();
+        let mut f = (j.len() as u32).to_be_bytes().to_vec();
+        f.extend(j);
+        f
+    };
+    let empty = ok(json!([]));
+    let mut p = vec![OFFER_PARTS];
+    let many = [
+        part(json!([{ "versions": { "index": 0, "versions": [snap("s1", 1)] } }])),
+        part(json!([
+            { "versions": { "index": 0, "versions": [snap("s2", 2)] } },
+            { "error": { "index": 1, "error": EndpointError::not_found("no such filesystem") } }
+        ])),
+    ]
+    .concat();
+    op(
+        &mut p,
+        "list_versions_many",
+        REPLY_PARTS,
+        &script::framed(&empty, &many),
+    );
+    let vs = [part(json!([snap("s1", 1)])), part(json!([snap("s2", 2)]))].concat();
+    op(
+        &mut p,
+        "list_versions",
+        REPLY_PARTS,
+        &script::framed(&empty, &vs),
+    );
+    let destroyed =
+        part(json!([{ "snapshot": "s1", "error": null }, { "snapshot": "s2", "error": "busy" }]));
+    op(
+        &mut p,
+        "destroy_snapshots",
+        REPLY_PARTS,
+        &script::framed(&empty, &destroyed),
+    );
+    op(&mut p, "prepare_sends", 0, &script::framed(&ok(()), &[]));
+    let results = part(json!([{ "Ok": null }, { "Err": EndpointError::zfs("dataset is busy") }]));
+    op(
+        &mut p,
+        "sends_completed",
+        REPLY_PARTS,
+        &script::framed(&empty, &results),
+    );
+    out.push(("h2-parts".into(), p));
     // Sends and receives inside HTTP/2.
     let mut s = vec![OFFER_ZSTD];
     op(

@@ -61,6 +61,7 @@ pub fn run(data: &[u8]) {
             zrepl_rpc::ServeOptions {
                 send_compressible: mode & 4 != 0,
                 handshake_timeout: Duration::from_secs(10),
+                ..Default::default()
             },
         ));
         handshake::exchange(&mut peer, Duration::ZERO)
