@@ -118,9 +118,18 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), DaemonError> {
     let started = chrono::Utc::now();
-    // The endpoints' shared state (prepared steps, receiver roots, bandwidth buckets) is the
-    // daemon's: created here, passed to every endpoint, gone with the daemon.
-    let reg = zrepl_endpoint::Registry::default();
+    // The endpoints' shared state (prepared steps, receiver roots, bandwidth buckets, the
+    // versions listings kept between runs) is the daemon's: created here, passed to every
+    // endpoint, gone with the daemon.
+    let reg = if std::env::var(zrepl_endpoint::listings::CACHE_ENV).as_deref() == Ok("off") {
+        tracing::info!(
+            "versions listings are not kept between runs ({}=off)",
+            zrepl_endpoint::listings::CACHE_ENV
+        );
+        zrepl_endpoint::Registry::without_listing_cache()
+    } else {
+        zrepl_endpoint::Registry::default()
+    };
     let runnables = jobs::build(&cfg, &zfs, &reg)?;
     let mut prometheus = Vec::new();
     for m in &cfg.global.monitoring {

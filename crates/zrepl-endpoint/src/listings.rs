@@ -67,12 +67,34 @@ struct State {
 
 /// One endpoint's cache (a job's sender, a receiver root). Shared through the `Registry`, so
 /// that it outlives the job's runs.
-#[derive(Default)]
 pub struct Listings {
     state: Mutex<State>,
+    enabled: bool,
 }
 
+impl Default for Listings {
+    fn default() -> Self {
+        Listings::new(true)
+    }
+}
+
+/// The environment variable that turns the cache off (`off`): every run lists everything, as
+/// before the cache (an escape hatch, and for tests that count listings).
+pub const CACHE_ENV: &str = "ZREPL_LISTING_CACHE";
+
 impl Listings {
+    pub fn new(enabled: bool) -> Self {
+        Listings {
+            state: Mutex::default(),
+            enabled,
+        }
+    }
+
+    /// Whether this cache may be used at all (see [`CACHE_ENV`]).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

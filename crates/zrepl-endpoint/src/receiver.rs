@@ -371,12 +371,10 @@ impl zrepl_protocol::Receiver for LocalReceiver {
     async fn list_filesystems(&self) -> Result<Vec<FilesystemInfo>, EndpointError> {
         self.check_root_fs().await?;
         // One command for names, placeholder state, resume tokens and all versions of the
-        // whole subtree; the versions serve the `list_versions_many` that usually follows.
-        // With `snapshots_changed` (see `crate::listings`): the filesystems only, their
-        // versions come from the cache or `list_versions_many`.
-        // Unless most filesystems are cached (the first run, or after a run that changed most
-        // of them), one command lists filesystems and versions together and fills the cache.
-        let cache = crate::sender::listings_enabled(&self.zfs).await;
+        // whole subtree; the versions serve the `list_versions_many` that usually follows (and
+        // fill the cache, see `crate::listings`). Where most filesystems are cached, the
+        // filesystems only: their versions come from the cache, the others' are listed.
+        let cache = crate::sender::listings_enabled(&self.zfs, &self.listings).await;
         let fs_only = cache && self.listings.mostly_cached();
         let (started, wall) = (std::time::Instant::now(), crate::sender::unix_now());
         let generation = self.listings.generation();
@@ -453,7 +451,10 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                 (props, unreplaced)
             }
             // The client's dataset does not exist yet: nothing received so far.
-            Err(ZfsError::DatasetDoesNotExist { .. }) => return Ok(Vec::new()),
+            Err(ZfsError::DatasetDoesNotExist { .. }) => {
+                self.listings.unobserve();
+                return Ok(Vec::new());
+            }
             Err(e) => {
                 return Err(zfs_err(
                     format!("cannot list filesystems below {}", self.root),

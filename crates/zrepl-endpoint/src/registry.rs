@@ -36,6 +36,8 @@ struct Inner {
     /// runs. Held for the registry's (the daemon's) lifetime, unlike the entries above: a
     /// job's cache must outlive its runs. Bounded by the filesystems of the daemon's jobs.
     listings: Mutex<HashMap<String, Arc<Listings>>>,
+    /// The listings caches are off (`ZREPL_LISTING_CACHE=off`).
+    no_listing_cache: bool,
 }
 
 impl std::fmt::Debug for Registry {
@@ -65,6 +67,16 @@ fn entry<K: Eq + Hash + Clone, V>(
 }
 
 impl Registry {
+    /// A registry whose endpoints keep no versions listings between runs.
+    pub fn without_listing_cache() -> Self {
+        Registry {
+            inner: Arc::new(Inner {
+                no_listing_cache: true,
+                ..Default::default()
+            }),
+        }
+    }
+
     pub(crate) fn prepared(&self, job: &str, peer: &str) -> Arc<Mutex<Prepared>> {
         entry(
             &self.inner.prepared,
@@ -81,7 +93,7 @@ impl Registry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(key.to_string())
-            .or_default()
+            .or_insert_with(|| Arc::new(Listings::new(!self.inner.no_listing_cache)))
             .clone()
     }
 

@@ -174,8 +174,8 @@ pub(crate) const LISTING_CONCURRENCY: usize = 4;
 /// The cache is used where nothing but this process changes what it caches without changing
 /// `snapshots_changed`: not on an agentless remote (its clock and its other users are
 /// unknown), and only where the property exists.
-pub(crate) async fn listings_enabled(zfs: &Zfs) -> bool {
-    !zfs.is_remote() && zfs.features().await.is_ok_and(|f| f.snapshots_changed)
+pub(crate) async fn listings_enabled(zfs: &Zfs, cache: &Listings) -> bool {
+    cache.enabled() && !zfs.is_remote() && zfs.features().await.is_ok_and(|f| f.snapshots_changed)
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -524,7 +524,7 @@ impl zrepl_protocol::Sender for LocalSender {
         // Usually the filter names its subtrees: then one recursive `zfs get` of the
         // placeholder property per subtree lists the filesystems and their placeholder state
         // together, without visiting the rest of the pools.
-        let cache = listings_enabled(&self.zfs).await;
+        let cache = listings_enabled(&self.zfs, &self.listings).await;
         let mut props_wanted = vec![PLACEHOLDER_PROPERTY];
         if cache {
             props_wanted.push(crate::listings::SNAPSHOTS_CHANGED);
