@@ -203,6 +203,11 @@ fn start_sshd(dir: &str, port: u16, authorized_keys: &str) -> Result<Child, Stri
 /// A hand-driven RPC client of the daemon serving tcp on 127.0.0.1:`port` (what a malicious
 /// client can send over the real wire).
 fn tcp_client(port: u16, name: &str) -> zrepl_rpc::Client {
+    tcp_client_with(port, name, Default::default())
+}
+
+/// [`tcp_client`] with `opts`.
+fn tcp_client_with(port: u16, name: &str, opts: zrepl_rpc::ClientOptions) -> zrepl_rpc::Client {
     let dial: zrepl_rpc::Dialer = std::sync::Arc::new(move || {
         Box::pin(async move {
             let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -211,7 +216,7 @@ fn tcp_client(port: u16, name: &str) -> zrepl_rpc::Client {
             Ok(Box::new(s) as Box<dyn zrepl_rpc::ClientConn>)
         })
     });
-    zrepl_rpc::Client::new(format!("tcp://{name}"), dial, Default::default())
+    zrepl_rpc::Client::new(format!("tcp://{name}"), dial, opts)
 }
 
 /// An agentless remote for a test: a fresh directory, a client key, sshd on
@@ -1722,16 +1727,9 @@ pub async fn net_push_beyond_message_limits(t: Ctx) -> TestResult {
             e.to_string().contains("exceeds the limit of 4096 bytes"),
             "{e}"
         );
-        let lowered = zrepl_rpc::Client::new(
-            "tcp://lowered",
-            std::sync::Arc::new(move || {
-                Box::pin(async move {
-                    let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok(Box::new(s) as Box<dyn zrepl_rpc::ClientConn>)
-                })
-            }),
+        let lowered = tcp_client_with(
+            port,
+            "lowered",
             zrepl_rpc::ClientOptions {
                 limits: zrepl_rpc::wire::Limits::lowered(Some("4096,2048")),
                 ..Default::default()
