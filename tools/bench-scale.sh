@@ -20,5 +20,5 @@ for d in "$stage"/debs/*.deb; do dpkg -x "$d" "$stage/py"; done
 python3 -m pip download --quiet --no-deps --dest "$stage/debs" bzfs==1.25.0
 python3 -m zipfile -e "$stage"/debs/bzfs-1.25.0-py3-none-any.whl "$stage/bzfs"
 cp "${CARGO_TARGET_DIR:-$repo/target}/release/zrepl" tools/bench/scale-guest.sh "$stage/"
-ZREPL_VM_PATH_PREPEND=/mnt/host ZREPL_VM_PASS_ENV="ZREPL_BENCH_FILESYSTEMS ZREPL_BENCH_SNAPSHOTS" \
+ZREPL_VM_PATH_PREPEND=/mnt/host ZREPL_VM_PASS_ENV="ZREPL_BENCH_FILESYSTEMS ZREPL_BENCH_SNAPSHOTS ZREPL_BENCH_DEBUG" \
     exec bash tools/vm/run-in-vm.sh "$stage" ./scale-guest.sh

@@ -48,22 +48,14 @@ jobs:
 YML
 status() { zrepl status --mode raw; }
 round() { # wake the push job, wait until its run is done; prints the replication's seconds
-    local st fin start
+    local fin start
     start=$(date +%s.%N)
-    zrepl signal wakeup push
-    for _ in $(seq 1 20000); do
-        st=$(status)
-        if printf '%s' "$st" | grep -q '"push":{[^}]*"state":"idle"' && printf '%s' "$st" | grep -q '"replication":{"state":"done"'; then
-            fin=$(printf '%s' "$st" | grep -o '"replication":{"state":"done","started_at":"[^"]*","finished_at":"[^"]*"' | head -n 1 | sed 's/.*"finished_at":"\([^"]*\)"/\1/')
-            awk -v a="$start" -v b="$(date -d "$fin" +%s.%N)" 'BEGIN {printf "%.2f", b - a}'
-            return 0
-        fi
-        if printf '%s' "$st" | grep -q '"replication":{"state":"failed"'; then
-            zrepl status --mode dump >&2; return 1
-        fi
-        sleep 0.2
-    done
-    return 1
+    # Waits without polling (the run's pruning is waited for, not timed).
+    if ! zrepl signal wakeup push --wait >/tmp/round.log 2>&1; then
+        cat /tmp/round.log >&2; zrepl status --mode dump >&2; return 1
+    fi
+    fin=$(status | grep -o '"replication":{"state":"done","started_at":"[^"]*","finished_at":"[^"]*"' | head -n 1 | sed 's/.*"finished_at":"\([^"]*\)"/\1/')
+    awk -v a="$start" -v b="$(date -d "$fin" +%s.%N)" 'BEGIN {printf "%.2f", b - a}'
 }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b - a}'; }
 

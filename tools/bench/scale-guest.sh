@@ -56,31 +56,22 @@ jobs:
   replication: {concurrency: {steps: 4}}
   pruning: {keep_sender: [{type: regex, regex: ".*"}], keep_receiver: [{type: regex, regex: ".*"}]}
 YML
+if [ -n "${ZREPL_BENCH_DEBUG:-}" ]; then # a debug log with times, copied next to the script
+    printf 'global:\n  logging: [{type: stdout, level: debug, format: logfmt, time: true}]\n' >> /etc/zrepl/zrepl.yml
+fi
 status() { zrepl status --mode raw; }
-run_started() { status | grep -o '"replication":{"state":"[a-z-]*","started_at":"[^"]*"' | head -n 1 | sed 's/.*"started_at"://'; }
-round() { # wakes the push job, waits until its run (replication and pruning) is over; seconds
-    local st start prev
-    prev=$(run_started)
+round() { # wakes the push job and waits until its run (replication and pruning) is over; seconds
+    local start
     start=$(now)
-    zrepl signal wakeup push
-    for _ in $(seq 1 200000); do
-        st=$(status)
-        if [ "$(run_started)" = "$prev" ]; then sleep 0.05; continue; fi
-        if printf '%s' "$st" | grep -q '"replication":{"state":"failed"'; then
-            zrepl status --mode dump >&2; return 1
-        fi
-        if printf '%s' "$st" | grep -q '"push":{[^}]*"state":"idle"' && printf '%s' "$st" | grep -q '"replication":{"state":"done"'; then
-            secs "$start" "$(now)"
-            return 0
-        fi
-        sleep 0.1
-    done
-    return 1
+    if ! zrepl signal wakeup push --wait >/tmp/round.log 2>&1; then
+        cat /tmp/round.log >&2; zrepl status --mode dump >&2; return 1
+    fi
+    secs "$start" "$(now)"
 }
 lists() { status | grep -o '"zfs list":[0-9]*' | head -n 1 | cut -d: -f2; }
 zrepl daemon > /tmp/daemon.log 2>&1 &
 daemon=$!
-trap 'kill $daemon 2>/dev/null || true' EXIT
+trap 'kill $daemon 2>/dev/null || true; [ -z "${ZREPL_BENCH_DEBUG:-}" ] || cp /tmp/daemon.log "$here/daemon.log"' EXIT
 for _ in $(seq 1 100); do status >/dev/null 2>&1 && break; sleep 0.1; done
 BZFS=(--recursive --skip-parent --cache-snapshots --include-snapshot-times-and-ranks notime 'latest 1'
     --log-dir /tmp/bzfs-logs)

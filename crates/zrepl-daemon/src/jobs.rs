@@ -971,10 +971,10 @@ async fn invocation<S: Sender, R: Receiver>(
     cancel: &CancellationToken,
     pruned: &mut Option<PruneReport>,
 ) -> Result<(), String> {
-    zrepl_replication::run(sender, receiver, &a.driver, report, cancel).await;
+    let unchanged = zrepl_replication::run(sender, receiver, &a.driver, report, cancel).await;
     if !cancel.is_cancelled() {
         let pr = tokio::select! {
-            p = crate::prune::prune(sender, receiver, &a.keep_sender, &a.keep_receiver, false) => Some(p),
+            p = crate::prune::prune_after(sender, receiver, &a.keep_sender, &a.keep_receiver, false, unchanged) => Some(p),
             _ = cancel.cancelled() => None,
         };
         if let Some(pr) = pr {

@@ -109,6 +109,10 @@ fn skip_fs(fs: &DatasetPath, why: impl Into<String>) -> FsPrune {
 const NO_CURSOR: &str =
     "replication cursor bookmark does not exist (one successful replication is required before pruning works)";
 
+/// How long after they began the filesystem listings of a replication run that changed nothing
+/// stand for the current state, for the pruning that follows it.
+pub const UNCHANGED_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Prunes the sender and the receiver (at the same time). With `dry_run`, only decides.
 pub async fn prune<S: Sender, R: Receiver>(
     sender: &S,
@@ -117,8 +121,34 @@ pub async fn prune<S: Sender, R: Receiver>(
     keep_receiver: &Keep,
     dry_run: bool,
 ) -> PruneReport {
+    prune_after(sender, receiver, keep_sender, keep_receiver, dry_run, None).await
+}
+
+/// [`prune`] right after a replication run: if that run changed nothing and its filesystem
+/// listings began less than [`UNCHANGED_FRESH`] ago, they are used instead of listing both
+/// sides' filesystems again (the versions are still listed, or confirmed by the listings
+/// cache). A filesystem created or destroyed by someone else in between is pruned at the next
+/// run, or fails to list, as with a change right after any listing.
+pub async fn prune_after<S: Sender, R: Receiver>(
+    sender: &S,
+    receiver: &R,
+    keep_sender: &Keep,
+    keep_receiver: &Keep,
+    dry_run: bool,
+    unchanged: Option<zrepl_replication::Unchanged>,
+) -> PruneReport {
     let mut report = PruneReport::default();
-    let sfs = match sender.list_filesystems().await {
+    // Both sides' filesystems at the same time (an unmounted receiver lists slowly).
+    let (sfs, rfs) = match unchanged.filter(|u| u.listed_at.elapsed() < UNCHANGED_FRESH) {
+        Some(u) => {
+            tracing::debug!(
+                "pruning uses the filesystem listings of the replication run, which changed nothing"
+            );
+            (Ok(u.sender), Ok(u.receiver))
+        }
+        None => futures::future::join(sender.list_filesystems(), receiver.list_filesystems()).await,
+    };
+    let sfs = match sfs {
         Ok(l) => l,
         Err(e) => {
             report.sender.error = Some(e.to_string());
@@ -127,14 +157,11 @@ pub async fn prune<S: Sender, R: Receiver>(
         }
     };
     // The cursors of every sender filesystem and the versions of each side: one request each
-    // (one listing on a local endpoint), not one per filesystem. The receiver is listed while
-    // the sender's cursors are fetched (an unmounted receiver lists slowly).
+    // (one listing on a local endpoint), not one per filesystem. The receiver's versions are
+    // listed while the sender's cursors are fetched.
     let all: Vec<DatasetPath> = sfs.iter().map(|f| f.path.clone()).collect();
     let receiver_listing = async {
-        let rfs = receiver
-            .list_filesystems()
-            .await
-            .map_err(|e| e.to_string())?;
+        let rfs = rfs.map_err(|e| e.to_string())?;
         let mut skipped = Vec::new();
         let mut todo = Vec::new();
         for fs in rfs {
@@ -647,6 +674,156 @@ mod tests {
         let (out, doomed) = judge(&fs, &vs, None, &k, true);
         assert_eq!(out.skipped.as_deref(), Some(NO_CURSOR));
         assert!(doomed.is_empty());
+    }
+
+    /// One side of a replication for [`prune_after`]: filesystem `pool/a` with three
+    /// snapshots, a cursor at the newest; counts filesystem listings and destroys.
+    #[derive(Default)]
+    struct Side {
+        lists: std::sync::atomic::AtomicUsize,
+        destroyed: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Side {
+        fn fss() -> Vec<zrepl_protocol::FilesystemInfo> {
+            vec![zrepl_protocol::FilesystemInfo {
+                path: "pool/a".parse().unwrap(),
+                is_placeholder: false,
+                resume_token: None,
+            }]
+        }
+        fn list(&self) -> zrepl_protocol::Result<Vec<zrepl_protocol::FilesystemInfo>> {
+            self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Side::fss())
+        }
+        fn versions() -> Vec<FilesystemVersion> {
+            vec![snap("s1", 1), snap("s2", 2), snap("s3", 3)]
+        }
+        fn destroy(&self, s: &[FilesystemVersion]) -> Vec<zrepl_protocol::DestroyResult> {
+            let mut d = self.destroyed.lock().unwrap();
+            s.iter()
+                .map(|v| {
+                    d.push(v.name.clone());
+                    zrepl_protocol::DestroyResult {
+                        snapshot: v.name.clone(),
+                        error: None,
+                    }
+                })
+                .collect()
+        }
+    }
+
+    impl Sender for Side {
+        async fn list_filesystems(
+            &self,
+        ) -> zrepl_protocol::Result<Vec<zrepl_protocol::FilesystemInfo>> {
+            self.list()
+        }
+        async fn list_versions(
+            &self,
+            _fs: &DatasetPath,
+        ) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+            Ok(Side::versions())
+        }
+        async fn converge(
+            &self,
+            reqs: &[zrepl_protocol::ConvergeRequest],
+        ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<()>>> {
+            Ok(reqs.iter().map(|_| Ok(())).collect())
+        }
+        async fn send_dry(&self, _req: &zrepl_protocol::SendRequest) -> zrepl_protocol::Result<u64> {
+            unreachable!()
+        }
+        async fn send(
+            &self,
+            _req: zrepl_protocol::SendRequest,
+        ) -> zrepl_protocol::Result<(zrepl_protocol::SendResponse, zrepl_protocol::ByteStream)>
+        {
+            unreachable!()
+        }
+        async fn send_completed(
+            &self,
+            _req: &zrepl_protocol::SendRequest,
+        ) -> zrepl_protocol::Result<()> {
+            unreachable!()
+        }
+        async fn replication_cursor(
+            &self,
+            _fs: &DatasetPath,
+        ) -> zrepl_protocol::Result<Option<FilesystemVersion>> {
+            Ok(Some(snap("s3", 3)))
+        }
+        async fn destroy_snapshots(
+            &self,
+            _fs: &DatasetPath,
+            s: &[FilesystemVersion],
+        ) -> zrepl_protocol::Result<Vec<zrepl_protocol::DestroyResult>> {
+            Ok(self.destroy(s))
+        }
+    }
+
+    impl Receiver for Side {
+        async fn list_filesystems(
+            &self,
+        ) -> zrepl_protocol::Result<Vec<zrepl_protocol::FilesystemInfo>> {
+            self.list()
+        }
+        async fn list_versions(
+            &self,
+            _fs: &DatasetPath,
+        ) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+            Ok(Side::versions())
+        }
+        async fn receive(
+            &self,
+            _req: zrepl_protocol::ReceiveRequest,
+            _stream: zrepl_protocol::ByteStream,
+        ) -> zrepl_protocol::Result<()> {
+            unreachable!()
+        }
+        async fn converge(
+            &self,
+            reqs: &[zrepl_protocol::ConvergeRequest],
+        ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<()>>> {
+            Ok(reqs.iter().map(|_| Ok(())).collect())
+        }
+        async fn destroy_snapshots(
+            &self,
+            _fs: &DatasetPath,
+            s: &[FilesystemVersion],
+        ) -> zrepl_protocol::Result<Vec<zrepl_protocol::DestroyResult>> {
+            Ok(self.destroy(s))
+        }
+    }
+
+    /// After a replication run that changed nothing, pruning uses its filesystem listings
+    /// while they are fresh, and lists both sides again otherwise; it prunes the same either way.
+    #[tokio::test]
+    async fn pruning_after_an_unchanged_run_reuses_its_filesystem_listings() {
+        let k = keep(
+            config::PruningScope::All,
+            &SnapshotFilter::all(),
+            Some("s"),
+        );
+        let unchanged = |age: std::time::Duration| zrepl_replication::Unchanged {
+            sender: Side::fss(),
+            receiver: Side::fss(),
+            listed_at: std::time::Instant::now()
+                .checked_sub(age)
+                .expect("the clock is past the age"),
+        };
+        let fresh = Some(unchanged(std::time::Duration::ZERO));
+        let stale = Some(unchanged(UNCHANGED_FRESH));
+        for (name, given, lists) in [("fresh", fresh, 0), ("stale", stale, 1), ("none", None, 1)] {
+            let (s, r) = (Side::default(), Side::default());
+            let rep = prune_after(&s, &r, &k, &k, false, given).await;
+            let n = |x: &Side| x.lists.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!((n(&s), n(&r)), (lists, lists), "{name}: listings");
+            assert!(rep.sender.error.is_none() && rep.receiver.error.is_none(), "{name}");
+            for side in [&s, &r] {
+                assert_eq!(*side.destroyed.lock().unwrap(), ["s1", "s2"], "{name}");
+            }
+        }
     }
 
     #[test]

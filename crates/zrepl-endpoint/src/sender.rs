@@ -712,7 +712,11 @@ impl zrepl_protocol::Sender for LocalSender {
 
     async fn send_dry(&self, req: &SendRequest) -> Result<u64, EndpointError> {
         self.check_allowed(&req.filesystem)?;
-        self.resolve(req).await?;
+        // A prepared step was checked against the round's listing and is held; an estimate
+        // sends nothing, so it needs no listing of its own (`send` checks the stream's GUIDs).
+        if !lock(&self.prepared).steps.contains(&prepared_key(req)) {
+            self.resolve(req).await?;
+        }
         self.validate_send(req).await?;
         // zrepl does not estimate incrementals from bookmarks.
         if req.resume_token.is_none()

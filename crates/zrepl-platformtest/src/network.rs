@@ -1819,19 +1819,21 @@ pub async fn net_noop_round_lists_filesystems_not_snapshots(t: Ctx) -> TestResul
         log: format!("{dir}/daemon.log"),
         child: None,
     };
-    let lists = |d: &Daemon| -> Result<u64, String> {
+    let started = |d: &Daemon, verb: &str| -> Result<u64, String> {
         let st = d.status()?;
-        Ok(st["global"]["zfs_commands"]["started"]["zfs list"]
+        Ok(st["global"]["zfs_commands"]["started"][verb]
             .as_u64()
             .unwrap_or(0))
     };
+    let gets = std::cell::Cell::new(0);
     // A run, after the last snapshot change has settled (`snapshots_changed` has one-second
-    // resolution): the number of `zfs list` processes it started.
+    // resolution): the number of `zfs list` processes it started (and of `zfs get` in `gets`).
     let run = |d: &Daemon| -> Result<u64, String> {
         std::thread::sleep(Duration::from_secs(3));
-        let before = lists(d)?;
+        let (before, gets_before) = (started(d, "zfs list")?, started(d, "zfs get")?);
         d.replicate("push").map_err(|e| e.to_string())?;
-        Ok(lists(d)? - before)
+        gets.set(started(d, "zfs get")? - gets_before);
+        Ok(started(d, "zfs list")? - before)
     };
     let res: TestResult = async {
         d.start()?;
@@ -1843,6 +1845,13 @@ pub async fn net_noop_round_lists_filesystems_not_snapshots(t: Ctx) -> TestResul
             ensure!(
                 third == 0,
                 "a run with nothing new lists no snapshots: {third} zfs list (second run: {second})"
+            );
+            // Filesystems once per side: the sender's tree, the receiver's root and its
+            // subtree; pruning after a replication that changed nothing uses those listings.
+            ensure!(
+                gets.get() <= 3,
+                "a run with nothing new lists filesystems once per side: {} zfs get",
+                gets.get()
             );
         } else {
             ensure!(third > 0, "without snapshots_changed every run lists");

@@ -81,7 +81,16 @@ pub async fn repl_batched_round_commands_per_filesystem(t: Ctx) -> TestResult {
     }
     let s = sender(&t, &[("src<", true), ("src", false)]);
     let r = receiver(&t, "client", PlaceholderPolicy::Inherit)?;
+    let lists = zfs_verb(&t, "list");
     must_succeed(&replicate(&s, &r, &one_attempt()).await)?;
+    // The initial round: the size estimates of the full sends are of prepared (held, checked)
+    // steps and list nothing of their own.
+    let lists = zfs_verb(&t, "list") - lists;
+    ensure!(
+        lists <= 2,
+        "{lists} zfs list for the initial round of {N} filesystems: {:?}",
+        t.zfs.command_stats()
+    );
     for n in &names {
         let fs = format!("{}/src/{n}", t.pool);
         write(&fs, "b", 1)?;

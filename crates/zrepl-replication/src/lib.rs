@@ -88,8 +88,21 @@ impl TimedError {
     }
 }
 
+/// The filesystem listings of a run whose last attempt found nothing to do and did nothing: no
+/// step, nothing to converge, no planning error, every sender filesystem already present on the
+/// receiver without a partial receive. Pruning right after such a run may use them instead of
+/// listing both sides again (a no-op round then lists filesystems once per side).
+#[derive(Debug, Clone)]
+pub struct Unchanged {
+    pub sender: Vec<FilesystemInfo>,
+    pub receiver: Vec<FilesystemInfo>,
+    /// When the listings began.
+    pub listed_at: std::time::Instant,
+}
+
 /// Runs one replication run between `sender` and `receiver`, recording progress in `report`.
-/// Returns when the run is done, failed, or `cancel` fired.
+/// Returns when the run is done, failed, or `cancel` fired; with the run's listings if it
+/// changed nothing (see [`Unchanged`]).
 #[tracing::instrument(name = "repl", skip_all, fields(subsystem = "repl"))]
 pub async fn run<S: Sender, R: Receiver>(
     sender: &S,
@@ -97,7 +110,7 @@ pub async fn run<S: Sender, R: Receiver>(
     cfg: &DriverConfig,
     report: &ReportHandle,
     cancel: &CancellationToken,
-) {
+) -> Option<Unchanged> {
     let mut deadline = tokio::time::Instant::now() + cfg.reconnect_timeout;
     let mut first_temporary = true;
     let mut backoff = Duration::from_secs(1);
@@ -124,13 +137,13 @@ pub async fn run<S: Sender, R: Receiver>(
                     ctx.complete(done).await;
                 }
                 finish(report, RunState::Cancelled);
-                return;
+                return None;
             }
         };
         let err = match outcome {
-            Ok(()) => {
+            Ok(unchanged) => {
                 finish(report, RunState::Done);
-                return;
+                return unchanged;
             }
             Err(e) => e,
         };
@@ -142,7 +155,7 @@ pub async fn run<S: Sender, R: Receiver>(
         }
         if !err.err.is_temporary() || last || tokio::time::Instant::now() >= deadline {
             finish(report, RunState::Failed);
-            return;
+            return None;
         }
         tracing::warn!(attempt = attempt_no, err = %err.err, "temporary error, waiting before the next attempt");
         let wait = backoff.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
@@ -156,7 +169,7 @@ pub async fn run<S: Sender, R: Receiver>(
             _ = tokio::time::sleep(wait) => {}
             _ = cancel.cancelled() => {
                 finish(report, RunState::Cancelled);
-                return;
+                return None;
             }
         }
         backoff = (backoff * 2).min(Duration::from_secs(60));
@@ -165,6 +178,7 @@ pub async fn run<S: Sender, R: Receiver>(
             r.wait_reconnect_until = None;
         });
     }
+    None
 }
 
 fn finish(report: &ReportHandle, state: RunState) {
@@ -205,7 +219,8 @@ async fn attempt<S: Sender, R: Receiver>(
     cfg: &DriverConfig,
     report: &ReportHandle,
     completed: &std::sync::Mutex<Vec<Received>>,
-) -> Result<(), TimedError> {
+) -> Result<Option<Unchanged>, TimedError> {
+    let listed_at = std::time::Instant::now();
     report.update(|r| {
         r.attempts.push(AttemptReport {
             state: AttemptState::Planning,
@@ -245,6 +260,9 @@ async fn attempt<S: Sender, R: Receiver>(
     if sfs.is_empty() {
         tracing::warn!("no filesystems were considered for replication");
     }
+    // Kept for pruning if the attempt turns out to change nothing (filesystem listings are
+    // small next to the versions listings).
+    let listings = (sfs.clone(), rfs.clone());
     let rmap: HashMap<DatasetPath, FilesystemInfo> =
         rfs.into_iter().map(|f| (f.path.clone(), f)).collect();
     set_attempt(report, |a| {
@@ -309,6 +327,15 @@ async fn attempt<S: Sender, R: Receiver>(
             })
         })
         .collect();
+    // Nothing to do anywhere: no step, nothing to converge, no planning error, and every
+    // filesystem already on the receiver (no placeholder or partial receive to deal with).
+    let noop = converges.is_empty()
+        && plans
+            .iter()
+            .all(|p| p.as_ref().is_ok_and(|steps| steps.is_empty()))
+        && sfs
+            .iter()
+            .all(|f| rmap.get(&f.path).is_some_and(|r| r.resume_token.is_none()));
     // Protect every step of the attempt at once (step holds on all of them in one go).
     let all_reqs: Vec<SendRequest> = sfs
         .iter()
@@ -373,7 +400,12 @@ async fn attempt<S: Sender, R: Receiver>(
         a.finished_at = Some(Utc::now());
     });
     match errors.pop() {
-        None => Ok(()),
+        None if noop => Ok(Some(Unchanged {
+            sender: listings.0,
+            receiver: listings.1,
+            listed_at,
+        })),
+        None => Ok(None),
         Some(e) => Err(e),
     }
 }

@@ -621,3 +621,62 @@ async fn up_to_date_filesystems_with_leftovers_are_converged() {
     assert_eq!(rep.state, RunState::Done, "{rep:#?}");
     assert_eq!(s.converged.lock().unwrap().len(), 2, "asked again");
 }
+
+#[tokio::test]
+async fn only_a_run_that_changed_nothing_hands_its_listings_on() {
+    async fn go(s: &FakeSender, r: &FakeReceiver) -> (RunState, Option<crate::Unchanged>) {
+        // The fakes keep no holds or cursors: without protection, nothing is converged.
+        let cfg = DriverConfig {
+            policy: Policy {
+                initial_replication: zrepl_planner::InitialReplication::All,
+                ..Policy::default()
+            },
+            replication: ReplicationConfig {
+                initial: zrepl_protocol::Protection::GuaranteeNothing,
+                incremental: zrepl_protocol::Protection::GuaranteeNothing,
+            },
+            ..Default::default()
+        };
+        *r.replicated.lock().unwrap() = s.fs.keys().cloned().collect();
+        let report = ReportHandle::new(Utc::now());
+        let u = run(s, r, &cfg, &report, &CancellationToken::new()).await;
+        (report.snapshot().state, u)
+    }
+    let mut s = sender(&[("pool/a", &[("1", 1), ("2", 2)]), ("pool/b", &[("1", 3)])]);
+    let r = FakeReceiver::default();
+    // Replicating: the listings no longer show what is there.
+    assert!(
+        matches!(go(&s, &r).await, (RunState::Done, None)),
+        "a run with steps"
+    );
+    // Nothing to do: both sides' listings, as they were listed.
+    let (state, u) = go(&s, &r).await;
+    assert_eq!(state, RunState::Done);
+    let u = u.expect("a run that changed nothing");
+    let names = |l: &[FilesystemInfo]| l.iter().map(|f| f.path.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&u.sender), ["pool/a", "pool/b"]);
+    assert_eq!(names(&u.receiver), ["pool/a", "pool/b"]);
+    // A new snapshot: a step again.
+    s.fs.get_mut(&p("pool/b")).unwrap().push(snap("2", 4));
+    assert!(
+        matches!(go(&s, &r).await, (RunState::Done, None)),
+        "a run with a step"
+    );
+    assert!(go(&s, &r).await.1.is_some());
+    // A filesystem the receiver lacks, with nothing to send yet: not unchanged either.
+    s.fs.insert(p("pool/c"), Vec::new());
+    assert!(
+        go(&s, &r).await.1.is_none(),
+        "a filesystem missing on the receiver"
+    );
+    s.fs.remove(&p("pool/c"));
+    // A failed run hands nothing on.
+    s.fs.get_mut(&p("pool/b")).unwrap().push(snap("3", 5));
+    let bad = FakeReceiver {
+        fail_on: [p("pool/b")].into_iter().collect(),
+        ..Default::default()
+    };
+    bad.fs.lock().unwrap().extend(r.fs.lock().unwrap().clone());
+    let (state, u) = go(&s, &bad).await;
+    assert!(state == RunState::Failed && u.is_none(), "{state:?}");
+}
