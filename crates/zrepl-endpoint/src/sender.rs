@@ -712,10 +712,24 @@ impl zrepl_protocol::Sender for LocalSender {
 
     async fn send_dry(&self, req: &SendRequest) -> Result<u64, EndpointError> {
         self.check_allowed(&req.filesystem)?;
-        // A prepared step was checked against the round's listing and is held; an estimate
-        // sends nothing, so it needs no listing of its own (`send` checks the stream's GUIDs).
-        if !lock(&self.prepared).steps.contains(&prepared_key(req)) {
-            self.resolve(req).await?;
+        // An estimate sends nothing: it is checked against the listing the round was planned
+        // on (or was prepared: checked and held) rather than a listing of its own; `send`
+        // checks the stream's GUIDs.
+        let checked = {
+            let p = lock(&self.prepared);
+            if p.steps.contains(&prepared_key(req)) {
+                Some(Ok(()))
+            } else {
+                p.planned
+                    .get(&req.filesystem)
+                    .map(|v| check_request(req, v))
+            }
+        };
+        match checked {
+            Some(r) => r?,
+            None => {
+                self.resolve(req).await?;
+            }
         }
         self.validate_send(req).await?;
         // zrepl does not estimate incrementals from bookmarks.

@@ -83,8 +83,9 @@ pub async fn repl_batched_round_commands_per_filesystem(t: Ctx) -> TestResult {
     let r = receiver(&t, "client", PlaceholderPolicy::Inherit)?;
     let lists = zfs_verb(&t, "list");
     must_succeed(&replicate(&s, &r, &one_attempt()).await)?;
-    // The initial round: the size estimates of the full sends are of prepared (held, checked)
-    // steps and list nothing of their own.
+    // The initial round: the size estimates of the full sends are checked against the
+    // planning listing and list nothing of their own (the sender's listing, the receiver's
+    // after the receives).
     let lists = zfs_verb(&t, "list") - lists;
     ensure!(
         lists <= 2,
