@@ -109,8 +109,8 @@ fn skip_fs(fs: &DatasetPath, why: impl Into<String>) -> FsPrune {
 const NO_CURSOR: &str =
     "replication cursor bookmark does not exist (one successful replication is required before pruning works)";
 
-/// How long after they began the filesystem listings of a replication run that changed nothing
-/// stand for the current state, for the pruning that follows it.
+/// How long after they began the filesystem listings of a replication run that created and
+/// removed no filesystem stand for the current state, for the pruning that follows it.
 pub const UNCHANGED_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Prunes the sender and the receiver (at the same time). With `dry_run`, only decides.
@@ -124,25 +124,26 @@ pub async fn prune<S: Sender, R: Receiver>(
     prune_after(sender, receiver, keep_sender, keep_receiver, dry_run, None).await
 }
 
-/// [`prune`] right after a replication run: if that run changed nothing and its filesystem
-/// listings began less than [`UNCHANGED_FRESH`] ago, they are used instead of listing both
-/// sides' filesystems again (the versions are still listed, or confirmed by the listings
-/// cache). A filesystem created or destroyed by someone else in between is pruned at the next
-/// run, or fails to list, as with a change right after any listing.
+/// [`prune`] right after a replication run: if that run created and removed no filesystem
+/// ([`zrepl_replication::FilesystemsUnchanged`]) and its filesystem listings began less than
+/// [`UNCHANGED_FRESH`] ago, they are used instead of listing both sides' filesystems again (the
+/// versions are listed as always, or confirmed by the listings cache). A filesystem created or
+/// destroyed by someone else in between is pruned at the next run, or fails to list, as with a
+/// change right after any listing.
 pub async fn prune_after<S: Sender, R: Receiver>(
     sender: &S,
     receiver: &R,
     keep_sender: &Keep,
     keep_receiver: &Keep,
     dry_run: bool,
-    unchanged: Option<zrepl_replication::Unchanged>,
+    unchanged: Option<zrepl_replication::FilesystemsUnchanged>,
 ) -> PruneReport {
     let mut report = PruneReport::default();
     // Both sides' filesystems at the same time (an unmounted receiver lists slowly).
     let (sfs, rfs) = match unchanged.filter(|u| u.listed_at.elapsed() < UNCHANGED_FRESH) {
         Some(u) => {
             tracing::debug!(
-                "pruning uses the filesystem listings of the replication run, which changed nothing"
+                "pruning uses the filesystem listings of the replication run (it created and removed no filesystem)"
             );
             (Ok(u.sender), Ok(u.receiver))
         }
@@ -731,7 +732,10 @@ mod tests {
         ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<()>>> {
             Ok(reqs.iter().map(|_| Ok(())).collect())
         }
-        async fn send_dry(&self, _req: &zrepl_protocol::SendRequest) -> zrepl_protocol::Result<u64> {
+        async fn send_dry(
+            &self,
+            _req: &zrepl_protocol::SendRequest,
+        ) -> zrepl_protocol::Result<u64> {
             unreachable!()
         }
         async fn send(
@@ -796,16 +800,13 @@ mod tests {
         }
     }
 
-    /// After a replication run that changed nothing, pruning uses its filesystem listings
-    /// while they are fresh, and lists both sides again otherwise; it prunes the same either way.
+    /// After a replication run that created and removed no filesystem, pruning uses its
+    /// filesystem listings while they are fresh, and lists both sides again otherwise; it
+    /// prunes the same either way.
     #[tokio::test]
-    async fn pruning_after_an_unchanged_run_reuses_its_filesystem_listings() {
-        let k = keep(
-            config::PruningScope::All,
-            &SnapshotFilter::all(),
-            Some("s"),
-        );
-        let unchanged = |age: std::time::Duration| zrepl_replication::Unchanged {
+    async fn pruning_after_a_run_with_the_same_filesystems_reuses_its_listings() {
+        let k = keep(config::PruningScope::All, &SnapshotFilter::all(), Some("s"));
+        let unchanged = |age: std::time::Duration| zrepl_replication::FilesystemsUnchanged {
             sender: Side::fss(),
             receiver: Side::fss(),
             listed_at: std::time::Instant::now()
@@ -819,7 +820,10 @@ mod tests {
             let rep = prune_after(&s, &r, &k, &k, false, given).await;
             let n = |x: &Side| x.lists.load(std::sync::atomic::Ordering::SeqCst);
             assert_eq!((n(&s), n(&r)), (lists, lists), "{name}: listings");
-            assert!(rep.sender.error.is_none() && rep.receiver.error.is_none(), "{name}");
+            assert!(
+                rep.sender.error.is_none() && rep.receiver.error.is_none(),
+                "{name}"
+            );
             for side in [&s, &r] {
                 assert_eq!(*side.destroyed.lock().unwrap(), ["s1", "s2"], "{name}");
             }

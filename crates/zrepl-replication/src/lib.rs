@@ -88,12 +88,14 @@ impl TimedError {
     }
 }
 
-/// The filesystem listings of a run whose last attempt found nothing to do and did nothing: no
-/// step, nothing to converge, no planning error, every sender filesystem already present on the
-/// receiver without a partial receive. Pruning right after such a run may use them instead of
-/// listing both sides again (a no-op round then lists filesystems once per side).
+/// The filesystem listings of a run that created and removed no filesystem: its last attempt
+/// succeeded, had no planning error, every sender filesystem was already on the receiver without
+/// a partial receive, and every step was incremental (no full send, so no new filesystem or
+/// placeholder). Snapshots, holds and bookmarks may have changed; which filesystems exist and
+/// which are placeholders did not. Pruning right after such a run uses these listings instead
+/// of listing both sides' filesystems again (it lists versions as always).
 #[derive(Debug, Clone)]
-pub struct Unchanged {
+pub struct FilesystemsUnchanged {
     pub sender: Vec<FilesystemInfo>,
     pub receiver: Vec<FilesystemInfo>,
     /// When the listings began.
@@ -101,8 +103,8 @@ pub struct Unchanged {
 }
 
 /// Runs one replication run between `sender` and `receiver`, recording progress in `report`.
-/// Returns when the run is done, failed, or `cancel` fired; with the run's listings if it
-/// changed nothing (see [`Unchanged`]).
+/// Returns when the run is done, failed, or `cancel` fired; with the run's filesystem listings
+/// if they still hold (see [`FilesystemsUnchanged`]).
 #[tracing::instrument(name = "repl", skip_all, fields(subsystem = "repl"))]
 pub async fn run<S: Sender, R: Receiver>(
     sender: &S,
@@ -110,7 +112,7 @@ pub async fn run<S: Sender, R: Receiver>(
     cfg: &DriverConfig,
     report: &ReportHandle,
     cancel: &CancellationToken,
-) -> Option<Unchanged> {
+) -> Option<FilesystemsUnchanged> {
     let mut deadline = tokio::time::Instant::now() + cfg.reconnect_timeout;
     let mut first_temporary = true;
     let mut backoff = Duration::from_secs(1);
@@ -219,7 +221,7 @@ async fn attempt<S: Sender, R: Receiver>(
     cfg: &DriverConfig,
     report: &ReportHandle,
     completed: &std::sync::Mutex<Vec<Received>>,
-) -> Result<Option<Unchanged>, TimedError> {
+) -> Result<Option<FilesystemsUnchanged>, TimedError> {
     let listed_at = std::time::Instant::now();
     report.update(|r| {
         r.attempts.push(AttemptReport {
@@ -327,15 +329,15 @@ async fn attempt<S: Sender, R: Receiver>(
             })
         })
         .collect();
-    // Nothing to do anywhere: no step, nothing to converge, no planning error, and every
-    // filesystem already on the receiver (no placeholder or partial receive to deal with).
-    let noop = converges.is_empty()
-        && plans
-            .iter()
-            .all(|p| p.as_ref().is_ok_and(|steps| steps.is_empty()))
-        && sfs
-            .iter()
-            .all(|f| rmap.get(&f.path).is_some_and(|r| r.resume_token.is_none()));
+    // Whether the filesystem listings still hold after this attempt: no planning error, every
+    // filesystem already on the receiver (no placeholder or partial receive to deal with), and
+    // incremental steps only (a full send creates a filesystem, maybe placeholders too).
+    let same_filesystems = plans.iter().all(|p| {
+        p.as_ref()
+            .is_ok_and(|steps| steps.iter().all(|(s, _)| !s.is_initial()))
+    }) && sfs
+        .iter()
+        .all(|f| rmap.get(&f.path).is_some_and(|r| r.resume_token.is_none()));
     // Protect every step of the attempt at once (step holds on all of them in one go).
     let all_reqs: Vec<SendRequest> = sfs
         .iter()
@@ -400,7 +402,7 @@ async fn attempt<S: Sender, R: Receiver>(
         a.finished_at = Some(Utc::now());
     });
     match errors.pop() {
-        None if noop => Ok(Some(Unchanged {
+        None if same_filesystems => Ok(Some(FilesystemsUnchanged {
             sender: listings.0,
             receiver: listings.1,
             listed_at,

@@ -623,8 +623,11 @@ async fn up_to_date_filesystems_with_leftovers_are_converged() {
 }
 
 #[tokio::test]
-async fn only_a_run_that_changed_nothing_hands_its_listings_on() {
-    async fn go(s: &FakeSender, r: &FakeReceiver) -> (RunState, Option<crate::Unchanged>) {
+async fn a_run_that_created_no_filesystem_hands_its_listings_on() {
+    async fn go(
+        s: &FakeSender,
+        r: &FakeReceiver,
+    ) -> (RunState, Option<crate::FilesystemsUnchanged>) {
         // The fakes keep no holds or cursors: without protection, nothing is converged.
         let cfg = DriverConfig {
             policy: Policy {
@@ -642,36 +645,41 @@ async fn only_a_run_that_changed_nothing_hands_its_listings_on() {
         let u = run(s, r, &cfg, &report, &CancellationToken::new()).await;
         (report.snapshot().state, u)
     }
+    let names = |l: &[FilesystemInfo]| l.iter().map(|f| f.path.to_string()).collect::<Vec<_>>();
     let mut s = sender(&[("pool/a", &[("1", 1), ("2", 2)]), ("pool/b", &[("1", 3)])]);
     let r = FakeReceiver::default();
-    // Replicating: the listings no longer show what is there.
+    // Initial replication creates the receiver's filesystems: its listings are outdated.
     assert!(
         matches!(go(&s, &r).await, (RunState::Done, None)),
-        "a run with steps"
+        "a run with full sends"
     );
     // Nothing to do: both sides' listings, as they were listed.
     let (state, u) = go(&s, &r).await;
     assert_eq!(state, RunState::Done);
     let u = u.expect("a run that changed nothing");
-    let names = |l: &[FilesystemInfo]| l.iter().map(|f| f.path.to_string()).collect::<Vec<_>>();
     assert_eq!(names(&u.sender), ["pool/a", "pool/b"]);
     assert_eq!(names(&u.receiver), ["pool/a", "pool/b"]);
-    // A new snapshot: a step again.
+    // An incremental step changes snapshots, not filesystems.
     s.fs.get_mut(&p("pool/b")).unwrap().push(snap("2", 4));
-    assert!(
-        matches!(go(&s, &r).await, (RunState::Done, None)),
-        "a run with a step"
+    let (state, u) = go(&s, &r).await;
+    assert_eq!(state, RunState::Done);
+    assert_eq!(r.order.lock().unwrap().last().unwrap(), "pool/b@2");
+    assert_eq!(
+        names(&u.expect("incremental steps only").receiver),
+        ["pool/a", "pool/b"]
     );
-    assert!(go(&s, &r).await.1.is_some());
-    // A filesystem the receiver lacks, with nothing to send yet: not unchanged either.
+    // A filesystem the receiver lacks (even with nothing to send yet), or a new one sent in
+    // full: listed again.
     s.fs.insert(p("pool/c"), Vec::new());
     assert!(
         go(&s, &r).await.1.is_none(),
         "a filesystem missing on the receiver"
     );
-    s.fs.remove(&p("pool/c"));
+    s.fs.insert(p("pool/c"), vec![snap("1", 5)]);
+    assert!(go(&s, &r).await.1.is_none(), "a full send");
+    assert!(go(&s, &r).await.1.is_some());
     // A failed run hands nothing on.
-    s.fs.get_mut(&p("pool/b")).unwrap().push(snap("3", 5));
+    s.fs.get_mut(&p("pool/b")).unwrap().push(snap("3", 6));
     let bad = FakeReceiver {
         fail_on: [p("pool/b")].into_iter().collect(),
         ..Default::default()
