@@ -262,9 +262,6 @@ async fn attempt<S: Sender, R: Receiver>(
     if sfs.is_empty() {
         tracing::warn!("no filesystems were considered for replication");
     }
-    // Kept for pruning if the attempt turns out to change nothing (filesystem listings are
-    // small next to the versions listings).
-    let listings = (sfs.clone(), rfs.clone());
     let rmap: HashMap<DatasetPath, FilesystemInfo> =
         rfs.into_iter().map(|f| (f.path.clone(), f)).collect();
     set_attempt(report, |a| {
@@ -402,11 +399,16 @@ async fn attempt<S: Sender, R: Receiver>(
         a.finished_at = Some(Utc::now());
     });
     match errors.pop() {
-        None if same_filesystems => Ok(Some(FilesystemsUnchanged {
-            sender: listings.0,
-            receiver: listings.1,
-            listed_at,
-        })),
+        // Handed to pruning (copied only here, when they still hold).
+        None if same_filesystems => {
+            let mut receiver: Vec<FilesystemInfo> = rmap.into_values().collect();
+            receiver.sort_by(|a, b| a.path.cmp(&b.path));
+            Ok(Some(FilesystemsUnchanged {
+                sender: sfs,
+                receiver,
+                listed_at,
+            }))
+        }
         None => Ok(None),
         Some(e) => Err(e),
     }
