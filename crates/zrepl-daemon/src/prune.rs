@@ -158,9 +158,18 @@ pub async fn prune_after<S: Sender, R: Receiver>(
         }
     };
     // The cursors of every sender filesystem and the versions of each side: one request each
-    // (one listing on a local endpoint), not one per filesystem. The receiver's versions are
-    // listed while the sender's cursors are fetched.
+    // (one listing on a local endpoint: the cursors are among its versions), not one per
+    // filesystem. The two sides are listed at the same time.
     let all: Vec<DatasetPath> = sfs.iter().map(|f| f.path.clone()).collect();
+    let s_paths: Vec<DatasetPath> = sfs
+        .iter()
+        .filter(|f| !f.is_placeholder)
+        .map(|f| f.path.clone())
+        .collect();
+    let sender_listing = async {
+        let (cursors, versions) = sender.cursors_and_versions(&all).await;
+        (fetch(cursors, &all), fetch(versions, &all))
+    };
     let receiver_listing = async {
         let rfs = rfs.map_err(|e| e.to_string())?;
         let mut skipped = Vec::new();
@@ -182,20 +191,11 @@ pub async fn prune_after<S: Sender, R: Receiver>(
         let r_versions = fetch(receiver.list_versions_many(&todo).await, &todo);
         Ok::<_, String>((skipped, todo, r_versions))
     };
-    let (cursors, r_listed) = futures::future::join(
-        async { fetch(sender.replication_cursors(&all).await, &all) },
-        receiver_listing,
-    )
-    .await;
+    let ((cursors, mut s_versions), r_listed) =
+        futures::future::join(sender_listing, receiver_listing).await;
     // The two sides are independent from here on: prune them at the same time.
     let sender_side = async {
         let mut side = Vec::new();
-        let s_paths: Vec<DatasetPath> = sfs
-            .iter()
-            .filter(|f| !f.is_placeholder)
-            .map(|f| f.path.clone())
-            .collect();
-        let mut s_versions = fetch(sender.list_versions_many(&s_paths).await, &s_paths);
         for (n, fs) in s_paths.iter().enumerate() {
             if n > 0 && !dry_run {
                 if let Err(e) = zrepl_failpoint::hit("prune.sender.after_destroy") {
@@ -683,6 +683,8 @@ mod tests {
     struct Side {
         lists: std::sync::atomic::AtomicUsize,
         destroyed: std::sync::Mutex<Vec<String>>,
+        /// When set, listing versions waits until the other side lists its versions too.
+        meet: Option<std::sync::Arc<tokio::sync::Barrier>>,
     }
 
     impl Side {
@@ -699,6 +701,12 @@ mod tests {
         }
         fn versions() -> Vec<FilesystemVersion> {
             vec![snap("s1", 1), snap("s2", 2), snap("s3", 3)]
+        }
+        async fn versions_now(&self) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+            if let Some(b) = &self.meet {
+                b.wait().await;
+            }
+            Ok(Side::versions())
         }
         fn destroy(&self, s: &[FilesystemVersion]) -> Vec<zrepl_protocol::DestroyResult> {
             let mut d = self.destroyed.lock().unwrap();
@@ -724,7 +732,7 @@ mod tests {
             &self,
             _fs: &DatasetPath,
         ) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
-            Ok(Side::versions())
+            self.versions_now().await
         }
         async fn converge(
             &self,
@@ -776,7 +784,7 @@ mod tests {
             &self,
             _fs: &DatasetPath,
         ) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
-            Ok(Side::versions())
+            self.versions_now().await
         }
         async fn receive(
             &self,
@@ -827,6 +835,29 @@ mod tests {
             for side in [&s, &r] {
                 assert_eq!(*side.destroyed.lock().unwrap(), ["s1", "s2"], "{name}");
             }
+        }
+    }
+
+    /// The two sides' versions are listed at the same time (a slow receiver listing does not
+    /// wait for the sender's): each side's listing here returns only once the other's began.
+    #[tokio::test]
+    async fn pruning_lists_both_sides_versions_at_the_same_time() {
+        let k = keep(config::PruningScope::All, &SnapshotFilter::all(), Some("s"));
+        let meet = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let side = || Side {
+            meet: Some(meet.clone()),
+            ..Side::default()
+        };
+        let (s, r) = (side(), side());
+        let rep = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            prune(&s, &r, &k, &k, false),
+        )
+        .await
+        .expect("one side's versions were listed only after the other's");
+        assert!(rep.sender.error.is_none() && rep.receiver.error.is_none());
+        for side in [&s, &r] {
+            assert_eq!(*side.destroyed.lock().unwrap(), ["s1", "s2"]);
         }
     }
 

@@ -477,6 +477,18 @@ impl<E: Sender> Sender for Hooked<E> {
         self.gate().await?;
         self.inner.replication_cursors(fss).await
     }
+    async fn cursors_and_versions(
+        &self,
+        fss: &[DatasetPath],
+    ) -> (
+        Result<Vec<Result<Option<FilesystemVersion>>>>,
+        Result<Vec<Result<Vec<FilesystemVersion>>>>,
+    ) {
+        if let Err(e) = self.gate().await {
+            return (Err(e.clone()), Err(e));
+        }
+        self.inner.cursors_and_versions(fss).await
+    }
     async fn destroy_snapshots(
         &self,
         fs: &DatasetPath,

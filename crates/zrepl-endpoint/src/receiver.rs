@@ -94,7 +94,7 @@ pub(crate) struct RootShared {
 const MAX_VERIFIED: usize = 1 << 16;
 
 /// How long versions listed by `list_filesystems` may stand in for a new listing.
-const PREFETCH_FRESH: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const PREFETCH_FRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl LocalReceiver {
     /// The local paths of those of `fss` this receiver maps.

@@ -109,6 +109,11 @@ pub(crate) struct Prepared {
     /// when a completion or convergence moves its cursors, so that it never shows cursors that
     /// are gone.
     planned: BTreeMap<DatasetPath, Vec<FilesystemVersion>>,
+    /// The versions `list_filesystems` listed together with the filesystems (when the
+    /// listings cache could not serve most of them), for the `list_versions_many` that
+    /// follows it: when it was listed, and the listings generation then. Taken once, and only
+    /// while fresh and nothing of this endpoint changed versions since.
+    prefetched: Option<(std::time::Instant, u64, zrepl_zfs::VersionsByFilesystem)>,
 }
 
 /// Per pool, the deepest dataset that contains all of `paths` of that pool: one recursive
@@ -523,23 +528,38 @@ impl zrepl_protocol::Sender for LocalSender {
         // Sender-side placeholders (chained replication) are replicated as "nothing to do".
         // Usually the filter names its subtrees: then one recursive `zfs get` of the
         // placeholder property per subtree lists the filesystems and their placeholder state
-        // together, without visiting the rest of the pools.
+        // together, without visiting the rest of the pools. Unless the listings cache holds
+        // most filesystems' versions, that `zfs get` lists all versions too, for the
+        // `list_versions_many` that usually follows (one command instead of two).
         let cache = listings_enabled(&self.zfs, &self.listings).await;
+        let with_versions = !(cache && self.listings.mostly_cached());
         let mut props_wanted = vec![PLACEHOLDER_PROPERTY];
         if cache {
             props_wanted.push(crate::listings::SNAPSHOTS_CHANGED);
         }
         let (started, wall) = (std::time::Instant::now(), unix_now());
+        let generation = self.listings.generation();
         let mut changed = BTreeMap::new();
+        let mut prefetched: Option<zrepl_zfs::VersionsByFilesystem> = None;
         let states = match self.cfg.filesystems.roots() {
             Some(roots) => {
                 let mut out = std::collections::BTreeMap::new();
+                let mut versions = zrepl_zfs::VersionsByFilesystem::new();
                 for root in roots {
-                    match self
-                        .zfs
-                        .get_properties_recursive(&root, None, &props_wanted)
-                        .await
-                    {
+                    let listed = if with_versions {
+                        self.zfs
+                            .list_subtree_with_properties(&root, &props_wanted)
+                            .await
+                            .map(|(props, v)| {
+                                versions.extend(v);
+                                props
+                            })
+                    } else {
+                        self.zfs
+                            .get_properties_recursive(&root, None, &props_wanted)
+                            .await
+                    };
+                    match listed {
                         Ok(props) => out.extend(props.into_iter().map(|(path, p)| {
                             let ph = is_placeholder(&path, &p);
                             if let Some(c) = p
@@ -555,6 +575,9 @@ impl zrepl_protocol::Sender for LocalSender {
                             return Err(zfs_err(format!("cannot list filesystems below {root}"), e))
                         }
                     }
+                }
+                if with_versions {
+                    prefetched = Some(versions);
                 }
                 out
             }
@@ -575,6 +598,17 @@ impl zrepl_protocol::Sender for LocalSender {
             self.listings.unobserve();
         } else {
             self.listings.observe(started, wall, changed);
+        }
+        if let Some(mut versions) = prefetched {
+            // Only the filter's filesystems are kept (the subtrees may hold others).
+            versions.retain(|path, _| self.cfg.filesystems.accepts(path));
+            if cache {
+                for (path, vs) in &versions {
+                    self.listings.store(path, vs, generation);
+                }
+            }
+            lock(&self.prepared).prefetched =
+                Some((std::time::Instant::now(), generation, versions));
         }
         Ok(states
             .into_iter()
@@ -607,11 +641,25 @@ impl zrepl_protocol::Sender for LocalSender {
             .filter(|f| self.check_allowed(f).is_ok())
             .cloned()
             .collect();
-        let listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> = allowed
-            .iter()
-            .cloned()
-            .zip(cached_versions_many(&self.zfs, &self.listings, &allowed).await?)
-            .collect();
+        // What `list_filesystems` listed with the filesystems, if it is fresh, covers every
+        // filesystem asked for, and nothing of this endpoint changed versions since.
+        let prefetched = lock(&self.prepared).prefetched.take().filter(|(at, g, m)| {
+            at.elapsed() < crate::receiver::PREFETCH_FRESH
+                && *g == self.listings.generation()
+                && allowed.iter().all(|f| m.contains_key(f))
+        });
+        let listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> =
+            match prefetched {
+                Some((_, _, mut m)) => allowed
+                    .iter()
+                    .map(|f| (f.clone(), Ok(m.remove(f).unwrap_or_default())))
+                    .collect(),
+                None => allowed
+                    .iter()
+                    .cloned()
+                    .zip(cached_versions_many(&self.zfs, &self.listings, &allowed).await?)
+                    .collect(),
+            };
         let out = fss
             .iter()
             .map(|f| {
@@ -855,6 +903,28 @@ impl zrepl_protocol::Sender for LocalSender {
             .into_iter()
             .map(|v| v.map(|v| pruning_cursor(&v, &self.cfg.job)))
             .collect())
+    }
+
+    /// One listing: the cursors are among the versions.
+    async fn cursors_and_versions(
+        &self,
+        fss: &[DatasetPath],
+    ) -> (
+        Result<Vec<Result<Option<FilesystemVersion>, EndpointError>>, EndpointError>,
+        Result<Vec<Result<Vec<FilesystemVersion>, EndpointError>>, EndpointError>,
+    ) {
+        let listed = zrepl_protocol::Sender::list_versions_many(self, fss).await;
+        let cursors = match &listed {
+            Ok(l) => Ok(l
+                .iter()
+                .map(|v| match v {
+                    Ok(v) => Ok(pruning_cursor(v, &self.cfg.job)),
+                    Err(e) => Err(e.clone()),
+                })
+                .collect()),
+            Err(e) => Err(e.clone()),
+        };
+        (cursors, listed)
     }
 
     async fn destroy_snapshots(

@@ -1113,14 +1113,35 @@ pub async fn prune_both_sides_dry_run_matches_and_holds_are_kept(t: Ctx) -> Test
         count: 2,
         regex: Some(regex::Regex::new("^zrepl_").unwrap()),
     }];
+    // The dry run through a sender without the listings cache (as on OpenZFS 2.1) and with
+    // its own command counts: its filesystems, cursors and versions are one listing.
+    let uncached_zfs = zrepl_zfs::Zfs::new(zrepl_zfs::ZfsConfig::default());
+    uncached_zfs.features().await?;
+    let listings =
+        |z: &zrepl_zfs::Zfs| z.zfs_commands_started("list") + z.zfs_commands_started("get");
+    let before = listings(&uncached_zfs);
+    let uncached = LocalSender::new(
+        uncached_zfs.clone(),
+        SenderConfig::new(
+            SENDER_JOB,
+            DatasetFilter::new([(path(&t, "src/a").as_str(), true)]).expect("valid filter"),
+        ),
+        &zrepl_endpoint::Registry::without_listing_cache(),
+    );
     let dry: PruneReport = prune(
-        &s,
+        &uncached,
         &r,
         &Keep::rules_only(keep_sender.clone()),
         &Keep::rules_only(keep_receiver.clone()),
         true,
     )
     .await;
+    let sender_listings = listings(&uncached_zfs) - before;
+    ensure!(
+        sender_listings == 1,
+        "pruning ran {sender_listings} listings on the sender (its filesystems, cursors and versions are one): {:?}",
+        uncached_zfs.command_stats()
+    );
     let ra = recv_path(&t, "a");
     ensure!(
         versions(&a)?.iter().filter(|v| v.starts_with('@')).count() == 7,

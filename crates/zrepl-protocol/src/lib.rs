@@ -293,6 +293,25 @@ pub trait Sender: Send + Sync {
             Ok(out)
         }
     }
+    /// What pruning needs of this sender: [`Sender::replication_cursors`] and
+    /// [`Sender::list_versions_many`] of `fss`. An endpoint that finds its cursors among the
+    /// versions lists them once.
+    #[allow(clippy::type_complexity)]
+    fn cursors_and_versions(
+        &self,
+        fss: &[DatasetPath],
+    ) -> impl Future<
+        Output = (
+            Result<Vec<Result<Option<FilesystemVersion>>>>,
+            Result<Vec<Result<Vec<FilesystemVersion>>>>,
+        ),
+    > + Send {
+        async move {
+            let cursors = self.replication_cursors(fss).await;
+            let versions = self.list_versions_many(fss).await;
+            (cursors, versions)
+        }
+    }
     fn destroy_snapshots(
         &self,
         fs: &DatasetPath,
