@@ -145,8 +145,10 @@ wait_for 60 "received $snap has the sender's GUID" \
     bash -c "[[ \$(zfs get -H -p -o value guid $alice@$snap) == \$(zfs get -H -p -o value guid zroot/home/alice@$snap) ]]"
 check "zroot/var/tmp is excluded" bash -c '! zfs list storage/zrepl/sink/prod/zroot/var/tmp 2>/dev/null'
 check "zroot/home/paranoid is excluded" bash -c '! zfs list storage/zrepl/sink/prod/zroot/home/paranoid 2>/dev/null'
-check "replication cursor on the sender" bash -c 'zfs list -H -t bookmark -o name zroot/home/alice | grep -q "#zrepl_CURSOR_G_[0-9a-f]*_J_prod_to_backups$"'
-check "last-received hold on the receiver" bash -c "zfs holds -H $alice@$snap | grep -q zrepl_last_received_J_sink"
+# The cursor and the last-received hold move when the round's steps are all done (a round
+# completes its steps together), which can be well after this filesystem's data arrived.
+wait_for 120 "replication cursor on the sender" bash -c 'zfs list -H -t bookmark -o name zroot/home/alice | grep -q "#zrepl_CURSOR_G_[0-9a-f]*_J_prod_to_backups$"'
+wait_for 120 "last-received hold on the receiver" bash -c "zfs holds -H $alice@$snap | grep -q zrepl_last_received_J_sink"
 
 check "zrepl signal wakeup home_to_view" zrepl signal wakeup home_to_view
 view=storage/view/prod/zroot/home

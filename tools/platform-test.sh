@@ -6,7 +6,8 @@
 #
 # Builds the test VM image if needed (tools/vm/), builds
 # `zrepl-platformtest` and `zrepl` in release mode, copies them into a fresh
-# .vm-run/ in the repository root and runs `./zrepl-platformtest [FILTER...]`
+# .vm-run/ (.vm-run-<series>/ when ZREPL_VM_ZFS is set, so runs of different series can go
+# on at the same time) in the repository root and runs `./zrepl-platformtest [FILTER...]`
 # inside the VM (tools/vm/run-in-vm.sh) with /mnt/host (= .vm-run/) at the front
 # of PATH, so `zrepl` is found. FILTER... is passed to the libtest-mimic runner
 # unchanged (test name filters, --exact, --skip NAME, --list, ...).
@@ -19,6 +20,8 @@
 #   ZREPL_VM_ZFS=2.1|2.3|2.4     OpenZFS series of the VM image (default 2.3; see
 #                                tools/vm/build-image.sh); passed on to the guest
 #                                when set. Ignored by a direct run
+#   ZREPL_PLATFORMTEST_SET=core  only the replication core (see in_core in
+#                                crates/zrepl-platformtest/src/main.rs); default all
 #   ZREPL_PLATFORMTEST_DIRECT=1  if /dev/zfs exists on this host, run the tests
 #                                directly here (cwd .vm-run/, as the current user)
 #                                instead of in the VM. Without /dev/zfs the VM is used.
@@ -77,9 +80,9 @@ done
 # machines (run-in-vm.sh's own default is 2400 s).
 export ZREPL_VM_TIMEOUT=${ZREPL_VM_TIMEOUT:-4200}
 
-stage=$repo/.vm-run
-# Another platform-test.sh of this checkout may be using .vm-run right now.
-lock=${TMPDIR:-/tmp}/zrepl-platform-test.$(printf '%s' "$repo" | sha256sum | cut -c1-12).lock
+stage=$repo/.vm-run${ZREPL_VM_ZFS:+-$ZREPL_VM_ZFS}
+# Another platform-test.sh of this checkout may be using the same stage right now.
+lock=${TMPDIR:-/tmp}/zrepl-platform-test.$(printf '%s' "$stage" | sha256sum | cut -c1-12).lock
 exec 9>"$lock"
 if ! flock -n 9; then
     log "another platform-test.sh run of $repo is in progress; waiting for it ..."
@@ -99,4 +102,5 @@ export ZREPL_VM_PATH_PREPEND=/mnt/host
 export ZREPL_VM_PASS_ENV="RUST_LOG ${ZREPL_VM_PASS_ENV:-}"
 # Only when set, so that a default run passes the guest exactly what it always did.
 [[ -n ${ZREPL_VM_ZFS:-} ]] && ZREPL_VM_PASS_ENV+=" ZREPL_VM_ZFS"
+[[ -n ${ZREPL_PLATFORMTEST_SET:-} ]] && ZREPL_VM_PASS_ENV+=" ZREPL_PLATFORMTEST_SET"
 exec "$vm/run-in-vm.sh" "$stage" ./zrepl-platformtest "$@"

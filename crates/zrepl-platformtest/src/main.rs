@@ -256,6 +256,21 @@ fn main() {
             "failpoint {fp} has no crash test in crash.rs"
         );
     }
+    // A renamed test must not silently leave the core.
+    for name in CORE_NAMED.iter().chain(CORE_EXCLUDED) {
+        assert!(
+            trials.iter().any(|t| t.name() == *name),
+            "the core names {name}, which is no test"
+        );
+    }
+    match std::env::var("ZREPL_PLATFORMTEST_SET").as_deref() {
+        Err(_) | Ok("" | "all") => {}
+        Ok("core") => trials.retain(|t| in_core(t.name())),
+        Ok(other) => {
+            eprintln!("FATAL: ZREPL_PLATFORMTEST_SET={other:?} is not a test set (all, core)");
+            std::process::exit(2);
+        }
+    }
     if !args.list && !std::path::Path::new("/dev/zfs").exists() {
         eprintln!(
             "FATAL: /dev/zfs does not exist: the zfs kernel module is not loaded here.\n\
@@ -266,3 +281,50 @@ fn main() {
     }
     libtest_mimic::run(&args, trials).exit();
 }
+
+/// The replication core (`ZREPL_PLATFORMTEST_SET=core`), for the OpenZFS series other than the
+/// default one (`ZREPL_TEST_EXTRA_SERIES` of tools/test.sh): zrepl-zfs's own command tests (feature
+/// detection, listings, holds, bookmarks, resume tokens; not the 200 x 20 listing), every
+/// replication and orchestration case (`repl_`), zrepl's parity cases (`parity_`) but two,
+/// pruning, and the daemon end to end over tcp. About 5.5 minutes of VM time against the whole
+/// suite's 40.
+fn in_core(name: &str) -> bool {
+    (name.starts_with("repl_") || name.starts_with("parity_") || CORE_NAMED.contains(&name))
+        && !CORE_EXCLUDED.contains(&name)
+}
+
+/// The two slowest parity cases (a minute and a half together), whose subjects the core covers
+/// with other tests: raw sends of encrypted filesystems (`repl_encrypted_raw_to_keyless_receiver`,
+/// `raw_send_of_encrypted_dataset_received_without_key`) and resuming a full send
+/// (`interrupted_full_receive_resumes_with_token`).
+const CORE_EXCLUDED: &[&str] = &[
+    "parity_send_encryption_and_raw_policies",
+    "parity_resumable_full_send",
+];
+
+/// The core's tests named one by one (main checks that each exists).
+const CORE_NAMED: &[&str] = &[
+    "feature_detection",
+    "get_set_user_properties",
+    "received_user_property_cannot_forge_listing_rows",
+    "nonexistent_datasets_are_classified",
+    "multi_dataset_snapshot_is_one_command",
+    "bookmark_idempotent_and_exists_error",
+    "idempotent_hold_and_release",
+    "destroy_bookmarks_batched_and_idempotent",
+    "holds_block_destroy",
+    "destroy_refuses_when_guid_changed",
+    "batched_destroy_reports_exactly_the_held_snapshot",
+    "send_dry_run_estimate_nonzero",
+    "incremental_send_from_bookmark_after_snapshot_destroyed",
+    "raw_send_of_encrypted_dataset_received_without_key",
+    "interrupted_full_receive_resumes_with_token",
+    "interrupted_incremental_receive_resumes_with_token",
+    "recv_abort_clears_resume_token",
+    "send_stream_drop_kills_zfs_send",
+    "placeholder_creation_and_detection",
+    "names_with_spaces_end_to_end",
+    "invalid_names_rejected_before_any_command",
+    "net_push_pull_tcp",
+    "prune_both_sides_dry_run_matches_and_holds_are_kept",
+];

@@ -87,21 +87,29 @@ impl Daemon {
         );
         Ok(())
     }
-    /// Waits until `job` has moved more than `bytes` in its current step.
+    /// The most bytes any step of the job's current or last run moved.
+    fn bytes(
+        &self,
+        job: &str,
+    ) -> Result<(u64, serde_json::Value), Box<dyn std::error::Error + Send + Sync>> {
+        let st = self.status()?;
+        let moved = st["jobs"][job]["replication"]["attempts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["filesystems"].as_array().into_iter().flatten())
+            .flat_map(|f| f["steps"].as_array().into_iter().flatten())
+            .filter_map(|s| s["bytes_replicated"].as_u64())
+            .max()
+            .unwrap_or(0);
+        Ok((moved, st))
+    }
+
+    /// Waits until `job` has moved more than `bytes` in one step.
     fn wait_bytes(&self, job: &str, bytes: u64) -> TestResult {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let st = self.status()?;
-            let fss = &st["jobs"][job]["replication"]["attempts"];
-            let moved = fss
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|a| a["filesystems"].as_array().into_iter().flatten())
-                .flat_map(|f| f["steps"].as_array().into_iter().flatten())
-                .filter_map(|s| s["bytes_replicated"].as_u64())
-                .max()
-                .unwrap_or(0);
+            let (moved, st) = self.bytes(job)?;
             if moved > bytes {
                 return Ok(());
             }
@@ -543,7 +551,7 @@ pub async fn net_signal_reset_aborts_and_next_run_resumes(t: Ctx) -> TestResult 
     let p = t.pool.clone();
     let a = create(&t, "src/a")?;
     create(&t, "sink")?;
-    write(&a, "big", 16)?;
+    write(&a, "big", 24)?;
     snapshot(&format!("{a}@1"))?;
     let dir = format!("/tmp/{p}-reset");
     std::fs::create_dir_all(&dir)?;
@@ -565,8 +573,17 @@ pub async fn net_signal_reset_aborts_and_next_run_resumes(t: Ctx) -> TestResult 
     let res: TestResult = (|| {
         d.start()?;
         d.zrepl(&["signal", "wakeup", "push"])?;
-        // Past the flow-control window and pipe buffers, so that `zfs recv` has data to keep.
+        // Past the flow-control window and pipe buffers, and `zfs recv` running and fed for
+        // another 2 MiB, so that it has data to keep (the sender's count alone can run ahead of
+        // a receiver still creating placeholders: socket buffers hold several MiB).
         d.wait_bytes("push", 7 << 20)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while sh(&["pgrep", "-f", "^zfs (recv|receive)"]).is_err() {
+            ensure!(Instant::now() < deadline, "no zfs recv started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (fed, _) = d.bytes("push")?;
+        d.wait_bytes("push", fed + (2 << 20))?;
         let t0 = Instant::now();
         d.zrepl(&["signal", "reset", "push"])?;
         let r = d.wait_run("push")?;

@@ -364,9 +364,10 @@ pub async fn observe_metrics_promtool_and_last_success(t: Ctx) -> TestResult {
         ensure!(
             sample(
                 &during,
-                "zrepl_zfscmd_runtime_count{zfsbinary=\"zfs\",zfsverb=\"list\"}"
+                // Planning lists both sides with `zfs get -r`.
+                "zrepl_zfscmd_runtime_count{zfsbinary=\"zfs\",zfsverb=\"get\"}"
             )? >= 1.0,
-            "no zfs list durations:\n{during}"
+            "no zfs get durations:\n{during}"
         );
         ensure!(
             sample(&during, "zrepl_zfs_commands_active")? >= 1.0,
