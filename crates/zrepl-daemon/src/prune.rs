@@ -499,8 +499,8 @@ pub async fn prune_local<S: Sender>(sender: &S, keep: &Keep, dry_run: bool) -> S
         .filter(|f| !f.is_placeholder)
         .map(|f| f.path.clone())
         .collect();
-    let cursors = fetch(sender.replication_cursors(&paths).await, &paths);
-    let mut versions = fetch(sender.list_versions_many(&paths).await, &paths);
+    let (cursors, versions) = sender.cursors_and_versions(&paths).await;
+    let (cursors, mut versions) = (fetch(cursors, &paths), fetch(versions, &paths));
     for fs in &paths {
         let r = prune_fs(
             Fetched {

@@ -525,6 +525,8 @@ impl LocalSender {
 
 impl zrepl_protocol::Sender for LocalSender {
     async fn list_filesystems(&self) -> Result<Vec<FilesystemInfo>, EndpointError> {
+        // Versions an earlier listing left unused are older than this one: never used now.
+        lock(&self.prepared).prefetched = None;
         // Sender-side placeholders (chained replication) are replicated as "nothing to do".
         // Usually the filter names its subtrees: then one recursive `zfs get` of the
         // placeholder property per subtree lists the filesystems and their placeholder state
@@ -650,9 +652,9 @@ impl zrepl_protocol::Sender for LocalSender {
         });
         let listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> =
             match prefetched {
-                Some((_, _, mut m)) => allowed
+                Some((_, _, m)) => allowed
                     .iter()
-                    .map(|f| (f.clone(), Ok(m.remove(f).unwrap_or_default())))
+                    .map(|f| (f.clone(), Ok(m.get(f).cloned().unwrap_or_default())))
                     .collect(),
                 None => allowed
                     .iter()
@@ -1365,7 +1367,9 @@ impl LocalSender {
             .map(|f| f.path)
             .collect();
         let mut held = Vec::new();
-        for (fs, versions) in fss.iter().zip(list_versions_many(&self.zfs, &fss).await?) {
+        // The versions `list_filesystems` just listed with the filesystems (the cache is empty).
+        let listed = zrepl_protocol::Sender::list_versions_many(self, &fss).await?;
+        for (fs, versions) in fss.iter().zip(listed) {
             let Ok(versions) = versions else { continue };
             for v in versions {
                 if v.typ == VersionType::Snapshot && v.userrefs.unwrap_or(0) > 0 {

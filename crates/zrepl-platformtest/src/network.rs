@@ -115,7 +115,7 @@ impl Daemon {
             }
             ensure!(
                 Instant::now() < deadline,
-                "{job}: transfer did not start: {st:#}"
+                "{job}: no step moved more than {bytes} bytes within 120 s (the most: {moved}): {st:#}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }

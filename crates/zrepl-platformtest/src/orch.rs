@@ -111,9 +111,9 @@ pub async fn repl_batched_round_commands_per_filesystem(t: Ctx) -> TestResult {
     let listings = zfs_verb(&t, "list") + zfs_verb(&t, "get");
     must_succeed(&replicate(&s, &r, &one_attempt()).await)?;
     // Listings: the sender's filesystems with their versions (one `zfs get`), the receiver's
-    // root and its subtree, all for planning. Nothing is listed again: the step holds keep what the plan names, the
-    // streams' first records prove the GUIDs on both sides, and completion reuses the
-    // planning listings.
+    // root and its subtree, all for planning. Nothing is listed again: the step holds keep
+    // what the plan names, the streams' first records prove the GUIDs on both sides, and
+    // completion reuses the planning listings.
     let listings = zfs_verb(&t, "list") + zfs_verb(&t, "get") - listings;
     ensure!(
         listings <= 3,

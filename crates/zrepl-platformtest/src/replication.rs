@@ -147,6 +147,16 @@ pub(crate) fn receiver(
     identity: &str,
     placeholder: PlaceholderPolicy,
 ) -> Result<LocalReceiver, String> {
+    receiver_in(t, identity, placeholder, &t.reg)
+}
+
+/// [`receiver`] with the endpoints' state of `reg` (listings cache or not).
+pub(crate) fn receiver_in(
+    t: &Ctx,
+    identity: &str,
+    placeholder: PlaceholderPolicy,
+    reg: &zrepl_endpoint::Registry,
+) -> Result<LocalReceiver, String> {
     let root = path(t, "sink");
     if !exists(&root) {
         zfs(&["create", &root])?;
@@ -164,7 +174,7 @@ pub(crate) fn receiver(
             identity_component: true,
             strip_prefix: None,
         },
-        &t.reg,
+        reg,
     )
     .map_err(|e| e.to_string())
 }
@@ -379,6 +389,42 @@ pub async fn repl_initial_then_incremental_chain(t: Ctx) -> TestResult {
     let rep = replicate(&s, &r, &one_attempt()).await;
     must_succeed(&rep)?;
     ensure!(fs_report(&rep, &a)?.steps.is_empty(), "{rep:#?}");
+    // The versions the receiver lists with its filesystems stand in for the next versions
+    // listing only while nothing changed in between: a destroy through it shows at once. (A
+    // receiver without the listings cache, which always lists versions with its filesystems.)
+    let r = receiver_in(
+        &t,
+        "client",
+        PlaceholderPolicy::Inherit,
+        &zrepl_endpoint::Registry::without_listing_cache(),
+    )?;
+    r.list_filesystems().await.map_err(|e| e.to_string())?;
+    let rel = dp(&a);
+    let doomed: Vec<FilesystemVersion> = r
+        .list_versions(&rel)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|v| v.name == "1")
+        .collect();
+    r.list_filesystems().await.map_err(|e| e.to_string())?;
+    let res = r
+        .destroy_snapshots(&rel, &doomed)
+        .await
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        doomed.len() == 1 && res.iter().all(|d| d.error.is_none()),
+        "{res:?}"
+    );
+    let after = r
+        .list_versions_many(std::slice::from_ref(&rel))
+        .await
+        .map_err(|e| e.to_string())?;
+    let names: Vec<String> = match after.as_slice() {
+        [Ok(vs)] => vs.iter().map(|v| v.name.clone()).collect(),
+        other => return Err(format!("{other:?}").into()),
+    };
+    ensure!(!names.iter().any(|n| n == "1"), "stale listing: {names:?}");
     Ok(())
 }
 

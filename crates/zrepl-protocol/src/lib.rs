@@ -294,8 +294,8 @@ pub trait Sender: Send + Sync {
         }
     }
     /// What pruning needs of this sender: [`Sender::replication_cursors`] and
-    /// [`Sender::list_versions_many`] of `fss`. An endpoint that finds its cursors among the
-    /// versions lists them once.
+    /// [`Sender::list_versions_many`] of `fss`, asked at the same time. An endpoint that finds
+    /// its cursors among the versions lists them once.
     #[allow(clippy::type_complexity)]
     fn cursors_and_versions(
         &self,
@@ -306,11 +306,7 @@ pub trait Sender: Send + Sync {
             Result<Vec<Result<Vec<FilesystemVersion>>>>,
         ),
     > + Send {
-        async move {
-            let cursors = self.replication_cursors(fss).await;
-            let versions = self.list_versions_many(fss).await;
-            (cursors, versions)
-        }
+        futures::future::join(self.replication_cursors(fss), self.list_versions_many(fss))
     }
     fn destroy_snapshots(
         &self,
