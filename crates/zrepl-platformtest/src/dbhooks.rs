@@ -21,7 +21,17 @@ macro_rules! ensure {
     };
 }
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The newest PostgreSQL server installed (Debian: `/usr/lib/postgresql/<major>/bin`; 15 on
+/// bookworm, 17 on trixie).
+fn pg_bin() -> Result<String, String> {
+    let majors = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|e| format!("no PostgreSQL server in /usr/lib/postgresql: {e}"))?;
+    let newest = majors
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .max()
+        .ok_or("no PostgreSQL server in /usr/lib/postgresql")?;
+    Ok(format!("/usr/lib/postgresql/{newest}/bin"))
+}
 
 /// Runs `argv` as the postgres user, from `/` (postgres cannot read the test's working
 /// directory, and initdb/pg_ctl refuse to run where they cannot).
@@ -139,6 +149,8 @@ fn first_round(cfg: &str, dir: &str, limit: Duration) -> Result<Round, String> {
 /// A PostgreSQL 15 server on a data directory in the test pool, unix socket only; stopped on
 /// drop.
 struct Postgres {
+    /// The server's programs (see [`pg_bin`]).
+    bin: String,
     data: String,
     sockdir: String,
     port: &'static str,
@@ -152,8 +164,9 @@ impl Postgres {
         let sockdir = format!("/tmp/{}-pg", t.pool);
         std::fs::create_dir_all(&sockdir).map_err(|e| e.to_string())?;
         sh(&["chown", "postgres:postgres", &sockdir])?;
+        let bin = pg_bin()?;
         as_postgres(&[
-            &format!("{PG_BIN}/initdb"),
+            &format!("{bin}/initdb"),
             "-D",
             &data,
             "-U",
@@ -162,6 +175,7 @@ impl Postgres {
             "--no-sync",
         ])?;
         let pg = Postgres {
+            bin,
             data,
             sockdir,
             port: "5433",
@@ -171,7 +185,7 @@ impl Postgres {
             pg.sockdir, pg.port
         );
         as_postgres(&[
-            &format!("{PG_BIN}/pg_ctl"),
+            &format!("{}/pg_ctl", pg.bin),
             "-D",
             &pg.data,
             "-o",
@@ -190,6 +204,22 @@ impl Postgres {
             )
         })?;
         Ok(pg)
+    }
+
+    /// Checkpoints requested (by `CHECKPOINT` among others) since the server started; the
+    /// counter moved to `pg_stat_checkpointer` in PostgreSQL 17.
+    fn checkpoints_requested(&self) -> Result<u64, String> {
+        let version: u32 = self
+            .query("SHOW server_version_num")?
+            .parse()
+            .map_err(|e| format!("server_version_num: {e}"))?;
+        let sql = if version >= 170000 {
+            "SELECT num_requested FROM pg_stat_checkpointer"
+        } else {
+            "SELECT checkpoints_req FROM pg_stat_bgwriter"
+        };
+        let n = self.query(sql)?;
+        n.parse().map_err(|e| format!("{sql}: {n:?}: {e}"))
     }
 
     fn query(&self, sql: &str) -> Result<String, String> {
@@ -213,7 +243,7 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         if let Err(e) = as_postgres(&[
-            &format!("{PG_BIN}/pg_ctl"),
+            &format!("{}/pg_ctl", self.bin),
             "-D",
             &self.data,
             "-m",
@@ -237,9 +267,7 @@ pub async fn dbhooks_postgres_checkpoint(t: Ctx) -> TestResult {
     dataset(&t, "db/down")?;
     dataset(&t, "db/plain")?;
     pg.query("CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10000)")?;
-    let req_before: u64 = pg
-        .query("SELECT checkpoints_req FROM pg_stat_bgwriter")?
-        .parse()?;
+    let req_before = pg.checkpoints_requested()?;
     let lsn_before = pg.query("SELECT checkpoint_lsn FROM pg_control_checkpoint()")?;
     let cfg = write_config(
         &dir,
@@ -271,9 +299,7 @@ pub async fn dbhooks_postgres_checkpoint(t: Ctx) -> TestResult {
     );
     ensure!(exists(&format!("{fs_pg}@{}", round.name)), "{ctx}");
     // The server performed a requested checkpoint ...
-    let req_after: u64 = pg
-        .query("SELECT checkpoints_req FROM pg_stat_bgwriter")?
-        .parse()?;
+    let req_after = pg.checkpoints_requested()?;
     let lsn_after = pg.query("SELECT checkpoint_lsn FROM pg_control_checkpoint()")?;
     ensure!(
         req_after > req_before && lsn_after != lsn_before,
@@ -285,7 +311,7 @@ pub async fn dbhooks_postgres_checkpoint(t: Ctx) -> TestResult {
         sh(&["zfs", "get", "-H", "-o", "value", "mountpoint", &fs_pg])?.trim(),
         round.name
     );
-    let control = sh(&[&format!("{PG_BIN}/pg_controldata"), &snap_data])?;
+    let control = sh(&[&format!("{}/pg_controldata", pg.bin), &snap_data])?;
     let snap_lsn = control
         .lines()
         .find_map(|l| l.strip_prefix("Latest checkpoint location:"))
