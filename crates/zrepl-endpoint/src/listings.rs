@@ -219,6 +219,46 @@ impl Drop for Changing<'_> {
     }
 }
 
+/// How long versions listed together with the filesystems may stand in for a new listing.
+pub(crate) const PREFETCH_FRESH: Duration = Duration::from_secs(10);
+
+/// The versions an endpoint's `list_filesystems` listed together with the filesystems, kept for
+/// the `list_versions_many` that usually follows it: taken once, and only while fresh, while
+/// nothing invalidated the listings since (a receive, a hold, a destroy through this endpoint
+/// bumps the generation) and if they cover every filesystem asked for. A new
+/// `list_filesystems` clears what an older one left unused.
+#[derive(Default)]
+pub(crate) struct Prefetch(Option<(Instant, u64, BTreeMap<DatasetPath, Vec<FilesystemVersion>>)>);
+
+impl Prefetch {
+    pub(crate) fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    /// Keeps `versions`, listed when the listings were at `generation`.
+    pub(crate) fn put(
+        &mut self,
+        generation: u64,
+        versions: BTreeMap<DatasetPath, Vec<FilesystemVersion>>,
+    ) {
+        self.0 = Some((Instant::now(), generation, versions));
+    }
+
+    /// The versions of each of `paths`, in order, if what was kept may stand in for them
+    /// (`generation`: the listings' generation now).
+    pub(crate) fn take(
+        &mut self,
+        generation: u64,
+        paths: &[DatasetPath],
+    ) -> Option<Vec<Vec<FilesystemVersion>>> {
+        let (at, listed_at, m) = self.0.take()?;
+        let usable = at.elapsed() < PREFETCH_FRESH
+            && listed_at == generation
+            && paths.iter().all(|p| m.contains_key(p));
+        usable.then(|| paths.iter().map(|p| m[p].clone()).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,5 +381,49 @@ mod tests {
             c.is_empty(),
             "a listing that overlapped an invalidation is not kept"
         );
+    }
+
+    /// What a kept listing answers: only once, only at the generation it was listed at, and
+    /// only if it covers every filesystem asked for (a path asked twice gets its versions
+    /// twice); a new listing clears an older one.
+    #[test]
+    fn prefetch_answers_once_at_its_generation_and_only_in_full() {
+        let listed = || BTreeMap::from([(p("a/x"), vec![v(1)]), (p("a/y"), vec![v(2), v(3)])]);
+        let names = |r: Option<Vec<Vec<FilesystemVersion>>>| {
+            r.map(|fss| {
+                fss.iter()
+                    .map(|vs| vs.iter().map(|v| v.guid).collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
+            })
+        };
+        type Case = (&'static str, u64, Vec<&'static str>, Option<Vec<Vec<u64>>>);
+        let cases: Vec<Case> = vec![
+            (
+                "all of it",
+                7,
+                vec!["a/y", "a/x"],
+                Some(vec![vec![2, 3], vec![1]]),
+            ),
+            (
+                "a path twice",
+                7,
+                vec!["a/x", "a/x"],
+                Some(vec![vec![1], vec![1]]),
+            ),
+            ("nothing asked", 7, vec![], Some(vec![])),
+            ("listings changed since", 8, vec!["a/x"], None),
+            ("a path not listed", 7, vec!["a/x", "a/z"], None),
+        ];
+        for (what, generation, paths, want) in cases {
+            let mut pf = Prefetch::default();
+            pf.put(7, listed());
+            let paths: Vec<DatasetPath> = paths.into_iter().map(p).collect();
+            assert_eq!(names(pf.take(generation, &paths)), want, "{what}");
+            assert_eq!(names(pf.take(7, &[])), None, "{what}: taken twice");
+        }
+        let mut pf = Prefetch::default();
+        pf.put(7, listed());
+        pf.clear();
+        assert_eq!(names(pf.take(7, &[p("a/x")])), None, "cleared");
     }
 }

@@ -68,11 +68,8 @@ pub struct LocalReceiver {
     /// listing of it: where older last-received holds may be, so that completing a receive
     /// looks only at those snapshots instead of listing the filesystem again.
     held: Arc<std::sync::Mutex<std::collections::HashMap<DatasetPath, Vec<String>>>>,
-    /// The versions listed together with the filesystems by the last `list_filesystems`, for
-    /// the `list_versions_many` that follows it: when they were listed, and the listings
-    /// generation then. Taken once, and only while fresh and while nothing invalidated listings
-    /// since (a receive, a destroy).
-    prefetched: Arc<std::sync::Mutex<Option<Prefetched>>>,
+    /// The versions listed together with the filesystems by the last `list_filesystems`.
+    prefetched: Arc<std::sync::Mutex<crate::listings::Prefetch>>,
     /// `recv.bandwidth_limit`, shared by all streams of the job in this process.
     bucket: Option<Arc<crate::ratelimit::Bucket>>,
     /// Versions listings kept between runs (see [`crate::listings`]), the root's.
@@ -93,12 +90,6 @@ pub(crate) struct RootShared {
 
 /// At most this many [`RootShared::verified`] entries are kept.
 const MAX_VERIFIED: usize = 1 << 16;
-
-/// Versions listed by `list_filesystems`: when, the listings generation then, and the versions.
-type Prefetched = (std::time::Instant, u64, zrepl_zfs::VersionsByFilesystem);
-
-/// How long versions listed by `list_filesystems` may stand in for a new listing.
-pub(crate) const PREFETCH_FRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl LocalReceiver {
     /// The local paths of those of `fss` this receiver maps.
@@ -373,8 +364,10 @@ impl LocalReceiver {
 
 impl zrepl_protocol::Receiver for LocalReceiver {
     async fn list_filesystems(&self) -> Result<Vec<FilesystemInfo>, EndpointError> {
-        // Versions an earlier listing left unused are older than this one: never used now.
-        *self.prefetched.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.check_root_fs().await?;
         // One command for names, placeholder state, resume tokens and all versions of the
         // whole subtree; the versions serve the `list_versions_many` that usually follows (and
@@ -451,8 +444,10 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                     self.listings.unobserve();
                 }
                 if !fs_only {
-                    *self.prefetched.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some((std::time::Instant::now(), generation, versions));
+                    self.prefetched
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .put(generation, versions);
                 }
                 (props, unreplaced)
             }
@@ -524,17 +519,9 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             .prefetched
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .filter(|(at, g, m)| {
-                at.elapsed() < PREFETCH_FRESH
-                    && *g == self.listings.generation()
-                    && local.iter().all(|l| m.contains_key(l))
-            });
+            .take(self.listings.generation(), &local);
         let listed = match prefetched {
-            Some((_, _, m)) => local
-                .iter()
-                .map(|l| Ok(m.get(l).cloned().unwrap_or_default()))
-                .collect(),
+            Some(vs) => vs.into_iter().map(Ok).collect(),
             None => crate::sender::cached_versions_many(&self.zfs, &self.listings, &local).await?,
         };
         {

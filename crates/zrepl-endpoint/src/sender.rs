@@ -111,9 +111,8 @@ pub(crate) struct Prepared {
     planned: BTreeMap<DatasetPath, Vec<FilesystemVersion>>,
     /// The versions `list_filesystems` listed together with the filesystems (when the
     /// listings cache could not serve most of them), for the `list_versions_many` that
-    /// follows it: when it was listed, and the listings generation then. Taken once, and only
-    /// while fresh and nothing of this endpoint changed versions since.
-    prefetched: Option<(std::time::Instant, u64, zrepl_zfs::VersionsByFilesystem)>,
+    /// follows it, possibly on another connection of the same peer.
+    prefetched: crate::listings::Prefetch,
 }
 
 /// Per pool, the deepest dataset that contains all of `paths` of that pool: one recursive
@@ -525,8 +524,7 @@ impl LocalSender {
 
 impl zrepl_protocol::Sender for LocalSender {
     async fn list_filesystems(&self) -> Result<Vec<FilesystemInfo>, EndpointError> {
-        // Versions an earlier listing left unused are older than this one: never used now.
-        lock(&self.prepared).prefetched = None;
+        lock(&self.prepared).prefetched.clear();
         // Sender-side placeholders (chained replication) are replicated as "nothing to do".
         // Usually the filter names its subtrees: then one recursive `zfs get` of the
         // placeholder property per subtree lists the filesystems and their placeholder state
@@ -609,8 +607,7 @@ impl zrepl_protocol::Sender for LocalSender {
                     self.listings.store(path, vs, generation);
                 }
             }
-            lock(&self.prepared).prefetched =
-                Some((std::time::Instant::now(), generation, versions));
+            lock(&self.prepared).prefetched.put(generation, versions);
         }
         Ok(states
             .into_iter()
@@ -643,18 +640,14 @@ impl zrepl_protocol::Sender for LocalSender {
             .filter(|f| self.check_allowed(f).is_ok())
             .cloned()
             .collect();
-        // What `list_filesystems` listed with the filesystems, if it is fresh, covers every
-        // filesystem asked for, and nothing of this endpoint changed versions since.
-        let prefetched = lock(&self.prepared).prefetched.take().filter(|(at, g, m)| {
-            at.elapsed() < crate::receiver::PREFETCH_FRESH
-                && *g == self.listings.generation()
-                && allowed.iter().all(|f| m.contains_key(f))
-        });
+        let generation = self.listings.generation();
+        let prefetched = lock(&self.prepared).prefetched.take(generation, &allowed);
         let listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> =
             match prefetched {
-                Some((_, _, m)) => allowed
+                Some(vs) => allowed
                     .iter()
-                    .map(|f| (f.clone(), Ok(m.get(f).cloned().unwrap_or_default())))
+                    .cloned()
+                    .zip(vs.into_iter().map(Ok))
                     .collect(),
                 None => allowed
                     .iter()
@@ -900,11 +893,9 @@ impl zrepl_protocol::Sender for LocalSender {
         &self,
         fss: &[DatasetPath],
     ) -> Result<Vec<Result<Option<FilesystemVersion>, EndpointError>>, EndpointError> {
-        let listed = zrepl_protocol::Sender::list_versions_many(self, fss).await?;
-        Ok(listed
-            .into_iter()
-            .map(|v| v.map(|v| pruning_cursor(&v, &self.cfg.job)))
-            .collect())
+        zrepl_protocol::Sender::cursors_and_versions(self, fss)
+            .await
+            .0
     }
 
     /// One listing: the cursors are among the versions.
