@@ -12,5 +12,5 @@ stage=$repo/.vm-bench
 rm -rf --one-file-system "$stage"
 mkdir -p "$stage"
 cp "${CARGO_TARGET_DIR:-$repo/target}/release/zrepl" tools/bench/packages-guest.sh "$stage/"
-ZREPL_VM_PATH_PREPEND=/mnt/host ZREPL_VM_PASS_ENV="ZREPL_BENCH_FILESYSTEMS ZREPL_BENCH_SNAPSHOTS ZREPL_BENCH_BACKLOG" \
+ZREPL_VM_PATH_PREPEND=/mnt/host ZREPL_VM_PASS_ENV="ZREPL_BENCH_FILESYSTEMS ZREPL_BENCH_SNAPSHOTS ZREPL_BENCH_BACKLOG ZREPL_BENCH_DEBUG" \
     exec bash tools/vm/run-in-vm.sh "$stage" ./packages-guest.sh

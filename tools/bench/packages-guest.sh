@@ -46,6 +46,10 @@ jobs:
   replication: {packages: true, concurrency: {steps: 4}}
   pruning: {keep_sender: [{type: regex, regex: ".*"}], keep_receiver: [{type: regex, regex: ".*"}]}
 YML
+if [ -n "${ZREPL_BENCH_DEBUG:-}" ]; then # a debug log with times, copied next to the script
+    printf 'global:\n  logging: [{type: stdout, level: debug, format: logfmt, time: true}]\n' >> /etc/zrepl/zrepl.yml
+fi
+here=$(cd "$(dirname "$0")" && pwd)
 status() { zrepl status --mode raw; }
 round() { # wake the push job, wait until its run is done; prints the replication's seconds
     local fin start
@@ -69,7 +73,7 @@ for i in $(seq -w 1 "$N"); do
 done
 loop1=$(secs "$t0" "$(date +%s.%N)")
 zrepl daemon > /tmp/daemon.log 2>&1 &
-trap 'kill %1 2>/dev/null || true' EXIT
+trap 'kill %1 2>/dev/null || true; [ -z "${ZREPL_BENCH_DEBUG:-}" ] || cp /tmp/daemon.log "$here/daemon.log"' EXIT
 for _ in $(seq 1 100); do status >/dev/null 2>&1 && break; sleep 0.1; done
 z1=$(round)
 

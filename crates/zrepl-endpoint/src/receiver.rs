@@ -664,8 +664,11 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         rr.package = package && !force;
         rr.force_rollback = force;
         rr.save_partial = resumable;
-        rr.exclude_props =
-            crate::plan::receives::receive_excludes(&self.cfg.inherit, &self.cfg.override_);
+        rr.exclude_props = crate::plan::receives::receive_excludes(
+            &self.cfg.inherit,
+            &self.cfg.override_,
+            begin.properties,
+        );
         rr.override_props = self.cfg.override_.clone();
         let stream = crate::ratelimit::limit(self.bucket.as_ref(), stream);
         let result = self.zfs.receive(&rr, stream).await;

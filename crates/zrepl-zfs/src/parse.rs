@@ -710,6 +710,11 @@ pub struct SendBegin {
     pub compound: bool,
     /// Bytes of payload following this record.
     pub payload_len: u32,
+    /// The stream carries properties for `zfs recv` to set: its compound header lists
+    /// filesystems with their properties (`fss`, from `zfs send -p`, `-b`, `-R`). Set by
+    /// [`crate::read_send_begin`], which reads the header; a lone record says `false`. Only
+    /// such a stream can set a property on the receiving side.
+    pub properties: bool,
 }
 
 /// Length of the `DRR_BEGIN` record (`sizeof (dmu_replay_record_t)`).
@@ -766,6 +771,7 @@ pub fn parse_send_begin(b: &[u8]) -> Result<SendBegin, String> {
         toname: String::from_utf8_lossy(&name[..end]).into_owned(),
         compound,
         payload_len: payload_len as u32,
+        properties: false,
     })
 }
 
@@ -1126,6 +1132,7 @@ mod tests {
                 toname: name.to_string(),
                 compound: false,
                 payload_len: 0,
+                properties: false,
             })
         };
         let long_name = "p/".to_string() + &"x".repeat(254);
@@ -1186,6 +1193,7 @@ mod tests {
                     toname: "p/f@s".into(),
                     compound: true,
                     payload_len: 1234,
+                    properties: false,
                 }),
             ),
             (

@@ -570,4 +570,45 @@ async fn send_stream_headers() {
             (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
         }
     }
+    // Whether a stream carries properties: only a compound header that lists filesystems
+    // (`fss`, an nvlist in libzfs's header; its name is what counts here) does.
+    let with_header = |flags: &[&str]| {
+        let h = header_nvlist(flags);
+        [
+            record(0, 2, h.len() as u32, 0, 0),
+            h,
+            record(5, 0, 0, 0, 0),
+            record(0, 1, 0, 11, 10),
+        ]
+        .concat()
+    };
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("plain stream", data.clone(), false),
+        (
+            "compound header with filesystems (-p)",
+            with_header(&["not_recursive", "fss"]),
+            true,
+        ),
+        (
+            "compound header without filesystems",
+            with_header(&["not_recursive"]),
+            false,
+        ),
+        (
+            "compound stream without a header",
+            [
+                record(0, 2, 0, 0, 0),
+                record(5, 0, 0, 0, 0),
+                record(0, 1, 0, 11, 10),
+            ]
+            .concat(),
+            false,
+        ),
+    ];
+    for (what, input, want) in cases {
+        let (_, b) = zrepl_zfs::read_send_begin(&mut std::io::Cursor::new(input))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(b.properties, want, "{what}");
+    }
 }
