@@ -232,9 +232,12 @@ async fn attempt<S: Sender, R: Receiver>(
             filesystems: Vec::new(),
         })
     });
-    // The sender lists its filesystems and then their versions while the receiver lists its
-    // filesystems (one listing per side for every filesystem that needs its versions, not one
-    // per filesystem: the planner's input for the whole attempt).
+    // Each side lists its filesystems and then their versions (one listing per side for every
+    // filesystem that needs its versions, not one per filesystem: the planner's input for the
+    // whole attempt). The sides list at the same time: the receiver's versions wait only for
+    // both filesystem listings (which of its filesystems the sender has), not for the
+    // sender's versions.
+    let (sfs_tx, sfs_rx) = tokio::sync::oneshot::channel::<Vec<DatasetPath>>();
     let sender_side = async {
         let mut sfs = sender.list_filesystems().await?;
         sfs.sort_by(|a, b| a.path.cmp(&b.path));
@@ -243,22 +246,42 @@ async fn attempt<S: Sender, R: Receiver>(
             .filter(|f| !f.is_placeholder)
             .map(|f| f.path.clone())
             .collect();
+        // Dropped unsent when the listing fails: then this side's error ends the join.
+        let _ = sfs_tx.send(s_need.clone());
         let s_versions = sender.list_versions_many(&s_need).await?;
         Ok::<_, EndpointError>((sfs, s_need, s_versions))
     };
-    let listed = futures::future::try_join(sender_side, receiver.list_filesystems()).await;
-    let ((sfs, s_need, s_versions), rfs) = match listed {
-        Ok(x) => x,
-        Err(e) => {
-            let msg = e.to_string();
-            set_attempt(report, |a| {
-                a.state = AttemptState::PlanningError;
-                a.plan_error = Some(msg);
-                a.finished_at = Some(Utc::now());
-            });
-            return Err(TimedError::now(e));
-        }
+    let receiver_side = async {
+        let rfs = receiver.list_filesystems().await?;
+        let s_need = sfs_rx.await.map_err(|_| {
+            EndpointError::new(
+                zrepl_protocol::ErrorKind::Internal,
+                "the sender's filesystem listing failed",
+            )
+        })?;
+        let rmap: HashMap<&DatasetPath, &FilesystemInfo> =
+            rfs.iter().map(|f| (&f.path, f)).collect();
+        let r_need: Vec<DatasetPath> = s_need
+            .into_iter()
+            .filter(|p| rmap.get(p).is_some_and(|r| !r.is_placeholder))
+            .collect();
+        let r_versions = receiver.list_versions_many(&r_need).await?;
+        Ok::<_, EndpointError>((rfs, r_need, r_versions))
     };
+    let listed = futures::future::try_join(sender_side, receiver_side).await;
+    let ((sfs, s_need, s_versions), (rfs, r_need, r_versions)) = match listed {
+        Ok(x) => x,
+        Err(e) => return Err(plan_failed(report, e)),
+    };
+    if s_versions.len() != s_need.len() || r_versions.len() != r_need.len() {
+        return Err(plan_failed(
+            report,
+            EndpointError::new(
+                zrepl_protocol::ErrorKind::Internal,
+                "a peer listed versions of a different number of filesystems than asked",
+            ),
+        ));
+    }
     if sfs.is_empty() {
         tracing::warn!("no filesystems were considered for replication");
     }
@@ -271,26 +294,6 @@ async fn attempt<S: Sender, R: Receiver>(
             .map(|f| FilesystemReport::new(f.path.to_string()))
             .collect();
     });
-
-    let r_need: Vec<DatasetPath> = sfs
-        .iter()
-        .filter(|f| !f.is_placeholder)
-        .filter(|f| rmap.get(&f.path).is_some_and(|r| !r.is_placeholder))
-        .map(|f| f.path.clone())
-        .collect();
-    let (s_versions, r_versions) = match receiver.list_versions_many(&r_need).await {
-        Ok(b) if s_versions.len() == s_need.len() && b.len() == r_need.len() => (s_versions, b),
-        Ok(_) => {
-            return Err(plan_failed(
-                report,
-                EndpointError::new(
-                    zrepl_protocol::ErrorKind::Internal,
-                    "a peer listed versions of a different number of filesystems than asked",
-                ),
-            ))
-        }
-        Err(e) => return Err(plan_failed(report, e)),
-    };
     let mut s_versions: HashMap<DatasetPath, _> = s_need.into_iter().zip(s_versions).collect();
     let mut r_versions: HashMap<DatasetPath, _> = r_need.into_iter().zip(r_versions).collect();
 

@@ -37,6 +37,9 @@ struct FakeSender {
     converge_answers_nothing: bool,
     /// This many sends deliver half their stream, then nothing ever again (a hung `zfs send`).
     stalling_sends: AtomicUsize,
+    /// `list_versions` waits for this (a slow listing that only ends once the receiver has
+    /// listed its versions).
+    versions_wait: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// Yields `head`, then stays pending forever.
@@ -83,6 +86,9 @@ impl Sender for FakeSender {
         &self,
         fs: &DatasetPath,
     ) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+        if let Some(n) = &self.versions_wait {
+            n.notified().await;
+        }
         Ok(self.fs.get(fs).cloned().unwrap_or_default())
     }
     async fn send_dry(&self, _req: &SendRequest) -> zrepl_protocol::Result<u64> {
@@ -171,6 +177,8 @@ struct FakeReceiver {
     replicated: Mutex<HashSet<DatasetPath>>,
     /// `converge` requests: filesystem and common version.
     converged: Mutex<Vec<String>>,
+    /// Notified by every `list_versions`.
+    versions_listed: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl Receiver for FakeReceiver {
@@ -191,6 +199,9 @@ impl Receiver for FakeReceiver {
         &self,
         fs: &DatasetPath,
     ) -> zrepl_protocol::Result<Vec<FilesystemVersion>> {
+        if let Some(n) = &self.versions_listed {
+            n.notify_one();
+        }
         Ok(self.fs.lock().unwrap().get(fs).cloned().unwrap_or_default())
     }
     async fn receive(
@@ -381,6 +392,27 @@ fn stall_clock_table() {
             );
         }
     }
+}
+
+/// Both sides list their versions at the same time: the receiver's listing waits for the
+/// filesystem listings only, not for the sender's versions (here the sender's listing ends
+/// only after the receiver's began; listing one after the other would never finish).
+#[tokio::test]
+async fn the_receivers_versions_are_listed_while_the_senders_are() {
+    let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut s = sender(&[("pool/a", &[("1", 1), ("2", 2)])]);
+    s.versions_wait = Some(notify.clone());
+    let r = FakeReceiver {
+        versions_listed: Some(notify),
+        ..FakeReceiver::default()
+    };
+    r.fs.lock().unwrap().insert(p("pool/a"), vec![snap("1", 1)]);
+    let cfg = DriverConfig::default();
+    let rep = tokio::time::timeout(Duration::from_secs(30), run_once(&s, &r, &cfg))
+        .await
+        .expect("the sides listed their versions one after the other");
+    assert_eq!(rep.state, RunState::Done, "{rep:#?}");
+    assert_eq!(r.order.lock().unwrap().clone(), ["pool/a@2"]);
 }
 
 #[tokio::test]
