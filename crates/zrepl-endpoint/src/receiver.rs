@@ -667,7 +667,7 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         rr.exclude_props = crate::plan::receives::receive_excludes(
             &self.cfg.inherit,
             &self.cfg.override_,
-            begin.properties,
+            begin.may_carry_properties,
         );
         rr.override_props = self.cfg.override_.clone();
         let stream = crate::ratelimit::limit(self.bucket.as_ref(), stream);

@@ -710,11 +710,13 @@ pub struct SendBegin {
     pub compound: bool,
     /// Bytes of payload following this record.
     pub payload_len: u32,
-    /// The stream carries properties for `zfs recv` to set: its compound header lists
-    /// filesystems with their properties (`fss`, from `zfs send -p`, `-b`, `-R`). Set by
-    /// [`crate::read_send_begin`], which reads the header; a lone record says `false`. Only
-    /// such a stream can set a property on the receiving side.
-    pub properties: bool,
+    /// The stream may carry properties for `zfs recv` to set: it is a compound stream
+    /// (`zfs send -I`, `-p`, `-b`). Its header may list them (`fss`), and so may a compound
+    /// header nested after any of its substreams, which `zfs recv` follows as well (libzfs's
+    /// `zfs_receive_package`). Only a plain stream, one substream that `zfs recv` receives
+    /// alone, cannot set a property. Set by [`crate::read_send_begin`]; a lone record says
+    /// `false`.
+    pub may_carry_properties: bool,
 }
 
 /// Length of the `DRR_BEGIN` record (`sizeof (dmu_replay_record_t)`).
@@ -771,7 +773,7 @@ pub fn parse_send_begin(b: &[u8]) -> Result<SendBegin, String> {
         toname: String::from_utf8_lossy(&name[..end]).into_owned(),
         compound,
         payload_len: payload_len as u32,
-        properties: false,
+        may_carry_properties: false,
     })
 }
 
@@ -1132,7 +1134,7 @@ mod tests {
                 toname: name.to_string(),
                 compound: false,
                 payload_len: 0,
-                properties: false,
+                may_carry_properties: false,
             })
         };
         let long_name = "p/".to_string() + &"x".repeat(254);
@@ -1193,7 +1195,7 @@ mod tests {
                     toname: "p/f@s".into(),
                     compound: true,
                     payload_len: 1234,
-                    properties: false,
+                    may_carry_properties: false,
                 }),
             ),
             (

@@ -422,7 +422,7 @@ const MAX_HEADER_PAYLOAD: usize = 16 << 20;
 /// replication stream (`-R`) is refused. Returns the
 /// bytes read, to be put back in front of the rest of the stream, and the BEGIN record with
 /// the stream's real GUIDs: what the stream recreates, whatever it was asked or said to be,
-/// and whether it carries properties ([`crate::parse::SendBegin::properties`]).
+/// and whether it may carry properties ([`crate::parse::SendBegin::may_carry_properties`]).
 pub async fn read_send_begin<R: AsyncRead + Unpin>(
     r: &mut R,
 ) -> Result<(Vec<u8>, crate::parse::SendBegin), StreamHeaderError> {
@@ -446,7 +446,6 @@ pub async fn read_send_begin<R: AsyncRead + Unpin>(
         // a replication stream (`zfs send -R`): it would create, rename and (with -F) destroy
         // datasets below the target as the stream's sender lists them. Nothing we send is
         // one, and no peer may make us receive one.
-        let mut properties = false;
         if payload > 0 {
             let names = zrepl_zfs_types::resume_token::packed_nvlist_names(&head[at..end])
                 .map_err(|e| StreamHeaderError::Format(format!("stream header: {e}")))?;
@@ -455,8 +454,6 @@ pub async fn read_send_begin<R: AsyncRead + Unpin>(
                     "a replication stream (zfs send -R), which would create, rename or destroy datasets below its target; refusing it".into(),
                 ));
             }
-            // libzfs's `zfs recv` takes a stream's properties from this list only.
-            properties = names.iter().any(|n| n == "fss");
         }
         if send_record_type(&head[..LEN], &head[end..end + LEN]) != Some(5) {
             return Err(StreamHeaderError::Format(
@@ -467,7 +464,7 @@ pub async fn read_send_begin<R: AsyncRead + Unpin>(
         if begin.compound {
             return Err(StreamHeaderError::Format("nested compound stream".into()));
         }
-        begin.properties = properties;
+        begin.may_carry_properties = true;
     }
     Ok((head, begin))
 }

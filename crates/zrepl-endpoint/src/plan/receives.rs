@@ -240,14 +240,16 @@ pub const PROTECTED_RECEIVED_PROPERTIES: &[&str] = &[
 ];
 
 /// The `-x` list of a `zfs recv`: the operator's `recv.properties.inherit` (always, as zrepl
-/// passes it), then, if the stream carries properties (`stream_properties`, read from its
-/// header before `zfs recv` starts), each protected property the operator does not set with
-/// `override` (`-x` and `-o` of the same property are refused by `zfs recv`), each once.
+/// passes it), then, if the stream may carry properties (`stream_properties`: a compound
+/// stream, told by its first record before `zfs recv` starts), each protected property the
+/// operator does not set with `override` (`-x` and `-o` of the same property are refused by
+/// `zfs recv`), each once.
 ///
-/// A stream without properties cannot set any, so it needs no protection; and every `-x`
-/// costs: for each snapshot of the stream, `zfs recv` forces an inherit of each excluded
-/// property that is not set locally, one more transaction group to wait for per snapshot
-/// (a 300-snapshot package took half again as long with the protected list).
+/// A plain stream (one substream) cannot set any property, so it needs no protection; and
+/// every `-x` costs: `zfs recv` forces an inherit of each excluded property that is not set
+/// locally, one more transaction group to wait for. A compound stream (a package) always gets
+/// the list: a compound header nested after any of its substreams could carry properties, and
+/// only parsing every record would tell.
 pub fn receive_excludes(
     inherit: &[String],
     override_: &[(String, String)],
