@@ -8,8 +8,8 @@
 //!
 //! Properties: no panic, no allocation beyond the declared (bounded) header; what it returns
 //! is a prefix of the input that ends right after the last BEGIN record read, and the BEGIN it
-//! returns is never a compound one, and it may carry properties exactly when the stream is
-//! compound.
+//! returns is never a compound one, and it may carry properties exactly when the stream has a
+//! compound header with a payload.
 
 #![no_main]
 
@@ -30,13 +30,14 @@ fuzz_target!(|data: &[u8]| {
         assert!(
             head.len() == zrepl_zfs::SEND_BEGIN_LEN || head.len() >= 3 * zrepl_zfs::SEND_BEGIN_LEN
         );
-        // A compound stream (more than one BEGIN read) may carry properties; a plain one not.
-        let compound = head.len() > zrepl_zfs::SEND_BEGIN_LEN;
-        assert_eq!(begin.may_carry_properties, compound);
+        // A compound stream with a header may carry properties; a plain one, or a compound
+        // one without a header (a package), not.
+        let with_header = head.len() > 3 * zrepl_zfs::SEND_BEGIN_LEN;
+        assert_eq!(begin.may_carry_properties, with_header);
         let mut again =
             zrepl_zfs::parse_send_begin(&head[head.len() - zrepl_zfs::SEND_BEGIN_LEN..])
                 .expect("the returned BEGIN parses again");
-        again.may_carry_properties = compound;
+        again.may_carry_properties = with_header;
         assert_eq!(again, begin);
     }
 });

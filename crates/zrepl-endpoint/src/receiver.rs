@@ -551,6 +551,13 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             return Err(EndpointError::invalid("'to' must be a snapshot"));
         }
         let lp = self.local_path(&req.filesystem)?;
+        // The target's snapshots as this round's listing left them, if the cache confirms
+        // them (a compound stream's check needs their GUIDs; see below).
+        let cached = self
+            .listings
+            .lookup(std::slice::from_ref(&lp), std::time::Instant::now())
+            .0
+            .remove(&lp);
         let _changing = self.listings.changing(vec![lp.clone()]);
         let target =
             VersionPath::snapshot(&lp, &req.to.name).map_err(|e| zfs_err("invalid 'to'", e))?;
@@ -583,10 +590,54 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                 begin.toguid, begin.fromguid
             )));
         }
-        let stream: ByteStream = Box::pin(tokio::io::AsyncReadExt::chain(
-            std::io::Cursor::new(head),
-            stream,
-        ));
+        // The rest of a compound stream (a package) is checked record by record on its way to
+        // `zfs recv`: every substream is the next one requested, none recreates a snapshot the
+        // target has, and no compound header (which could carry properties) follows any of
+        // them. That is what lets a package without a header go without the protected `-x`
+        // list (`begin.may_carry_properties`).
+        let stream: ByteStream = if head.len() > zrepl_zfs::SEND_BEGIN_LEN {
+            let rest: Vec<u64> = if package {
+                req.intermediates
+                    .iter()
+                    .skip(1)
+                    .chain(std::iter::once(&req.to))
+                    .map(|v| v.guid)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let forbidden = match cached {
+                Some(vs) => vs,
+                None => match self.zfs.list_versions(&lp, VersionTypes::Snapshots).await {
+                    Ok(vs) => vs,
+                    Err(ZfsError::DatasetDoesNotExist { .. }) => Vec::new(),
+                    Err(e) => return Err(zfs_err(format!("cannot list snapshots of {lp}"), e)),
+                },
+            }
+            .into_iter()
+            .filter(|v| v.typ == VersionType::Snapshot)
+            .map(|v| v.guid)
+            .collect();
+            let check = zrepl_zfs::PackageCheck::new(
+                &head[head.len() - zrepl_zfs::SEND_BEGIN_LEN..],
+                &rest,
+                forbidden,
+            )
+            .map_err(|e| EndpointError::invalid(format!("stream for {target}: {e}")))?;
+            let rest = zrepl_zfs::CheckedPackage::new(
+                tokio::io::BufReader::with_capacity(128 << 10, stream),
+                check,
+            );
+            Box::pin(tokio::io::AsyncReadExt::chain(
+                std::io::Cursor::new(head),
+                rest,
+            ))
+        } else {
+            Box::pin(tokio::io::AsyncReadExt::chain(
+                std::io::Cursor::new(head),
+                stream,
+            ))
+        };
         // An incremental step into what the planner saw as an existing filesystem needs no
         // inspection: `zfs recv` without `-F` only applies an incremental stream on top of its
         // source snapshot, so a missing filesystem or a placeholder (which never has the

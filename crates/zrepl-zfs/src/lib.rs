@@ -35,6 +35,7 @@ mod pipe;
 pub mod recv;
 pub mod remote;
 pub mod send;
+pub mod stream_check;
 pub mod versions;
 
 pub use command::{
@@ -56,5 +57,6 @@ pub use remote::Remote;
 pub use send::{
     read_send_begin, SendFlags, SendRequest, SendSource, SendStream, StreamHeaderError,
 };
+pub use stream_check::{CheckedPackage, PackageCheck};
 pub use versions::DestroyOutcome;
 pub use zrepl_zfs_types::{DatasetPath, FilesystemVersion, VersionType};

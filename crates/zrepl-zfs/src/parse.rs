@@ -710,12 +710,13 @@ pub struct SendBegin {
     pub compound: bool,
     /// Bytes of payload following this record.
     pub payload_len: u32,
-    /// The stream may carry properties for `zfs recv` to set: it is a compound stream
-    /// (`zfs send -I`, `-p`, `-b`). Its header may list them (`fss`), and so may a compound
-    /// header nested after any of its substreams, which `zfs recv` follows as well (libzfs's
-    /// `zfs_receive_package`). Only a plain stream, one substream that `zfs recv` receives
-    /// alone, cannot set a property. Set by [`crate::read_send_begin`]; a lone record says
-    /// `false`.
+    /// The stream may carry properties for `zfs recv` to set: it is a compound stream with a
+    /// header (`zfs send -p`, `-b`), which lists them (`fss`). A plain stream (one substream)
+    /// cannot set a property, and neither can a compound stream without a header (a package,
+    /// `zfs send -I`) *provided that* no compound header follows any of its substreams: `zfs
+    /// recv` follows those too (libzfs's `zfs_receive_package`), so whoever says `false` for a
+    /// compound stream must pass its rest through [`crate::CheckedPackage`]. Set by
+    /// [`crate::read_send_begin`]; a lone record says `false`.
     pub may_carry_properties: bool,
 }
 
@@ -723,7 +724,7 @@ pub struct SendBegin {
 pub const SEND_BEGIN_LEN: usize = 312;
 
 /// `DMU_BACKUP_MAGIC`.
-const BACKUP_MAGIC: u64 = 0x2_f5ba_cbac;
+pub(crate) const BACKUP_MAGIC: u64 = 0x2_f5ba_cbac;
 
 /// Parses the `DRR_BEGIN` record at the start of a `zfs send` stream: `drr_type` (u32, 0 =
 /// BEGIN) and `drr_payloadlen` (u32), then `drr_magic`, `drr_versioninfo`,

@@ -464,7 +464,10 @@ pub async fn read_send_begin<R: AsyncRead + Unpin>(
         if begin.compound {
             return Err(StreamHeaderError::Format("nested compound stream".into()));
         }
-        begin.may_carry_properties = true;
+        // A header lists properties (`fss`); without one, a package can set none as long as
+        // no compound header follows any of its substreams, which the receiver proves with
+        // `crate::CheckedPackage` on the rest of the stream.
+        begin.may_carry_properties = payload > 0;
     }
     Ok((head, begin))
 }

@@ -241,15 +241,15 @@ pub const PROTECTED_RECEIVED_PROPERTIES: &[&str] = &[
 
 /// The `-x` list of a `zfs recv`: the operator's `recv.properties.inherit` (always, as zrepl
 /// passes it), then, if the stream may carry properties (`stream_properties`: a compound
-/// stream, told by its first record before `zfs recv` starts), each protected property the
-/// operator does not set with `override` (`-x` and `-o` of the same property are refused by
-/// `zfs recv`), each once.
+/// stream with a header, told by its first records before `zfs recv` starts), each protected
+/// property the operator does not set with `override` (`-x` and `-o` of the same property are
+/// refused by `zfs recv`), each once.
 ///
-/// A plain stream (one substream) cannot set any property, so it needs no protection; and
-/// every `-x` costs: `zfs recv` forces an inherit of each excluded property that is not set
-/// locally, one more transaction group to wait for. A compound stream (a package) always gets
-/// the list: a compound header nested after any of its substreams could carry properties, and
-/// only parsing every record would tell.
+/// A plain stream (one substream) cannot set any property, and neither can a package without
+/// a header (`zfs send -I`), whose every later record the receiver checks on its way
+/// (`zrepl_zfs::CheckedPackage`: no compound header nested after a substream). Those need no
+/// protection, and every `-x` costs: `zfs recv` forces an inherit of each excluded property
+/// that is not set locally, for every snapshot of the stream, one more transaction group each.
 pub fn receive_excludes(
     inherit: &[String],
     override_: &[(String, String)],

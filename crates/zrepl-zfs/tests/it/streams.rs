@@ -570,9 +570,9 @@ async fn send_stream_headers() {
             (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
         }
     }
-    // Whether a stream may carry properties: every compound stream may (in its header, or in
-    // a compound header nested after a substream, which `zfs recv` follows too); a plain
-    // stream, one substream, cannot.
+    // Whether a stream may carry properties: a compound stream with a header may (`fss`, which
+    // libzfs requires in any header); a plain stream, or a compound one without a header (a
+    // package, `zfs send -I`, whose later records `zrepl_zfs::CheckedPackage` checks), cannot.
     let with_header = |flags: &[&str]| {
         let h = header_nvlist(flags);
         [
@@ -603,7 +603,7 @@ async fn send_stream_headers() {
                 record(0, 1, 0, 11, 10),
             ]
             .concat(),
-            true,
+            false,
         ),
     ];
     for (what, input, want) in cases {
