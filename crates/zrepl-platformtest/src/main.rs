@@ -149,6 +149,7 @@ fn main() {
         net_received_properties_cannot_mount_or_hook_into_the_host,
         net_source_bounds_what_a_pull_client_destroys,
         net_sink_refuses_a_replication_stream,
+        net_sink_refuses_properties_hidden_in_a_package,
         net_push_to_agentless_ssh_remote,
         net_pull_from_agentless_ssh_remote,
         net_push_to_agentless_remote_as_delegated_user,
@@ -203,7 +204,8 @@ fn main() {
         crash_kill_anywhere_campaign,
     ]);
     trials.extend(trials![selection: select_foreign_snapshots_skipped_and_spared_by_pruning, select_mapping_strip_prefix_mirrors_one_to_one,
-        select_packages_backlog_one_stream_and_cut_package_resumes]);
+        select_packages_backlog_one_stream_and_cut_package_resumes,
+        select_packages_of_every_stream_kind_pass_the_record_check]);
     trials.extend(trials![faults:
         fault_quota_mid_stream_then_resume,
         fault_stalled_transfer_is_aborted_and_resumed,

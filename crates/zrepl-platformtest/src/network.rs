@@ -999,6 +999,159 @@ pub async fn net_sink_refuses_a_replication_stream(t: Ctx) -> TestResult {
     res.map_err(|e| format!("{e}\n--- daemon log:\n{}", tail(&d.log())).into())
 }
 
+/// A client that hides a compound stream with properties (`zfs send -p`) after a substream of
+/// a package (as a compromised client can over the real wire) cannot make the sink set them:
+/// the package is refused at that record, before `zfs recv` reads it, and the properties stay
+/// unset, although the sink receives packages without the protected `-x` list. The same bytes
+/// given to `zfs recv` directly do set the client's mountpoint and systemd dependency (the
+/// attack is real on this OpenZFS). An honest package still arrives afterwards.
+pub async fn net_sink_refuses_properties_hidden_in_a_package(t: Ctx) -> TestResult {
+    use zrepl_protocol::{Protection, ReceiveRequest, Receiver, ReplicationConfig};
+    let p = t.pool.clone();
+    let a = create(&t, "src/a")?;
+    create(&t, "sink")?;
+    let scratch = format!("{p}/scratch");
+    zfs(&["create", "-o", "mountpoint=none", &scratch])?;
+    for i in 0..=3 {
+        write(&a, &format!("f{i}"), 1)?;
+        snapshot(&format!("{a}@{i}"))?;
+    }
+    let dir = format!("/tmp/{p}-hidden");
+    std::fs::create_dir_all(&dir)?;
+    let evil_mp = format!("{dir}/evil-mountpoint");
+    zfs(&["set", &format!("mountpoint={evil_mp}"), &a])?;
+    zfs(&["set", "org.openzfs.systemd:wanted-by=multi-user.target", &a])?;
+    // The package @0 -> @1 without its closing END record, then a `-p` stream @1 -> @2.
+    let evil = format!("{dir}/evil.zstream");
+    sh(&[
+        "sh",
+        "-c",
+        &format!(
+            "zfs send -I {a}@0 {a}@1 > {dir}/p && zfs send -p -i {a}@1 {a}@2 > {dir}/q && \
+             head -c $(( $(stat -c %s {dir}/p) - 312 )) {dir}/p > {evil} && cat {dir}/q >> {evil}"
+        ),
+    ])?;
+    // The attack, straight into `zfs recv`.
+    let direct = format!("{scratch}/direct");
+    sh(&[
+        "sh",
+        "-c",
+        &format!("zfs send {a}@0 | zfs recv -u {direct}"),
+    ])?;
+    let _ = sh(&["sh", "-c", &format!("zfs recv -u {direct} < {evil}")]);
+    let get = |prop: &str, field: &str, ds: &str| -> Result<String, String> {
+        Ok(zfs(&["get", "-H", "-o", field, prop, ds])?
+            .trim()
+            .to_string())
+    };
+    ensure!(
+        get("mountpoint", "received", &direct)? == evil_mp,
+        "zfs recv alone did not take the hidden mountpoint: the test does not test the attack"
+    );
+    let port = 28871;
+    let cfg = format!("{dir}/zrepl.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  control: {{sockpath: {dir}/run/control}}\n  logging: [{{type: stdout, level: info, format: human}}]\n\
+             jobs:\n\
+             - type: sink\n  name: sink\n  root_fs: {p}/sink\n  recv: {{placeholder: {{encryption: inherit}}}}\n  serve: {{type: tcp, listen: \"127.0.0.1:{port}\", clients: {{\"127.0.0.1\": c}}}}\n"
+        ),
+    )?;
+    let mut d = Daemon {
+        cfg,
+        log: format!("{dir}/daemon.log"),
+        child: None,
+    };
+    let res: TestResult = async {
+        d.start()?;
+        let client = tcp_client(port, "sink");
+        let fs = zrepl_zfs_types::DatasetPath::parse(&a)?;
+        let snaps = t
+            .zfs
+            .list_versions(&fs, zrepl_zfs::VersionTypes::Snapshots)
+            .await?;
+        let snap = |n: &str| {
+            snaps
+                .iter()
+                .find(|v| v.name == n)
+                .cloned()
+                .ok_or(format!("no @{n}"))
+        };
+        let req = |from: Option<&str>, mid: &[&str], to: &str| -> Result<ReceiveRequest, String> {
+            Ok(ReceiveRequest {
+                filesystem: fs.clone(),
+                to: snap(to)?,
+                clear_resume_token: false,
+                replication: ReplicationConfig {
+                    initial: Protection::GuaranteeResumability,
+                    incremental: Protection::GuaranteeResumability,
+                },
+                from: from.map(snap).transpose()?,
+                deferred: false,
+                intermediates: mid.iter().map(|n| snap(n)).collect::<Result<_, _>>()?,
+            })
+        };
+        sh(&["sh", "-c", &format!("zfs send {a}@0 > {dir}/full")])?;
+        let file = tokio::fs::File::open(format!("{dir}/full")).await?;
+        client.receive(req(None, &[], "0")?, Box::pin(file)).await?;
+        let recv = format!("{p}/sink/c/{a}");
+        let file = tokio::fs::File::open(&evil).await?;
+        let err = match client
+            .receive(req(Some("0"), &["1"], "2")?, Box::pin(file))
+            .await
+        {
+            Ok(()) => return Err("the sink received the package with a hidden header".into()),
+            Err(e) => e.to_string(),
+        };
+        ensure!(
+            err.contains("compound stream nested in a package"),
+            "the refusal names the reason: {err}"
+        );
+        for (prop, bad) in [
+            ("mountpoint", evil_mp.as_str()),
+            ("org.openzfs.systemd:wanted-by", "multi-user.target"),
+        ] {
+            for field in ["value", "received"] {
+                let v = get(prop, field, &recv)?;
+                ensure!(v != bad, "{prop} {field} is the client's: {v}");
+            }
+        }
+        ensure!(
+            zfs(&["list", "-H", "-o", "name", &format!("{recv}@2")]).is_err(),
+            "the hidden stream's snapshot was received"
+        );
+        // An honest package from where the refused one stopped still arrives.
+        let have1 = zfs(&["list", "-H", "-o", "name", &format!("{recv}@1")]).is_ok();
+        let from = if have1 { "1" } else { "0" };
+        let mid: &[&str] = if have1 { &["2"] } else { &["1", "2"] };
+        if zfs(&["get", "-H", "-o", "value", "receive_resume_token", &recv])?.trim() != "-" {
+            zfs(&["recv", "-A", &recv])?;
+        }
+        sh(&[
+            "sh",
+            "-c",
+            &format!("zfs send -I {a}@{from} {a}@3 > {dir}/honest"),
+        ])?;
+        let file = tokio::fs::File::open(format!("{dir}/honest")).await?;
+        client
+            .receive(req(Some(from), mid, "3")?, Box::pin(file))
+            .await?;
+        ensure!(
+            guid(&format!("{recv}@3"))? == guid(&format!("{a}@3"))?,
+            "the honest package arrived"
+        );
+        ensure!(
+            get("mountpoint", "received", &recv)? == "-",
+            "the honest package set no mountpoint"
+        );
+        Ok(())
+    }
+    .await;
+    d.kill();
+    res.map_err(|e| format!("{e}\n--- daemon log:\n{}", tail(&d.log())).into())
+}
+
 /// A pull client that prepares steps (step holds on the source) and never completes them
 /// cannot keep the snapshots held for longer than the source's `step_holds.max_age`: the
 /// source releases its expired step holds itself (a user's hold on the same snapshot stays).

@@ -410,3 +410,137 @@ pub async fn select_packages_backlog_one_stream_and_cut_package_resumes(t: Ctx) 
     );
     Ok(())
 }
+
+/// Every kind of package stream passes the receiver's record check (packages go without the
+/// protected `-x` list because the receiver checks each of their records on the way): one
+/// with compressed records, embedded data and large blocks (`-c -e -L`), a raw one of an
+/// encrypted filesystem (`-w`: key data in every substream's BEGIN record) and one with
+/// properties (`-p`: a header, so the `-x` list too). Each backlog of five snapshots arrives
+/// as one package with every guid.
+pub async fn select_packages_of_every_stream_kind_pass_the_record_check(t: Ctx) -> TestResult {
+    use crate::pool::sh;
+    use crate::replication::{fs_report, zfs, SENDER_JOB};
+    use zrepl_endpoint::{LocalSender, SenderConfig};
+    use zrepl_filters::DatasetFilter;
+    std::fs::write(&t.key_file, "platformtest-passphrase")?;
+    let src = create(&t, "src")?;
+    let keyloc = format!("keylocation=file://{}", t.key_file.display());
+    type Tweak = fn(&mut SenderConfig);
+    let kinds: [(&str, Vec<&str>, Tweak); 3] = [
+        (
+            "cel",
+            vec!["-o", "compression=lz4", "-o", "recordsize=1M"],
+            |c| {
+                c.compressed = true;
+                c.embedded_data = true;
+                c.large_blocks = true;
+            },
+        ),
+        (
+            "raw",
+            vec![
+                "-o",
+                "encryption=on",
+                "-o",
+                "keyformat=passphrase",
+                "-o",
+                &keyloc,
+            ],
+            |c| {
+                c.encrypted = true;
+                c.raw = true;
+            },
+        ),
+        (
+            "props",
+            vec!["-o", "compression=gzip", "-o", "atime=off"],
+            |c| c.send_properties = true,
+        ),
+    ];
+    let r = receiver(&t, "client", PlaceholderPolicy::Off)?;
+    for (kind, opts, tweak) in kinds {
+        let fs = format!("{src}/{kind}");
+        let mut args = vec!["create"];
+        args.extend(opts.iter().copied());
+        args.push(&fs);
+        zfs(&args)?;
+        let mp = zfs(&["get", "-H", "-o", "value", "mountpoint", &fs])?
+            .trim()
+            .to_string();
+        for i in 0..=5 {
+            // Small files (embedded block pointers where compressed small enough), a
+            // compressible file and random data.
+            sh(&[
+                "sh",
+                "-c",
+                &format!(
+                    "for j in $(seq 1 20); do printf 'small %s %s' $j {i} > {mp}/s{i}_$j; done; \
+                     yes 'a compressible line {i}' | head -c 3000000 > {mp}/big{i}; sync"
+                ),
+            ])?;
+            write(&fs, &format!("r{i}"), 1)?;
+            snapshot(&format!("{fs}@{i}"))?;
+        }
+        let f = DatasetFilter::new([(fs.as_str(), true)]).map_err(|e| format!("{e:?}"))?;
+        let mut cfg = SenderConfig::new(SENDER_JOB, f);
+        tweak(&mut cfg);
+        let s = LocalSender::new(t.zfs.clone(), cfg, &t.reg);
+        // Initial replication of all: @0 in full, then @1..@5 as a package.
+        let mut all = packaged();
+        all.policy.initial_replication = zrepl_planner::InitialReplication::All;
+        must_succeed(&replicate(&s, &r, &all).await)?;
+        let rfs = recv_path(&t, kind);
+        for i in 0..=5 {
+            ensure!(
+                guid(&format!("{fs}@{i}"))? == guid(&format!("{rfs}@{i}"))?,
+                "{kind}: guid of @{i}"
+            );
+        }
+        // Then a backlog of five as one package.
+        for i in 6..=10 {
+            sh(&[
+                "sh",
+                "-c",
+                &format!("printf 'more %s' {i} > {mp}/m{i}; sync"),
+            ])?;
+            write(&fs, &format!("r{i}"), 1)?;
+            snapshot(&format!("{fs}@{i}"))?;
+        }
+        let rep = replicate(&s, &r, &packaged()).await;
+        must_succeed(&rep)?;
+        let fsr = fs_report(&rep, &fs)?;
+        ensure!(
+            fsr.steps.len() == 1 && fsr.steps[0].intermediates.len() == 4,
+            "{kind}: one package of five: {:?}",
+            fsr.steps
+                .iter()
+                .map(|s| (s.from.clone(), s.to.clone(), s.intermediates.len()))
+                .collect::<Vec<_>>()
+        );
+        for i in 6..=10 {
+            ensure!(
+                guid(&format!("{fs}@{i}"))? == guid(&format!("{rfs}@{i}"))?,
+                "{kind}: guid of @{i}"
+            );
+        }
+        if kind == "cel" {
+            let dump = sh(&[
+                "sh",
+                "-c",
+                &format!("zfs send -c -e -L -I {fs}@5 {fs}@10 | zstream dump"),
+            ])?;
+            let count = |what: &str| {
+                dump.lines()
+                    .find(|l| l.contains(&format!("Total {what} records")))
+                    .and_then(|l| l.rsplit('=').next())
+                    .and_then(|n| n.split_whitespace().next()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            ensure!(
+                count("DRR_WRITE_EMBEDDED") > 0 && count("DRR_WRITE") > 0,
+                "the stream has embedded and ordinary writes: {dump}"
+            );
+        }
+    }
+    Ok(())
+}

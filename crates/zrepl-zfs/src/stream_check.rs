@@ -506,7 +506,14 @@ mod tests {
     }
 
     /// (what, expected after the first, forbidden, rest, refused at, error part)
-    type Case = (&'static str, Vec<u64>, Vec<u64>, Vec<u8>, Option<usize>, &'static str);
+    type Case = (
+        &'static str,
+        Vec<u64>,
+        Vec<u64>,
+        Vec<u8>,
+        Option<usize>,
+        &'static str,
+    );
 
     #[tokio::test]
     async fn packages_pass_whole_and_refused_records_never_pass() {
