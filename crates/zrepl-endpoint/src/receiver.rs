@@ -551,14 +551,6 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             return Err(EndpointError::invalid("'to' must be a snapshot"));
         }
         let lp = self.local_path(&req.filesystem)?;
-        // The target's snapshots as this round's listing left them, if the cache confirms
-        // them (a compound stream's check needs their GUIDs; see below).
-        let cached = self
-            .listings
-            .lookup(std::slice::from_ref(&lp), std::time::Instant::now())
-            .0
-            .remove(&lp);
-        let _changing = self.listings.changing(vec![lp.clone()]);
         let target =
             VersionPath::snapshot(&lp, &req.to.name).map_err(|e| zfs_err("invalid 'to'", e))?;
         // What the stream really recreates, before anything changes here: a stream of another
@@ -595,7 +587,20 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         // target has, and no compound header (which could carry properties) follows any of
         // them. That is what lets a package without a header go without the protected `-x`
         // list (`begin.may_carry_properties`).
-        let stream: ByteStream = if head.len() > zrepl_zfs::SEND_BEGIN_LEN {
+        let compound = head.len() > zrepl_zfs::SEND_BEGIN_LEN;
+        // The target's snapshots as this round's listing left them, if the cache confirms
+        // them (a compound stream's check needs their GUIDs; see below). Looked up before
+        // the guard below drops them; nothing has changed on ZFS so far.
+        let cached = compound
+            .then(|| {
+                self.listings
+                    .lookup(std::slice::from_ref(&lp), std::time::Instant::now())
+                    .0
+                    .remove(&lp)
+            })
+            .flatten();
+        let _changing = self.listings.changing(vec![lp.clone()]);
+        let stream: ByteStream = if compound {
             let rest: Vec<u64> = if package {
                 req.intermediates
                     .iter()
