@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The long kill-anywhere campaign (issue: a round that recovers from any crash): runs the
 # platform test `crash_kill_anywhere_campaign` in the OpenZFS VM with many kills and prints
-# its closing line `campaign: kills=N rounds=N killed_mid_run=N violations=N`.
+# its closing line `campaign: kills=N rounds=N killed_mid_run=N packaged=N violations=N`.
 #
 #   bash tools/kill-campaign.sh [KILLS] [SEED]     # default 100 kills, a time-based seed
 #

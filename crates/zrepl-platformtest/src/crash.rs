@@ -33,6 +33,8 @@ macro_rules! ensure {
 const REPLICATED: &[&str] = &["a", "quiet", "deep", "deep/x"];
 /// Keep rules: the newest `KEEP` snapshots on each side.
 const KEEP: usize = 3;
+/// The kill-anywhere campaign converges (and checks the invariants) after this many kills.
+const CLEAN_EVERY: usize = 8;
 
 pub(crate) struct Scenario {
     pub(crate) t: Ctx,
@@ -52,6 +54,9 @@ pub(crate) struct Scenario {
     pub(crate) push_extra: String,
     /// Environment of the daemon beyond the test's own.
     pub(crate) env: Vec<(String, String)>,
+    /// Each new snapshot's file replaces the previous one of its filesystem, so that the live
+    /// data stays bounded however many snapshots are made (the test pools are small).
+    pub(crate) replace_files: bool,
 }
 
 impl Scenario {
@@ -82,6 +87,7 @@ impl Scenario {
             replication_extra: String::new(),
             push_extra: String::new(),
             env: Vec::new(),
+            replace_files: false,
         };
         s.configure(REPLICATED, "resumability", "{type: manual}")?;
         // A first snapshot everywhere, and a user's bookmark on `a`.
@@ -127,6 +133,16 @@ impl Scenario {
         self.next += 1;
         for fs in fss {
             let p = path(&self.t, &format!("src/{fs}"));
+            if let Some(prev) = self
+                .made
+                .get(*fs)
+                .and_then(|m| m.last())
+                .filter(|_| self.replace_files)
+            {
+                let mp = zfs(&["get", "-H", "-o", "value", "mountpoint", &p])?;
+                let f = format!("{}/{prev}", mp.trim());
+                std::fs::remove_file(&f).map_err(|e| format!("rm {f}: {e}"))?;
+            }
             write(&p, &name, mib)?;
             snapshot(&format!("{p}@{name}"))?;
             self.made
@@ -619,7 +635,8 @@ pub async fn crash_injected_error_fails_the_run_then_converges(t: Ctx) -> TestRe
 }
 
 /// The kill-anywhere campaign: rounds with fresh data (the quiet filesystem only every fourth
-/// round), the daemon killed at a random moment (sometimes its `zfs` processes too), restarted;
+/// round), about half of them with `replication.packages`, the daemon killed at a random
+/// moment (sometimes its `zfs` processes too), restarted;
 /// at the end one clean run must converge with every invariant holding.
 /// `ZREPL_CAMPAIGN_KILLS` sets the number of kills (CI: 6; `tools/kill-campaign.sh`: 100+).
 pub async fn crash_kill_anywhere_campaign(t: Ctx) -> TestResult {
@@ -637,6 +654,7 @@ pub async fn crash_kill_anywhere_campaign(t: Ctx) -> TestResult {
                 .unwrap_or(1)
         });
     eprintln!("  campaign: {kills} kills, ZREPL_CAMPAIGN_SEED={seed}");
+    let seed0 = seed;
     let mut rand = move |n: u64| {
         // xorshift64*
         seed ^= seed >> 12;
@@ -645,15 +663,34 @@ pub async fn crash_kill_anywhere_campaign(t: Ctx) -> TestResult {
         seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
     };
     let mut s = Scenario::new(&t)?;
+    s.replace_files = true;
     let mut rounds = 0;
     let mut killed_mid_run = 0;
+    let mut packaged = 0;
     for k in 0..kills {
+        // A clean run (with the invariants checked) every few kills: it prunes, which killed
+        // runs rarely get to, so that snapshots do not pile up beyond the test pool's space.
+        if k > 0 && k % CLEAN_EVERY == 0 {
+            s.converge()
+                .map_err(|e| format!("after {k} kills (ZREPL_CAMPAIGN_SEED={seed0}): {e}"))?;
+        }
+        // About half of the runs send consecutive new snapshots as `-I` packages (issue 18),
+        // so kills also land inside a package and between its substreams; switching between
+        // the two between runs must not matter either.
+        let packages = rand(2) == 0;
+        packaged += usize::from(packages);
+        s.replication_extra = if packages {
+            ", packages: true".into()
+        } else {
+            String::new()
+        };
+        s.configure(REPLICATED, "resumability", "{type: manual}")?;
         let fss: Vec<&str> = if k % 4 == 0 {
             REPLICATED.to_vec()
         } else {
             vec!["a", "deep", "deep/x"]
         };
-        s.snapshots(&fss, 1 + rand(3) as usize)?;
+        s.snapshots(&fss, 1 + rand(2) as usize)?;
         let mut d = s.daemon(None)?;
         s.zrepl(&["signal", "wakeup", SENDER_JOB])?;
         // Random moment: within the first ~4 s of the run (a round here takes a few seconds).
@@ -675,7 +712,7 @@ pub async fn crash_kill_anywhere_campaign(t: Ctx) -> TestResult {
     }
     let res = s.converge();
     eprintln!(
-        "  campaign: kills={kills} rounds={rounds} killed_mid_run={killed_mid_run} violations={}",
+        "  campaign: kills={kills} rounds={rounds} killed_mid_run={killed_mid_run} packaged={packaged} violations={}",
         usize::from(res.is_err())
     );
     res
