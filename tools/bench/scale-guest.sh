@@ -8,7 +8,9 @@
 #   bzfs    bzfs (PyPI) with --recursive --cache-snapshots, its defaults otherwise.
 # Three rounds each: the initial replication (the most recent snapshot only), a round with
 # nothing new, and a round with one new snapshot on every filesystem. Prints the times, the
-# ratios and the daemon's peak RSS.
+# ratios and the daemon's peak RSS. zrepl's run prunes after it replicates (keep-all rules
+# here: it lists both sides and destroys nothing); the loop and bzfs do not prune, so the
+# replication alone (until its end as the daemon reports it) is printed too.
 # Targets (issue 22): no-op round <= 2x one `zfs list -t filesystem` of the tree; incremental
 # round <= 1.3x the loop; zrepl faster than bzfs in all three.
 set -euo pipefail
@@ -60,13 +62,16 @@ if [ -n "${ZREPL_BENCH_DEBUG:-}" ]; then # a debug log with times, copied next t
     printf 'global:\n  logging: [{type: stdout, level: debug, format: logfmt, time: true}]\n' >> /etc/zrepl/zrepl.yml
 fi
 status() { zrepl status --mode raw; }
-round() { # wakes the push job and waits until its run (replication and pruning) is over; seconds
-    local start
+round() { # wakes the push job, waits until its run (replication and pruning) is over; prints
+    # "<seconds of the whole run> <seconds until the replication's end as the daemon reports it>"
+    local start end fin
     start=$(now)
     if ! zrepl signal wakeup push --wait >/tmp/round.log 2>&1; then
         cat /tmp/round.log >&2; zrepl status --mode dump >&2; return 1
     fi
-    secs "$start" "$(now)"
+    end=$(now)
+    fin=$(status | grep -o '"replication":{"state":"done","started_at":"[^"]*","finished_at":"[^"]*"' | head -n 1 | sed 's/.*"finished_at":"\([^"]*\)"/\1/')
+    echo "$(secs "$start" "$end") $(secs "$start" "$(date -d "$fin" +%s.%N)")"
 }
 lists() { status | grep -o '"zfs list":[0-9]*' | head -n 1 | cut -d: -f2; }
 zrepl daemon > /tmp/daemon.log 2>&1 &
@@ -77,7 +82,8 @@ BZFS=(--recursive --skip-parent --cache-snapshots --include-snapshot-times-and-r
     --log-dir /tmp/bzfs-logs)
 
 # 1. Initial replication, the most recent snapshot of each filesystem.
-zi=$(round)
+read -r zi zir < <(round)
+[ -n "$zir" ] || { echo "round failed" >&2; exit 1; }
 t0=$(now)
 for i in $(seq -w 1 "$N"); do zfs send "bench/src/fs$i@$last" | zfs recv -u "bench/loop/fs$i"; done
 li=$(secs "$t0" "$(now)")
@@ -91,7 +97,8 @@ sleep 3
 round >/dev/null
 sleep 3
 l0=$(lists)
-zn=$(round)
+read -r zn znr < <(round)
+[ -n "$znr" ] || { echo "round failed" >&2; exit 1; }
 zn_lists=$(( $(lists) - l0 ))
 t0=$(now)
 zfs list -H -o name,guid -t snapshot -r bench/src >/dev/null
@@ -105,7 +112,8 @@ bn=$(secs "$t0" "$(now)")
 # 3. One new snapshot on every filesystem.
 zfs snapshot -r bench/src@new
 sleep 3
-zu=$(round)
+read -r zu zur < <(round)
+[ -n "$zur" ] || { echo "round failed" >&2; exit 1; }
 t0=$(now)
 for i in $(seq -w 1 "$N"); do zfs send -i "@$last" "bench/src/fs$i@new" | zfs recv -u "bench/loop/fs$i"; done
 lu=$(secs "$t0" "$(now)")
@@ -122,12 +130,15 @@ for i in $(seq -w 1 "$N"); do
     done
 done
 awk -v n="$N" -v s="$S" -v f="$fslist" -v zi="$zi" -v li="$li" -v bi="$bi" -v zn="$zn" \
-    -v zl="$zn_lists" -v ln="$ln" -v bn="$bn" -v zu="$zu" -v lu="$lu" -v bu="$bu" -v rss="$rss" 'BEGIN {
+    -v zl="$zn_lists" -v ln="$ln" -v bn="$bn" -v zu="$zu" -v lu="$lu" -v bu="$bu" -v rss="$rss" \
+    -v zir="$zir" -v znr="$znr" -v zur="$zur" 'BEGIN {
     printf "scale benchmark: %d filesystems x %d snapshots, one pool (OpenZFS in the test VM)\n", n, s
     printf "  zfs list -t filesystem -r   %8.2f s\n", f
     printf "  initial (most recent)  zrepl %8.2f s  loop %8.2f s  bzfs %8.2f s   zrepl/loop %.2f  zrepl/bzfs %.2f\n", zi, li, bi, zi / li, zi / bi
     printf "  no-op round            zrepl %8.2f s  loop %8.2f s  bzfs %8.2f s   zrepl/fs-list %.2f (target <= 2)  zrepl/bzfs %.2f\n", zn, ln, bn, zn / f, zn / bn
     printf "                         (zrepl: %d zfs list processes in the no-op run)\n", zl
     printf "  one new snapshot each  zrepl %8.2f s  loop %8.2f s  bzfs %8.2f s   zrepl/loop %.2f (target <= 1.3)  zrepl/bzfs %.2f\n", zu, lu, bu, zu / lu, zu / bu
+    printf "  replication alone (the run minus its pruning, which the loop and bzfs do not do):\n"
+    printf "    initial %.2f s (zrepl/loop %.2f), no-op %.2f s, one new snapshot each %.2f s (zrepl/loop %.2f)\n", zir, zir / li, znr, zur, zur / lu
     printf "  daemon peak RSS %.1f MiB\n", rss / 1024
 }'
