@@ -59,6 +59,7 @@ round() { # wake the push job, wait until its run is done; prints the replicatio
         cat /tmp/round.log >&2; zrepl status --mode dump >&2; return 1
     fi
     fin=$(status | grep -o '"replication":{"state":"done","started_at":"[^"]*","finished_at":"[^"]*"' | head -n 1 | sed 's/.*"finished_at":"\([^"]*\)"/\1/')
+    [ -n "$fin" ] || { echo "no finished replication in zrepl status" >&2; status >&2; return 1; }
     awk -v a="$start" -v b="$(date -d "$fin" +%s.%N)" 'BEGIN {printf "%.2f", b - a}'
 }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b - a}'; }

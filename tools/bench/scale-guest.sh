@@ -71,6 +71,7 @@ round() { # wakes the push job, waits until its run (replication and pruning) is
     fi
     end=$(now)
     fin=$(status | grep -o '"replication":{"state":"done","started_at":"[^"]*","finished_at":"[^"]*"' | head -n 1 | sed 's/.*"finished_at":"\([^"]*\)"/\1/')
+    [ -n "$fin" ] || { echo "no finished replication in zrepl status" >&2; status >&2; return 1; }
     echo "$(secs "$start" "$end") $(secs "$start" "$(date -d "$fin" +%s.%N)")"
 }
 lists() { status | grep -o '"zfs list":[0-9]*' | head -n 1 | cut -d: -f2; }
