@@ -31,6 +31,8 @@ use zrepl_zfs_types::{DatasetPath, FilesystemVersion};
 pub const SETTLED_SECS: u64 = 2;
 /// A filesystem listing stands for the current state this long.
 pub const OBSERVED_FRESH: Duration = Duration::from_secs(60);
+/// How long what a receive left ([`Listings::record_received`]) stands for the filesystem.
+pub const RECEIVED_FRESH: Duration = Duration::from_secs(60);
 /// The property.
 pub const SNAPSHOTS_CHANGED: &str = "snapshots_changed";
 
@@ -63,6 +65,9 @@ struct State {
     entries: HashMap<DatasetPath, (u64, Vec<FilesystemVersion>)>,
     /// Bumped by every invalidation.
     generation: u64,
+    /// Per filesystem: the GUIDs of all its snapshots as this endpoint's own receive into it
+    /// left them, and when ([`Listings::received`]).
+    received: HashMap<DatasetPath, (Instant, Vec<u64>)>,
 }
 
 /// One endpoint's cache (a job's sender, a receiver root). Shared through the `Registry`, so
@@ -181,13 +186,45 @@ impl Listings {
         let mut s = self.lock();
         s.generation += 1;
         match fss {
-            None => s.entries.clear(),
+            None => {
+                s.entries.clear();
+                s.received.clear();
+            }
             Some(fss) => {
                 for f in fss {
                     s.entries.remove(f);
+                    s.received.remove(f);
                 }
             }
         }
+    }
+
+    /// Records that a receive of this endpoint, which knew every snapshot of `fs` before it,
+    /// just left `fs` with exactly the snapshots `guids`: a fresh filesystem with the one it
+    /// received, or the snapshots before plus those of the stream. Call it after the
+    /// receive's [`Changing`] guard is gone (which drops any older record).
+    ///
+    /// It serves the next receive into `fs` of the same round (the record check of a package
+    /// after the full step that created the filesystem) instead of a listing, within
+    /// [`RECEIVED_FRESH`] and until any call of this endpoint changes `fs` again. Like the
+    /// rest of the cache it is evidence: snapshots others create meanwhile are not in it
+    /// (`zfs recv` itself still refuses to recreate an existing snapshot).
+    pub fn record_received(&self, fs: &DatasetPath, guids: Vec<u64>) {
+        if !self.enabled {
+            return;
+        }
+        let mut s = self.lock();
+        s.received.insert(fs.clone(), (Instant::now(), guids));
+    }
+
+    /// The snapshot GUIDs [`Listings::record_received`] kept for `fs`, if recorded less than
+    /// [`RECEIVED_FRESH`] before `now` and not invalidated since.
+    pub fn received(&self, fs: &DatasetPath, now: Instant) -> Option<Vec<u64>> {
+        let s = self.lock();
+        s.received
+            .get(fs)
+            .filter(|(at, _)| now.saturating_duration_since(*at) < RECEIVED_FRESH)
+            .map(|(_, g)| g.clone())
     }
 
     /// Invalidates `fss` now and again when the guard is dropped: for the calls that change
@@ -277,6 +314,43 @@ mod tests {
             creation: 0,
             userrefs: None,
         }
+    }
+
+    #[test]
+    fn received_serves_until_changed_or_old() {
+        let c = Listings::new(true);
+        let (a, b) = (p("pool/a"), p("pool/b"));
+        let now = Instant::now();
+        assert_eq!(c.received(&a, now), None);
+        {
+            // A receive into `a`: its guard drops older records, at start and at the end.
+            c.record_received(&a, vec![1]);
+            let g = c.changing(vec![a.clone()]);
+            assert_eq!(c.received(&a, now), None);
+            drop(g);
+            c.record_received(&a, vec![1, 2]);
+        }
+        c.record_received(&b, vec![7]);
+        assert_eq!(c.received(&a, now), Some(vec![1, 2]));
+        // Other filesystems' changes leave it; a change of `a` (a destroy) drops it.
+        drop(c.changing(vec![b.clone()]));
+        assert_eq!(c.received(&a, now), Some(vec![1, 2]));
+        assert_eq!(c.received(&b, now), None);
+        // Too old.
+        assert_eq!(
+            c.received(&a, now + RECEIVED_FRESH + Duration::from_secs(1)),
+            None
+        );
+        drop(c.changing(vec![a.clone()]));
+        assert_eq!(c.received(&a, now), None);
+        // Everything invalidated.
+        c.record_received(&a, vec![3]);
+        c.invalidate(None);
+        assert_eq!(c.received(&a, now), None);
+        // Off: nothing is kept.
+        let off = Listings::new(false);
+        off.record_received(&a, vec![1]);
+        assert_eq!(off.received(&a, now), None);
     }
 
     #[test]

@@ -9,8 +9,8 @@ use zrepl_protocol::{
     ReceiveRequest,
 };
 use zrepl_zfs::{
-    DatasetPath, FilesystemVersion, PlaceholderEncryption, RecvRequest, VersionPath, VersionType,
-    VersionTypes, Zfs, ZfsError, PLACEHOLDER_PROPERTY,
+    DatasetPath, FilesystemVersion, RecvRequest, VersionPath, VersionType, VersionTypes, Zfs,
+    ZfsError, PLACEHOLDER_PROPERTY,
 };
 use zrepl_zfs_types::abstraction::{last_received_hold_tag, parse_last_received_hold_tag};
 
@@ -219,47 +219,36 @@ impl LocalReceiver {
         }
     }
 
-    /// Creates every missing ancestor of `lp` between root_fs and `lp` as a placeholder.
-    async fn ensure_parents(&self, lp: &DatasetPath) -> Result<(), EndpointError> {
+    /// Creates every missing ancestor of `lp` between root_fs and `lp` as a placeholder
+    /// ([`crate::plan::parents`]). `seen`: the ancestors' state as the caller just listed it;
+    /// if it shows them all present nothing else is asked. Otherwise they are listed again
+    /// under the creation lock (another receiver of the same root may be creating them) and
+    /// created top-down.
+    async fn ensure_parents(
+        &self,
+        lp: &DatasetPath,
+        seen: &std::collections::BTreeMap<DatasetPath, zrepl_zfs::PlaceholderState>,
+    ) -> Result<(), EndpointError> {
+        use crate::plan::parents;
+        let decide = |states: &std::collections::BTreeMap<_, _>| {
+            parents::missing_parents(
+                lp,
+                &self.cfg.root_fs,
+                &self.root,
+                self.cfg.placeholder,
+                states,
+            )
+        };
+        if decide(seen).is_ok_and(|c| c.is_empty()) {
+            return Ok(());
+        }
         let _guard = self.shared.create_lock.lock().await;
-        for anc in lp.ancestors_top_down() {
-            if self.cfg.root_fs.has_prefix(&anc) {
-                // root_fs itself or above: must exist, never created by us.
-                if !self
-                    .zfs
-                    .exists(&anc)
-                    .await
-                    .map_err(|e| zfs_err("cannot check parent", e))?
-                {
-                    let msg = if anc.len() == 1 {
-                        format!("pool {:?} not imported", anc.to_string())
-                    } else {
-                        format!("root_fs {:?} does not exist", self.cfg.root_fs.to_string())
-                    };
-                    return Err(EndpointError::not_found(msg));
-                }
-                continue;
-            }
-            let st = self
-                .zfs
-                .placeholder_state(&anc)
-                .await
-                .map_err(|e| zfs_err(format!("cannot inspect {anc}"), e))?;
-            if st.exists {
-                continue;
-            }
-            // The client identity level of a sink is created with inherited encryption even if
-            // the policy is unspecified (zrepl does the same).
-            let is_identity_level = anc == self.root && self.root != self.cfg.root_fs;
-            let enc = match (self.cfg.placeholder, is_identity_level) {
-                (_, true) | (PlaceholderPolicy::Inherit, _) => PlaceholderEncryption::Inherit,
-                (PlaceholderPolicy::Off, _) => PlaceholderEncryption::Off,
-                (PlaceholderPolicy::Unspecified, false) => {
-                    return Err(EndpointError::invalid(format!(
-                        "cannot create placeholder filesystem {anc}: placeholder filesystem encryption handling is unspecified in receiver config (set recv.placeholder.encryption to inherit or off)"
-                    )))
-                }
-            };
+        let states = self
+            .zfs
+            .placeholder_states(&parents::to_inspect(lp))
+            .await
+            .map_err(|e| zfs_err("cannot check parents", e))?;
+        for (anc, enc) in decide(&states)? {
             match self.zfs.create_placeholder(&anc, enc).await {
                 Ok(()) => {}
                 // Someone (another receiver of the same root) created it meanwhile.
@@ -360,6 +349,14 @@ impl LocalReceiver {
         }
         Ok(())
     }
+}
+
+/// The GUIDs of the snapshots among `vs`.
+fn snapshot_guids(vs: &[FilesystemVersion]) -> Vec<u64> {
+    vs.iter()
+        .filter(|v| v.typ == VersionType::Snapshot)
+        .map(|v| v.guid)
+        .collect()
 }
 
 impl zrepl_protocol::Receiver for LocalReceiver {
@@ -591,15 +588,23 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         // The target's snapshots as this round's listing left them, if the cache confirms
         // them (a compound stream's check needs their GUIDs; see below). Looked up before
         // the guard below drops them; nothing has changed on ZFS so far.
-        let cached = compound
+        // What this endpoint's previous receive into it left serves as well (a package right
+        // after the full step that created the filesystem).
+        let now = std::time::Instant::now();
+        let left = self.listings.received(&lp, now);
+        let cached: Option<Vec<u64>> = compound
             .then(|| {
                 self.listings
-                    .lookup(std::slice::from_ref(&lp), std::time::Instant::now())
+                    .lookup(std::slice::from_ref(&lp), now)
                     .0
                     .remove(&lp)
+                    .map(|vs| snapshot_guids(&vs))
+                    .or_else(|| left.clone())
             })
             .flatten();
-        let _changing = self.listings.changing(vec![lp.clone()]);
+        let changing = self.listings.changing(vec![lp.clone()]);
+        // Every snapshot GUID the target had before this receive, where known.
+        let mut before: Option<Vec<u64>> = left;
         let stream: ByteStream = if compound {
             let rest: Vec<u64> = if package {
                 req.intermediates
@@ -611,18 +616,16 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             } else {
                 Vec::new()
             };
-            let forbidden = match cached {
-                Some(vs) => vs,
+            let forbidden: Vec<u64> = match cached {
+                Some(g) => g,
                 None => match self.zfs.list_versions(&lp, VersionTypes::Snapshots).await {
-                    Ok(vs) => vs,
+                    Ok(vs) => snapshot_guids(&vs),
                     Err(ZfsError::DatasetDoesNotExist { .. }) => Vec::new(),
                     Err(e) => return Err(zfs_err(format!("cannot list snapshots of {lp}"), e)),
                 },
-            }
-            .into_iter()
-            .filter(|v| v.typ == VersionType::Snapshot)
-            .map(|v| v.guid)
-            .collect();
+            };
+            before = Some(forbidden.clone());
+            let forbidden = forbidden.into_iter().collect();
             let check = zrepl_zfs::PackageCheck::new(
                 &head[head.len() - zrepl_zfs::SEND_BEGIN_LEN..],
                 &rest,
@@ -654,15 +657,22 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                 raw_local_value: None,
             }
         } else {
-            self.zfs
-                .placeholder_state(&lp)
+            // The filesystem and its ancestors in one command.
+            let states = self
+                .zfs
+                .placeholder_states(&crate::plan::parents::to_inspect(&lp))
                 .await
-                .map_err(|e| zfs_err(format!("cannot inspect {lp}"), e))?
+                .map_err(|e| zfs_err(format!("cannot inspect {lp}"), e))?;
+            let st = states
+                .get(&lp)
+                .cloned()
+                .unwrap_or(zrepl_zfs::PlaceholderState::MISSING);
+            // An existing filesystem has its parents; only a new one may need placeholders.
+            if !st.exists {
+                self.ensure_parents(&lp, &states).await?;
+            }
+            st
         };
-        // An existing filesystem has its parents; only a new one may need placeholders.
-        if !st.exists {
-            self.ensure_parents(&lp).await?;
-        }
         // Everything that can fail comes before the placeholder flag is cleared, so a failure
         // never leaves an empty filesystem that is no longer marked as a placeholder.
         let resumable = self
@@ -711,6 +721,14 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             cleared_placeholder = true;
             force = true;
         }
+        if !st.exists {
+            // A new filesystem: it has nothing before this receive.
+            before = Some(Vec::new());
+        }
+        if force {
+            before = None;
+        }
+        let lp_recorded = lp.clone();
         if cleared_placeholder {
             zrepl_failpoint::hit("receiver.receive.after_placeholder_cleared")
                 .map_err(|e| EndpointError::zfs(e.to_string()))?;
@@ -767,9 +785,23 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                     && matches!(self.zfs.receive_resume_token(&lp).await, Ok(Some(_))));
             return Err(crate::error::recv_err(&target, &lp, e, resumable));
         }
+        // What the target has now, where what it had before is known: the stream added
+        // exactly the requested snapshots (`zfs recv` without `-F` destroys none).
+        let after = before.map(|mut b| {
+            b.extend(req.intermediates.iter().map(|v| v.guid));
+            b.push(req.to.guid);
+            b
+        });
+        let settle = move |listings: &crate::listings::Listings| {
+            drop(changing);
+            if let Some(a) = after {
+                listings.record_received(&lp_recorded, a);
+            }
+        };
         if req.deferred && package {
             // Only the package's first snapshot was checked in the stream: `receives_completed`
             // lists and checks `to` by GUID before it holds it.
+            settle(&self.listings);
             return Ok(());
         }
         if req.deferred {
@@ -786,6 +818,17 @@ impl zrepl_protocol::Receiver for LocalReceiver {
                 v.clear();
             }
             v.insert((lp.clone(), req.to.name.clone(), req.to.guid));
+            drop(v);
+            if !st.exists {
+                // This receive created the filesystem: its only snapshot is the one just
+                // received, without holds. Completion needs no listing of it to know which
+                // last-received holds to release (none), as if the planning had listed it.
+                self.held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(lp.clone(), Vec::new());
+            }
+            settle(&self.listings);
             return Ok(());
         }
         // The stream must have produced exactly the snapshot the planner asked for.
@@ -802,7 +845,9 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         }
         let incremental = st.exists;
         let hold = req.replication.for_step(incremental) != Protection::GuaranteeNothing;
-        self.post_recv(&lp, &req.to, hold).await
+        self.post_recv(&lp, &req.to, hold).await?;
+        settle(&self.listings);
+        Ok(())
     }
 
     async fn receives_completed(

@@ -205,7 +205,8 @@ fn main() {
     ]);
     trials.extend(trials![selection: select_foreign_snapshots_skipped_and_spared_by_pruning, select_mapping_strip_prefix_mirrors_one_to_one,
         select_packages_backlog_one_stream_and_cut_package_resumes,
-        select_packages_of_every_stream_kind_pass_the_record_check]);
+        select_packages_of_every_stream_kind_pass_the_record_check,
+        select_packages_initial_round_inspects_new_filesystems_once]);
     trials.extend(trials![faults:
         fault_quota_mid_stream_then_resume,
         fault_stalled_transfer_is_aborted_and_resumed,

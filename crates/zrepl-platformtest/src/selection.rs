@@ -544,3 +544,104 @@ pub async fn select_packages_of_every_stream_kind_pass_the_record_check(t: Ctx) 
     }
     Ok(())
 }
+
+/// The initial round with `replication.packages` into a receiver that has nothing yet: each new
+/// filesystem (below two placeholder levels and the client identity) is inspected with its
+/// ancestors in one command, the package after its full step is checked against what that step
+/// left (no listing of the target), and completion lists the received snapshots by name, not
+/// the received tree. Counted on the receiver's own `zfs`; the result is checked as always
+/// (GUIDs, placeholders, one last-received hold per filesystem, no step hold).
+pub async fn select_packages_initial_round_inspects_new_filesystems_once(t: Ctx) -> TestResult {
+    use crate::replication::{all_holds, dp, path, zfs, RECEIVER_JOB};
+    use zrepl_endpoint::{LocalReceiver, ReceiverConfig};
+    use zrepl_zfs_types::abstraction::last_received_hold_tag;
+    const N: usize = 6;
+    let mut fss = Vec::new();
+    for i in 0..N {
+        let fs = create(&t, &format!("src/deep/er/f{i}"))?;
+        for j in 1..=4 {
+            write(&fs, &format!("w{j}"), 1)?;
+            snapshot(&format!("{fs}@zrepl_{j}"))?;
+        }
+        fss.push(fs);
+    }
+    let s = sender(&t, &[("src/deep/er<", true), ("src/deep/er", false)]);
+    let root = path(&t, "sink");
+    zfs(&["create", "-p", &root])?;
+    let rz = zrepl_zfs::Zfs::new(zrepl_zfs::ZfsConfig::default());
+    rz.features().await.map_err(|e| e.to_string())?;
+    let r = LocalReceiver::new(
+        rz.clone(),
+        ReceiverConfig {
+            job: RECEIVER_JOB.into(),
+            root_fs: dp(&root),
+            client_identity: Some("client".into()),
+            placeholder: PlaceholderPolicy::Inherit,
+            inherit: vec![],
+            override_: vec![],
+            bandwidth_limit: None,
+            identity_component: true,
+            strip_prefix: None,
+        },
+        &t.reg,
+    )
+    .map_err(|e| e.to_string())?;
+    let cfg = DriverConfig {
+        policy: zrepl_planner::Policy {
+            initial_replication: zrepl_planner::InitialReplication::All,
+            ..packaged().policy
+        },
+        ..packaged()
+    };
+    let count = |z: &zrepl_zfs::Zfs| {
+        (
+            z.zfs_commands_started("list"),
+            z.zfs_commands_started("get"),
+        )
+    };
+    let (l0, g0) = count(&rz);
+    let rep = replicate(&s, &r, &cfg).await;
+    must_succeed(&rep)?;
+    let (l1, g1) = count(&rz);
+    let (lists, gets) = (l1 - l0, g1 - g0);
+    for fs in &fss {
+        let fsr = crate::replication::fs_report(&rep, fs)?;
+        ensure!(
+            fsr.steps.len() == 2 && fsr.steps[1].intermediates.len() == 2,
+            "{fs}: a full step, then one package of 3: {:?}",
+            fsr.steps
+                .iter()
+                .map(|s| (s.from.clone(), s.to.clone(), s.intermediates.len()))
+                .collect::<Vec<_>>()
+        );
+        let rel = fs.rsplit('/').next().unwrap_or_default();
+        let ra = recv_path(&t, &format!("deep/er/{rel}"));
+        for j in 1..=4 {
+            ensure!(
+                guid(&format!("{fs}@zrepl_{j}"))? == guid(&format!("{ra}@zrepl_{j}"))?,
+                "{ra}@zrepl_{j}"
+            );
+        }
+        let held = all_holds(&ra)?;
+        let tag = last_received_hold_tag(RECEIVER_JOB);
+        ensure!(
+            held == vec![format!("{ra}@zrepl_4 {tag}")],
+            "{ra}: one last-received hold on the newest: {held:?}"
+        );
+    }
+    for level in ["deep", "deep/er"] {
+        let p = recv_path(&t, level);
+        let v = zfs(&["get", "-H", "-o", "value,source", "zrepl:placeholder", &p])?;
+        ensure!(v.trim() == "on\tlocal", "{p} is a placeholder: {v:?}");
+    }
+    // Planning (filesystems, then the versions of those that exist: none), one inspection per
+    // new filesystem (ancestors included), the placeholder levels created once under the lock
+    // (inspected again there), and one listing of the received snapshots by name. Before, each
+    // filesystem cost six inspections, a listing for the package's check and one in completion.
+    ensure!(
+        lists + gets <= N as u64 + 8,
+        "the receiver ran {lists} zfs list and {gets} zfs get for {N} new filesystems: {:?}",
+        rz.command_stats()
+    );
+    Ok(())
+}

@@ -84,6 +84,30 @@ pub struct PlaceholderState {
     pub raw_local_value: Option<String>,
 }
 
+impl PlaceholderState {
+    /// A dataset that does not exist.
+    pub const MISSING: PlaceholderState = PlaceholderState {
+        exists: false,
+        is_placeholder: false,
+        raw_local_value: None,
+    };
+
+    /// The state of an existing `fs` from its properties (the placeholder property among them).
+    fn of(fs: &DatasetPath, mut p: Properties) -> PlaceholderState {
+        let local = p
+            .remove(PLACEHOLDER_PROPERTY)
+            .filter(|v| v.source == PropertySource::Local)
+            .map(|v| v.value);
+        PlaceholderState {
+            exists: true,
+            is_placeholder: local
+                .as_deref()
+                .is_some_and(|l| is_placeholder_value(fs, l)),
+            raw_local_value: local,
+        }
+    }
+}
+
 /// Encryption of a new placeholder (`recv.placeholder.encryption`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlaceholderEncryption {
@@ -587,26 +611,30 @@ impl Zfs {
     /// Placeholder state (§3.6); a nonexistent filesystem is reported, not an error.
     pub async fn placeholder_state(&self, fs: &DatasetPath) -> Result<PlaceholderState, ZfsError> {
         match self.get_properties(fs, &[PLACEHOLDER_PROPERTY]).await {
-            Err(ZfsError::DatasetDoesNotExist { .. }) => Ok(PlaceholderState {
-                exists: false,
-                is_placeholder: false,
-                raw_local_value: None,
-            }),
+            Err(ZfsError::DatasetDoesNotExist { .. }) => Ok(PlaceholderState::MISSING),
             Err(e) => Err(e),
-            Ok(mut p) => {
-                let local = p
-                    .remove(PLACEHOLDER_PROPERTY)
-                    .filter(|v| v.source == PropertySource::Local)
-                    .map(|v| v.value);
-                Ok(PlaceholderState {
-                    exists: true,
-                    is_placeholder: local
-                        .as_deref()
-                        .is_some_and(|l| is_placeholder_value(fs, l)),
-                    raw_local_value: local,
-                })
-            }
+            Ok(p) => Ok(PlaceholderState::of(fs, p)),
         }
+    }
+
+    /// [`Zfs::placeholder_state`] of many datasets in one command (`zfs get` of them all): a
+    /// dataset that does not exist is in the result with `exists: false`.
+    pub async fn placeholder_states(
+        &self,
+        datasets: &[DatasetPath],
+    ) -> Result<BTreeMap<DatasetPath, PlaceholderState>, ZfsError> {
+        let mut found = self
+            .get_properties_of(datasets, &[PLACEHOLDER_PROPERTY])
+            .await?;
+        Ok(datasets
+            .iter()
+            .map(|d| {
+                let st = found
+                    .remove(d)
+                    .map_or(PlaceholderState::MISSING, |p| PlaceholderState::of(d, p));
+                (d.clone(), st)
+            })
+            .collect())
     }
 
     /// `encryption` of `fs`: `off` is unencrypted, anything else encrypted, `-` an error.

@@ -5,6 +5,7 @@
 //! so that a crash between any two of them leaves state the next run converges from.
 
 pub mod mapping;
+pub mod parents;
 pub mod receives;
 pub mod sends;
 
