@@ -149,15 +149,27 @@ pub(crate) async fn list_versions_many(
 ) -> Result<Vec<Result<Vec<FilesystemVersion>, EndpointError>>, EndpointError> {
     use futures::StreamExt;
     let mut all = zrepl_zfs::VersionsByFilesystem::new();
-    // Independent subtrees are listed concurrently.
-    let mut listings = futures::stream::iter(covering_roots(paths))
-        .map(|root| async move { (zfs.list_subtree_versions(&root).await, root) })
-        .buffered(LISTING_CONCURRENCY);
-    while let Some((r, root)) = listings.next().await {
-        match r {
-            Ok(m) => all.extend(m),
-            Err(zrepl_zfs::ZfsError::DatasetDoesNotExist { .. }) => {}
-            Err(e) => return Err(zfs_err(format!("cannot list versions below {root}"), e)),
+    let parts = listing_parts(paths, listing_parallelism());
+    if parts.len() > 1 {
+        // Many filesystems: listed by name in parts, one command per part at once (a
+        // listing's cost is CPU in the kernel, one thread per command).
+        let mut listings = futures::stream::iter(parts)
+            .map(|part| async move { zfs.list_versions_of(&part).await })
+            .buffer_unordered(LISTING_CONCURRENCY);
+        while let Some(r) = listings.next().await {
+            all.extend(r.map_err(|e| zfs_err("cannot list versions", e))?);
+        }
+    } else {
+        // Independent subtrees are listed concurrently.
+        let mut listings = futures::stream::iter(covering_roots(paths))
+            .map(|root| async move { (zfs.list_subtree_versions(&root).await, root) })
+            .buffered(LISTING_CONCURRENCY);
+        while let Some((r, root)) = listings.next().await {
+            match r {
+                Ok(m) => all.extend(m),
+                Err(zrepl_zfs::ZfsError::DatasetDoesNotExist { .. }) => {}
+                Err(e) => return Err(zfs_err(format!("cannot list versions below {root}"), e)),
+            }
         }
     }
     Ok(paths
@@ -174,6 +186,36 @@ pub(crate) async fn list_versions_many(
 
 /// How many subtree listings run at once.
 pub(crate) const LISTING_CONCURRENCY: usize = 4;
+
+/// Fewer filesystems than this per part are not worth a command of their own.
+pub(crate) const LISTING_PART_MIN: usize = 8;
+
+/// How many listings of parts run at once: the CPUs of this host, at most
+/// [`LISTING_CONCURRENCY`].
+fn listing_parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(LISTING_CONCURRENCY)
+}
+
+/// `paths` in at most `parallelism` parts of at least [`LISTING_PART_MIN`] filesystems each
+/// (consecutive in name order, sizes differing by at most one), listed by name one command
+/// per part; a single part means one recursive listing of the covering root is better.
+pub(crate) fn listing_parts(paths: &[DatasetPath], parallelism: usize) -> Vec<Vec<DatasetPath>> {
+    let mut sorted: Vec<DatasetPath> = paths.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let n = (sorted.len() / LISTING_PART_MIN).clamp(1, parallelism.max(1));
+    let (size, extra) = (sorted.len() / n, sorted.len() % n);
+    let mut parts = Vec::with_capacity(n);
+    let mut rest = sorted.as_slice();
+    for i in 0..n {
+        let (part, r) = rest.split_at(size + usize::from(i < extra));
+        parts.push(part.to_vec());
+        rest = r;
+    }
+    parts
+}
 
 /// The cache is used where nothing but this process changes what it caches without changing
 /// `snapshots_changed`: not on an agentless remote (its clock and its other users are
@@ -1391,5 +1433,44 @@ impl LocalSender {
                 .map_err(|e| zfs_err("cannot release expired step holds", e))?;
         }
         Ok(expired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(n: usize) -> Vec<DatasetPath> {
+        // Given out of order: parts are consecutive in name order.
+        (0..n)
+            .rev()
+            .map(|i| DatasetPath::parse(&format!("pool/fs{i:03}")).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn listing_parts_table() {
+        // (filesystems, parallelism, part sizes)
+        let cases: &[(usize, usize, &[usize])] = &[
+            (0, 4, &[0]),
+            (1, 4, &[1]),
+            (15, 4, &[15]),
+            (16, 4, &[8, 8]),
+            (30, 2, &[15, 15]),
+            (30, 4, &[10, 10, 10]),
+            (33, 4, &[9, 8, 8, 8]),
+            (31, 1, &[31]),
+            (31, 0, &[31]),
+            (1000, 4, &[250, 250, 250, 250]),
+        ];
+        for &(n, par, want) in cases {
+            let parts = listing_parts(&paths(n), par);
+            let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
+            assert_eq!(sizes, want, "{n} filesystems, parallelism {par}");
+            let flat: Vec<DatasetPath> = parts.into_iter().flatten().collect();
+            let mut all = paths(n);
+            all.sort();
+            assert_eq!(flat, all, "every filesystem once, in order");
+        }
     }
 }

@@ -289,6 +289,67 @@ impl Zfs {
         Ok(map)
     }
 
+    /// The snapshots and bookmarks of each of `fss` (not of their children), listed together:
+    /// `zfs list -H -p -o name,guid,createtxg,creation,userrefs -d 1 -t snapshot,bookmark -s
+    /// createtxg -- <fs>...` (split only at the argv limit). A filesystem that does not exist
+    /// (any more; `zfs list` says so for each) is missing from the result instead of failing
+    /// the others; every other one is in it, with no versions if it has none.
+    pub async fn list_versions_of(
+        &self,
+        fss: &[DatasetPath],
+    ) -> Result<VersionsByFilesystem, ZfsError> {
+        let names = fss
+            .iter()
+            .map(dataset_arg)
+            .collect::<Result<Vec<String>, ZfsError>>()?;
+        let mut res = VersionsByFilesystem::new();
+        if names.is_empty() {
+            return Ok(res);
+        }
+        let prefix = args![
+            "list",
+            "-H",
+            "-p",
+            "-o",
+            "name,guid,createtxg,creation,userrefs",
+            "-d",
+            "1",
+            "-t",
+            "snapshot,bookmark",
+            "-s",
+            "createtxg",
+            "--"
+        ];
+        self.run_batched(&prefix, &names, |out, batch| {
+            let mut missing = std::collections::HashSet::new();
+            for l in out.stderr.lines().filter(|l| !l.trim().is_empty()) {
+                match dataset_does_not_exist_path(l).filter(|p| batch.iter().any(|b| b == p)) {
+                    Some(p) => missing.insert(p.to_string()),
+                    None => return Err(out.into_error()),
+                };
+            }
+            if !out.success() && missing.is_empty() {
+                return Err(out.into_error());
+            }
+            let mut map = parse_versions_listing(&out.stdout).map_err(|e| unexpected(&out, e))?;
+            for name in batch.iter().filter(|b| !missing.contains(*b)) {
+                let fs = DatasetPath::parse(name).map_err(|e| ZfsError::invalid_name(name, e))?;
+                let vs = map.remove(&fs).unwrap_or_default();
+                res.insert(fs, vs);
+            }
+            if let Some(other) = map.keys().next() {
+                return Err(ZfsError::UnexpectedOutput {
+                    argv: out.argv.clone(),
+                    reason: format!("listed versions of {other}, which was not asked for"),
+                    output: String::new(),
+                });
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(res)
+    }
+
     /// Every filesystem and volume of the subtree at `root` with the properties `props`, and
     /// all their snapshots and bookmarks, in ONE command:
     /// `zfs get -Hp -o name,property,value,source -r -t filesystem,volume,snapshot,bookmark

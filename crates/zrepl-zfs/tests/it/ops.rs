@@ -942,6 +942,90 @@ async fn get_properties_of_fails_on_other_errors() {
     assert!(m.calls().is_empty());
 }
 
+#[tokio::test]
+async fn list_versions_of_many_filesystems_in_one_command() {
+    // pool/gone vanished: the others are listed; pool/b has no versions and is an entry.
+    let m = Mock::new(
+        r#"printf 'pool/a@s1\t3\t12\t102\t1\npool/a#m\t3\t12\t102\t-\n'
+echo "cannot open 'pool/gone': dataset does not exist" >&2; exit 1"#,
+    );
+    let r = m
+        .zfs()
+        .list_versions_of(&[p("pool/a"), p("pool/b"), p("pool/gone")])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.keys().cloned().collect::<Vec<_>>(),
+        [p("pool/a"), p("pool/b")]
+    );
+    let names: Vec<&str> = r[&p("pool/a")].iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["m", "s1"]);
+    assert!(r[&p("pool/b")].is_empty());
+    assert_eq!(
+        m.calls(),
+        [v(&[
+            "list",
+            "-H",
+            "-p",
+            "-o",
+            "name,guid,createtxg,creation,userrefs",
+            "-d",
+            "1",
+            "-t",
+            "snapshot,bookmark",
+            "-s",
+            "createtxg",
+            "--",
+            "pool/a",
+            "pool/b",
+            "pool/gone"
+        ])]
+    );
+
+    // Any other failure (also next to a missing one), or versions of something not asked
+    // for, is an error.
+    for script in [
+        r#"echo "internal error: out of memory" >&2; exit 1"#,
+        r#"echo "cannot open 'pool/a': dataset does not exist" >&2; echo "internal error" >&2; exit 1"#,
+        r#"echo "cannot open 'pool/x': dataset does not exist" >&2; exit 1"#,
+        r#"printf 'pool/x@evil\t1\t1\t1\t0\n'"#,
+        r#"printf 'pool/a/child@s\t1\t1\t1\t0\n'"#,
+    ] {
+        let m = Mock::new(script);
+        assert!(
+            m.zfs().list_versions_of(&[p("pool/a")]).await.is_err(),
+            "{script}"
+        );
+    }
+    // Nothing to ask: no command.
+    let m = Mock::new("exit 1");
+    assert!(m.zfs().list_versions_of(&[]).await.unwrap().is_empty());
+    assert!(m.calls().is_empty());
+}
+
+#[tokio::test]
+async fn placeholder_states_of_a_path_in_one_command() {
+    let m = Mock::new(
+        r#"printf 'pool	zrepl:placeholder	-	-
+pool/r	zrepl:placeholder	on	local
+pool/r/x	zrepl:placeholder	on	inherited from pool/r
+'
+echo "cannot open 'pool/r/x/y': dataset does not exist" >&2; exit 1"#,
+    );
+    let r = m
+        .zfs()
+        .placeholder_states(&[p("pool"), p("pool/r"), p("pool/r/x"), p("pool/r/x/y")])
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 4);
+    assert!(r[&p("pool")].exists && !r[&p("pool")].is_placeholder);
+    assert!(r[&p("pool/r")].is_placeholder);
+    // Inherited is no mark.
+    assert!(r[&p("pool/r/x")].exists && !r[&p("pool/r/x")].is_placeholder);
+    assert_eq!(r[&p("pool/r/x/y")], zrepl_zfs::PlaceholderState::MISSING);
+    assert_eq!(m.calls().len(), 1);
+}
+
 /// The operands of the commands in `every_name_follows_double_dash` all name datasets of the
 /// pool `tank`, or are this hold tag.
 const TAG: &str = "my tag";
