@@ -604,6 +604,7 @@ pub async fn select_packages_initial_round_inspects_new_filesystems_once(t: Ctx)
     must_succeed(&rep)?;
     let (l1, g1) = count(&rz);
     let (lists, gets) = (l1 - l0, g1 - g0);
+    eprintln!("  receiver: {lists} zfs list, {gets} zfs get for {N} new filesystems");
     for fs in &fss {
         let fsr = crate::replication::fs_report(&rep, fs)?;
         ensure!(
