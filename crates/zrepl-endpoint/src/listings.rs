@@ -31,7 +31,7 @@ use zrepl_zfs_types::{DatasetPath, FilesystemVersion};
 pub const SETTLED_SECS: u64 = 2;
 /// A filesystem listing stands for the current state this long.
 pub const OBSERVED_FRESH: Duration = Duration::from_secs(60);
-/// How long what a receive left ([`Listings::record_received`]) stands for the filesystem.
+/// How long what a receive left ([`Listings::begin_receive`]) stands for the filesystem.
 pub const RECEIVED_FRESH: Duration = Duration::from_secs(60);
 /// The property.
 pub const SNAPSHOTS_CHANGED: &str = "snapshots_changed";
@@ -66,8 +66,12 @@ struct State {
     /// Bumped by every invalidation.
     generation: u64,
     /// Per filesystem: the GUIDs of all its snapshots as this endpoint's own receive into it
-    /// left them, and when ([`Listings::received`]).
+    /// left them, and when ([`Listings::begin_receive`]).
     received: HashMap<DatasetPath, (Instant, Vec<u64>)>,
+    /// Per filesystem: how often it was invalidated (every change through this endpoint
+    /// counts twice, at its start and at its end); `invalidate(None)` bumps `epoch` instead.
+    changes: HashMap<DatasetPath, u64>,
+    epoch: u64,
 }
 
 /// One endpoint's cache (a job's sender, a receiver root). Shared through the `Registry`, so
@@ -189,42 +193,16 @@ impl Listings {
             None => {
                 s.entries.clear();
                 s.received.clear();
+                s.epoch += 1;
             }
             Some(fss) => {
                 for f in fss {
                     s.entries.remove(f);
                     s.received.remove(f);
+                    *s.changes.entry(f.clone()).or_default() += 1;
                 }
             }
         }
-    }
-
-    /// Records that a receive of this endpoint, which knew every snapshot of `fs` before it,
-    /// just left `fs` with exactly the snapshots `guids`: a fresh filesystem with the one it
-    /// received, or the snapshots before plus those of the stream. Call it after the
-    /// receive's [`Changing`] guard is gone (which drops any older record).
-    ///
-    /// It serves the next receive into `fs` of the same round (the record check of a package
-    /// after the full step that created the filesystem) instead of a listing, within
-    /// [`RECEIVED_FRESH`] and until any call of this endpoint changes `fs` again. Like the
-    /// rest of the cache it is evidence: snapshots others create meanwhile are not in it
-    /// (`zfs recv` itself still refuses to recreate an existing snapshot).
-    pub fn record_received(&self, fs: &DatasetPath, guids: Vec<u64>) {
-        if !self.enabled {
-            return;
-        }
-        let mut s = self.lock();
-        s.received.insert(fs.clone(), (Instant::now(), guids));
-    }
-
-    /// The snapshot GUIDs [`Listings::record_received`] kept for `fs`, if recorded less than
-    /// [`RECEIVED_FRESH`] before `now` and not invalidated since.
-    pub fn received(&self, fs: &DatasetPath, now: Instant) -> Option<Vec<u64>> {
-        let s = self.lock();
-        s.received
-            .get(fs)
-            .filter(|(at, _)| now.saturating_duration_since(*at) < RECEIVED_FRESH)
-            .map(|(_, g)| g.clone())
     }
 
     /// Invalidates `fss` now and again when the guard is dropped: for the calls that change
@@ -232,6 +210,50 @@ impl Listings {
     pub fn changing(&self, fss: Vec<DatasetPath>) -> Changing<'_> {
         self.invalidate(Some(&fss));
         Changing { cache: self, fss }
+    }
+
+    /// Starts a receive into `fs`: its [`Changing`] guard, and what the previous receive of
+    /// this endpoint into `fs` left there (the GUIDs of all its snapshots), if recorded less
+    /// than [`RECEIVED_FRESH`] before `now` and nothing changed `fs` through this endpoint
+    /// since. Taken at once, so no other change slips in between.
+    pub fn begin_receive(
+        &self,
+        fs: &DatasetPath,
+        now: Instant,
+    ) -> (Receiving<'_>, Option<Vec<u64>>) {
+        let mut s = self.lock();
+        let left = s
+            .received
+            .remove(fs)
+            .filter(|(at, _)| now.saturating_duration_since(*at) < RECEIVED_FRESH)
+            .map(|(_, g)| g);
+        s.generation += 1;
+        s.entries.remove(fs);
+        let count = {
+            let c = s.changes.entry(fs.clone()).or_default();
+            *c += 1;
+            *c
+        };
+        let token = (s.epoch, count);
+        drop(s);
+        let guard = Receiving {
+            changing: Changing {
+                cache: self,
+                fss: vec![fs.clone()],
+            },
+            token,
+        };
+        (guard, left)
+    }
+
+    /// What a receive of this endpoint left on `fs` (see [`Listings::begin_receive`]).
+    #[cfg(test)]
+    fn received(&self, fs: &DatasetPath, now: Instant) -> Option<Vec<u64>> {
+        let s = self.lock();
+        s.received
+            .get(fs)
+            .filter(|(at, _)| now.saturating_duration_since(*at) < RECEIVED_FRESH)
+            .map(|(_, g)| g.clone())
     }
 
     /// How many filesystems have an entry (tests, status).
@@ -253,6 +275,37 @@ pub struct Changing<'a> {
 impl Drop for Changing<'_> {
     fn drop(&mut self) {
         self.cache.invalidate(Some(&self.fss));
+    }
+}
+
+/// A receive into one filesystem ([`Listings::begin_receive`]): invalidates it now and when it
+/// ends, like [`Changing`].
+pub struct Receiving<'a> {
+    changing: Changing<'a>,
+    /// (epoch, the filesystem's change count) right after this receive's start.
+    token: (u64, u64),
+}
+
+impl Receiving<'_> {
+    /// Ends a receive that succeeded and left the filesystem with exactly the snapshots
+    /// `guids` (it knew every snapshot before: a new filesystem has none; a package or
+    /// stream adds its own). Kept for the next receive only if nothing else changed the
+    /// filesystem through this endpoint meanwhile (another receive, a destroy, a hold) and
+    /// the cache is on. Like the rest of the cache it is evidence: snapshots others create
+    /// outside this process are not in it (`zfs recv` still refuses to recreate one).
+    pub fn succeeded(self, guids: Option<Vec<u64>>) {
+        let cache = self.changing.cache;
+        let fs = self.changing.fss[0].clone();
+        drop(self.changing);
+        let Some(guids) = guids.filter(|_| cache.enabled) else {
+            return;
+        };
+        let mut s = cache.lock();
+        let now = (s.epoch, s.changes.get(&fs).copied().unwrap_or_default());
+        // Our own end counts once.
+        if now == (self.token.0, self.token.1 + 1) {
+            s.received.insert(fs, (Instant::now(), guids));
+        }
     }
 }
 
@@ -321,17 +374,21 @@ mod tests {
         let c = Listings::new(true);
         let (a, b) = (p("pool/a"), p("pool/b"));
         let now = Instant::now();
+        // A receive into a new `a`, then one into `b`.
+        let (g, left) = c.begin_receive(&a, now);
+        assert_eq!(left, None);
+        g.succeeded(Some(vec![1]));
+        let (g, _) = c.begin_receive(&b, now);
+        g.succeeded(Some(vec![7]));
+        assert_eq!(c.received(&a, now), Some(vec![1]));
+        // The next receive into `a` takes it; a failed one leaves nothing.
+        let (g, left) = c.begin_receive(&a, now);
+        assert_eq!(left, Some(vec![1]));
         assert_eq!(c.received(&a, now), None);
-        {
-            // A receive into `a`: its guard drops older records, at start and at the end.
-            c.record_received(&a, vec![1]);
-            let g = c.changing(vec![a.clone()]);
-            assert_eq!(c.received(&a, now), None);
-            drop(g);
-            c.record_received(&a, vec![1, 2]);
-        }
-        c.record_received(&b, vec![7]);
-        assert_eq!(c.received(&a, now), Some(vec![1, 2]));
+        drop(g);
+        assert_eq!(c.received(&a, now), None);
+        let (g, _) = c.begin_receive(&a, now);
+        g.succeeded(Some(vec![1, 2]));
         // Other filesystems' changes leave it; a change of `a` (a destroy) drops it.
         drop(c.changing(vec![b.clone()]));
         assert_eq!(c.received(&a, now), Some(vec![1, 2]));
@@ -343,13 +400,31 @@ mod tests {
         );
         drop(c.changing(vec![a.clone()]));
         assert_eq!(c.received(&a, now), None);
-        // Everything invalidated.
-        c.record_received(&a, vec![3]);
+        // Two receives into `a` at once: neither is kept (each missed the other's snapshots).
+        let (g1, _) = c.begin_receive(&a, now);
+        let (g2, _) = c.begin_receive(&a, now);
+        g1.succeeded(Some(vec![1, 2]));
+        assert_eq!(c.received(&a, now), None);
+        g2.succeeded(Some(vec![1, 3]));
+        assert_eq!(c.received(&a, now), None);
+        // A change of `a` during a receive (a destroy, a hold) as well.
+        let (g, _) = c.begin_receive(&a, now);
+        drop(c.changing(vec![a.clone()]));
+        g.succeeded(Some(vec![1]));
+        assert_eq!(c.received(&a, now), None);
+        // Everything invalidated meanwhile.
+        let (g, _) = c.begin_receive(&a, now);
         c.invalidate(None);
+        g.succeeded(Some(vec![3]));
+        assert_eq!(c.received(&a, now), None);
+        // Nothing known: nothing kept.
+        let (g, _) = c.begin_receive(&a, now);
+        g.succeeded(None);
         assert_eq!(c.received(&a, now), None);
         // Off: nothing is kept.
         let off = Listings::new(false);
-        off.record_received(&a, vec![1]);
+        let (g, _) = off.begin_receive(&a, now);
+        g.succeeded(Some(vec![1]));
         assert_eq!(off.received(&a, now), None);
     }
 

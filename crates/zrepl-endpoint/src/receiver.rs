@@ -86,6 +86,10 @@ pub(crate) struct RootShared {
     /// that `zfs recv` completed into the requested snapshot: (local filesystem, snapshot
     /// name, guid). `receives_completed` needs no listing to check those (used once).
     verified: std::sync::Mutex<HashSet<(DatasetPath, String, u64)>>,
+    /// Filesystems a receive created (they did not exist before it, so they have no
+    /// holds but those completion makes). Used once by `receives_completed`, where the
+    /// round's planning did not list the filesystem.
+    created: std::sync::Mutex<HashSet<DatasetPath>>,
 }
 
 /// At most this many [`RootShared::verified`] entries are kept.
@@ -589,20 +593,19 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         // them (a compound stream's check needs their GUIDs; see below). Looked up before
         // the guard below drops them; nothing has changed on ZFS so far.
         // What this endpoint's previous receive into it left serves as well (a package right
-        // after the full step that created the filesystem).
+        // after the full step that created the filesystem), taken with the guard.
         let now = std::time::Instant::now();
-        let left = self.listings.received(&lp, now);
-        let cached: Option<Vec<u64>> = compound
+        let cached = compound
             .then(|| {
                 self.listings
                     .lookup(std::slice::from_ref(&lp), now)
                     .0
                     .remove(&lp)
                     .map(|vs| snapshot_guids(&vs))
-                    .or_else(|| left.clone())
             })
             .flatten();
-        let changing = self.listings.changing(vec![lp.clone()]);
+        let (changing, left) = self.listings.begin_receive(&lp, now);
+        let cached = cached.or_else(|| left.clone().filter(|_| compound));
         // Every snapshot GUID the target had before this receive, where known.
         let mut before: Option<Vec<u64>> = left;
         let stream: ByteStream = if compound {
@@ -728,7 +731,6 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         if force {
             before = None;
         }
-        let lp_recorded = lp.clone();
         if cleared_placeholder {
             zrepl_failpoint::hit("receiver.receive.after_placeholder_cleared")
                 .map_err(|e| EndpointError::zfs(e.to_string()))?;
@@ -786,22 +788,18 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             return Err(crate::error::recv_err(&target, &lp, e, resumable));
         }
         // What the target has now, where what it had before is known: the stream added
-        // exactly the requested snapshots (`zfs recv` without `-F` destroys none).
-        let after = before.map(|mut b| {
+        // exactly the requested snapshots (`zfs recv` without `-F` destroys none). Not kept
+        // for an agentless remote, whose other users are unknown (as for the listings cache).
+        let after = before.filter(|_| !self.zfs.is_remote()).map(|mut b| {
             b.extend(req.intermediates.iter().map(|v| v.guid));
             b.push(req.to.guid);
             b
         });
-        let settle = move |listings: &crate::listings::Listings| {
-            drop(changing);
-            if let Some(a) = after {
-                listings.record_received(&lp_recorded, a);
-            }
-        };
+        let settle = move || changing.succeeded(after);
         if req.deferred && package {
             // Only the package's first snapshot was checked in the stream: `receives_completed`
             // lists and checks `to` by GUID before it holds it.
-            settle(&self.listings);
+            settle();
             return Ok(());
         }
         if req.deferred {
@@ -821,14 +819,20 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             drop(v);
             if !st.exists {
                 // This receive created the filesystem: its only snapshot is the one just
-                // received, without holds. Completion needs no listing of it to know which
-                // last-received holds to release (none), as if the planning had listed it.
-                self.held
+                // received, without holds. Completion (maybe on another connection of the
+                // same root) needs no listing of it to know which last-received holds to
+                // release: none.
+                let mut c = self
+                    .shared
+                    .created
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(lp.clone(), Vec::new());
+                    .unwrap_or_else(|e| e.into_inner());
+                if c.len() >= MAX_VERIFIED {
+                    c.clear();
+                }
+                c.insert(lp.clone());
             }
-            settle(&self.listings);
+            settle();
             return Ok(());
         }
         // The stream must have produced exactly the snapshot the planner asked for.
@@ -846,7 +850,7 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         let incremental = st.exists;
         let hold = req.replication.for_step(incremental) != Protection::GuaranteeNothing;
         self.post_recv(&lp, &req.to, hold).await?;
-        settle(&self.listings);
+        settle();
         Ok(())
     }
 
@@ -877,12 +881,24 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         // Where the last full listing of a filesystem (this round's planning) told which of
         // its snapshots have holds, only the received snapshots are listed (one command for
         // all); a filesystem not listed before is listed whole.
+        // A filesystem a receive of this round created has none.
         let held: std::collections::HashMap<DatasetPath, Vec<String>> = {
             let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            let mut created = self
+                .shared
+                .created
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             locals
                 .iter()
                 .flatten()
-                .filter_map(|f| held.get(f).map(|h| (f.clone(), h.clone())))
+                .filter_map(|f| {
+                    let new = created.remove(f);
+                    match held.get(f) {
+                        Some(h) => Some((f.clone(), h.clone())),
+                        None => new.then(|| (f.clone(), Vec::new())),
+                    }
+                })
                 .collect()
         };
         // Receives whose stream this process checked need no look at all.

@@ -298,10 +298,12 @@ impl Zfs {
         &self,
         fss: &[DatasetPath],
     ) -> Result<VersionsByFilesystem, ZfsError> {
-        let names = fss
+        let mut names = fss
             .iter()
             .map(dataset_arg)
             .collect::<Result<Vec<String>, ZfsError>>()?;
+        names.sort();
+        names.dedup();
         let mut res = VersionsByFilesystem::new();
         if names.is_empty() {
             return Ok(res);
@@ -321,15 +323,19 @@ impl Zfs {
             "--"
         ];
         self.run_batched(&prefix, &names, |out, batch| {
+            // A failure is accepted only as zfs's exit code 1 with nothing on stderr but
+            // "does not exist" of requested filesystems (not a kill, not a truncated listing).
             let mut missing = std::collections::HashSet::new();
-            for l in out.stderr.lines().filter(|l| !l.trim().is_empty()) {
-                match dataset_does_not_exist_path(l).filter(|p| batch.iter().any(|b| b == p)) {
-                    Some(p) => missing.insert(p.to_string()),
-                    None => return Err(out.into_error()),
-                };
-            }
-            if !out.success() && missing.is_empty() {
-                return Err(out.into_error());
+            if !out.success() {
+                for l in out.stderr.lines().filter(|l| !l.trim().is_empty()) {
+                    match dataset_does_not_exist_path(l).filter(|p| batch.iter().any(|b| b == p)) {
+                        Some(p) => missing.insert(p.to_string()),
+                        None => return Err(out.into_error()),
+                    };
+                }
+                if missing.is_empty() || out.status.code() != Some(1) {
+                    return Err(out.into_error());
+                }
             }
             let mut map = parse_versions_listing(&out.stdout).map_err(|e| unexpected(&out, e))?;
             for name in batch.iter().filter(|b| !missing.contains(*b)) {

@@ -997,6 +997,28 @@ echo "cannot open 'pool/gone': dataset does not exist" >&2; exit 1"#,
             "{script}"
         );
     }
+    // A "does not exist" only counts with zfs's own exit code 1 (not a kill after it).
+    let m = Mock::new(
+        r#"printf 'pool/a@s1	3	12	102	1
+'; echo "cannot open 'pool/b': dataset does not exist" >&2; kill -9 $$"#,
+    );
+    assert!(m
+        .zfs()
+        .list_versions_of(&[p("pool/a"), p("pool/b")])
+        .await
+        .is_err());
+    // A warning next to success is no failure; a filesystem named twice is listed once.
+    let m = Mock::new(
+        r#"printf 'pool/a@s1	3	12	102	1
+'; echo "warning: something harmless" >&2"#,
+    );
+    let r = m
+        .zfs()
+        .list_versions_of(&[p("pool/a"), p("pool/a")])
+        .await
+        .unwrap();
+    assert_eq!(r[&p("pool/a")].len(), 1);
+    assert_eq!(m.calls()[0].iter().filter(|a| *a == "pool/a").count(), 1);
     // Nothing to ask: no command.
     let m = Mock::new("exit 1");
     assert!(m.zfs().list_versions_of(&[]).await.unwrap().is_empty());
