@@ -74,6 +74,27 @@ struct State {
     epoch: u64,
 }
 
+impl State {
+    /// See [`Listings::invalidate`].
+    fn invalidate(&mut self, fss: Option<&[DatasetPath]>) {
+        self.generation += 1;
+        match fss {
+            None => {
+                self.entries.clear();
+                self.received.clear();
+                self.epoch += 1;
+            }
+            Some(fss) => {
+                for f in fss {
+                    self.entries.remove(f);
+                    self.received.remove(f);
+                    *self.changes.entry(f.clone()).or_default() += 1;
+                }
+            }
+        }
+    }
+}
+
 /// One endpoint's cache (a job's sender, a receiver root). Shared through the `Registry`, so
 /// that it outlives the job's runs.
 pub struct Listings {
@@ -187,22 +208,7 @@ impl Listings {
 
     /// Drops the entries of `fss` (all if `None`).
     pub fn invalidate(&self, fss: Option<&[DatasetPath]>) {
-        let mut s = self.lock();
-        s.generation += 1;
-        match fss {
-            None => {
-                s.entries.clear();
-                s.received.clear();
-                s.epoch += 1;
-            }
-            Some(fss) => {
-                for f in fss {
-                    s.entries.remove(f);
-                    s.received.remove(f);
-                    *s.changes.entry(f.clone()).or_default() += 1;
-                }
-            }
-        }
+        self.lock().invalidate(fss);
     }
 
     /// Invalidates `fss` now and again when the guard is dropped: for the calls that change
@@ -227,14 +233,8 @@ impl Listings {
             .remove(fs)
             .filter(|(at, _)| now.saturating_duration_since(*at) < RECEIVED_FRESH)
             .map(|(_, g)| g);
-        s.generation += 1;
-        s.entries.remove(fs);
-        let count = {
-            let c = s.changes.entry(fs.clone()).or_default();
-            *c += 1;
-            *c
-        };
-        let token = (s.epoch, count);
+        s.invalidate(Some(std::slice::from_ref(fs)));
+        let token = (s.epoch, s.changes.get(fs).copied().unwrap_or_default());
         drop(s);
         let guard = Receiving {
             changing: Changing {

@@ -92,8 +92,18 @@ pub(crate) struct RootShared {
     created: std::sync::Mutex<HashSet<DatasetPath>>,
 }
 
-/// At most this many [`RootShared::verified`] entries are kept.
+/// At most this many [`RootShared::verified`] (and `created`) entries are kept.
 const MAX_VERIFIED: usize = 1 << 16;
+
+/// Adds `item` to one of [`RootShared`]'s sets. Entries of rounds that never completed stay;
+/// they are bounded (losing only the shortcut: `receives_completed` then lists).
+fn insert_bounded<T: std::hash::Hash + Eq>(set: &std::sync::Mutex<HashSet<T>>, item: T) {
+    let mut s = set.lock().unwrap_or_else(|e| e.into_inner());
+    if s.len() >= MAX_VERIFIED {
+        s.clear();
+    }
+    s.insert(item);
+}
 
 impl LocalReceiver {
     /// The local paths of those of `fss` this receiver maps.
@@ -805,32 +815,16 @@ impl zrepl_protocol::Receiver for LocalReceiver {
         if req.deferred {
             // The hold follows in `receives_completed`; the stream was checked, so the
             // received snapshot has the requested GUID.
-            let mut v = self
-                .shared
-                .verified
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            // Entries of rounds that never completed stay; bound them (losing only the
-            // shortcut: `receives_completed` then lists).
-            if v.len() >= MAX_VERIFIED {
-                v.clear();
-            }
-            v.insert((lp.clone(), req.to.name.clone(), req.to.guid));
-            drop(v);
+            insert_bounded(
+                &self.shared.verified,
+                (lp.clone(), req.to.name.clone(), req.to.guid),
+            );
             if !st.exists {
                 // This receive created the filesystem: its only snapshot is the one just
                 // received, without holds. Completion (maybe on another connection of the
                 // same root) needs no listing of it to know which last-received holds to
                 // release: none.
-                let mut c = self
-                    .shared
-                    .created
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                if c.len() >= MAX_VERIFIED {
-                    c.clear();
-                }
-                c.insert(lp.clone());
+                insert_bounded(&self.shared.created, lp.clone());
             }
             settle();
             return Ok(());
