@@ -167,6 +167,7 @@ fn main() {
         repl_properties_override_and_inherit,
         repl_conflict_on_one_filesystem_while_five_replicate,
         repl_initial_replication_policies,
+        repl_light_listing_matches_full_listing,
         repl_protection_levels,
         repl_malicious_requests_refused,
         prune_both_sides_dry_run_matches_and_holds_are_kept,
@@ -201,6 +202,7 @@ fn main() {
         crash_in_pruning_after_sender_destroys,
         crash_after_snapshotting,
         crash_injected_error_fails_the_run_then_converges,
+        crash_injected_error_converges_in_the_same_daemon,
         crash_kill_anywhere_campaign,
     ]);
     trials.extend(trials![selection: select_foreign_snapshots_skipped_and_spared_by_pruning, select_mapping_strip_prefix_mirrors_one_to_one,

@@ -1678,3 +1678,98 @@ pub async fn daemon_snapshot_hooks(t: Ctx) -> TestResult {
         .into()
     })
 }
+
+/// Counts the sender's light versions listings (`-o name,guid,createtxg`).
+#[derive(Default)]
+struct LightListings(std::sync::atomic::AtomicU64);
+
+impl zrepl_zfs::CommandObserver for LightListings {
+    fn started(&self, cmd: &zrepl_zfs::CommandInfo) {
+        if cmd.argv.iter().any(|a| a == "name,guid,createtxg") {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// What the sender lists of `fss` after a filesystem listing, against a full listing of each.
+async fn light_equals_full(
+    t: &Ctx,
+    s: &LocalSender,
+    fss: &[DatasetPath],
+    label: &str,
+) -> TestResult {
+    s.list_filesystems().await.map_err(|e| e.to_string())?;
+    let got = s.list_versions_many(fss).await.map_err(|e| e.to_string())?;
+    let full = t
+        .zfs
+        .list_versions_of(fss)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (f, g) in fss.iter().zip(got) {
+        let g = g.map_err(|e| format!("{label}: {f}: {e}"))?;
+        ensure!(
+            Some(&g) == full.get(f),
+            "{label}: {f}: the sender listed\n{g:#?}\na full listing shows\n{:#?}",
+            full.get(f)
+        );
+    }
+    Ok(())
+}
+
+/// Issue 22: after a full listing, the sender lists a filesystem light (`-o
+/// name,guid,createtxg`, no statistics read per snapshot) and fills `creation` and `userrefs`
+/// from what it knew, reading by name only new snapshots and those whose holds it changed.
+/// Through rounds that place and release step holds, a snapshot destroyed and made again
+/// under the same name, and a user's bookmark, what it returns equals a full listing.
+pub async fn repl_light_listing_matches_full_listing(t: Ctx) -> TestResult {
+    let a = create(&t, "src/a")?;
+    let b = create(&t, "src/b")?;
+    for fs in [&a, &b] {
+        write(fs, "f", 1)?;
+        snapshot(&format!("{fs}@1"))?;
+    }
+    zfs(&["bookmark", &format!("{a}@1"), &format!("{a}#keep")])?;
+    create(&t, "sink")?;
+    let cache = sh(&["sh", "-c", "zfs get 2>&1 || true"])?.contains("snapshots_changed");
+    let light = std::sync::Arc::new(LightListings::default());
+    let sz = zrepl_zfs::Zfs::new(zrepl_zfs::ZfsConfig {
+        observer: Some(light.clone()),
+        ..Default::default()
+    });
+    sz.features().await.map_err(|e| e.to_string())?;
+    let f = DatasetFilter::new([(a.as_str(), true), (b.as_str(), true)]).expect("valid filter");
+    let s = LocalSender::new(sz, SenderConfig::new(SENDER_JOB, f), &t.reg);
+    let r = receiver(&t, "client", PlaceholderPolicy::Inherit)?;
+    let fss = [dp(&a), dp(&b)];
+    let cfg = DriverConfig {
+        policy: zrepl_planner::Policy {
+            initial_replication: zrepl_planner::InitialReplication::All,
+            ..Default::default()
+        },
+        ..one_attempt()
+    };
+    must_succeed(&replicate(&s, &r, &cfg).await)?;
+    light_equals_full(&t, &s, &fss, "after the initial round").await?;
+    for i in 2..=3 {
+        for fs in [&a, &b] {
+            write(fs, "f", 1)?;
+            snapshot(&format!("{fs}@{i}"))?;
+        }
+        must_succeed(&replicate(&s, &r, &cfg).await)?;
+        light_equals_full(&t, &s, &fss, &format!("after round {i}")).await?;
+    }
+    // The same name, a new snapshot: its GUID differs, so it is read again.
+    zfs(&["destroy", &format!("{a}@2")])?;
+    write(&a, "f", 1)?;
+    snapshot(&format!("{a}@2"))?;
+    light_equals_full(&t, &s, &fss, "@2 made again").await?;
+    must_succeed(&replicate(&s, &r, &cfg).await)?;
+    light_equals_full(&t, &s, &fss, "after the round after it").await?;
+    let n = light.0.load(std::sync::atomic::Ordering::SeqCst);
+    ensure!(
+        (n > 0) == cache,
+        "light listings: {n}, the listings cache is on: {cache}"
+    );
+    eprintln!("  {n} light listings");
+    Ok(())
+}
