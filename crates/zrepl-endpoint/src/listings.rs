@@ -75,10 +75,11 @@ struct State {
     /// counts twice, at its start and at its end); `invalidate(None)` bumps `epoch` instead.
     changes: HashMap<DatasetPath, u64>,
     epoch: u64,
-    /// Per filesystem, by relative name (`@s`, `#b`): the GUID, `creation` and `userrefs` its
-    /// last complete listing showed ([`Listings::learn`]); what a light listing lacks.
-    /// With when the filesystem was last listed fully (monotonic).
-    known: HashMap<DatasetPath, (Instant, HashMap<String, Attrs>)>,
+    /// Per filesystem, by GUID: the `creation` and (of snapshots) `userrefs` its last
+    /// complete listing showed ([`Listings::learn`]), what a light listing lacks; with when
+    /// the filesystem was last listed fully (monotonic). By GUID, not name: a name made again
+    /// is another snapshot, a renamed one keeps both.
+    known: HashMap<DatasetPath, (Instant, HashMap<u64, Attrs>)>,
     /// Per filesystem: snapshots (`@s`) whose holds this endpoint changed since their
     /// `userrefs` was last read ([`Listings::touching`]).
     touched: HashMap<DatasetPath, HashSet<String>>,
@@ -88,46 +89,42 @@ struct State {
 /// changes for a GUID, and `userrefs` as last read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Attrs {
-    pub(crate) guid: u64,
     pub(crate) creation: i64,
+    /// `None` if only a bookmark with this GUID was listed.
     pub(crate) userrefs: Option<u64>,
 }
 
-/// Fills what a light listing of one filesystem lacks from what is known of it (pure).
-/// A version counts as known only with the same name and GUID; a snapshot whose holds this
-/// endpoint changed since (`touched`) is not (its `userrefs` must be read again). A bookmark
-/// not known by name takes the `creation` of a known version or of a known-filled one with its
-/// GUID (`zfs bookmark` copies it from its snapshot; bookmarks have no `userrefs`). Returns
-/// the indices of the versions left to read, in order.
+/// Fills what a light listing of one filesystem lacks from what is known of it by GUID (pure):
+/// a bookmark needs its GUID's `creation` (`zfs bookmark` copies it from the snapshot;
+/// bookmarks have no `userrefs`), a snapshot also its `userrefs`, unless this endpoint changed
+/// its holds since (`touched`, by `@name`): then it must be read again. Returns the indices of
+/// the versions left to read, in order.
 pub(crate) fn fill_light(
     versions: &mut [FilesystemVersion],
-    known: &HashMap<String, Attrs>,
+    known: &HashMap<u64, Attrs>,
     touched: &HashSet<String>,
 ) -> Vec<usize> {
-    let mut by_guid: HashMap<u64, i64> = known.values().map(|a| (a.guid, a.creation)).collect();
     let mut missing = Vec::new();
     for (i, v) in versions.iter_mut().enumerate() {
-        let rel = v.relative_name();
-        match known.get(&rel) {
-            Some(a) if a.guid == v.guid && !touched.contains(&rel) => {
+        let a = known.get(&v.guid);
+        match (v.typ, a) {
+            (VersionType::Bookmark, Some(a)) => {
                 v.creation = a.creation;
-                v.userrefs = a.userrefs;
-                by_guid.insert(v.guid, v.creation);
+                v.userrefs = None;
+            }
+            (
+                VersionType::Snapshot,
+                Some(&Attrs {
+                    creation,
+                    userrefs: Some(u),
+                }),
+            ) if !touched.contains(&v.relative_name()) => {
+                v.creation = creation;
+                v.userrefs = Some(u);
             }
             _ => missing.push(i),
         }
     }
-    missing.retain(|&i| {
-        let v = &mut versions[i];
-        match (v.typ, by_guid.get(&v.guid)) {
-            (VersionType::Bookmark, Some(&c)) => {
-                v.creation = c;
-                v.userrefs = None;
-                false
-            }
-            _ => true,
-        }
-    });
     missing
 }
 
@@ -342,19 +339,19 @@ impl Listings {
         let Some(full) = full.or_else(|| s.known.get(fs).map(|(at, _)| *at)) else {
             return;
         };
-        let attrs = versions
-            .iter()
-            .map(|v| {
-                (
-                    v.relative_name(),
-                    Attrs {
-                        guid: v.guid,
-                        creation: v.creation,
-                        userrefs: v.userrefs,
-                    },
-                )
-            })
-            .collect();
+        let mut attrs: HashMap<u64, Attrs> = HashMap::with_capacity(versions.len());
+        for v in versions {
+            let a = attrs.entry(v.guid).or_insert(Attrs {
+                creation: v.creation,
+                userrefs: None,
+            });
+            if v.typ == VersionType::Snapshot {
+                *a = Attrs {
+                    creation: v.creation,
+                    userrefs: v.userrefs,
+                };
+            }
+        }
         s.known.insert(fs.clone(), (full, attrs));
         if s.generation == generation {
             s.touched.remove(fs);
@@ -624,20 +621,14 @@ mod tests {
 
     #[test]
     fn fill_light_table() {
-        let known: HashMap<String, Attrs> =
-            [snap("a", 1, 100, 0), snap("b", 2, 200, 1), bm("c", 1, 100)]
-                .iter()
-                .map(|v| {
-                    (
-                        v.relative_name(),
-                        Attrs {
-                            guid: v.guid,
-                            creation: v.creation,
-                            userrefs: v.userrefs,
-                        },
-                    )
-                })
-                .collect();
+        // What a listing of @a, @b, #c (of @a) and #e (its snapshot gone) taught.
+        let attrs = |creation, userrefs| Attrs { creation, userrefs };
+        let known: HashMap<u64, Attrs> = [
+            (1, attrs(100, Some(0))),
+            (2, attrs(200, Some(1))),
+            (5, attrs(500, None)),
+        ]
+        .into();
         let none = HashSet::new();
         let touched_b: HashSet<String> = ["@b".to_string()].into();
         // (what the light listing shows, touched, expected filled, indices to read)
@@ -677,7 +668,7 @@ mod tests {
                 ],
                 vec![1],
             ),
-            // A bookmark of a snapshot this listing reads is read as well (GUID unknown yet).
+            // A bookmark of a new snapshot is read as well (its GUID is not known).
             (
                 vec![snap("d", 4, 400, 0), bm("d", 4, 400)],
                 &none,
@@ -691,8 +682,21 @@ mod tests {
                 vec![light(&snap("a", 9, 900, 0))],
                 vec![0],
             ),
-            // Same name as a snapshot, but a bookmark: its own entry (`#a` unknown), by GUID.
-            (vec![bm("a", 1, 100)], &none, vec![bm("a", 1, 100)], vec![]),
+            // Known by GUID whatever the name: a bookmark named like a snapshot, a renamed
+            // snapshot, a bookmark whose snapshot is gone.
+            (
+                vec![bm("a", 1, 100), snap("renamed", 2, 200, 1), bm("e", 5, 500)],
+                &none,
+                vec![bm("a", 1, 100), snap("renamed", 2, 200, 1), bm("e", 5, 500)],
+                vec![],
+            ),
+            // A snapshot whose GUID only a bookmark taught: its userrefs is read.
+            (
+                vec![snap("e", 5, 500, 0)],
+                &none,
+                vec![light(&snap("e", 5, 500, 0))],
+                vec![0],
+            ),
             (vec![], &none, vec![], vec![]),
         ];
         for (i, (listed, touched, want, want_read)) in cases.into_iter().enumerate() {
