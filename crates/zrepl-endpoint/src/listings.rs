@@ -20,11 +20,11 @@
 //!
 //! It lives in memory only: a restarted daemon lists everything once.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use zrepl_zfs_types::{DatasetPath, FilesystemVersion, VersionType};
+use zrepl_zfs_types::{DatasetPath, FilesystemVersion};
 
 /// `snapshots_changed` must be at least this many seconds older than the filesystem listing
 /// for a versions listing after it to be kept.
@@ -35,9 +35,6 @@ pub const OBSERVED_FRESH: Duration = Duration::from_secs(60);
 pub const RECEIVED_FRESH: Duration = Duration::from_secs(60);
 /// The property.
 pub const SNAPSHOTS_CHANGED: &str = "snapshots_changed";
-/// How long after a filesystem's last full listing light listings may stand in for one: holds
-/// others make (`zfs hold`, another process) show no later than that.
-pub const KNOWN_FRESH: Duration = Duration::from_secs(3600);
 
 /// Whether a listing taken after a filesystem listing that began at `listed_at` (Unix seconds)
 /// and saw `changed` may be kept.
@@ -75,57 +72,6 @@ struct State {
     /// counts twice, at its start and at its end); `invalidate(None)` bumps `epoch` instead.
     changes: HashMap<DatasetPath, u64>,
     epoch: u64,
-    /// Per filesystem, by GUID: the `creation` and (of snapshots) `userrefs` its last
-    /// complete listing showed ([`Listings::learn`]), what a light listing lacks; with when
-    /// the filesystem was last listed fully (monotonic). By GUID, not name: a name made again
-    /// is another snapshot, a renamed one keeps both.
-    known: HashMap<DatasetPath, (Instant, HashMap<u64, Attrs>)>,
-    /// Per filesystem: snapshots (`@s`) whose holds this endpoint changed since their
-    /// `userrefs` was last read ([`Listings::touching`]).
-    touched: HashMap<DatasetPath, HashSet<String>>,
-}
-
-/// What a light listing (`-o name,guid,createtxg`) lacks of a version: `creation`, which never
-/// changes for a GUID, and `userrefs` as last read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Attrs {
-    pub(crate) creation: i64,
-    /// `None` if only a bookmark with this GUID was listed.
-    pub(crate) userrefs: Option<u64>,
-}
-
-/// Fills what a light listing of one filesystem lacks from what is known of it by GUID (pure):
-/// a bookmark needs its GUID's `creation` (`zfs bookmark` copies it from the snapshot;
-/// bookmarks have no `userrefs`), a snapshot also its `userrefs`, unless this endpoint changed
-/// its holds since (`touched`, by `@name`): then it must be read again. Returns the indices of
-/// the versions left to read, in order.
-pub(crate) fn fill_light(
-    versions: &mut [FilesystemVersion],
-    known: &HashMap<u64, Attrs>,
-    touched: &HashSet<String>,
-) -> Vec<usize> {
-    let mut missing = Vec::new();
-    for (i, v) in versions.iter_mut().enumerate() {
-        let a = known.get(&v.guid);
-        match (v.typ, a) {
-            (VersionType::Bookmark, Some(a)) => {
-                v.creation = a.creation;
-                v.userrefs = None;
-            }
-            (
-                VersionType::Snapshot,
-                Some(&Attrs {
-                    creation,
-                    userrefs: Some(u),
-                }),
-            ) if !touched.contains(&v.relative_name()) => {
-                v.creation = creation;
-                v.userrefs = Some(u);
-            }
-            _ => missing.push(i),
-        }
-    }
-    missing
 }
 
 impl State {
@@ -136,8 +82,6 @@ impl State {
             None => {
                 self.entries.clear();
                 self.received.clear();
-                self.known.clear();
-                self.touched.clear();
                 self.epoch += 1;
             }
             Some(fss) => {
@@ -245,21 +189,14 @@ impl Listings {
         s.entries.insert(fs.clone(), (changed, versions.to_vec()));
     }
 
-    /// Whether most filesystems of the last filesystem listing have an entry or are known
-    /// ([`Listings::knows`]): then listing filesystems only, and the others' versions light or
-    /// by name, costs less than listing everything.
+    /// Whether most filesystems of the last filesystem listing have an entry: then listing
+    /// filesystems only and the few others' versions costs less than listing everything.
     pub fn mostly_cached(&self) -> bool {
-        let now = Instant::now();
         let s = self.lock();
         let cached = s
             .observed
             .keys()
-            .filter(|f| {
-                s.entries.contains_key(*f)
-                    || s.known
-                        .get(*f)
-                        .is_some_and(|(at, _)| now.saturating_duration_since(*at) < KNOWN_FRESH)
-            })
+            .filter(|f| s.entries.contains_key(*f))
             .count();
         !s.observed.is_empty() && cached * 2 >= s.observed.len()
     }
@@ -319,91 +256,6 @@ impl Listings {
             .map(|(_, g)| g.clone())
     }
 
-    /// Remembers what a complete listing of `fs` (a full one, or a light one filled and read
-    /// where needed) showed, for later light listings. The snapshots touched before are
-    /// forgotten as touched only if nothing changed through this endpoint since
-    /// [`Listings::lookup`] returned `generation` (a hold in between may not be in `versions`).
-    /// `full`: when `versions` were listed fully (`None`: a light listing, filled); a light
-    /// listing keeps the time of the full one before it.
-    pub fn learn(
-        &self,
-        fs: &DatasetPath,
-        versions: &[FilesystemVersion],
-        generation: u64,
-        full: Option<Instant>,
-    ) {
-        if !self.enabled {
-            return;
-        }
-        let mut s = self.lock();
-        let Some(full) = full.or_else(|| s.known.get(fs).map(|(at, _)| *at)) else {
-            return;
-        };
-        let mut attrs: HashMap<u64, Attrs> = HashMap::with_capacity(versions.len());
-        for v in versions {
-            let a = attrs.entry(v.guid).or_insert(Attrs {
-                creation: v.creation,
-                userrefs: None,
-            });
-            if v.typ == VersionType::Snapshot {
-                *a = Attrs {
-                    creation: v.creation,
-                    userrefs: v.userrefs,
-                };
-            }
-        }
-        s.known.insert(fs.clone(), (full, attrs));
-        if s.generation == generation {
-            s.touched.remove(fs);
-        }
-    }
-
-    /// Whether `fs` had a complete listing whose attributes a light listing can be filled from.
-    /// Not longer than [`KNOWN_FRESH`] after its last full listing.
-    pub fn knows(&self, fs: &DatasetPath, now: Instant) -> bool {
-        self.enabled
-            && self
-                .lock()
-                .known
-                .get(fs)
-                .is_some_and(|(at, _)| now.saturating_duration_since(*at) < KNOWN_FRESH)
-    }
-
-    /// Fills a light listing of `fs` ([`fill_light`]); `None` if `fs` is not known.
-    pub fn fill_light(
-        &self,
-        fs: &DatasetPath,
-        versions: &mut [FilesystemVersion],
-    ) -> Option<Vec<usize>> {
-        let s = self.lock();
-        let (_, known) = s.known.get(fs)?;
-        let none = HashSet::new();
-        let touched = s.touched.get(fs).unwrap_or(&none);
-        Some(fill_light(versions, known, touched))
-    }
-
-    /// Marks `snapshots` (filesystem, `@name`) as touched now and again when the guard drops,
-    /// and invalidates their filesystems like [`Listings::changing`]: for every call that
-    /// places or releases holds, so that the next light listing reads their `userrefs`.
-    pub fn touching(&self, snapshots: Vec<(DatasetPath, String)>) -> Touching<'_> {
-        self.touch(&snapshots);
-        Touching {
-            cache: self,
-            snapshots,
-        }
-    }
-
-    fn touch(&self, snapshots: &[(DatasetPath, String)]) {
-        let mut s = self.lock();
-        let mut fss: Vec<DatasetPath> = snapshots.iter().map(|(f, _)| f.clone()).collect();
-        fss.sort();
-        fss.dedup();
-        s.invalidate(Some(&fss));
-        for (f, n) in snapshots {
-            s.touched.entry(f.clone()).or_default().insert(n.clone());
-        }
-    }
-
     /// How many filesystems have an entry (tests, status).
     pub fn len(&self) -> usize {
         self.lock().entries.len()
@@ -411,18 +263,6 @@ impl Listings {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// See [`Listings::touching`].
-pub struct Touching<'a> {
-    cache: &'a Listings,
-    snapshots: Vec<(DatasetPath, String)>,
-}
-
-impl Drop for Touching<'_> {
-    fn drop(&mut self) {
-        self.cache.touch(&self.snapshots);
     }
 }
 
@@ -586,170 +426,6 @@ mod tests {
         let (g, _) = off.begin_receive(&a, now);
         g.succeeded(Some(vec![1]));
         assert_eq!(off.received(&a, now), None);
-    }
-
-    fn snap(name: &str, guid: u64, creation: i64, userrefs: u64) -> FilesystemVersion {
-        FilesystemVersion {
-            typ: VersionType::Snapshot,
-            name: name.into(),
-            guid,
-            createtxg: guid,
-            creation,
-            userrefs: Some(userrefs),
-        }
-    }
-
-    fn bm(name: &str, guid: u64, creation: i64) -> FilesystemVersion {
-        FilesystemVersion {
-            typ: VersionType::Bookmark,
-            name: name.into(),
-            guid,
-            createtxg: guid,
-            creation,
-            userrefs: None,
-        }
-    }
-
-    /// What a light listing shows of `v`.
-    fn light(v: &FilesystemVersion) -> FilesystemVersion {
-        FilesystemVersion {
-            creation: 0,
-            userrefs: None,
-            ..v.clone()
-        }
-    }
-
-    #[test]
-    fn fill_light_table() {
-        // What a listing of @a, @b, #c (of @a) and #e (its snapshot gone) taught.
-        let attrs = |creation, userrefs| Attrs { creation, userrefs };
-        let known: HashMap<u64, Attrs> = [
-            (1, attrs(100, Some(0))),
-            (2, attrs(200, Some(1))),
-            (5, attrs(500, None)),
-        ]
-        .into();
-        let none = HashSet::new();
-        let touched_b: HashSet<String> = ["@b".to_string()].into();
-        // (what the light listing shows, touched, expected filled, indices to read)
-        type Case<'a> = (
-            Vec<FilesystemVersion>,
-            &'a HashSet<String>,
-            Vec<FilesystemVersion>,
-            Vec<usize>,
-        );
-        let cases: Vec<Case> = vec![
-            // Everything known.
-            (
-                vec![snap("a", 1, 100, 0), bm("c", 1, 100), snap("b", 2, 200, 1)],
-                &none,
-                vec![snap("a", 1, 100, 0), bm("c", 1, 100), snap("b", 2, 200, 1)],
-                vec![],
-            ),
-            // A touched snapshot is read again (its hold changed).
-            (
-                vec![snap("a", 1, 100, 0), snap("b", 2, 200, 1)],
-                &touched_b,
-                vec![snap("a", 1, 100, 0), light(&snap("b", 2, 200, 1))],
-                vec![1],
-            ),
-            // A new snapshot is read; a new bookmark of a known GUID (a new cursor) is not.
-            (
-                vec![
-                    snap("a", 1, 100, 0),
-                    snap("d", 4, 400, 0),
-                    bm("cursor", 2, 200),
-                ],
-                &none,
-                vec![
-                    snap("a", 1, 100, 0),
-                    light(&snap("d", 4, 400, 0)),
-                    bm("cursor", 2, 200),
-                ],
-                vec![1],
-            ),
-            // A bookmark of a new snapshot is read as well (its GUID is not known).
-            (
-                vec![snap("d", 4, 400, 0), bm("d", 4, 400)],
-                &none,
-                vec![light(&snap("d", 4, 400, 0)), light(&bm("d", 4, 400))],
-                vec![0, 1],
-            ),
-            // Same name, other GUID (destroyed and made again): read.
-            (
-                vec![snap("a", 9, 900, 0)],
-                &none,
-                vec![light(&snap("a", 9, 900, 0))],
-                vec![0],
-            ),
-            // Known by GUID whatever the name: a bookmark named like a snapshot, a renamed
-            // snapshot, a bookmark whose snapshot is gone.
-            (
-                vec![bm("a", 1, 100), snap("renamed", 2, 200, 1), bm("e", 5, 500)],
-                &none,
-                vec![bm("a", 1, 100), snap("renamed", 2, 200, 1), bm("e", 5, 500)],
-                vec![],
-            ),
-            // A snapshot whose GUID only a bookmark taught: its userrefs is read.
-            (
-                vec![snap("e", 5, 500, 0)],
-                &none,
-                vec![light(&snap("e", 5, 500, 0))],
-                vec![0],
-            ),
-            (vec![], &none, vec![], vec![]),
-        ];
-        for (i, (listed, touched, want, want_read)) in cases.into_iter().enumerate() {
-            let mut vs: Vec<FilesystemVersion> = listed.iter().map(light).collect();
-            let read = fill_light(&mut vs, &known, touched);
-            assert_eq!(read, want_read, "case {i}");
-            assert_eq!(vs, want, "case {i}");
-        }
-    }
-
-    #[test]
-    fn learn_touch_and_age() {
-        let c = Listings::new(true);
-        let a = p("pool/a");
-        let t0 = Instant::now();
-        let vs = vec![snap("a", 1, 100, 0), snap("b", 2, 200, 0)];
-        // Nothing known before a full listing; a light one alone teaches nothing.
-        assert!(!c.knows(&a, t0));
-        c.learn(&a, &vs, c.generation(), None);
-        assert!(!c.knows(&a, t0));
-        c.learn(&a, &vs, c.generation(), Some(t0));
-        assert!(c.knows(&a, t0));
-        assert!(!c.knows(&a, t0 + KNOWN_FRESH));
-        let fill = |c: &Listings| {
-            let mut l: Vec<FilesystemVersion> = vs.iter().map(light).collect();
-            c.fill_light(&a, &mut l).unwrap()
-        };
-        assert_eq!(fill(&c), Vec::<usize>::new());
-        // A hold on @b: read again, also by a listing that overlapped the hold (its
-        // generation is older), until a listing after the hold ended learns it.
-        let g = c.generation();
-        let t = c.touching(vec![(a.clone(), "@b".into())]);
-        assert_eq!(fill(&c), [1]);
-        c.learn(&a, &vs, g, None);
-        assert_eq!(fill(&c), [1]);
-        drop(t);
-        assert_eq!(fill(&c), [1]);
-        let g = c.generation();
-        c.learn(&a, &vs, g, None);
-        assert_eq!(fill(&c), Vec::<usize>::new());
-        // A hold that began and ended between a listing's start and its learning.
-        let g = c.generation();
-        drop(c.touching(vec![(a.clone(), "@a".into())]));
-        c.learn(&a, &vs, g, None);
-        assert_eq!(fill(&c), [0]);
-        // A light listing keeps the full listing's age; everything invalidated: nothing known.
-        assert!(!c.knows(&a, t0 + KNOWN_FRESH));
-        c.invalidate(None);
-        assert!(!c.knows(&a, t0));
-        // Off: nothing learned.
-        let off = Listings::new(false);
-        off.learn(&a, &vs, off.generation(), Some(t0));
-        assert!(!off.knows(&a, t0));
     }
 
     #[test]

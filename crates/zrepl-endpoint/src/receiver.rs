@@ -533,10 +533,7 @@ impl zrepl_protocol::Receiver for LocalReceiver {
             .take(self.listings.generation(), &local);
         let listed = match prefetched {
             Some(vs) => vs.into_iter().map(Ok).collect(),
-            None => {
-                crate::sender::cached_versions_many(&self.zfs, &self.listings, &local, false)
-                    .await?
-            }
+            None => crate::sender::cached_versions_many(&self.zfs, &self.listings, &local).await?,
         };
         {
             let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());

@@ -235,42 +235,19 @@ fn filesystems_of(reqs: &[SendRequest]) -> Vec<DatasetPath> {
 }
 
 /// [`list_versions_many`] where `cache` has no confirmed listing (see [`crate::listings`]).
-/// With `light` (a sender: every hold and release it makes goes through
-/// [`LocalSender::hold_touching`]/[`LocalSender::release_touching`]), filesystems listed fully
-/// before are listed light and filled ([`light_versions_many`]). A receiver passes `false`: its
-/// holds are not tracked that way.
 pub(crate) async fn cached_versions_many(
     zfs: &Zfs,
     cache: &Listings,
     paths: &[DatasetPath],
-    light: bool,
 ) -> Result<Vec<Result<Vec<FilesystemVersion>, EndpointError>>, EndpointError> {
-    let now = std::time::Instant::now();
-    let (hits, misses, generation) = cache.lookup(paths, now);
+    let (hits, misses, generation) = cache.lookup(paths, std::time::Instant::now());
     let mut listed: BTreeMap<DatasetPath, Result<Vec<FilesystemVersion>, EndpointError>> =
         BTreeMap::new();
-    // Filesystems listed completely before: a light listing, filled from what is known.
-    let (known, misses): (Vec<DatasetPath>, Vec<DatasetPath>) = misses
-        .into_iter()
-        .partition(|p| light && cache.knows(p, now));
-    let filled = light_versions_many(zfs, cache, &known).await;
-    let misses: Vec<DatasetPath> = misses
-        .into_iter()
-        .chain(known.into_iter().filter(|p| !filled.contains_key(p)))
-        .collect();
-    for (p, v) in filled {
-        cache.store(&p, &v, generation);
-        cache.learn(&p, &v, generation, None);
-        listed.insert(p, Ok(v));
-    }
     if !misses.is_empty() {
         let got = list_versions_many(zfs, &misses).await?;
         for (p, r) in misses.into_iter().zip(got) {
             if let Ok(v) = &r {
                 cache.store(&p, v, generation);
-                if light {
-                    cache.learn(&p, v, generation, Some(now));
-                }
             }
             listed.insert(p, r);
         }
@@ -285,88 +262,6 @@ pub(crate) async fn cached_versions_many(
                 .unwrap_or_else(|| Err(EndpointError::not_found(format!("{p} not listed")))),
         })
         .collect())
-}
-
-/// The versions of those of `paths` that a light listing (`-o name,guid,createtxg`, no
-/// statistics read per snapshot) and what `cache` knows of them describe completely: the
-/// versions it does not know (new ones, snapshots whose holds this endpoint changed) are read
-/// by name in one more command. A filesystem missing from the result (gone, changed between
-/// the two commands, any failure) is for a full listing.
-async fn light_versions_many(
-    zfs: &Zfs,
-    cache: &Listings,
-    paths: &[DatasetPath],
-) -> BTreeMap<DatasetPath, Vec<FilesystemVersion>> {
-    use futures::StreamExt;
-    let mut out = BTreeMap::new();
-    if paths.is_empty() {
-        return out;
-    }
-    let mut listings = futures::stream::iter(listing_parts(paths, listing_parallelism()))
-        .map(|part| async move { zfs.list_light_versions_of(&part).await })
-        .buffer_unordered(LISTING_CONCURRENCY);
-    let mut todo: Vec<(DatasetPath, Vec<FilesystemVersion>, Vec<usize>)> = Vec::new();
-    while let Some(r) = listings.next().await {
-        let Ok(m) = r else {
-            tracing::debug!("light listing failed; listing fully");
-            continue;
-        };
-        for (fs, mut vs) in m {
-            if let Some(missing) = cache.fill_light(&fs, &mut vs) {
-                todo.push((fs, vs, missing));
-            }
-        }
-    }
-    let mut read: Vec<zrepl_zfs::VersionPath> = Vec::new();
-    for (fs, vs, missing) in &todo {
-        for &i in missing {
-            match zrepl_zfs::VersionPath::of(fs, &vs[i]) {
-                Ok(p) => read.push(p),
-                Err(_) => return out,
-            }
-        }
-    }
-    let got = if read.is_empty() {
-        zrepl_zfs::VersionsByFilesystem::new()
-    } else {
-        match zfs.get_versions(&read).await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read new versions; listing fully");
-                return out;
-            }
-        }
-    };
-    'fs: for (fs, mut vs, missing) in todo {
-        let fresh = got.get(&fs);
-        for i in missing {
-            let v = &mut vs[i];
-            let Some(f) = fresh.and_then(|f| {
-                f.iter()
-                    .find(|f| f.typ == v.typ && f.name == v.name && f.guid == v.guid)
-            }) else {
-                // Gone or replaced between the two commands: list it whole.
-                continue 'fs;
-            };
-            v.creation = f.creation;
-            v.userrefs = f.userrefs;
-        }
-        out.insert(fs, vs);
-    }
-    out
-}
-
-/// The (filesystem, `@name`) of snapshots whose holds change.
-fn touched(snaps: &[VersionPath]) -> Vec<(DatasetPath, String)> {
-    snaps
-        .iter()
-        .map(|v| {
-            (
-                v.fs().clone(),
-                format!("{}{}", v.typ().delimiter(), v.name()),
-            )
-        })
-        .collect()
 }
 
 /// Completes `listed` (what this side already knows from the round) with one listing of the
@@ -576,28 +471,6 @@ impl LocalSender {
         })
     }
 
-    /// `zfs hold` through this endpoint. Every hold and release of the sender goes through
-    /// here or [`LocalSender::release_touching`]: the snapshots are marked touched (their
-    /// `userrefs` is read again by the next light listing, see [`crate::listings`]).
-    async fn hold_touching(
-        &self,
-        tag: &str,
-        snaps: &[VersionPath],
-    ) -> Result<(), zrepl_zfs::ZfsError> {
-        let _touching = self.listings.touching(touched(snaps));
-        self.zfs.hold(tag, snaps).await
-    }
-
-    /// `zfs release` through this endpoint (see [`LocalSender::hold_touching`]).
-    async fn release_touching(
-        &self,
-        tag: &str,
-        snaps: &[VersionPath],
-    ) -> Result<(), zrepl_zfs::ZfsError> {
-        let _touching = self.listings.touching(touched(snaps));
-        self.zfs.release(tag, snaps).await
-    }
-
     /// Creates the step's protection before sending (spec §3.5, SenderPreSend).
     async fn pre_send(
         &self,
@@ -616,7 +489,8 @@ impl LocalSender {
                     snaps.push(VersionPath::of(fs, f).map_err(|e| zfs_err("hold", e))?);
                     keep.push(f.clone());
                 }
-                self.hold_touching(&tag, &snaps)
+                self.zfs
+                    .hold(&tag, &snaps)
                     .await
                     .map_err(|e| zfs_err(format!("cannot create step holds on {fs}"), e))?;
             }
@@ -674,7 +548,8 @@ impl LocalSender {
                 .cloned()
                 .collect();
             if !stale.is_empty() {
-                self.release_touching(&step_hold_tag(job), &stale)
+                self.zfs
+                    .release(&step_hold_tag(job), &stale)
                     .await
                     .map_err(|e| zfs_err(format!("cannot release stale step holds on {fs}"), e))?;
             }
@@ -772,7 +647,6 @@ impl zrepl_protocol::Sender for LocalSender {
             if cache {
                 for (path, vs) in &versions {
                     self.listings.store(path, vs, generation);
-                    self.listings.learn(path, vs, generation, Some(started));
                 }
             }
             lock(&self.prepared).prefetched.put(generation, versions);
@@ -820,7 +694,7 @@ impl zrepl_protocol::Sender for LocalSender {
                 None => allowed
                     .iter()
                     .cloned()
-                    .zip(cached_versions_many(&self.zfs, &self.listings, &allowed, true).await?)
+                    .zip(cached_versions_many(&self.zfs, &self.listings, &allowed).await?)
                     .collect(),
             };
         let out = fss
@@ -857,7 +731,8 @@ impl zrepl_protocol::Sender for LocalSender {
             }
         };
         let tag = step_hold_tag(&self.cfg.job);
-        self.hold_touching(&tag, &holds.snapshots)
+        self.zfs
+            .hold(&tag, &holds.snapshots)
             .await
             .map_err(|e| zfs_err("cannot create the step holds of this round", e))?;
         zrepl_failpoint::hit("sender.prepare_sends.after_holds")
@@ -884,7 +759,7 @@ impl zrepl_protocol::Sender for LocalSender {
         }
         // Requests that do not match what exists (their `send` fails) keep no holds of ours.
         if !done.release.is_empty() {
-            if let Err(e) = self.release_touching(&tag, &done.release).await {
+            if let Err(e) = self.zfs.release(&tag, &done.release).await {
                 tracing::warn!(error = %e, "cannot release the step holds of unprepared steps");
             }
         }
@@ -1028,7 +903,8 @@ impl zrepl_protocol::Sender for LocalSender {
             }
             keep.push(req.to.clone());
             if let Err(e) = self
-                .release_touching(&step_hold_tag(&self.cfg.job), &snaps)
+                .zfs
+                .release(&step_hold_tag(&self.cfg.job), &snaps)
                 .await
             {
                 tracing::warn!(fs = %fs, error = %e, "cannot release step holds after the step");
@@ -1172,7 +1048,7 @@ impl LocalSender {
         let tag = step_hold_tag(job);
         let release = async {
             if !c.release.is_empty() {
-                if let Err(e) = self.release_touching(&tag, &c.release).await {
+                if let Err(e) = self.zfs.release(&tag, &c.release).await {
                     tracing::warn!(error = %e, "cannot release step holds after the round");
                 }
             }
@@ -1192,7 +1068,7 @@ impl LocalSender {
                         .cloned()
                         .collect();
                     if !stale.is_empty() {
-                        if let Err(e) = self.release_touching(&tag, &stale).await {
+                        if let Err(e) = self.zfs.release(&tag, &stale).await {
                             tracing::warn!(error = %e, "cannot release stale step holds");
                         }
                     }
@@ -1373,7 +1249,7 @@ impl LocalSender {
                         .cloned()
                         .collect();
                     if !stale.is_empty() {
-                        if let Err(e) = self.release_touching(&step_hold_tag(job), &stale).await {
+                        if let Err(e) = self.zfs.release(&step_hold_tag(job), &stale).await {
                             tracing::warn!(error = %e, "converge: cannot release stale step holds");
                         }
                     }
@@ -1551,7 +1427,8 @@ impl LocalSender {
                 .cloned()
                 .collect();
         if !expired.is_empty() {
-            self.release_touching(&step_hold_tag(&self.cfg.job), &expired)
+            self.zfs
+                .release(&step_hold_tag(&self.cfg.job), &expired)
                 .await
                 .map_err(|e| zfs_err("cannot release expired step holds", e))?;
         }
@@ -1569,26 +1446,6 @@ mod tests {
             .rev()
             .map(|i| DatasetPath::parse(&format!("pool/fs{i:03}")).unwrap())
             .collect()
-    }
-
-    /// The light listing's `userrefs` are only right if every hold and release of the sender
-    /// marks its snapshots: the two wrappers are the only callers of `zfs hold`/`zfs release`
-    /// in this file (the receiver lists fully).
-    #[test]
-    fn holds_and_releases_go_through_the_touching_wrappers() {
-        let src: String = include_str!("sender.rs")
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        for (call, wrapper) in [
-            (".hold(", ".hold_touching("),
-            (".release(", ".release_touching("),
-        ] {
-            let pattern = format!("self.zfs{call}");
-            assert_eq!(src.matches(call).count(), 2, "{call}: only in the wrapper");
-            assert_eq!(src.matches(&pattern).count(), 1, "{call}");
-            assert!(src.matches(wrapper).count() > 1, "{wrapper}");
-        }
     }
 
     #[test]

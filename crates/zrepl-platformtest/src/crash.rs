@@ -634,10 +634,8 @@ pub async fn crash_injected_error_fails_the_run_then_converges(t: Ctx) -> TestRe
     s.converge()
 }
 
-/// Issue 22's light listings (`-o name,guid,createtxg`, `userrefs` filled from what the sender
-/// knew and read again where its own holds changed) keep a failed round's leftovers visible:
-/// a round that fails after its new cursors exist leaves its step holds, and the next runs of
-/// the same daemon (cache and knowledge kept, listing light) release them and converge.
+/// A round that fails after its new cursors exist leaves its step holds; the next runs of the
+/// same daemon (its listings cache kept, no restart) find them, release them and converge.
 pub async fn crash_injected_error_converges_in_the_same_daemon(t: Ctx) -> TestResult {
     let mut s = Scenario::new(&t)?;
     let mut d = s.daemon(Some("sender.complete.after_new_cursor=error@2"))?;
@@ -666,16 +664,7 @@ pub async fn crash_injected_error_converges_in_the_same_daemon(t: Ctx) -> TestRe
             "no successful run after the failed one:\n{}",
             s.log_tail()
         );
-        s.check()?;
-        // Light listings need the listings cache (`snapshots_changed`, OpenZFS >= 2.2).
-        let cache = sh(&["sh", "-c", "zfs get 2>&1 || true"])?.contains("snapshots_changed");
-        let log = std::fs::read_to_string(&s.log).map_err(|e| e.to_string())?;
-        ensure!(
-            log.contains("-o name,guid,createtxg -d 1") == cache,
-            "the sender listed light: {}, the listings cache is on: {cache}",
-            !cache
-        );
-        Ok(())
+        s.check()
     })();
     let _ = d.kill();
     let _ = d.wait();

@@ -167,7 +167,6 @@ fn main() {
         repl_properties_override_and_inherit,
         repl_conflict_on_one_filesystem_while_five_replicate,
         repl_initial_replication_policies,
-        repl_light_listing_matches_full_listing,
         repl_protection_levels,
         repl_malicious_requests_refused,
         prune_both_sides_dry_run_matches_and_holds_are_kept,

@@ -168,27 +168,6 @@ pub fn parse_program_return(text: &str) -> Result<BTreeMap<String, i64>, String>
 /// rather than a skipped line, because a silently missing snapshot could make a caller destroy or
 /// re-send the wrong thing.
 pub fn parse_versions_listing(text: &str) -> Result<VersionsByFilesystem, ParseError> {
-    parse_versions(text, Columns::Full)
-}
-
-/// Parses `zfs list -H -p -o name,guid,createtxg` output of snapshots and bookmarks (the
-/// listing OpenZFS answers without reading each snapshot's statistics): like
-/// [`parse_versions_listing`], but every version's `creation` is 0 and its `userrefs` `None`,
-/// for the caller to fill from what it knows ([`VersionsByFilesystem`] of such a listing is
-/// incomplete by construction and must not be used as it is).
-pub fn parse_light_versions_listing(text: &str) -> Result<VersionsByFilesystem, ParseError> {
-    parse_versions(text, Columns::Light)
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Columns {
-    /// name, guid, createtxg, creation, userrefs
-    Full,
-    /// name, guid, createtxg
-    Light,
-}
-
-fn parse_versions(text: &str, cols: Columns) -> Result<VersionsByFilesystem, ParseError> {
     // Lines of different filesystems interleave (the output is sorted by createtxg across the
     // whole subtree), so group through a hash map keyed by the borrowed filesystem name and build
     // the owned, validated `DatasetPath` only once per filesystem at the end.
@@ -196,14 +175,8 @@ fn parse_versions(text: &str, cols: Columns) -> Result<VersionsByFilesystem, Par
     // (filesystem, versions, versions need sorting)
     let mut groups: Vec<(&str, Vec<FilesystemVersion>, bool)> = Vec::new();
     for (n, line) in byte_lines(text) {
-        let [name, guid, txg, creation, userrefs] = match cols {
-            Columns::Full => split_tabs::<5>(line)
-                .ok_or_else(|| perr(n, line, "expected 5 tab-separated fields"))?,
-            Columns::Light => {
-                let [name, guid, txg] = split_tabs::<3>(line)
-                    .ok_or_else(|| perr(n, line, "expected 3 tab-separated fields"))?;
-                [name, guid, txg, "", ""]
-            }
+        let Some([name, guid, txg, creation, userrefs]) = split_tabs::<5>(line) else {
+            return Err(perr(n, line, "expected 5 tab-separated fields"));
         };
         let (fs, version) = match name.bytes().position(|b| b == b'@' || b == b'#') {
             None => (name, None),
@@ -221,20 +194,10 @@ fn parse_versions(text: &str, cols: Columns) -> Result<VersionsByFilesystem, Par
         let createtxg: u64 = txg
             .parse()
             .map_err(|_| perr(n, line, "invalid createtxg"))?;
-        let creation: i64 = match cols {
-            Columns::Full => creation
-                .parse()
-                .map_err(|_| perr(n, line, "invalid creation"))?,
-            Columns::Light => 0,
-        };
-        let (typ, userrefs) = if cols == Columns::Light {
-            let typ = if delim == b'@' {
-                VersionType::Snapshot
-            } else {
-                VersionType::Bookmark
-            };
-            (typ, None)
-        } else if delim == b'@' {
+        let creation: i64 = creation
+            .parse()
+            .map_err(|_| perr(n, line, "invalid creation"))?;
+        let (typ, userrefs) = if delim == b'@' {
             let u: u64 = userrefs
                 .parse()
                 .map_err(|_| perr(n, line, "invalid userrefs for a snapshot"))?;
@@ -882,43 +845,6 @@ mod tests {
         assert!(parse_versions_listing("").unwrap().is_empty());
         let m = parse_versions_listing("p/x@a\t1\t2\t3\t0").unwrap();
         assert_eq!(m[&DatasetPath::parse("p/x").unwrap()].len(), 1);
-    }
-
-    #[test]
-    fn light_versions_listing() {
-        let text = "p/x@a\t1\t10\np/x#a\t1\t10\np/x@b\t2\t20\n";
-        let m = parse_light_versions_listing(text).unwrap();
-        let v = &m[&DatasetPath::parse("p/x").unwrap()];
-        let got: Vec<_> = v
-            .iter()
-            .map(|v| {
-                (
-                    v.relative_name(),
-                    v.guid,
-                    v.createtxg,
-                    v.creation,
-                    v.userrefs,
-                )
-            })
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("#a".to_string(), 1, 10, 0, None),
-                ("@a".to_string(), 1, 10, 0, None),
-                ("@b".to_string(), 2, 20, 0, None),
-            ]
-        );
-        // Full rows, short rows, bad numbers and names are refused.
-        for b in [
-            "p/x@a\t1\t10\t3\t0",
-            "p/x@a\t1",
-            "p/x@a\tx\t10",
-            "p/x@a\t1\t-",
-            "p/x@a%b\t1\t10",
-        ] {
-            assert!(parse_light_versions_listing(b).is_err(), "{b:?}");
-        }
     }
 
     #[test]

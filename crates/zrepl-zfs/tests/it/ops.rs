@@ -1026,65 +1026,6 @@ echo "cannot open 'pool/gone': dataset does not exist" >&2; exit 1"#,
 }
 
 #[tokio::test]
-async fn light_versions_listing_asks_for_three_columns() {
-    let m = Mock::new(
-        r#"printf 'pool/a@s1\t3\t12\npool/a#m\t3\t12\n'
-echo "cannot open 'pool/gone': dataset does not exist" >&2; exit 1"#,
-    );
-    let r = m
-        .zfs()
-        .list_light_versions_of(&[p("pool/a"), p("pool/gone")])
-        .await
-        .unwrap();
-    assert_eq!(r.keys().cloned().collect::<Vec<_>>(), [p("pool/a")]);
-    let got: Vec<_> = r[&p("pool/a")]
-        .iter()
-        .map(|v| {
-            (
-                v.relative_name(),
-                v.guid,
-                v.createtxg,
-                v.creation,
-                v.userrefs,
-            )
-        })
-        .collect();
-    assert_eq!(
-        got,
-        [
-            ("#m".to_string(), 3, 12, 0, None),
-            ("@s1".to_string(), 3, 12, 0, None)
-        ]
-    );
-    assert_eq!(
-        m.calls(),
-        [v(&[
-            "list",
-            "-H",
-            "-p",
-            "-o",
-            "name,guid,createtxg",
-            "-d",
-            "1",
-            "-t",
-            "snapshot,bookmark",
-            "-s",
-            "createtxg",
-            "--",
-            "pool/a",
-            "pool/gone"
-        ])]
-    );
-    // Five columns are not what was asked for.
-    let m = Mock::new(r#"printf 'pool/a@s1\t3\t12\t102\t1\n'"#);
-    assert!(m
-        .zfs()
-        .list_light_versions_of(&[p("pool/a")])
-        .await
-        .is_err());
-}
-
-#[tokio::test]
 async fn placeholder_states_of_a_path_in_one_command() {
     let m = Mock::new(
         r#"printf 'pool	zrepl:placeholder	-	-
