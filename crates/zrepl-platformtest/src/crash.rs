@@ -634,8 +634,9 @@ pub async fn crash_injected_error_fails_the_run_then_converges(t: Ctx) -> TestRe
     s.converge()
 }
 
-/// A round that fails after its new cursors exist leaves its step holds; the next runs of the
-/// same daemon (its listings cache kept, no restart) find them, release them and converge.
+/// A round that fails after the receiver completed and before the sender moved its cursors
+/// leaves its step holds (an `error`, the daemon lives on); the next runs of the same daemon
+/// (its listings cache kept, no restart) find them, move the cursors and converge.
 pub async fn crash_injected_error_converges_in_the_same_daemon(t: Ctx) -> TestResult {
     let mut s = Scenario::new(&t)?;
     {
@@ -646,7 +647,7 @@ pub async fn crash_injected_error_converges_in_the_same_daemon(t: Ctx) -> TestRe
         ensure!(r? == "done", "initial replication failed");
     }
     // Only the first completion of this daemon fails.
-    let mut d = s.daemon(Some("sender.complete.after_new_cursor=error@1"))?;
+    let mut d = s.daemon(Some("driver.complete.after_receives_completed=error@1"))?;
     let res: TestResult = (|| {
         s.snapshots(REPLICATED, 1)?;
         ensure!(
