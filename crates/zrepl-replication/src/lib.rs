@@ -358,11 +358,6 @@ async fn attempt<S: Sender, R: Receiver>(
         .iter()
         .map(|_| watch::channel(Presence::Pending))
         .collect();
-    // Filesystems whose steps have all ended: their received steps may be completed while
-    // other filesystems' steps still run (`early_completion`).
-    let finished: std::sync::Mutex<std::collections::HashSet<usize>> = Default::default();
-    let progress = tokio::sync::Notify::new();
-    let all_finished = std::sync::atomic::AtomicBool::new(false);
     let tasks = sfs
         .iter()
         .zip(plans)
@@ -378,7 +373,6 @@ async fn attempt<S: Sender, R: Receiver>(
             let me = &presence[idx].0;
             let ctx = &ctx;
             let rcv = rmap.get(&fs.path);
-            let (finished, progress) = (&finished, &progress);
             async move {
                 let r = ctx.filesystem(idx, fs, rcv, planned, parents, me).await;
                 // Whatever happened, children must not wait forever.
@@ -389,23 +383,12 @@ async fn attempt<S: Sender, R: Receiver>(
                         Presence::Failed
                     });
                 }
-                lock(finished).insert(idx);
-                progress.notify_one();
                 r
             }
         });
-    let steps = async {
-        let results = futures::future::join_all(tasks).await;
-        all_finished.store(true, std::sync::atomic::Ordering::SeqCst);
-        progress.notify_one();
-        results
-    };
-    let (results, mut errors) = tokio::join!(
-        steps,
-        ctx.early_completion(&finished, &progress, &all_finished)
-    );
-    errors.extend(results.into_iter().filter_map(Result::err));
-    let done = std::mem::take(&mut *lock(completed));
+    let results = futures::future::join_all(tasks).await;
+    let mut errors: Vec<TimedError> = results.into_iter().filter_map(Result::err).collect();
+    let done = std::mem::take(&mut *completed.lock().unwrap_or_else(|e| e.into_inner()));
     errors.extend(ctx.complete(done).await);
     errors.extend(ctx.converge(converges).await);
     errors.sort_by_key(|e| e.at);
@@ -451,14 +434,6 @@ struct Received {
     idx: usize,
     send: SendRequest,
     recv: ReceiveRequest,
-}
-
-/// How many received steps of finished filesystems are completed while other steps still run
-/// (fewer wait for the attempt's end: a completion costs a few commands on each side).
-const EARLY_COMPLETION_BATCH: usize = 8;
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct FsCtx<'a, S, R> {
@@ -696,48 +671,6 @@ impl<S: Sender, R: Receiver> FsCtx<'_, S, R> {
                 recv,
             });
         Ok(())
-    }
-
-    /// Completes, while other filesystems' steps still run, the received steps of filesystems
-    /// whose steps have all ended, once at least [`EARLY_COMPLETION_BATCH`] of them wait (a
-    /// filesystem with steps still running keeps its step holds until its last step ended: its
-    /// steps share them). What is left when every step has ended is the caller's. Each
-    /// filesystem's completion is the same as at the end of the attempt, in the same order
-    /// (receiver, then sender), so a crash between batches leaves what a crash during the
-    /// attempt's completion leaves.
-    async fn early_completion(
-        &self,
-        finished: &std::sync::Mutex<std::collections::HashSet<usize>>,
-        progress: &tokio::sync::Notify,
-        all_finished: &std::sync::atomic::AtomicBool,
-    ) -> Vec<TimedError> {
-        let mut errors = Vec::new();
-        loop {
-            if all_finished.load(std::sync::atomic::Ordering::SeqCst) {
-                return errors;
-            }
-            let batch: Vec<Received> = {
-                let finished = lock(finished);
-                let mut waiting = lock(self.completed);
-                let ready = waiting.iter().filter(|d| finished.contains(&d.idx)).count();
-                if ready >= EARLY_COMPLETION_BATCH {
-                    let (ready, rest): (Vec<Received>, Vec<Received>) =
-                        std::mem::take(&mut *waiting)
-                            .into_iter()
-                            .partition(|d| finished.contains(&d.idx));
-                    *waiting = rest;
-                    ready
-                } else {
-                    Vec::new()
-                }
-            };
-            if batch.is_empty() {
-                progress.notified().await;
-            } else {
-                tracing::debug!(steps = batch.len(), "completing finished filesystems early");
-                errors.extend(self.complete(batch).await);
-            }
-        }
     }
 
     /// Completes the received steps of the attempt: the receiver checks and holds what it

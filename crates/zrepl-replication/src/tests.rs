@@ -31,8 +31,6 @@ struct FakeSender {
     /// `list_filesystems` fails with a connectivity error this many times.
     flaky_lists: AtomicUsize,
     completed: Mutex<Vec<String>>,
-    /// Each `sends_completed` call's steps.
-    batches: Mutex<Vec<Vec<String>>>,
     /// `converge` requests: filesystem and common version.
     converged: Mutex<Vec<String>>,
     /// `converge` answers with no result at all (a broken peer).
@@ -130,21 +128,6 @@ impl Sender for FakeSender {
         ));
         Ok(())
     }
-    async fn sends_completed(
-        &self,
-        reqs: &[SendRequest],
-    ) -> zrepl_protocol::Result<Vec<zrepl_protocol::Result<()>>> {
-        self.batches.lock().unwrap().push(
-            reqs.iter()
-                .map(|r| format!("{}{}", r.filesystem, r.to.relative_name()))
-                .collect(),
-        );
-        let mut out = Vec::new();
-        for r in reqs {
-            out.push(self.send_completed(r).await);
-        }
-        Ok(out)
-    }
     async fn converge(
         &self,
         reqs: &[ConvergeRequest],
@@ -196,8 +179,6 @@ struct FakeReceiver {
     converged: Mutex<Vec<String>>,
     /// Notified by every `list_versions`.
     versions_listed: Option<std::sync::Arc<tokio::sync::Notify>>,
-    /// Every receive takes this long.
-    delay: Option<std::time::Duration>,
 }
 
 impl Receiver for FakeReceiver {
@@ -230,9 +211,6 @@ impl Receiver for FakeReceiver {
     ) -> zrepl_protocol::Result<()> {
         let mut buf = String::new();
         stream.read_to_string(&mut buf).await.unwrap();
-        if let Some(d) = self.delay {
-            tokio::time::sleep(d).await;
-        }
         assert_eq!(buf, format!("{}:{}", req.filesystem, req.to.guid));
         if self.hang_on.contains(&req.filesystem) {
             std::future::pending::<()>().await;
@@ -435,61 +413,6 @@ async fn the_receivers_versions_are_listed_while_the_senders_are() {
         .expect("the sides listed their versions one after the other");
     assert_eq!(rep.state, RunState::Done, "{rep:#?}");
     assert_eq!(r.order.lock().unwrap().clone(), ["pool/a@2"]);
-}
-
-/// Filesystems whose steps have all ended are completed in batches while others still run;
-/// a filesystem's steps (which share their step holds) are never split across completions,
-/// and every step is completed exactly once.
-#[tokio::test]
-async fn finished_filesystems_are_completed_while_others_still_run() {
-    let names: Vec<String> = (0..24).map(|i| format!("pool/f{i:02}")).collect();
-    let steps: &[(&str, u64)] = &[("1", 1), ("2", 2), ("3", 3)];
-    let fss: Vec<(&str, &[(&str, u64)])> = names.iter().map(|n| (n.as_str(), steps)).collect();
-    let s = sender(&fss);
-    let r = FakeReceiver {
-        delay: Some(std::time::Duration::from_millis(2)),
-        ..Default::default()
-    };
-    let cfg = DriverConfig {
-        policy: Policy {
-            initial_replication: zrepl_planner::InitialReplication::All,
-            ..Policy::default()
-        },
-        step_concurrency: 3,
-        ..Default::default()
-    };
-    let rep = run_once(&s, &r, &cfg).await;
-    assert_eq!(rep.state, RunState::Done, "{rep:#?}");
-    let batches = s.batches.lock().unwrap().clone();
-    assert!(batches.len() >= 2, "one completion only: {batches:?}");
-    assert!(
-        batches[..batches.len() - 1]
-            .iter()
-            .all(|b| b.len() >= EARLY_COMPLETION_BATCH),
-        "{batches:?}"
-    );
-    let mut all: Vec<String> = batches.concat();
-    for n in &names {
-        let of: Vec<usize> = batches
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.iter().any(|x| x.starts_with(&format!("{n}@"))))
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(of.len(), 1, "{n} completed in batches {of:?}");
-        let mine: Vec<&String> = batches[of[0]]
-            .iter()
-            .filter(|x| x.starts_with(&format!("{n}@")))
-            .collect();
-        assert_eq!(
-            mine,
-            [&format!("{n}@1"), &format!("{n}@2"), &format!("{n}@3")]
-        );
-    }
-    all.sort();
-    let before = all.len();
-    all.dedup();
-    assert_eq!((before, all.len()), (72, 72));
 }
 
 #[tokio::test]
