@@ -239,28 +239,41 @@ impl Scenario {
         }
     }
 
+    /// One successful run with a clean daemon, stopped afterwards.
+    pub(crate) fn initial_replication(&self) -> TestResult {
+        let mut d = self.daemon(None)?;
+        let r = self.run();
+        let _ = d.kill();
+        let _ = d.wait();
+        ensure!(r? == "done", "initial replication failed");
+        Ok(())
+    }
+
     /// Runs (with a clean daemon) until a run succeeds; then one more run, after which the
     /// invariants must hold.
     pub(crate) fn converge(&self) -> TestResult {
         let mut d = self.daemon(None)?;
-        let res: TestResult = (|| {
-            let mut ok = false;
-            for _ in 0..3 {
-                if self.run()? == "done" {
-                    ok = true;
-                    break;
-                }
-            }
-            ensure!(
-                ok,
-                "no successful run after the crash:\n{}",
-                self.log_tail()
-            );
-            self.check()
-        })();
+        let res = self.converge_running();
         let _ = d.kill();
         let _ = d.wait();
         res
+    }
+
+    /// [`Scenario::converge`] with the daemon that is running.
+    pub(crate) fn converge_running(&self) -> TestResult {
+        let mut ok = false;
+        for _ in 0..3 {
+            if self.run()? == "done" {
+                ok = true;
+                break;
+            }
+        }
+        ensure!(
+            ok,
+            "no successful run after the crash:\n{}",
+            self.log_tail()
+        );
+        self.check()
     }
 
     /// Where sender filesystem `<pool>/src/<fs>` lands on the receiver.
@@ -540,13 +553,7 @@ fn lost_completion(t: Ctx, protection: &str) -> TestResult {
         "off".to_string(),
     ));
     s.configure(REPLICATED, protection, "{type: manual}")?;
-    {
-        let mut d = s.daemon(None)?;
-        let r = s.run();
-        let _ = d.kill();
-        let _ = d.wait();
-        ensure!(r? == "done", "initial replication failed");
-    }
+    s.initial_replication()?;
     s.snapshots(REPLICATED, 1)?;
     let mut d = s.daemon(Some("driver.step.after_receive=kill@4"))?;
     s.zrepl(&["signal", "wakeup", SENDER_JOB])?;
@@ -606,13 +613,7 @@ pub async fn crash_lost_completion_converges_guarantee_incremental(t: Ctx) -> Te
 /// it); the next run without it converges.
 pub async fn crash_injected_error_fails_the_run_then_converges(t: Ctx) -> TestResult {
     let mut s = Scenario::new(&t)?;
-    {
-        let mut d = s.daemon(None)?;
-        let r = s.run();
-        let _ = d.kill();
-        let _ = d.wait();
-        ensure!(r? == "done", "initial replication failed");
-    }
+    s.initial_replication()?;
     s.snapshots(REPLICATED, 1)?;
     let mut d = s.daemon(Some("driver.step.after_receive=error"))?;
     let res: TestResult = (|| {
@@ -639,13 +640,7 @@ pub async fn crash_injected_error_fails_the_run_then_converges(t: Ctx) -> TestRe
 /// (its listings cache kept, no restart) find them, move the cursors and converge.
 pub async fn crash_injected_error_converges_in_the_same_daemon(t: Ctx) -> TestResult {
     let mut s = Scenario::new(&t)?;
-    {
-        let mut d = s.daemon(None)?;
-        let r = s.run();
-        let _ = d.kill();
-        let _ = d.wait();
-        ensure!(r? == "done", "initial replication failed");
-    }
+    s.initial_replication()?;
     // Only the first completion of this daemon fails.
     let mut d = s.daemon(Some("driver.complete.after_receives_completed=error@1"))?;
     let res: TestResult = (|| {
@@ -660,19 +655,7 @@ pub async fn crash_injected_error_converges_in_the_same_daemon(t: Ctx) -> TestRe
             left.iter().any(|h| h.ends_with(&format!(" {step_tag}"))),
             "the failed round left no step holds: {left:?}"
         );
-        let mut ok = false;
-        for _ in 0..3 {
-            if s.run()? == "done" {
-                ok = true;
-                break;
-            }
-        }
-        ensure!(
-            ok,
-            "no successful run after the failed one:\n{}",
-            s.log_tail()
-        );
-        s.check()
+        s.converge_running()
     })();
     let _ = d.kill();
     let _ = d.wait();

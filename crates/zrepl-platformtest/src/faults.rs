@@ -227,19 +227,8 @@ pub(crate) async fn fault_hanging_zfs_command_is_bounded(t: Ctx) -> TestResult {
             "the error does not name the command: {run}"
         );
         std::fs::remove_file(&hang).map_err(|e| e.to_string())?;
-        // The hung commands were killed (a killed process may take a moment to exit).
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let left = sh(&["pgrep", "-f", "^sleep 3600"]).unwrap_or_default();
-            if left.trim().is_empty() {
-                break;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "hung commands left running 15 s after the run: {left}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        // The hung commands were killed.
+        crate::pool::wait_gone("^sleep 3600", Duration::from_secs(15))?;
         let r = s.run()?;
         ensure!(r == "done", "the run after the hang: {r}\n{}", s.log_tail());
         s.check()

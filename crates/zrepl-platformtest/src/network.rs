@@ -325,29 +325,6 @@ fn wait_token(fs: &str) -> TestResult {
     }
 }
 
-/// Waits until no `zfs send`/`zfs recv` runs in the VM. A killed or cut transfer leaves the
-/// kernel's ioctl (which saves the resumable state, then returns) and the process's exit to
-/// finish after the daemon already reported the run; under load that takes a moment. A process
-/// still there after `limit` is a leak, reported with its `ps` line.
-fn wait_no_zfs_transfers(limit: Duration) -> TestResult {
-    let deadline = Instant::now() + limit;
-    while let Ok(pids) = sh(&["pgrep", "-f", "^zfs (send|recv|receive)"]) {
-        if Instant::now() >= deadline {
-            let ps = sh(&[
-                "ps",
-                "-o",
-                "pid,stat,etime,args",
-                "-p",
-                &pids.split_whitespace().collect::<Vec<_>>().join(","),
-            ])
-            .unwrap_or_else(|e| e);
-            return Err(format!("zfs processes left {limit:?} after the run ended:\n{ps}").into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
-}
-
 /// Whether any step of the job's last run resumed a transfer.
 fn resumed(st: &serde_json::Value, job: &str) -> bool {
     st["jobs"][job]["replication"]["attempts"]
@@ -615,7 +592,7 @@ pub async fn net_signal_reset_aborts_and_next_run_resumes(t: Ctx) -> TestResult 
         ensure!(took < Duration::from_secs(10), "reset took {took:?}");
         let recv = format!("{p}/sink/c/{a}");
         wait_token(&recv)?;
-        wait_no_zfs_transfers(Duration::from_secs(15))?;
+        crate::pool::wait_gone("^zfs (send|recv|receive)", Duration::from_secs(15))?;
         d.replicate("push")?;
         let st = d.status()?;
         ensure!(

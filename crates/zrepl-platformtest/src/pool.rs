@@ -12,6 +12,26 @@ use std::time::{Duration, Instant};
 const POOL_SIZE: u64 = 256 << 20;
 
 /// Runs `argv` without a shell and returns stdout; a non-zero exit is an error with stderr.
+/// Waits until no process whose command line matches `pattern` (`pgrep -f`) runs. A killed
+/// process (a cut transfer, a command past its timeout) may take a moment to exit after the
+/// daemon reported it: under load longer than a fixed sleep. One still there after `limit` is a
+/// leak, reported with its `ps` line.
+pub fn wait_gone(pattern: &str, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    while let Ok(pids) = sh(&["pgrep", "-f", pattern]) {
+        if Instant::now() >= deadline {
+            let pids: Vec<&str> = pids.split_whitespace().collect();
+            let ps = sh(&["ps", "-o", "pid,stat,etime,args", "-p", &pids.join(",")])
+                .unwrap_or_else(|e| e);
+            return Err(format!(
+                "processes matching {pattern:?} left after {limit:?}:\n{ps}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 pub fn sh(argv: &[&str]) -> Result<String, String> {
     let (bin, args) = argv.split_first().ok_or("empty argv")?;
     let out = Command::new(bin)
